@@ -1,0 +1,131 @@
+"""Writing drivers' CDI specs, and checking allocations against them.
+
+A driver describes its CDI devices (:class:`multidp.model.CDISpec`); the host
+writes one JSON spec file per kind into the CDI directory, atomically, and
+remembers which fully qualified names it holds. An allocation that names a CDI
+device of one of its kinds that no written spec holds is refused with a
+message that says why, so a container never fails later on a missing spec;
+drivers that name no CDI devices are never affected by a CDI problem.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tempfile
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from multidp.model import CDISpec, DeviceNode, Mount
+
+log = logging.getLogger(__name__)
+
+CDI_VERSION = "0.6.0"
+ANNOTATION_PREFIX = "cdi.k8s.io/"
+_KIND = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[a-zA-Z0-9]([-a-zA-Z0-9_.]*[a-zA-Z0-9])?$")
+
+
+def _edits(nodes: Sequence[DeviceNode], env: dict[str, str], mounts: Sequence[Mount]) -> dict[str, Any]:
+    edits: dict[str, Any] = {}
+    if nodes:
+        edits["deviceNodes"] = [
+            {"path": n.container_path, "hostPath": n.host_path, "permissions": n.permissions} for n in nodes
+        ]
+    if env:
+        edits["env"] = [f"{k}={v}" for k, v in env.items()]
+    if mounts:
+        edits["mounts"] = [
+            {
+                "hostPath": m.host_path,
+                "containerPath": m.container_path,
+                "options": ["ro" if m.read_only else "rw", "nosuid", "nodev", "bind"],
+            }
+            for m in mounts
+        ]
+    return edits
+
+
+def spec_document(spec: CDISpec) -> dict[str, Any]:
+    """The CDI JSON document for one spec."""
+    doc: dict[str, Any] = {
+        "cdiVersion": CDI_VERSION,
+        "kind": spec.kind,
+        "devices": [
+            {"name": d.name, "containerEdits": _edits(d.device_nodes, dict(d.env), d.mounts)}
+            for d in spec.devices
+        ],
+    }
+    common = _edits(spec.common_device_nodes, dict(spec.common_env), spec.common_mounts)
+    if common:
+        doc["containerEdits"] = common
+    return doc
+
+
+class CDIRegistry:
+    """The CDI specs written for each driver, and the names they hold."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._lock = threading.Lock()
+        self._names: dict[str, set[str]] = {}  # driver -> qualified names written
+        self._kinds: dict[str, set[str]] = {}  # driver -> kinds written
+        self._errors: dict[str, str] = {}  # driver -> why its specs are missing
+
+    def file_for(self, driver: str, kind: str) -> Path:
+        return self.directory / f"multidp-{driver}-{kind.replace('/', '_')}.json"
+
+    def publish(self, driver: str, specs: Sequence[CDISpec]) -> None:
+        """Write ``specs`` for ``driver``; record the names or the reason it failed."""
+        names: set[str] = set()
+        try:
+            for spec in specs:
+                if not _KIND.match(spec.kind):
+                    raise ValueError(f"CDI kind {spec.kind!r} is not vendor/class")
+                self._write(self.file_for(driver, spec.kind), spec_document(spec))
+                names.update(spec.qualified_name(d.name) for d in spec.devices)
+        except (OSError, ValueError, TypeError) as exc:
+            self.fail(driver, f"cannot write CDI spec to {self.directory}: {exc}")
+            return
+        with self._lock:
+            self._names[driver] = names
+            self._kinds[driver] = {spec.kind for spec in specs}
+            if self._errors.pop(driver, None):
+                log.info("driver %s: CDI specs written to %s again", driver, self.directory)
+
+    def fail(self, driver: str, reason: str) -> None:
+        with self._lock:
+            if self._errors.get(driver) != reason:
+                log.error("driver %s: %s; allocations that use CDI devices will fail", driver, reason)
+            self._errors[driver] = reason
+            self._names.pop(driver, None)
+
+    def problem(self, driver: str, names: Sequence[str]) -> str | None:
+        """Why ``names`` cannot be handed out, or None when the specs hold them all."""
+        with self._lock:
+            if driver in self._errors:
+                return self._errors[driver]
+            known = self._names.get(driver, set())
+            kinds = self._kinds.get(driver, set())
+        # Names of kinds this driver did not publish come from specs written by
+        # others (e.g. the NVIDIA container toolkit's); those are not ours to check.
+        missing = [n for n in names if n.partition("=")[0] in kinds and n not in known]
+        if missing:
+            return f"no CDI spec written by multidp holds {', '.join(missing[:3])}"
+        return None
+
+    @staticmethod
+    def _write(path: Path, document: dict[str, Any]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".multidp-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as out:
+                json.dump(document, out, indent=1)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise

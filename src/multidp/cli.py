@@ -1,0 +1,180 @@
+"""The ``multidp`` command: run, devices, drivers, demo, config.
+
+Options come from flags, then MULTIDP_* variables, then the config file.
+Exit codes: 0 after SIGTERM/SIGINT; 2 for usage and config errors; 1 when
+``--strict`` and a driver failed to load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+# gRPC's C core logs connection details to stderr at INFO; keep only errors.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+from multidp import __version__  # noqa: E402
+from multidp.config import Settings, load_settings, parse_bool, parse_driver_list  # noqa: E402
+from multidp.errors import ConfigError  # noqa: E402
+from multidp.logsetup import setup_logging  # noqa: E402
+
+log = logging.getLogger("multidp")
+
+EXIT_OK, EXIT_DRIVER_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    pass
+
+
+def _bool_flag(text: str) -> bool:
+    try:
+        return parse_bool(text, "flag")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+
+
+def _drivers_flag(text: str) -> list[str] | None:
+    try:
+        return parse_driver_list(text, "--drivers")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--config", help="config file (YAML) [MULTIDP_CONFIG]")
+    add("--plugin-dir", help="kubelet device plugin dir [MULTIDP_PLUGIN_DIR; /var/lib/kubelet/device-plugins]")
+    add("--kubelet-socket", help="kubelet registration socket [MULTIDP_KUBELET_SOCKET; <plugin-dir>/kubelet.sock]")
+    add("--drivers", type=_drivers_flag, help="drivers that may run: comma list or 'all' [MULTIDP_DRIVERS; all]")
+    add("--strict", nargs="?", const=True, type=_bool_flag, help="a driver that fails to load is fatal "
+        "[MULTIDP_STRICT]")
+    add("--simulate", nargs="?", const=True, type=_bool_flag, help="simulated hardware [MULTIDP_SIMULATE]")
+    add("--cdi-dir", help="where CDI specs are written [MULTIDP_CDI_DIR; /var/run/cdi]")
+    add("--metrics-address", help="host:port for /metrics, /healthz, /readyz [MULTIDP_METRICS_ADDRESS; off]")
+    add("--log-format", choices=["text", "json"], help="[MULTIDP_LOG_FORMAT; text]")
+    add("--log-level", choices=["debug", "info", "warning", "error"], help="[MULTIDP_LOG_LEVEL; info]")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="multidp", description="Kubernetes device plugin host")
+    parser.add_argument("--version", action="version", version=f"multidp {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = commands.add_parser("run", help="serve devices to the kubelet (the daemon)")
+    _common(run)
+    devices = commands.add_parser("devices", help="what each enabled driver finds on this node")
+    _common(devices)
+    devices.add_argument("--json", action="store_true", help="JSON output (documented in docs/cli.md)")
+    drivers = commands.add_parser("drivers", help="installed drivers, their origin, and whether they run")
+    _common(drivers)
+    drivers.add_argument("--json", action="store_true", help="JSON output")
+    demo = commands.add_parser("demo", help="the whole host against a kubelet stand-in and simulated hardware")
+    demo.add_argument("--drivers", type=_drivers_flag, help="drivers to show (default: all installed)")
+    demo.add_argument("--sample", action="store_true", help="also show multidp.testing's sample driver")
+    config = commands.add_parser("config", help="config file schema and checks")
+    config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    schema = config_commands.add_parser("schema", help="print the config file's JSON schema")
+    _common(schema)
+    check = config_commands.add_parser("check", help="validate the config, every driver section included")
+    _common(check)
+    return parser
+
+
+FLAG_KEYS = ("config", "plugin_dir", "kubelet_socket", "drivers", "strict", "simulate", "cdi_dir",
+             "metrics_address", "log_format", "log_level")
+
+
+def flags_from(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: getattr(args, k, None) for k in FLAG_KEYS}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except ConfigError as exc:
+        print(f"multidp: config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except UsageError as exc:
+        print(f"multidp: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "demo":
+        from multidp.demo import run_demo
+
+        return run_demo(drivers=args.drivers, with_sample=args.sample)
+    flags = flags_from(args)
+    settings = load_settings(flags)
+    setup_logging(settings.log_format, settings.log_level if args.command == "run" else "warning")
+    from multidp.commands import config_check, config_schema, list_devices, list_drivers
+
+    commands: dict[str, Callable[..., int]] = {
+        "run": lambda s: run_daemon(s, flags),
+        "devices": lambda s: list_devices(s, args.json),
+        "drivers": lambda s: list_drivers(s, args.json),
+        "schema": config_schema,
+        "check": config_check,
+    }
+    return commands[getattr(args, "config_command", None) or args.command](settings)
+
+
+def run_daemon(settings: Settings, flags: dict[str, Any], registry: Any = None,
+               ready: threading.Event | None = None) -> int:
+    """``multidp run``: serve until SIGTERM/SIGINT; SIGHUP reloads the config."""
+    from multidp.drivers import UnknownDrivers
+    from multidp.host import Host
+    from multidp.registry import PluginRegistry
+
+    host = Host(settings, registry or PluginRegistry())
+    stop = threading.Event()
+    reload = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGHUP, lambda *_: (reload.set(), stop.set()))
+    try:
+        host.start()
+    except UnknownDrivers as exc:
+        host.stop()
+        raise UsageError(str(exc)) from None
+    if settings.strict and host.failed_drivers:
+        names = ", ".join(s.name for s in host.failed_drivers)
+        log.error("--strict: driver(s) failed to load: %s; exiting", names)
+        host.stop()
+        return EXIT_DRIVER_FAILED
+    if ready is not None:
+        ready.set()
+    while True:
+        stop.wait()
+        if not reload.is_set():
+            break
+        stop.clear()
+        reload.clear()
+        _reload(host, flags)
+    log.info("stopping")
+    host.stop()
+    return EXIT_OK
+
+
+def _reload(host: Any, flags: dict[str, Any]) -> None:
+    log.info("SIGHUP: reloading the config")
+    try:
+        new = load_settings(flags)
+    except ConfigError as exc:
+        log.error("config reload failed, keeping the running config: %s", exc)
+        return
+    try:
+        host.reload(new)
+    except Exception:  # noqa: BLE001 - a reload must never take the daemon down
+        log.exception("config reload failed")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

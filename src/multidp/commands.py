@@ -1,0 +1,175 @@
+"""The one-shot commands: ``multidp devices``, ``drivers`` and ``config``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from multidp.config import FileConfig, Settings
+from multidp.drivers import (
+    DISABLED,
+    FAILED,
+    NOT_SELECTED,
+    DriverFactory,
+    UnknownDrivers,
+    with_deadline,
+    describe_failure,
+    selected_names,
+)
+from multidp.errors import ConfigError
+from multidp.registry import PluginRegistry
+
+EXIT_OK, EXIT_USAGE = 0, 2
+
+
+def _selected(settings: Settings, registry: PluginRegistry) -> list[str]:
+    try:
+        return selected_names(settings, registry)
+    except UnknownDrivers as exc:
+        from multidp.cli import UsageError
+
+        raise UsageError(str(exc)) from None
+
+
+def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+             for row in [header, *rows]]
+    return "\n".join(lines)
+
+
+def scan_all(settings: Settings, registry: PluginRegistry) -> list[dict[str, Any]]:
+    """Create each selected, enabled driver, scan it once, close it."""
+    factory = DriverFactory(settings, registry)
+    report: list[dict[str, Any]] = []
+    try:
+        for name in _selected(settings, registry):
+            entry: dict[str, Any] = {"driver": name, "state": "ok", "reason": "", "resources": {}}
+            report.append(entry)
+            try:
+                enabled, _ = factory.enabled(name)
+                if not enabled:
+                    entry.update(state=DISABLED, reason="disabled in config")
+                    continue
+                created = factory.create(name)
+                try:
+                    inventory = with_deadline(f"driver {name}: scan", settings.timeouts.scan, created.driver.scan)
+                finally:
+                    created.driver.close()
+            except Exception as exc:  # noqa: BLE001 - reported per driver
+                entry.update(state=FAILED, reason=describe_failure(exc))
+                continue
+            entry["resources"] = {
+                resource: [
+                    {
+                        "id": d.id,
+                        "health": d.health.value,
+                        "numa_nodes": list(d.numa_nodes),
+                        "replicas": d.replicas,
+                        "reason": d.reason,
+                        "info": dict(d.info),
+                    }
+                    for d in devices
+                ]
+                for resource, devices in sorted(inventory.items())
+            }
+    finally:
+        factory.cleanup()
+    return report
+
+
+def list_devices(settings: Settings, as_json: bool) -> int:
+    report = scan_all(settings, PluginRegistry())
+    if as_json:
+        print(json.dumps({"drivers": report}, indent=2))
+        return EXIT_OK
+    rows = []
+    for entry in report:
+        if entry["state"] != "ok":
+            rows.append([entry["driver"], "-", "-", entry["state"], "-", "-", entry["reason"]])
+        for resource, devices in entry["resources"].items():
+            for d in devices:
+                details = d["reason"] or ", ".join(f"{k}={v}" for k, v in d["info"].items())
+                numa = ",".join(map(str, d["numa_nodes"])) or "-"
+                rows.append([entry["driver"], resource, d["id"], d["health"], numa, str(d["replicas"] or "-"),
+                             details])
+    if not rows:
+        print("no drivers installed" if not report else "no devices found")
+        return EXIT_OK
+    print(_table(rows, ["DRIVER", "RESOURCE", "DEVICE", "HEALTH", "NUMA", "REPLICAS", "DETAILS"]))
+    return EXIT_OK
+
+
+def driver_report(settings: Settings, registry: PluginRegistry) -> list[dict[str, Any]]:
+    """Every installed driver: origin, selected, enabled, loaded, config valid."""
+    factory = DriverFactory(settings, registry)
+    selected = set(_selected(settings, registry))
+    report = []
+    for name in registry.names:
+        info = registry.plugins[name]
+        entry = {"name": name, "distribution": info.distribution, "version": info.version,
+                 "entry_point": info.entry_point, "status": "ok", "reason": ""}
+        if name not in selected:
+            entry.update(status=NOT_SELECTED, reason="not in --drivers")
+        else:
+            registry.load([name])
+            try:
+                enabled, section = factory.enabled(name)
+                if info.error:
+                    entry.update(status=FAILED, reason=info.error)
+                elif not enabled:
+                    entry.update(status=DISABLED, reason="disabled in config")
+                else:
+                    from multidp.driverconfig import convert_section
+
+                    source = str(settings.config_path) if settings.config_path else None
+                    convert_section(name, section, registry.call(name, "multidp_config_type"), source)
+            except ConfigError as exc:
+                entry.update(status=FAILED, reason=f"bad config: {exc}")
+        report.append(entry)
+    return report
+
+
+def list_drivers(settings: Settings, as_json: bool) -> int:
+    report = driver_report(settings, PluginRegistry())
+    if as_json:
+        print(json.dumps({"drivers": report}, indent=2))
+        return EXIT_OK
+    if not report:
+        print("no drivers installed (drivers are packages with entry points in the group 'multidp')")
+        return EXIT_OK
+    rows = [[e["name"], f'{e["distribution"]} {e["version"]}'.strip(), e["status"], e["reason"]] for e in report]
+    print(_table(rows, ["DRIVER", "DISTRIBUTION", "STATUS", "REASON"]))
+    return EXIT_OK
+
+
+def config_schema(settings: Settings) -> int:
+    """The config file's JSON schema, with every loadable driver's section."""
+    registry = PluginRegistry()
+    registry.load(registry.names)
+    schema = msgspec.json.schema(FileConfig)
+    drivers: dict[str, Any] = {}
+    for name in registry.names:
+        if not registry.plugins[name].loaded:
+            continue
+        config_type = registry.call(name, "multidp_config_type")
+        section = msgspec.json.schema(config_type) if config_type is not None else {"type": "object"}
+        drivers[name] = {"description": f"settings of the {name} driver; 'enabled' (boolean) is the host's",
+                         **section}
+    schema["$defs"]["FileConfig"]["properties"]["drivers"] = {"type": "object", "properties": drivers}
+    print(json.dumps(schema, indent=2))
+    return EXIT_OK
+
+
+def config_check(settings: Settings) -> int:
+    problems = [e for e in driver_report(settings, PluginRegistry()) if e["status"] == FAILED]
+    for entry in problems:
+        print(f"multidp: driver {entry['name']}: {entry['reason']}", file=sys.stderr)
+    if problems:
+        return EXIT_USAGE
+    print(f"config OK{f' ({settings.config_path})' if settings.config_path else ' (defaults)'}")
+    return EXIT_OK

@@ -1,0 +1,192 @@
+"""Host settings: command-line flag > MULTIDP_* environment variable > config file.
+
+The config file is YAML. Its host keys are camelCase (``pluginDir``); each
+driver's section lives under ``drivers.<name>`` and is validated against the
+type the driver declares (see :mod:`multidp.driverconfig`). Every error names
+the key and what is wrong, and is a :class:`multidp.errors.ConfigError`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+import yaml
+
+from multidp.errors import ConfigError
+
+DEFAULT_PLUGIN_DIR = Path("/var/lib/kubelet/device-plugins")
+DEFAULT_CDI_DIR = Path("/var/run/cdi")
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+class Timeouts(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
+    """Deadlines (seconds) for calls into drivers and to the kubelet."""
+
+    create: float = 30.0
+    scan: float = 10.0
+    allocate: float = 10.0
+    preferred_allocation: float = 1.0
+    pre_start: float = 25.0
+    register: float = 15.0
+
+    def __post_init__(self) -> None:
+        for name in self.__struct_fields__:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"timeouts must be positive, {name} is {getattr(self, name)}")
+
+
+class FileConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
+    """The config file's shape (published by ``multidp config schema``)."""
+
+    plugin_dir: str | None = None
+    kubelet_socket: str | None = None
+    allow_drivers: list[str] | Literal["all"] | None = None
+    strict: bool | None = None
+    simulate: bool | None = None
+    metrics_address: str | None = None
+    cdi_dir: str | None = None
+    log_format: Literal["text", "json"] | None = None
+    log_level: Literal["debug", "info", "warning", "error"] | None = None
+    timeouts: Timeouts = msgspec.field(default_factory=Timeouts)
+    drivers: dict[str, dict[str, Any] | None] = msgspec.field(default_factory=dict)
+
+
+@dataclass
+class Settings:
+    """Everything the host runs with, after precedence was applied."""
+
+    plugin_dir: Path = DEFAULT_PLUGIN_DIR
+    kubelet_socket: Path | None = None
+    drivers: list[str] | None = None  # None: all installed drivers may run
+    strict: bool = False
+    simulate: bool = False
+    metrics_address: str | None = None
+    cdi_dir: Path = DEFAULT_CDI_DIR
+    log_format: str = "text"
+    log_level: str = "info"
+    sysfs_root: Path = Path("/sys")
+    dev_root: Path = Path("/dev")
+    config_path: Path | None = None
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    driver_sections: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def kubelet_socket_path(self) -> Path:
+        return self.kubelet_socket or self.plugin_dir / "kubelet.sock"
+
+    def driver_enabled(self, name: str) -> bool:
+        """The config default for a driver (node labels may override it)."""
+        return bool(self.driver_sections.get(name, {}).get("enabled", True))
+
+
+def parse_bool(text: str, what: str) -> bool:
+    value = text.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(what, f"{text!r} is not a boolean (use 1/true/yes/on or 0/false/no/off)")
+
+
+def parse_driver_list(text: str, what: str) -> list[str] | None:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise ConfigError(what, "is empty (give a comma list of driver names, or 'all')")
+    return None if names == ["all"] else names
+
+
+def parse_address(text: str, what: str) -> str:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(what, f"{text!r} is not host:port (e.g. 0.0.0.0:9400 or :9400)")
+    return f"{host or '0.0.0.0'}:{port}"
+
+
+def read_config_file(path: Path) -> FileConfig:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError("", f"cannot read config file: {exc.strerror}", str(path)) from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError("", f"not valid YAML: {exc}", str(path)) from exc
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError("", f"the top level must be a mapping, not {type(raw).__name__}", str(path))
+    try:
+        return msgspec.convert(raw, FileConfig, str_keys=True)
+    except msgspec.ValidationError as exc:
+        key, message = split_validation_error(exc)
+        raise ConfigError(key, message, str(path)) from exc
+
+
+def split_validation_error(exc: msgspec.ValidationError, prefix: str = "") -> tuple[str, str]:
+    """Turn msgspec's ``Message - at `$.a.b``` into (``prefix.a.b``, message)."""
+    text = str(exc)
+    message, sep, where = text.rpartition(" - at `$")
+    if not sep:
+        return prefix, text
+    path = where.rstrip("`").lstrip(".")
+    key = ".".join(p for p in (prefix, path) if p).replace(".[", "[")
+    return key, message
+
+
+def load_settings(flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Settings:
+    """Build :class:`Settings` from parsed flags (None = not given), env and file."""
+    env = os.environ if environ is None else environ
+
+    def pick(flag: str, var: str, file_value: Any, convert: Any = None) -> Any:
+        if flags.get(flag) is not None:
+            return flags[flag]
+        if var in env and env[var] != "":
+            return convert(env[var], var) if convert else env[var]
+        return file_value
+
+    config_path = pick("config", "MULTIDP_CONFIG", None)
+    file = read_config_file(Path(config_path)) if config_path else FileConfig()
+    source = str(config_path) if config_path else None
+    drivers_file = file.allow_drivers
+    settings = Settings(
+        config_path=Path(config_path) if config_path else None,
+        plugin_dir=Path(pick("plugin_dir", "MULTIDP_PLUGIN_DIR", file.plugin_dir) or DEFAULT_PLUGIN_DIR),
+        kubelet_socket=_opt_path(pick("kubelet_socket", "MULTIDP_KUBELET_SOCKET", file.kubelet_socket)),
+        drivers=pick(
+            "drivers",
+            "MULTIDP_DRIVERS",
+            None if drivers_file in (None, "all") else list(drivers_file),
+            parse_driver_list,
+        ),
+        strict=bool(pick("strict", "MULTIDP_STRICT", file.strict, parse_bool)),
+        simulate=bool(pick("simulate", "MULTIDP_SIMULATE", file.simulate, parse_bool)),
+        metrics_address=pick("metrics_address", "MULTIDP_METRICS_ADDRESS", file.metrics_address),
+        cdi_dir=Path(pick("cdi_dir", "MULTIDP_CDI_DIR", file.cdi_dir) or DEFAULT_CDI_DIR),
+        log_format=pick("log_format", "MULTIDP_LOG_FORMAT", file.log_format) or "text",
+        log_level=pick("log_level", "MULTIDP_LOG_LEVEL", file.log_level) or "info",
+        sysfs_root=Path(env.get("MULTIDP_SYSFS_ROOT") or "/sys"),
+        dev_root=Path(env.get("MULTIDP_DEV_ROOT") or "/dev"),
+        timeouts=file.timeouts,
+        driver_sections={k: dict(v or {}) for k, v in file.drivers.items()},
+    )
+    if settings.log_format not in ("text", "json"):
+        raise ConfigError("MULTIDP_LOG_FORMAT", f"{settings.log_format!r} is not text or json")
+    if settings.log_level not in ("debug", "info", "warning", "error"):
+        raise ConfigError("MULTIDP_LOG_LEVEL", f"{settings.log_level!r} is not debug, info, warning or error")
+    if settings.metrics_address is not None:
+        settings.metrics_address = parse_address(settings.metrics_address, "metrics address")
+    for name, section in settings.driver_sections.items():
+        if "enabled" in section and not isinstance(section["enabled"], bool):
+            raise ConfigError(f"drivers.{name}.enabled", "must be true or false", source)
+    return settings
+
+
+def _opt_path(value: str | None) -> Path | None:
+    return Path(value) if value else None

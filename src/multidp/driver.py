@@ -1,0 +1,143 @@
+"""What a driver is: the object a plugin's ``multidp_create_driver`` hook returns.
+
+The hooks in :mod:`multidp.hookspecs` only create objects; every call the
+kubelet causes lands on a :class:`Driver` method, for that driver's own
+resources only. The host runs each call under a deadline in the driver's own
+threads, so a driver that raises or hangs costs only its own resources.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from multidp.model import (
+    AllocationRequest,
+    CDISpec,
+    ContainerAllocation,
+    Device,
+    PreferenceRequest,
+)
+
+Notify = Callable[[], None]
+
+
+class Simulation:
+    """Simulated hardware a driver builds for ``--simulate`` and ``multidp demo``.
+
+    A driver's ``multidp_simulate`` hook returns one; the host passes it back
+    in :attr:`DriverContext.simulation`. ``sysfs_root`` and ``dev_root``, when
+    set, replace the host's roots for this driver. The demo calls
+    :meth:`inject_fault` and :meth:`clear_fault` to show a health change that
+    travels the same path a real one would (a file rewritten, an event sent).
+    """
+
+    sysfs_root: Path | None = None
+    dev_root: Path | None = None
+
+    def inject_fault(self) -> str:
+        """Make one device unhealthy; return a sentence saying which and how."""
+        raise NotImplementedError
+
+    def clear_fault(self) -> str:
+        """Undo :meth:`inject_fault`; return a sentence saying what recovered."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what the simulation holds (temporary files stay with the host)."""
+
+
+@dataclass(frozen=True)
+class DriverContext:
+    """Everything a driver is given when the host creates it.
+
+    ``config`` is the driver's section of the config file (``drivers.<name>``,
+    without ``enabled``), with ``MULTIDP_<NAME>_<KEY>`` variables applied and,
+    when the plugin declares a config type, converted to that type. ``sysfs_root``
+    and ``dev_root`` are where to read sysfs and look for device nodes; answers
+    to the kubelet still name host paths (``/dev/...``).
+    """
+
+    name: str
+    config: Any
+    sysfs_root: Path = Path("/sys")
+    dev_root: Path = Path("/dev")
+    simulation: Simulation | None = None
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("multidp.driver"))
+
+
+class Driver:
+    """Base class for drivers. Override :meth:`scan` and :meth:`allocate`.
+
+    Threading: the host calls :meth:`scan` from one thread at a time; it may
+    call :meth:`allocate`, :meth:`preferred_allocation` and :meth:`pre_start`
+    from other threads at the same time as a scan, so keep shared state behind
+    a lock or immutable.
+    """
+
+    #: Seconds between two scans. Sysfs attributes raise no file events on a
+    #: real node, so a driver whose health lives in them polls (0.25-0.5 s is
+    #: cheap for a few small reads); one that pushes events may poll rarely.
+    poll_interval: float = 5.0
+
+    def start(self, notify: Notify) -> None:
+        """Start the driver's event sources (threads, watches).
+
+        Call ``notify()`` from any thread whenever something changed; the host
+        then scans at once instead of waiting for the next poll.
+        """
+
+    def scan(self) -> Mapping[str, Sequence[Device]]:
+        """Every resource this driver serves on this node now, with its devices.
+
+        Keys are extended resource names (``vendor.com/name``). A resource
+        missing from the answer is withdrawn: the kubelet is told it has no
+        devices, then its endpoint stops. Raise to say the scan failed: the host
+        keeps the last known devices and marks them Unhealthy until a scan
+        succeeds again.
+        """
+        raise NotImplementedError
+
+    def allocate(self, request: AllocationRequest) -> ContainerAllocation:
+        """What one container needs to use ``request.device_ids``.
+
+        The host has already checked that every ID exists, folded duplicates
+        and removed replica suffixes. Raise :class:`multidp.errors.AllocationRefused`
+        to refuse a request by policy (the kubelet sees INVALID_ARGUMENT);
+        anything else raised is reported as the driver's internal error.
+        """
+        raise NotImplementedError
+
+    def preferred_allocation(self, request: PreferenceRequest) -> Sequence[str] | None:
+        """The devices this driver would pick, or None to let the host pick by NUMA.
+
+        The answer must contain ``request.must_include`` and ``request.size``
+        IDs from ``request.available``; the host repairs an answer that does not.
+        """
+        return None
+
+    def pre_start(self, resource: str, device_ids: Sequence[str]) -> None:
+        """Prepare devices before a container starts (only if overridden).
+
+        When a driver overrides this, its resources ask the kubelet for a
+        PreStartContainer call before every container start (30 s limit).
+        """
+
+    def cdi_specs(self) -> Sequence[CDISpec]:
+        """CDI specs the host should write for this driver's devices.
+
+        Called after every scan that changed something. Raise if a spec cannot
+        be built: allocations that name CDI devices then fail with a clear
+        message, and everything else keeps working.
+        """
+        return ()
+
+    def close(self) -> None:
+        """Stop event sources and release handles (NVML, files)."""
+
+    @property
+    def has_pre_start(self) -> bool:
+        return type(self).pre_start is not Driver.pre_start

@@ -1,0 +1,173 @@
+"""Bringing drivers up: select, load, configure, simulate, create — each in isolation.
+
+Every step that runs a plugin's code is guarded: a failure marks that driver
+failed, with its name, distribution and reason (log line, ``multidp drivers``),
+and the other drivers carry on. The caller decides whether a failure is fatal
+(``--strict``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from multidp.config import Settings
+from multidp.driver import Driver, DriverContext, Simulation
+from multidp.driverconfig import convert_section, driver_section
+from multidp.errors import ConfigError
+from multidp.registry import PluginInfo, PluginRegistry
+
+log = logging.getLogger(__name__)
+
+RUNNING, FAILED, DISABLED, NOT_SELECTED = "running", "failed", "disabled", "not selected"
+
+
+@dataclass
+class DriverStatus:
+    """What happened to one installed driver on this node."""
+
+    name: str
+    origin: str
+    state: str
+    reason: str = ""
+    resources: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "origin": self.origin,
+            "state": self.state,
+            "reason": self.reason,
+            "resources": self.resources,
+        }
+
+
+@dataclass
+class CreatedDriver:
+    name: str
+    driver: Driver
+    simulation: Simulation | None
+
+
+class UnknownDrivers(ValueError):
+    """``--drivers`` names drivers that are not installed."""
+
+
+def selected_names(settings: Settings, registry: PluginRegistry) -> list[str]:
+    """The drivers that may run (``--drivers``), checked against what is installed."""
+    if settings.drivers is None:
+        return registry.names
+    unknown = [n for n in settings.drivers if n not in registry.plugins]
+    if unknown:
+        installed = ", ".join(registry.names) or "none"
+        raise UnknownDrivers(f"unknown driver(s): {', '.join(unknown)} (installed: {installed})")
+    return list(dict.fromkeys(settings.drivers))
+
+
+class DriverFactory:
+    """Creates drivers from plugins for one host (or one `multidp devices` run)."""
+
+    def __init__(self, settings: Settings, registry: PluginRegistry, environ: Mapping[str, str] | None = None,
+                 workdir: Path | None = None) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.environ = os.environ if environ is None else environ
+        self._workdir = workdir
+        self._own_workdir: tempfile.TemporaryDirectory[str] | None = None
+        self.simulations: dict[str, Simulation] = {}
+
+    def info(self, name: str) -> PluginInfo:
+        return self.registry.plugins[name]
+
+    def enabled(self, name: str) -> tuple[bool, dict[str, Any]]:
+        """Whether config enables the driver (the default labels override), and its raw section."""
+        section = self.settings.driver_sections.get(name, {})
+        config_type = self._config_type(name) if self.info(name).loaded else None
+        return driver_section(name, section, self.environ, config_type)
+
+    def _config_type(self, name: str) -> Any:
+        return self.registry.call(name, "multidp_config_type")
+
+    def create(self, name: str) -> CreatedDriver:
+        """Load, configure and create one driver; raise with a clear reason on failure."""
+        info = self.registry.load([name])[0]
+        if not info.loaded:
+            raise RuntimeError(info.error)
+        config_type = self._config_type(name)
+        section = self.settings.driver_sections.get(name, {})
+        _, own = driver_section(name, section, self.environ, config_type)
+        source = str(self.settings.config_path) if self.settings.config_path else None
+        config = convert_section(name, own, config_type, source)
+        simulation = self._simulate(name) if self.settings.simulate else None
+        context = DriverContext(
+            name=name,
+            config=config,
+            sysfs_root=(simulation.sysfs_root if simulation and simulation.sysfs_root else self.settings.sysfs_root),
+            dev_root=(simulation.dev_root if simulation and simulation.dev_root else self.settings.dev_root),
+            simulation=simulation,
+            log=logging.getLogger(f"multidp.driver.{name}"),
+        )
+        driver = with_deadline(
+            f"driver {name}: creating it", self.settings.timeouts.create,
+            lambda: self.registry.call(name, "multidp_create_driver", context=context),
+        )
+        if not isinstance(driver, Driver):
+            raise TypeError(f"multidp_create_driver returned {type(driver).__name__}, not a multidp Driver")
+        return CreatedDriver(name, driver, simulation)
+
+    def _simulate(self, name: str) -> Simulation | None:
+        workdir = self.workdir / name
+        workdir.mkdir(parents=True, exist_ok=True)
+        simulation = self.registry.call(name, "multidp_simulate", workdir=workdir)
+        if simulation is None:
+            log.warning("driver %s cannot simulate hardware; it runs against the real node", name)
+        else:
+            self.simulations[name] = simulation
+        return simulation
+
+    @property
+    def workdir(self) -> Path:
+        if self._workdir is None:
+            self._own_workdir = tempfile.TemporaryDirectory(prefix="multidp-sim-")
+            self._workdir = Path(self._own_workdir.name)
+        return self._workdir
+
+    def cleanup(self) -> None:
+        if self._own_workdir is not None:
+            self._own_workdir.cleanup()
+            self._own_workdir = None
+
+
+def describe_failure(exc: BaseException) -> str:
+    if isinstance(exc, ConfigError):
+        return f"bad config: {exc}"
+    if isinstance(exc, RuntimeError) and str(exc).startswith(("cannot load", "invalid plugin")):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def with_deadline(what: str, timeout: float, fn: Any) -> Any:
+    """Run ``fn()`` in a helper thread; raise TimeoutError if it takes too long."""
+    result: list[Any] = []
+    error: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(fn())
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            error.append(exc)
+
+    thread = threading.Thread(target=run, name="driver-create", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise TimeoutError(f"{what} took longer than {timeout:g} s")
+    if error:
+        raise error[0]
+    return result[0]

@@ -1,0 +1,40 @@
+"""Exceptions shared by the host and drivers."""
+
+from __future__ import annotations
+
+
+class MultidpError(Exception):
+    """Base class of multidp's own errors."""
+
+
+class ConfigError(MultidpError):
+    """A configuration value is wrong. ``key`` is its dotted path (``drivers.rdma.pools[0]``)."""
+
+    def __init__(self, key: str, message: str, source: str | None = None) -> None:
+        self.key = key
+        self.message = message
+        self.source = source
+        where = f" (in {source})" if source else ""
+        super().__init__(f"{key}: {message}{where}" if key else f"{message}{where}")
+
+
+class AllocationRefused(MultidpError):
+    """A driver refuses an allocation by policy; the kubelet sees INVALID_ARGUMENT.
+
+    The message should say what was asked and why it cannot be given, e.g.
+    ``maximum request size for shared resources is 1; found 3``.
+    """
+
+
+class InvalidRequest(MultidpError):
+    """A request from the kubelet breaks the error contract (INVALID_ARGUMENT)."""
+
+
+class DriverCallError(MultidpError):
+    """A driver call raised or missed its deadline."""
+
+    def __init__(self, driver: str, call: str, message: str, timed_out: bool = False) -> None:
+        self.driver = driver
+        self.call = call
+        self.timed_out = timed_out
+        super().__init__(message)

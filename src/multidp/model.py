@@ -1,0 +1,136 @@
+"""The data a driver and the host exchange.
+
+Drivers build and return these plain dataclasses; the host alone turns them
+into Device Plugin API messages. Nothing here knows about protobuf or gRPC,
+so the same drivers can later be served through a second front-end (DRA).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+
+class Health(str, enum.Enum):
+    """Health of one device, with the exact strings the kubelet expects."""
+
+    HEALTHY = "Healthy"
+    UNHEALTHY = "Unhealthy"
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """One device of a resource, as the driver sees it now.
+
+    ``id`` is the device ID advertised to the kubelet (for a device with
+    ``replicas``, the base of the replica IDs ``<id>::<n>``). ``reason`` says
+    why a device is unhealthy (shown in logs and ``multidp devices``);
+    ``info`` holds a few human-readable facts for ``multidp devices``.
+    """
+
+    id: str
+    health: Health = Health.HEALTHY
+    numa_nodes: tuple[int, ...] = ()
+    replicas: int | None = None
+    reason: str = ""
+    info: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def healthy(self) -> bool:
+        return self.health is Health.HEALTHY
+
+
+@dataclass(frozen=True, slots=True)
+class Mount:
+    """A bind mount into the container."""
+
+    container_path: str
+    host_path: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceNode:
+    """A device node made available in the container (permissions: r, w, m)."""
+
+    container_path: str
+    host_path: str
+    permissions: str = "rw"
+
+    @classmethod
+    def same_path(cls, path: str, permissions: str = "rw") -> DeviceNode:
+        return cls(container_path=path, host_path=path, permissions=permissions)
+
+
+@dataclass(frozen=True, slots=True)
+class AllocationRequest:
+    """What one container asks of a resource, after the host's validation.
+
+    ``device_ids`` are the driver's own device IDs: replica suffixes removed,
+    duplicates folded, kubelet order kept. ``requested_ids`` are the IDs as
+    the kubelet sent them (duplicates folded), for policies that count
+    replicas, such as refusing shared requests larger than one.
+    """
+
+    resource: str
+    device_ids: tuple[str, ...]
+    requested_ids: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class ContainerAllocation:
+    """A driver's answer for one container.
+
+    ``cdi_devices`` are fully qualified CDI names (``vendor/class=name``) that
+    go into the CRI ``cdi_devices`` field; ``cdi_annotation_key`` names an
+    annotation ``cdi.k8s.io/<key>`` that should carry them instead (both may be
+    used). The host de-duplicates ``device_nodes`` and ``mounts`` by container
+    path, keeping the first.
+    """
+
+    envs: dict[str, str] = field(default_factory=dict)
+    mounts: list[Mount] = field(default_factory=list)
+    device_nodes: list[DeviceNode] = field(default_factory=list)
+    annotations: dict[str, str] = field(default_factory=dict)
+    cdi_devices: list[str] = field(default_factory=list)
+    cdi_field: bool = True
+    cdi_annotation_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PreferenceRequest:
+    """GetPreferredAllocation for one container, already validated.
+
+    IDs are as advertised (replica IDs keep their ``::<n>`` suffix);
+    ``size`` is at least ``len(must_include)`` and at most ``len(available)``.
+    """
+
+    resource: str
+    available: tuple[str, ...]
+    must_include: tuple[str, ...]
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class CDIDeviceSpec:
+    """One device of a CDI spec: its name and the container edits it brings."""
+
+    name: str
+    device_nodes: Sequence[DeviceNode] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    mounts: Sequence[Mount] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CDISpec:
+    """A CDI spec the host writes for a driver (``kind`` is ``vendor/class``)."""
+
+    kind: str
+    devices: Sequence[CDIDeviceSpec]
+    common_device_nodes: Sequence[DeviceNode] = ()
+    common_env: Mapping[str, str] = field(default_factory=dict)
+    common_mounts: Sequence[Mount] = ()
+
+    def qualified_name(self, device_name: str) -> str:
+        return f"{self.kind}={device_name}"

@@ -1,0 +1,75 @@
+"""Names the kubelet checks, and the names multidp gives its sockets."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+API_VERSION = "v1beta1"
+KUBELET_SOCKET_NAME = "kubelet.sock"
+SOCKET_PREFIX = "multidp-"
+REPLICA_SEPARATOR = "::"
+MAX_DEVICE_ID_BYTES = 1024
+
+_DNS1123_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_DNS1123_SUBDOMAIN = re.compile(rf"^{_DNS1123_LABEL}(\.{_DNS1123_LABEL})*$")
+_QUALIFIED_NAME_PART = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+
+
+def resource_name_problem(name: str) -> str | None:
+    """Why the kubelet would refuse ``name`` as an extended resource name, or None.
+
+    The rules are the kubelet's: exactly one ``/``; not in ``kubernetes.io/``;
+    not starting with ``requests.``; the prefix a lowercase DNS-1123 subdomain
+    (at most 244 characters, as "requests." + prefix must fit 253); the name part 1-63 characters of
+    ``[A-Za-z0-9_.-]``, alphanumeric at both ends.
+    """
+    if name.count("/") != 1:
+        return "must contain exactly one '/' (prefix/name)"
+    prefix, _, short = name.partition("/")
+    if "kubernetes.io/" in name:
+        return "must not be in the kubernetes.io/ namespace"
+    if name.startswith("requests."):
+        return "must not start with 'requests.'"
+    # The kubelet checks "requests." + name as a qualified name: 253 bytes at most.
+    if not prefix or len(prefix) > 244 or not _DNS1123_SUBDOMAIN.match(prefix):
+        return f"prefix {prefix!r} is not a lowercase DNS-1123 subdomain"
+    if not short:
+        return "the part after '/' is empty"
+    if len(short) > 63:
+        return f"the part after '/' is {len(short)} characters long (at most 63)"
+    if not _QUALIFIED_NAME_PART.match(short):
+        return (
+            f"the part after '/' ({short!r}) may hold only letters, digits, '-', '_' "
+            "and '.', and must start and end with a letter or digit"
+        )
+    return None
+
+
+def socket_name(driver: str, resource: str) -> str:
+    """The stable socket file name of one resource's endpoint.
+
+    Short whatever the resource name (unix socket paths stop at 107 bytes):
+    ``multidp-<driver>-<first 8 hex of sha256(resource)>.sock``.
+    """
+    digest = hashlib.sha256(resource.encode()).hexdigest()[:8]
+    return f"{SOCKET_PREFIX}{driver}-{digest}.sock"
+
+
+def replica_id(device_id: str, index: int) -> str:
+    return f"{device_id}{REPLICA_SEPARATOR}{index}"
+
+
+def shorten(text: str, limit: int = 64) -> str:
+    """``text`` cut to ``limit`` characters for a log line or error message."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text)} characters)"
+
+
+def list_some(items: list[str], limit: int = 3) -> str:
+    """A few items, shortened, and how many more there are."""
+    shown = ", ".join(shorten(i) for i in items[:limit])
+    if len(items) > limit:
+        shown += f" and {len(items) - limit} more"
+    return shown

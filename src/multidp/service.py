@@ -1,0 +1,227 @@
+"""The DevicePlugin gRPC service of one resource.
+
+This is the only place where driver dataclasses become v1beta1 messages. Each
+RPC validates against the resource's current snapshot (the error contract in
+:mod:`multidp.contract`), calls the driver through its runner (deadline,
+isolation) and converts the answer, de-duplicating device nodes and mounts.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from typing import Any, NoReturn
+
+import grpc
+
+from multidp.api import pb, pb_grpc
+from multidp.cdi import ANNOTATION_PREFIX, CDIRegistry
+from multidp.contract import allocation_requests, invalid, preference_requests
+from multidp.driver import Driver
+from multidp.errors import AllocationRefused, DriverCallError, InvalidRequest
+from multidp.model import ContainerAllocation
+from multidp.preferred import numa_pick, repaired
+from multidp.resource import ResourceState, Snapshot
+from multidp.runner import DriverRunner
+
+log = logging.getLogger(__name__)
+
+# How often an idle ListAndWatch stream checks that its peer is still there.
+STREAM_CHECK_S = 5.0
+
+
+def list_response(snapshot: Snapshot) -> pb.ListAndWatchResponse:
+    devices = []
+    for adv in snapshot.advertised:
+        device = adv.device
+        topology = None
+        if device.numa_nodes:
+            topology = pb.TopologyInfo(nodes=[pb.NUMANode(ID=n) for n in device.numa_nodes])
+        devices.append(pb.Device(ID=adv.id, health=device.health.value, topology=topology))
+    return pb.ListAndWatchResponse(devices=devices)
+
+
+def container_response(alloc: ContainerAllocation) -> pb.ContainerAllocateResponse:
+    """A driver's answer as a v1beta1 message, device nodes and mounts de-duplicated."""
+    response = pb.ContainerAllocateResponse(envs=alloc.envs, annotations=alloc.annotations)
+    seen: set[str] = set()
+    for node in alloc.device_nodes:
+        if node.container_path not in seen:
+            seen.add(node.container_path)
+            response.devices.add(
+                container_path=node.container_path, host_path=node.host_path, permissions=node.permissions
+            )
+    seen.clear()
+    for mount in alloc.mounts:
+        if mount.container_path not in seen:
+            seen.add(mount.container_path)
+            response.mounts.add(
+                container_path=mount.container_path, host_path=mount.host_path, read_only=mount.read_only
+            )
+    names = list(dict.fromkeys(alloc.cdi_devices))
+    if names and alloc.cdi_field:
+        for name in names:
+            response.cdi_devices.add(name=name)
+    if names and alloc.cdi_annotation_key:
+        response.annotations[ANNOTATION_PREFIX + alloc.cdi_annotation_key] = ",".join(names)
+    return response
+
+
+class DevicePluginService(pb_grpc.DevicePluginServicer):
+    """Serves one resource of one driver."""
+
+    def __init__(self, state: ResourceState, runner: DriverRunner, cdi: CDIRegistry) -> None:
+        self.state = state
+        self.runner = runner
+        self.cdi = cdi
+        self.stopping = threading.Event()
+        self._cached: tuple[int, pb.ListAndWatchResponse] | None = None
+        self._driver_prefers = type(runner.driver).preferred_allocation is not Driver.preferred_allocation
+
+    @property
+    def resource(self) -> str:
+        return self.state.name
+
+    def options(self) -> pb.DevicePluginOptions:
+        return pb.DevicePluginOptions(
+            pre_start_required=self.runner.driver.has_pre_start, get_preferred_allocation_available=True
+        )
+
+    def GetDevicePluginOptions(self, request: pb.Empty, context: grpc.ServicerContext) -> pb.DevicePluginOptions:
+        return self.options()
+
+    def _message(self, snapshot: Snapshot) -> pb.ListAndWatchResponse:
+        cached = self._cached
+        if cached is None or cached[0] != snapshot.version:
+            cached = (snapshot.version, list_response(snapshot))
+            self._cached = cached
+        return cached[1]
+
+    def ListAndWatch(self, request: pb.Empty, context: grpc.ServicerContext) -> Iterator[pb.ListAndWatchResponse]:
+        gone = threading.Event()
+
+        def peer_gone() -> None:
+            gone.set()
+            self.state.wake()
+
+        context.add_callback(peer_gone)
+
+        def stop() -> bool:
+            return gone.is_set() or self.stopping.is_set()
+
+        version = -1
+        while not stop():
+            snapshot = self.state.wait_newer(version, STREAM_CHECK_S, stop)
+            if stop() or not context.is_active():
+                return
+            if snapshot.version == version:
+                continue
+            version = snapshot.version
+            yield self._message(snapshot)
+            self.state.mark_sent(version)
+
+    def _abort(self, context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
+        context.abort(code, message)
+        raise AssertionError("unreachable")  # abort raises
+
+    def _driver_error(self, context: grpc.ServicerContext, exc: DriverCallError) -> NoReturn:
+        if isinstance(exc.__cause__, AllocationRefused):
+            message = str(invalid("allocation", self.resource, str(exc.__cause__)))
+            self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, message)
+        code = grpc.StatusCode.DEADLINE_EXCEEDED if exc.timed_out else grpc.StatusCode.INTERNAL
+        log.error("resource %s: %s", self.resource, exc)
+        self._abort(context, code, f'allocation for "{self.resource}" failed: {exc}')
+
+    def Allocate(self, request: pb.AllocateRequest, context: grpc.ServicerContext) -> pb.AllocateResponse:
+        containers = [list(c.devices_ids) for c in request.container_requests]
+        try:
+            requests = allocation_requests(self.resource, self.state.snapshot, containers)
+        except InvalidRequest as exc:
+            self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        runner = self.runner
+        responses = []
+        for req in requests:
+            try:
+                alloc = runner.call("allocate", runner.driver.allocate, req, timeout=runner.timeouts.allocate)
+            except DriverCallError as exc:
+                self._driver_error(context, exc)
+            responses.append(self._convert(alloc, context))
+        return pb.AllocateResponse(container_responses=responses)
+
+    def _convert(self, alloc: Any, context: grpc.ServicerContext) -> pb.ContainerAllocateResponse:
+        driver = self.runner.name
+        if not isinstance(alloc, ContainerAllocation):
+            problem = f"allocate returned a {type(alloc).__name__}, not a ContainerAllocation"
+        elif alloc.cdi_devices and (cdi_problem := self.cdi.problem(driver, alloc.cdi_devices)):
+            message = f'allocation for "{self.resource}" needs CDI devices, but {cdi_problem}'
+            self._abort(context, grpc.StatusCode.FAILED_PRECONDITION, message)
+        else:
+            try:
+                return container_response(alloc)
+            except (TypeError, ValueError) as exc:
+                problem = f"allocate returned an invalid answer: {exc}"
+        log.error("resource %s: driver %s %s", self.resource, driver, problem)
+        self._abort(context, grpc.StatusCode.INTERNAL, f'allocation for "{self.resource}" failed: driver {driver} {problem}')
+
+    def GetPreferredAllocation(
+        self, request: pb.PreferredAllocationRequest, context: grpc.ServicerContext
+    ) -> pb.PreferredAllocationResponse:
+        snapshot = self.state.snapshot
+        containers = [
+            (list(c.available_deviceIDs), list(c.must_include_deviceIDs), c.allocation_size)
+            for c in request.container_requests
+        ]
+        try:
+            requests = preference_requests(self.resource, snapshot, containers)
+        except InvalidRequest as exc:
+            self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        response = pb.PreferredAllocationResponse()
+        for req in requests:
+            response.container_responses.add(deviceIDs=self._prefer(req, snapshot))
+        return response
+
+    def _prefer(self, req: Any, snapshot: Snapshot) -> list[str]:
+        if not self._driver_prefers:
+            return numa_pick(req, snapshot)
+        runner = self.runner
+        try:
+            answer = runner.call(
+                "preferred allocation",
+                runner.driver.preferred_allocation,
+                req,
+                timeout=runner.timeouts.preferred_allocation,
+            )
+        except DriverCallError as exc:
+            log.warning("resource %s: %s; picking by NUMA instead", self.resource, exc)
+            return numa_pick(req, snapshot)
+        if answer is None:
+            return numa_pick(req, snapshot)
+        if isinstance(answer, str):
+            answer = [answer]
+        ids, problem = repaired(req, list(answer), numa_pick(req, snapshot))
+        if problem:
+            log.warning("resource %s: driver %s preferred %s; answer repaired", self.resource, runner.name, problem)
+        return ids
+
+    def PreStartContainer(
+        self, request: pb.PreStartContainerRequest, context: grpc.ServicerContext
+    ) -> pb.PreStartContainerResponse:
+        runner = self.runner
+        if not runner.driver.has_pre_start:
+            return pb.PreStartContainerResponse()
+        snapshot = self.state.snapshot
+        ids = list(request.devices_ids)
+        try:
+            requests = allocation_requests(self.resource, snapshot, [ids])
+        except InvalidRequest as exc:
+            self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        try:
+            runner.call(
+                "pre-start", runner.driver.pre_start, self.resource, requests[0].device_ids,
+                timeout=runner.timeouts.pre_start,
+            )
+        except DriverCallError as exc:
+            code = grpc.StatusCode.DEADLINE_EXCEEDED if exc.timed_out else grpc.StatusCode.INTERNAL
+            self._abort(context, code, f'pre-start for "{self.resource}" failed: {exc}')
+        return pb.PreStartContainerResponse()

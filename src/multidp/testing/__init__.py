@@ -1,0 +1,24 @@
+"""Tools for testing multidp drivers the way multidp tests its own.
+
+- :class:`KubeletStandIn`: the kubelet's side of the Device Plugin API.
+- :func:`running_host`: a whole multidp host in-process, pointed at a stand-in.
+- :class:`SamplePlugin`: a small in-memory driver (not an installed entry point).
+- The pytest plugin (:mod:`multidp.testing.plugin`, loaded automatically once
+  multidp is installed) provides the fixtures ``kubelet`` and ``multidp_host``.
+"""
+
+from multidp.testing.host import running_host
+from multidp.testing.kubelet import AllocationFailed, KubeletStandIn, ResourceView, short_socket_dir
+from multidp.testing.sample import SampleConfig, SampleDriver, SampleHardware, SamplePlugin
+
+__all__ = [
+    "AllocationFailed",
+    "KubeletStandIn",
+    "ResourceView",
+    "SampleConfig",
+    "SampleDriver",
+    "SampleHardware",
+    "SamplePlugin",
+    "running_host",
+    "short_socket_dir",
+]

@@ -1,0 +1,49 @@
+"""Running a whole multidp host in-process, for tests and the demo."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from multidp.config import Settings, Timeouts
+from multidp.host import Host
+from multidp.registry import PluginRegistry
+
+
+def make_settings(plugin_dir: Path, drivers: Mapping[str, Any] | None = None, **overrides: Any) -> Settings:
+    """Settings for a host serving ``plugin_dir``; ``drivers`` are the config's driver sections."""
+    settings = Settings(plugin_dir=plugin_dir, cdi_dir=plugin_dir / "cdi", driver_sections=dict(drivers or {}))
+    for key, value in overrides.items():
+        if key == "timeouts" and isinstance(value, Mapping):
+            value = Timeouts(**value)
+        setattr(settings, key, value)
+    return settings
+
+
+@contextmanager
+def running_host(
+    plugin_dir: Path,
+    plugins: Mapping[str, Any] | None = None,
+    drivers: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    installed: bool = False,
+    **overrides: Any,
+) -> Iterator[Host]:
+    """A started :class:`Host` for ``plugin_dir``, stopped on exit.
+
+    ``plugins`` registers plugin objects by driver name (like entry points);
+    with ``installed`` the installed entry points are used too, otherwise only
+    ``plugins`` run. ``drivers`` is the ``drivers:`` section of a config file.
+    """
+    settings = make_settings(Path(plugin_dir), drivers, **overrides)
+    registry = PluginRegistry(extra=plugins or {})
+    if not installed:
+        settings.drivers = sorted(plugins or {})
+    host = Host(settings, registry, environ=environ or {})
+    host.start()
+    try:
+        yield host
+    finally:
+        host.stop()

@@ -1,0 +1,299 @@
+"""A kubelet stand-in for tests: the kubelet's side of the Device Plugin API v1beta1.
+
+It behaves as the kubelet's device manager does (reference/kubelet.md): serves
+Registration on ``kubelet.sock``; checks the version and the resource name and
+answers UNKNOWN when they are wrong; dials the plugin back (10 s) and asks
+GetDevicePluginOptions before Register returns; consumes ListAndWatch in the
+background, each message a full snapshot; marks every device Unhealthy when the
+stream ends; allocates like the kubelet (healthy minus allocated, preferred
+allocation if offered, one Allocate with one container); and restarts like the
+kubelet (every socket in the directory removed, a new kubelet.sock created).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from multidp.api import pb, pb_grpc
+from multidp.names import API_VERSION, KUBELET_SOCKET_NAME, resource_name_problem
+
+DIAL_TIMEOUT_S = 10.0
+
+
+class AllocationFailed(Exception):
+    """The kubelet would fail the pod (UnexpectedAdmissionError)."""
+
+
+@dataclass
+class Registration:
+    """One Register call the stand-in accepted."""
+
+    resource: str
+    endpoint: str
+    version: str
+    options: pb.DevicePluginOptions
+    at: float  # time.monotonic() when Register arrived
+
+
+@dataclass
+class ResourceView:
+    """What the kubelet knows of one resource."""
+
+    name: str
+    endpoint: str = ""
+    options: pb.DevicePluginOptions | None = None
+    devices: dict[str, tuple[str, tuple[int, ...]]] = field(default_factory=dict)  # id -> (health, numa)
+    allocated: set[str] = field(default_factory=set)
+    updates: int = 0
+    last_update_at: float = 0.0
+    stream_open: bool = False
+    channel: grpc.Channel | None = None
+
+    @property
+    def capacity(self) -> int:
+        return len(self.devices)
+
+    @property
+    def healthy(self) -> list[str]:
+        return [i for i, (health, _) in self.devices.items() if health == "Healthy"]
+
+    @property
+    def allocatable(self) -> int:
+        return len(self.healthy)
+
+
+class KubeletStandIn(pb_grpc.RegistrationServicer):
+    """The kubelet's device manager, as far as a device plugin can tell.
+
+    ``register_delay`` makes Register slow; ``refuse`` makes it fail with that
+    message; ``hang`` accepts the connection but never answers Register.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self.socket_path = self.directory / KUBELET_SOCKET_NAME
+        self.resources: dict[str, ResourceView] = {}
+        self.registrations: list[Registration] = []
+        self.errors: list[str] = []
+        self.restarts: list[float] = []  # time.monotonic() when each new kubelet.sock existed
+        self.register_delay = 0.0
+        self.refuse: str | None = None
+        self.hang = False
+        self._cond = threading.Condition()
+        self._server: grpc.Server | None = None
+        self._pool = ThreadPoolExecutor(16, thread_name_prefix="kubelet")
+        self._stop_hang = threading.Event()
+
+    # Lifecycle -------------------------------------------------------------------
+
+    def start(self) -> KubeletStandIn:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._serve()
+        return self
+
+    def _serve(self) -> None:
+        server = grpc.server(self._pool)
+        pb_grpc.add_RegistrationServicer_to_server(self, server)
+        server.add_insecure_port(f"unix:{self.socket_path}")
+        server.start()
+        self._server = server
+        with self._cond:
+            self.restarts.append(time.monotonic())
+            self._cond.notify_all()
+
+    def stop(self) -> None:
+        """Stop serving and drop every plugin connection (sockets are left as they are)."""
+        self._stop_hang.set()
+        if self._server is not None:
+            self._server.stop(grace=None)
+            self._server = None
+        for view in list(self.resources.values()):
+            self._close(view)
+        self.socket_path.unlink(missing_ok=True)
+
+    def shutdown(self) -> None:
+        self.stop()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def restart(self) -> None:
+        """Restart like the kubelet: remove every socket in the dir, then a new kubelet.sock."""
+        self.stop()
+        self._stop_hang.clear()
+        for entry in self.directory.iterdir():
+            try:
+                if stat.S_ISSOCK(entry.lstat().st_mode):
+                    entry.unlink()
+            except FileNotFoundError:
+                pass
+        with self._cond:
+            # Resources known from the checkpoint read 0/0 until they register again.
+            for view in self.resources.values():
+                view.devices = {}
+                view.options = None
+        self._serve()
+
+    def _close(self, view: ResourceView) -> None:
+        if view.channel is not None:
+            view.channel.close()
+            view.channel = None
+
+    # Registration service ------------------------------------------------------------
+
+    def Register(self, request: pb.RegisterRequest, context: grpc.ServicerContext) -> pb.Empty:
+        arrived = time.monotonic()
+        if self.hang:
+            self._stop_hang.wait()
+            context.abort(grpc.StatusCode.UNAVAILABLE, "kubelet stand-in stopped")
+        if self.register_delay:
+            time.sleep(self.register_delay)
+        if self.refuse:
+            context.abort(grpc.StatusCode.UNKNOWN, self.refuse)
+        if request.version != API_VERSION:
+            message = (f'requested API version "{request.version}" is not supported by kubelet. '
+                       f'Supported version is ["{API_VERSION}"]')
+            self._error(message)
+            context.abort(grpc.StatusCode.UNKNOWN, message)
+        if resource_name_problem(request.resource_name):
+            message = f'the ResourceName "{request.resource_name}" is invalid'
+            self._error(message)
+            context.abort(grpc.StatusCode.UNKNOWN, message)
+        channel = grpc.insecure_channel(f"unix:{self.directory / request.endpoint}")
+        try:
+            grpc.channel_ready_future(channel).result(timeout=DIAL_TIMEOUT_S)
+            options = pb_grpc.DevicePluginStub(channel).GetDevicePluginOptions(pb.Empty(), timeout=DIAL_TIMEOUT_S)
+        except (grpc.FutureTimeoutError, grpc.RpcError) as exc:
+            channel.close()
+            message = f"failed to dial device plugin {request.endpoint}: {exc}"
+            self._error(message)
+            context.abort(grpc.StatusCode.UNKNOWN, message)
+        with self._cond:
+            view = self.resources.get(request.resource_name)
+            if view is not None:
+                self._close(view)  # a second Register replaces the first
+            else:
+                view = self.resources[request.resource_name] = ResourceView(request.resource_name)
+            view.endpoint, view.options, view.channel = request.endpoint, options, channel
+            view.stream_open = True
+            self.registrations.append(
+                Registration(request.resource_name, request.endpoint, request.version, options, arrived)
+            )
+            self._cond.notify_all()
+        threading.Thread(target=self._watch, args=(view, channel), daemon=True,
+                         name=f"law-{request.resource_name}").start()
+        return pb.Empty()
+
+    def _error(self, message: str) -> None:
+        with self._cond:
+            self.errors.append(message)
+            self._cond.notify_all()
+
+    def _watch(self, view: ResourceView, channel: grpc.Channel) -> None:
+        stub = pb_grpc.DevicePluginStub(channel)
+        try:
+            for response in stub.ListAndWatch(pb.Empty()):
+                devices = {
+                    d.ID: (d.health, tuple(n.ID for n in d.topology.nodes) if d.HasField("topology") else ())
+                    for d in response.devices
+                }
+                with self._cond:
+                    if view.channel is not channel:
+                        return
+                    view.devices = devices
+                    view.updates += 1
+                    view.last_update_at = time.monotonic()
+                    self._cond.notify_all()
+        except grpc.RpcError:
+            pass
+        with self._cond:
+            if view.channel is channel or view.channel is None:
+                # The stream ended: every device of the resource is unhealthy at once.
+                view.devices = {i: ("Unhealthy", numa) for i, (_, numa) in view.devices.items()}
+                view.stream_open = False
+                view.updates += 1
+                self._cond.notify_all()
+
+    # Waiting ---------------------------------------------------------------------------
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+        """Wait until ``predicate()`` holds; AssertionError after ``timeout``."""
+        with self._cond:
+            if not self._cond.wait_for(predicate, timeout):
+                raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+    def wait_registered(self, resource: str, count: int = 1, timeout: float = 10.0) -> Registration:
+        def done() -> bool:
+            return sum(r.resource == resource for r in self.registrations) >= count
+
+        self.wait_for(done, timeout, f"{resource} registered {count} time(s)")
+        return [r for r in self.registrations if r.resource == resource][-1]
+
+    def wait_devices(self, resource: str, predicate: Callable[[ResourceView], bool], timeout: float = 10.0,
+                     what: str = "devices") -> ResourceView:
+        def done() -> bool:
+            view = self.resources.get(resource)
+            return view is not None and predicate(view)
+
+        self.wait_for(done, timeout, f"{resource}: {what}")
+        return self.resources[resource]
+
+    # Acting like the kubelet -----------------------------------------------------------
+
+    def stub(self, resource: str) -> pb_grpc.DevicePluginStub:
+        """A client to the plugin of ``resource`` (for requests the kubelet would not send)."""
+        view = self.resources[resource]
+        if view.channel is None:
+            raise AssertionError(f"{resource} has no live connection")
+        return pb_grpc.DevicePluginStub(view.channel)
+
+    def allocate(self, resource: str, count: int) -> pb.ContainerAllocateResponse:
+        """Allocate ``count`` devices for one container the way the kubelet does."""
+        with self._cond:
+            view = self.resources.get(resource)
+            if view is None or view.options is None:
+                raise AllocationFailed(f"resource {resource} is not registered")
+            candidates = [i for i in view.healthy if i not in view.allocated]
+            options = view.options
+        if len(candidates) < count:
+            raise AllocationFailed(f"requested {count} of {resource}, only {len(candidates)} available")
+        chosen = candidates[:count]
+        stub = self.stub(resource)
+        try:
+            if options.get_preferred_allocation_available:
+                request = pb.PreferredAllocationRequest(container_requests=[
+                    pb.ContainerPreferredAllocationRequest(available_deviceIDs=candidates, allocation_size=count)
+                ])
+                answer = stub.GetPreferredAllocation(request, timeout=10)
+                picked = [i for i in answer.container_responses[0].deviceIDs if i in set(candidates)][:count]
+                chosen = picked + [i for i in candidates if i not in picked][: count - len(picked)]
+            response = stub.Allocate(
+                pb.AllocateRequest(container_requests=[pb.ContainerAllocateRequest(devices_ids=chosen)]), timeout=10
+            )
+        except grpc.RpcError as exc:
+            raise AllocationFailed(f"Allocate failed due to {exc.details()}, which is unexpected") from exc
+        if not response.container_responses:
+            raise AllocationFailed("Allocate returned no container responses")
+        with self._cond:
+            view.allocated.update(chosen)
+        return response.container_responses[0]
+
+    def free(self, resource: str, ids: list[str] | None = None) -> None:
+        with self._cond:
+            view = self.resources[resource]
+            view.allocated.difference_update(ids if ids is not None else set(view.allocated))
+
+
+def short_socket_dir(prefix: str = "mdp") -> Path:
+    """A fresh directory with a short path (unix socket paths stop at 107 bytes)."""
+    import tempfile
+
+    base = "/tmp" if os.path.isdir("/tmp") else None
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=base))

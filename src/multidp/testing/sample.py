@@ -1,0 +1,210 @@
+"""A small driver for tests and the demo: "widgets" kept in memory.
+
+It is no installed entry point; tests and ``multidp demo`` register it by
+name (``PluginRegistry(extra={"sample": SamplePlugin()})``). Its hardware is a
+:class:`SampleHardware` that tests change directly (health, devices appearing
+and vanishing), and it can misbehave on purpose (raise or hang in any call) so
+the host's isolation can be tested.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import msgspec
+
+from multidp.driver import Driver, DriverContext, Notify, Simulation
+from multidp.errors import AllocationRefused
+from multidp.hookspecs import hookimpl
+from multidp.model import (
+    AllocationRequest,
+    CDIDeviceSpec,
+    CDISpec,
+    ContainerAllocation,
+    Device,
+    DeviceNode,
+    Health,
+    Mount,
+)
+
+CDI_KIND = "example.com/widget"
+
+
+class SampleResource(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
+    count: int = 4
+    numa_nodes: int = 1
+    replicas: int | None = None
+    max_request: int | None = None
+
+
+def _default_resources() -> dict[str, SampleResource]:
+    return {
+        "example.com/widget": SampleResource(count=4, numa_nodes=2),
+        "example.com/widget-shared": SampleResource(count=1, replicas=4, max_request=1),
+    }
+
+
+class SampleConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
+    resources: dict[str, SampleResource] = msgspec.field(default_factory=_default_resources)
+    poll_interval: float = 1.0
+    pre_start: bool = False
+    cdi: bool = True
+
+
+class SampleHardware:
+    """The widgets "installed": resource → device ID → Device. Thread-safe."""
+
+    def __init__(self, config: SampleConfig) -> None:
+        self.lock = threading.Lock()
+        self.resources: dict[str, dict[str, Device]] = {}
+        self.limits = {name: r.max_request for name, r in config.resources.items()}
+        for name, res in config.resources.items():
+            short = name.rpartition("/")[2]
+            self.resources[name] = {
+                f"{short}-{i}": Device(f"{short}-{i}", numa_nodes=(i * res.numa_nodes // max(res.count, 1),),
+                                       replicas=res.replicas, info={"slot": str(i)})
+                for i in range(res.count)
+            }
+        self.notify: Notify = lambda: None
+
+    def set_health(self, resource: str, device_id: str, healthy: bool, reason: str = "") -> None:
+        with self.lock:
+            device = self.resources[resource][device_id]
+            health = Health.HEALTHY if healthy else Health.UNHEALTHY
+            self.resources[resource][device_id] = replace(device, health=health, reason=reason)
+        self.notify()
+
+    def add(self, resource: str, device: Device) -> None:
+        with self.lock:
+            self.resources.setdefault(resource, {})[device.id] = device
+        self.notify()
+
+    def remove(self, resource: str, device_id: str | None = None) -> None:
+        """Remove one device, or the whole resource when ``device_id`` is None."""
+        with self.lock:
+            if device_id is None:
+                self.resources.pop(resource, None)
+            else:
+                self.resources[resource].pop(device_id, None)
+        self.notify()
+
+    def snapshot(self) -> dict[str, list[Device]]:
+        with self.lock:
+            return {name: list(devices.values()) for name, devices in self.resources.items()}
+
+
+class SampleDriver(Driver):
+    """Serves the widgets of a :class:`SampleHardware`; ``faults`` make it misbehave.
+
+    ``faults`` maps a call name (``scan``, ``allocate``, ``preferred``,
+    ``pre_start``, ``cdi``) to ``"raise"`` or a number of seconds to hang.
+    """
+
+    def __init__(self, config: SampleConfig, hardware: SampleHardware) -> None:
+        self.config = config
+        self.hardware = hardware
+        self.poll_interval = config.poll_interval
+        self.faults: dict[str, str | float] = {}
+        self.calls: list[tuple[str, object]] = []
+        self.closed = False
+
+    def _misbehave(self, call: str) -> None:
+        fault = self.faults.get(call)
+        if fault == "raise":
+            raise RuntimeError(f"sample driver told to fail in {call}")
+        if isinstance(fault, (int, float)):
+            time.sleep(fault)
+
+    def start(self, notify: Notify) -> None:
+        self.hardware.notify = notify
+
+    def scan(self) -> Mapping[str, Sequence[Device]]:
+        self._misbehave("scan")
+        return self.hardware.snapshot()
+
+    def allocate(self, request: AllocationRequest) -> ContainerAllocation:
+        self._misbehave("allocate")
+        self.calls.append(("allocate", request))
+        limit = self.hardware.limits.get(request.resource)
+        if limit is not None and len(request.requested_ids) > limit:
+            raise AllocationRefused(f"maximum request size is {limit}; found {len(request.requested_ids)}")
+        short = request.resource.rpartition("/")[2]
+        alloc = ContainerAllocation(
+            envs={f"{short.upper().replace('-', '_')}_DEVICES": ",".join(request.device_ids)},
+            device_nodes=[DeviceNode(f"/dev/{i}", "/dev/null", "rw") for i in request.device_ids],
+            mounts=[Mount("/etc/widget", "/dev/null", read_only=True)],
+        )
+        if self.config.cdi and request.resource == "example.com/widget":
+            alloc.cdi_devices = [f"{CDI_KIND}={i}" for i in request.device_ids]
+        return alloc
+
+    def pre_start(self, resource: str, device_ids: Sequence[str]) -> None:
+        self._misbehave("pre_start")
+        self.calls.append(("pre_start", (resource, tuple(device_ids))))
+
+    @property
+    def has_pre_start(self) -> bool:
+        return self.config.pre_start
+
+    def cdi_specs(self) -> Sequence[CDISpec]:
+        self._misbehave("cdi")
+        if not self.config.cdi:
+            return ()
+        devices = self.hardware.snapshot().get("example.com/widget", [])
+        return [CDISpec(CDI_KIND, [CDIDeviceSpec(d.id, [DeviceNode(f"/dev/{d.id}", "/dev/null")]) for d in devices])]
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class SampleSimulation(Simulation):
+    def __init__(self, plugin: SamplePlugin) -> None:
+        self.plugin = plugin
+        self._broken: tuple[str, str] | None = None
+
+    def inject_fault(self) -> str:
+        hardware = self.plugin.hardware
+        if hardware is None:
+            return "no sample hardware yet"
+        resource = sorted(hardware.resources)[0]
+        device = sorted(hardware.resources[resource])[0]
+        hardware.set_health(resource, device, False, "simulated fault")
+        self._broken = (resource, device)
+        return f"{resource} device {device} reports a fault"
+
+    def clear_fault(self) -> str:
+        if self._broken is None or self.plugin.hardware is None:
+            return "nothing to repair"
+        resource, device = self._broken
+        self.plugin.hardware.set_health(resource, device, True)
+        return f"{resource} device {device} is healthy again"
+
+
+class SamplePlugin:
+    """The plugin object: pluggy hooks that create a :class:`SampleDriver`."""
+
+    def __init__(self) -> None:
+        self.hardware: SampleHardware | None = None
+        self.driver: SampleDriver | None = None
+        self.drivers: list[SampleDriver] = []
+
+    @hookimpl
+    def multidp_config_type(self) -> type:
+        return SampleConfig
+
+    @hookimpl
+    def multidp_simulate(self, workdir: Path) -> Simulation:
+        return SampleSimulation(self)
+
+    @hookimpl
+    def multidp_create_driver(self, context: DriverContext) -> Driver:
+        config: SampleConfig = context.config
+        if self.hardware is None:
+            self.hardware = SampleHardware(config)
+        self.driver = SampleDriver(config, self.hardware)
+        self.drivers.append(self.driver)
+        return self.driver
