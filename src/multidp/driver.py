@@ -58,7 +58,9 @@ class DriverContext:
     without ``enabled``), with ``MULTIDP_<NAME>_<KEY>`` variables applied and,
     when the plugin declares a config type, converted to that type. ``sysfs_root``
     and ``dev_root`` are where to read sysfs and look for device nodes; answers
-    to the kubelet still name host paths (``/dev/...``).
+    to the kubelet still name host paths (``/dev/...``). ``environ`` is the
+    process environment (tests pass their own): a driver may honour its
+    incumbent's variables from it, below multidp's own settings.
     """
 
     name: str
@@ -66,6 +68,7 @@ class DriverContext:
     sysfs_root: Path = Path("/sys")
     dev_root: Path = Path("/dev")
     simulation: Simulation | None = None
+    environ: Mapping[str, str] = field(default_factory=dict)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("multidp.driver"))
 
 

@@ -111,6 +111,7 @@ class DriverFactory:
             sysfs_root=(simulation.sysfs_root if simulation and simulation.sysfs_root else self.settings.sysfs_root),
             dev_root=(simulation.dev_root if simulation and simulation.dev_root else self.settings.dev_root),
             simulation=simulation,
+            environ=self.environ,
             log=logging.getLogger(f"multidp.driver.{name}"),
         )
         driver = with_deadline(
