@@ -16,9 +16,9 @@ from multidp.drivers import (
     NOT_SELECTED,
     DriverFactory,
     UnknownDrivers,
-    with_deadline,
     describe_failure,
     selected_names,
+    with_deadline,
 )
 from multidp.errors import ConfigError
 from multidp.registry import PluginRegistry

@@ -30,7 +30,10 @@ BACKOFF_FIRST_S = 0.05
 BACKOFF_MAX_S = 5.0
 WITHDRAW_WAIT_S = 1.0
 # Fast reconnects: a new kubelet.sock can exist a moment before the kubelet answers.
+# A local subchannel pool keeps a new channel from inheriting the reconnect
+# backoff of an earlier channel to the same path (gRPC shares them by default).
 CHANNEL_OPTIONS = [
+    ("grpc.use_local_subchannel_pool", 1),
     ("grpc.initial_reconnect_backoff_ms", 5),
     ("grpc.min_reconnect_backoff_ms", 5),
     ("grpc.max_reconnect_backoff_ms", 100),
@@ -40,6 +43,15 @@ SERVER_OPTIONS = [("grpc.so_reuseport", 0)]
 
 class RegistrationError(Exception):
     pass
+
+
+def socket_identity(path: Path) -> tuple[int, int, int] | None:
+    """(device, inode, ctime) of a socket file: a new kubelet.sock has a new one."""
+    try:
+        st = path.lstat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_ctime_ns) if stat.S_ISSOCK(st.st_mode) else None
 
 
 def is_socket(path: Path) -> bool:
@@ -59,10 +71,12 @@ def register(kubelet_socket: Path, endpoint: str, resource: str, options: pb.Dev
         except grpc.RpcError as exc:
             code = exc.code()
             if code is grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise RegistrationError(f"the kubelet at {kubelet_socket} did not answer within {timeout:g} s") from None
-            if code is grpc.StatusCode.UNAVAILABLE:
-                raise RegistrationError(f"the kubelet at {kubelet_socket} is not answering: {exc.details()}") from None
-            raise RegistrationError(f"the kubelet refused: {exc.details()} ({code.name})") from None
+                reason = f"the kubelet at {kubelet_socket} did not answer within {timeout:g} s"
+            elif code is grpc.StatusCode.UNAVAILABLE:
+                reason = f"the kubelet at {kubelet_socket} is not answering: {exc.details()}"
+            else:
+                reason = f"the kubelet refused: {exc.details()} ({code.name})"
+            raise RegistrationError(reason) from None
 
 
 class Endpoint:
@@ -81,9 +95,9 @@ class Endpoint:
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._reserve = True
-        # Each kubelet start (or loss of our socket) needs one more registration.
-        self._generation = 1
-        self._registered_generation = 0
+        self._serial = 0
+        # Registered with which kubelet.sock (inode, ctime) while serving which socket.
+        self._registered_for: tuple[object, int] | None = None
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"endpoint-{socket_path.stem}", daemon=True)
 
@@ -92,7 +106,8 @@ class Endpoint:
         return self.service.resource
 
     def start(self) -> None:
-        if len(str(self.socket_path).encode()) > MAX_SOCKET_PATH:
+        # Room for the temporary name the socket is bound under (see _serve).
+        if len(str(self.socket_path).encode()) + 8 > MAX_SOCKET_PATH:
             raise RegistrationError(
                 f"socket path {self.socket_path} is longer than {MAX_SOCKET_PATH} bytes; use a shorter plugin dir"
             )
@@ -103,12 +118,10 @@ class Endpoint:
 
     @property
     def registered(self) -> bool:
-        return self._registered_generation == self._generation
+        return self._registered_for == (socket_identity(self.kubelet_socket), self._serial)
 
     def kubelet_started(self) -> None:
         """A new kubelet.sock appeared: register again."""
-        with self._lock:
-            self._generation += 1
         self._wake.set()
 
     def socket_deleted(self) -> None:
@@ -117,12 +130,13 @@ class Endpoint:
             if self._stopping.is_set() or is_socket(self.socket_path):
                 return  # stopping, or already served again
             self._reserve = True
-            self._generation += 1
         self._wake.set()
 
     def check(self) -> None:
         """A safety net for missed file events: re-serve if our socket is gone."""
         self.socket_deleted()
+        if not self.registered:
+            self._wake.set()
 
     # The endpoint's thread ------------------------------------------------------
 
@@ -137,18 +151,20 @@ class Endpoint:
                 return
             with self._lock:
                 reserve, self._reserve = self._reserve, False
-                generation = self._generation
             # The kubelet removes every socket before it creates kubelet.sock, so
             # check ours before registering: it must be there to be dialled back.
             if (reserve or not is_socket(self.socket_path)) and not self._serve():
                 retry_at, delay = time.monotonic() + delay, min(delay * 2, BACKOFF_MAX_S)
                 continue
-            if self._registered_generation == generation:
-                retry_at = None
-                continue
-            if not is_socket(self.kubelet_socket):
+            kubelet = socket_identity(self.kubelet_socket)
+            if kubelet is None:
                 self._note(f"waiting for the kubelet: {self.kubelet_socket} does not exist yet")
                 retry_at = None  # the file watcher wakes us when it appears
+                continue
+            # One registration per (kubelet, socket): a second Register for the same
+            # resource can knock out the first in the kubelet (kubernetes#121994).
+            if self._registered_for == (kubelet, self._serial):
+                retry_at = None
                 continue
             try:
                 register(self.kubelet_socket, self.socket_path.name, self.resource, self.service.options(),
@@ -157,12 +173,10 @@ class Endpoint:
                 self._note(f"registration failed, retrying in {delay:.2f} s: {exc}")
                 retry_at, delay = time.monotonic() + delay, min(delay * 2, BACKOFF_MAX_S)
                 continue
-            with self._lock:
-                self._registered_generation = generation
-                again = generation != self._generation
+            self._registered_for = (kubelet, self._serial)
             self.registrations += 1
             self.last_error = ""
-            delay, retry_at = BACKOFF_FIRST_S, (time.monotonic() if again else None)
+            delay, retry_at = BACKOFF_FIRST_S, None
             log.info("resource %s registered with the kubelet (endpoint %s)", self.resource, self.socket_path.name)
 
     def _note(self, message: str) -> None:
@@ -172,23 +186,32 @@ class Endpoint:
         self.last_error = message
 
     def _serve(self) -> bool:
+        """Serve on a fresh socket, renamed into place when it listens.
+
+        gRPC unlinks a server's socket path when the server stops; binding each
+        server to its own temporary name keeps an old server, stopped in the
+        background, from removing the socket of its successor. The rename also
+        makes the socket appear at its final path only once it accepts calls.
+        """
         old, self._server = self._server, None
-        if old is not None:
-            old.stop(grace=None)
+        self._serial += 1
+        temporary = self.socket_path.with_name(f".{self.socket_path.name}.{self._serial}")
         try:
-            if is_socket(self.socket_path):
-                self.socket_path.unlink()
             server = grpc.server(self._pool, options=SERVER_OPTIONS)
             pb_grpc.add_DevicePluginServicer_to_server(self.service, server)
-            if not server.add_insecure_port(f"unix:{self.socket_path}"):
-                raise OSError(f"cannot listen on {self.socket_path}")
+            if not server.add_insecure_port(f"unix:{temporary}"):
+                raise OSError(f"cannot listen on {temporary}")
             server.start()
-            os.chmod(self.socket_path, 0o600)
+            os.chmod(temporary, 0o600)
+            os.replace(temporary, self.socket_path)
         except (OSError, RuntimeError) as exc:
             self._note(f"cannot serve on {self.socket_path}, retrying: {exc}")
             with self._lock:
                 self._reserve = True
             return False
+        finally:
+            if old is not None:
+                threading.Thread(target=old.stop, args=(None,), name="old-server-stop", daemon=True).start()
         self._server = server
         return True
 

@@ -10,7 +10,6 @@ the plugin dir drive re-registration after a kubelet restart.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -58,7 +57,6 @@ class Host:
         self._refused: set[tuple[str, str]] = set()
         self._lock = threading.RLock()
         self._stopped = threading.Event()
-        self._kubelet_inode: tuple[int, int] | None = None
         self._watcher = DirWatcher(
             [settings.plugin_dir, settings.plugin_dir.parent, settings.kubelet_socket_path.parent],
             self._on_created,
@@ -81,7 +79,6 @@ class Host:
             )
         plugin_dir.mkdir(parents=True, exist_ok=True)
         self._remove_stale_sockets()
-        self._kubelet_inode = self._inode(self.settings.kubelet_socket_path)
         self._watcher.start()
         for name in self.registry.names:
             if name not in names:
@@ -181,7 +178,8 @@ class Host:
         return [s for s in self.statuses.values() if s.state == FAILED]
 
     def _remove_stale_sockets(self) -> None:
-        for path in self.settings.plugin_dir.glob(f"{SOCKET_PREFIX}*.sock"):
+        plugin_dir = self.settings.plugin_dir
+        for path in [*plugin_dir.glob(f"{SOCKET_PREFIX}*.sock"), *plugin_dir.glob(f".{SOCKET_PREFIX}*.sock.*")]:
             if is_socket(path):
                 log.info("removing stale socket %s", path)
                 path.unlink(missing_ok=True)
@@ -279,28 +277,15 @@ class Host:
             log.warning("plugin dir %s was removed; waiting for it to come back", path)
 
     def _kubelet_started(self) -> None:
-        self._kubelet_inode = self._inode(self.settings.kubelet_socket_path)
         log.info("kubelet socket %s created: registering again", self.settings.kubelet_socket_path)
         with self._lock:
             endpoints = list(self.endpoints.values())
         for endpoint in endpoints:
             endpoint.kubelet_started()
 
-    @staticmethod
-    def _inode(path: Path) -> tuple[int, int] | None:
-        try:
-            st = os.stat(path)
-        except OSError:
-            return None
-        return (st.st_ino, st.st_ctime_ns)
-
     def _safety_net(self) -> None:
-        """Catch what file events missed: a new kubelet.sock, a socket gone."""
+        """Catch what file events missed: a new kubelet.sock, a socket of ours gone."""
         while not self._stopped.wait(SAFETY_NET_S):
-            inode = self._inode(self.settings.kubelet_socket_path)
-            if inode is not None and inode != self._kubelet_inode:
-                log.warning("kubelet restart noticed without a file event")
-                self._kubelet_started()
             with self._lock:
                 endpoints = list(self.endpoints.values())
             for endpoint in endpoints:

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 
-class Health(str, enum.Enum):
+class Health(enum.StrEnum):
     """Health of one device, with the exact strings the kubelet expects."""
 
     HEALTHY = "Healthy"

@@ -27,8 +27,9 @@ from multidp.runner import DriverRunner
 
 log = logging.getLogger(__name__)
 
-# How often an idle ListAndWatch stream checks that its peer is still there.
-STREAM_CHECK_S = 5.0
+# How often an idle ListAndWatch stream checks that its peer is still there
+# (a safety net: cancellation normally wakes it at once through a callback).
+STREAM_CHECK_S = 1.0
 
 
 def list_response(snapshot: Snapshot) -> pb.ListAndWatchResponse:
@@ -105,7 +106,8 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
             gone.set()
             self.state.wake()
 
-        context.add_callback(peer_gone)
+        if not context.add_callback(peer_gone):
+            return  # the call already ended (the kubelet went away while it began)
 
         def stop() -> bool:
             return gone.is_set() or self.stopping.is_set()
@@ -162,7 +164,8 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
             except (TypeError, ValueError) as exc:
                 problem = f"allocate returned an invalid answer: {exc}"
         log.error("resource %s: driver %s %s", self.resource, driver, problem)
-        self._abort(context, grpc.StatusCode.INTERNAL, f'allocation for "{self.resource}" failed: driver {driver} {problem}')
+        message = f'allocation for "{self.resource}" failed: driver {driver} {problem}'
+        self._abort(context, grpc.StatusCode.INTERNAL, message)
 
     def GetPreferredAllocation(
         self, request: pb.PreferredAllocationRequest, context: grpc.ServicerContext

@@ -7,8 +7,9 @@
   multidp is installed) provides the fixtures ``kubelet`` and ``multidp_host``.
 """
 
+from multidp.testing.dists import fake_distribution
 from multidp.testing.host import running_host
-from multidp.testing.kubelet import AllocationFailed, KubeletStandIn, ResourceView, short_socket_dir
+from multidp.testing.kubelet import AllocationFailed, KubeletStandIn, ResourceView, short_socket_dir, wait_until
 from multidp.testing.sample import SampleConfig, SampleDriver, SampleHardware, SamplePlugin
 
 __all__ = [
@@ -19,6 +20,8 @@ __all__ = [
     "SampleDriver",
     "SampleHardware",
     "SamplePlugin",
+    "fake_distribution",
     "running_host",
     "short_socket_dir",
+    "wait_until",
 ]

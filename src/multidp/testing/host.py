@@ -7,6 +7,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from multidp.config import Settings, Timeouts
 from multidp.host import Host
 from multidp.registry import PluginRegistry
@@ -17,7 +19,7 @@ def make_settings(plugin_dir: Path, drivers: Mapping[str, Any] | None = None, **
     settings = Settings(plugin_dir=plugin_dir, cdi_dir=plugin_dir / "cdi", driver_sections=dict(drivers or {}))
     for key, value in overrides.items():
         if key == "timeouts" and isinstance(value, Mapping):
-            value = Timeouts(**value)
+            value = msgspec.convert(value, Timeouts)  # camelCase keys, as in the config file
         setattr(settings, key, value)
     return settings
 

@@ -75,7 +75,8 @@ class KubeletStandIn(pb_grpc.RegistrationServicer):
     """The kubelet's device manager, as far as a device plugin can tell.
 
     ``register_delay`` makes Register slow; ``refuse`` makes it fail with that
-    message; ``hang`` accepts the connection but never answers Register.
+    message; ``hang`` accepts the connection but never answers Register, and
+    ``stall`` does the same for the resource names it holds only.
     """
 
     def __init__(self, directory: Path) -> None:
@@ -88,6 +89,7 @@ class KubeletStandIn(pb_grpc.RegistrationServicer):
         self.register_delay = 0.0
         self.refuse: str | None = None
         self.hang = False
+        self.stall: set[str] = set()
         self._cond = threading.Condition()
         self._server: grpc.Server | None = None
         self._pool = ThreadPoolExecutor(16, thread_name_prefix="kubelet")
@@ -150,7 +152,7 @@ class KubeletStandIn(pb_grpc.RegistrationServicer):
 
     def Register(self, request: pb.RegisterRequest, context: grpc.ServicerContext) -> pb.Empty:
         arrived = time.monotonic()
-        if self.hang:
+        if self.hang or request.resource_name in self.stall:
             self._stop_hang.wait()
             context.abort(grpc.StatusCode.UNAVAILABLE, "kubelet stand-in stopped")
         if self.register_delay:
@@ -166,7 +168,9 @@ class KubeletStandIn(pb_grpc.RegistrationServicer):
             message = f'the ResourceName "{request.resource_name}" is invalid'
             self._error(message)
             context.abort(grpc.StatusCode.UNKNOWN, message)
-        channel = grpc.insecure_channel(f"unix:{self.directory / request.endpoint}")
+        # Its own subchannel, as the kubelet's fresh dial: no reconnect backoff inherited.
+        channel = grpc.insecure_channel(f"unix:{self.directory / request.endpoint}",
+                                        options=[("grpc.use_local_subchannel_pool", 1)])
         try:
             grpc.channel_ready_future(channel).result(timeout=DIAL_TIMEOUT_S)
             options = pb_grpc.DevicePluginStub(channel).GetDevicePluginOptions(pb.Empty(), timeout=DIAL_TIMEOUT_S)
@@ -211,7 +215,7 @@ class KubeletStandIn(pb_grpc.RegistrationServicer):
                     view.updates += 1
                     view.last_update_at = time.monotonic()
                     self._cond.notify_all()
-        except grpc.RpcError:
+        except (grpc.RpcError, ValueError):  # ValueError: the channel was closed before the call
             pass
         with self._cond:
             if view.channel is channel or view.channel is None:
@@ -289,6 +293,16 @@ class KubeletStandIn(pb_grpc.RegistrationServicer):
         with self._cond:
             view = self.resources[resource]
             view.allocated.difference_update(ids if ids is not None else set(view.allocated))
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition",
+               interval: float = 0.005) -> None:
+    """Poll ``predicate`` until it holds; AssertionError after ``timeout`` (for state without a condition)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
 
 
 def short_socket_dir(prefix: str = "mdp") -> Path:

@@ -185,9 +185,10 @@ class SampleSimulation(Simulation):
 
 
 class SamplePlugin:
-    """The plugin object: pluggy hooks that create a :class:`SampleDriver`."""
+    """The plugin object: pluggy hooks that create a :class:`SampleDriver` (or ``driver_class``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, driver_class: type[SampleDriver] = SampleDriver) -> None:
+        self.driver_class = driver_class
         self.hardware: SampleHardware | None = None
         self.driver: SampleDriver | None = None
         self.drivers: list[SampleDriver] = []
@@ -205,6 +206,6 @@ class SamplePlugin:
         config: SampleConfig = context.config
         if self.hardware is None:
             self.hardware = SampleHardware(config)
-        self.driver = SampleDriver(config, self.hardware)
+        self.driver = self.driver_class(config, self.hardware)
         self.drivers.append(self.driver)
         return self.driver

@@ -1,0 +1,1 @@
+"""multidp driver for FPGAs: Intel DFL/OPAE and AMD/Xilinx Alveo (XRT)."""

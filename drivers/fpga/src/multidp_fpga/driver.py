@@ -1,0 +1,75 @@
+"""The fpga driver: scans both vendors' sysfs, places devices, answers Allocate."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from multidp.driver import Driver
+from multidp.errors import AllocationRefused
+from multidp.model import AllocationRequest, ContainerAllocation, Device
+
+from multidp_fpga.amd import AmdScanner
+from multidp_fpga.config import FpgaConfig
+from multidp_fpga.intel import IntelScanner
+from multidp_fpga.inventory import Grants, Observed, Placer, ProblemLog
+
+
+class FpgaDriver(Driver):
+    """Serves Intel (DFL/OPAE) and AMD/Xilinx (XRT) FPGAs found under ``sysfs_root``.
+
+    Every scan reads the class directories and the id files again: the ids are
+    sysfs attributes, which raise no file events, and devices that appear or
+    vanish show up at the next scan without a restart.
+    """
+
+    def __init__(self, config: FpgaConfig, sysfs_root: Path, dev_root: Path, log: logging.Logger) -> None:
+        self.config = config
+        self.poll_interval = config.poll_interval
+        self.log = log
+        self.intel = IntelScanner(sysfs_root, dev_root, config.mode) if config.intel else None
+        self.amd = AmdScanner(sysfs_root, dev_root, config.amd_legacy_names, config.amd_mount_nodes) \
+            if config.amd else None
+        self.placer = Placer(config.names)
+        self.problems = ProblemLog(log)
+        self._layout: str | None = None
+        self._lock = threading.Lock()
+        self._grants: Grants = {}
+
+    def scan(self) -> Mapping[str, Sequence[Device]]:
+        problems: dict[str, str] = {}
+        observed: list[Observed] = []
+        if self.intel is not None:
+            observed += self.intel.scan(problems)
+            self._note_layout(self.intel.layout.name if self.intel.layout else None)
+        if self.amd is not None:
+            observed += self.amd.scan(problems)
+        inventory, grants = self.placer.place(observed, problems)
+        self.problems.update(problems)
+        with self._lock:
+            self._grants = grants
+        return inventory
+
+    def _note_layout(self, layout: str | None) -> None:
+        if layout != self._layout:
+            if layout is not None:
+                self.log.info("Intel FPGAs: reading the %s kernel driver's sysfs layout (%s mode)", layout,
+                              self.config.mode)
+            elif self._layout is not None:
+                self.log.info("Intel FPGAs: no DFL or OPAE sysfs class directory any more")
+            self._layout = layout
+
+    def allocate(self, request: AllocationRequest) -> ContainerAllocation:
+        with self._lock:
+            grants = self._grants
+        answer = ContainerAllocation()
+        for device_id in request.device_ids:
+            grant = grants.get((request.resource, device_id))
+            if grant is None:
+                raise AllocationRefused(f"{request.resource}: device {device_id} is no longer on this node")
+            answer.device_nodes.extend(grant.device_nodes)
+            answer.mounts.extend(grant.mounts)
+            answer.annotations.update(grant.annotations)
+        return answer

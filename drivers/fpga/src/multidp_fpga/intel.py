@@ -1,0 +1,217 @@
+"""Intel FPGAs under the in-tree DFL driver or the out-of-tree OPAE driver.
+
+The layout is picked as Intel's plugin picks it: OPAE when ``class/fpga``
+exists, else DFL when ``class/fpga_region`` exists. Discovery starts from the
+ports listed under each class entry; each port's FME is found through the PCI
+function the port hangs under (its physical function for an SR-IOV VF), and
+the FME carries the interface id of the region.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from multidp.model import DeviceNode
+
+from multidp_fpga.inventory import Grant, Observed
+from multidp_fpga.naming import REGION_MODE_ANNOTATION, REGION_MODE_VALUE, intel_af_resource, intel_region_resource
+from multidp_fpga.sysfs import (
+    ALL_F,
+    Resolver,
+    SysfsError,
+    listdir,
+    natural_key,
+    numa_node,
+    pci_function_of,
+    read_uuid,
+)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where one kernel driver puts things in sysfs."""
+
+    name: str
+    class_dir: str  # under the sysfs root
+    device_re: re.Pattern[str]  # class entries that hold ports
+    port_re: re.Pattern[str]
+    fme_glob: str  # FME directories, relative to the PCI function
+    interface_id_glob: str  # the interface id file, relative to the FME directory
+
+
+DFL = Layout("DFL", "class/fpga_region", re.compile(r"^region\d+$"), re.compile(r"^dfl-port\.\d+$"),
+             "fpga_region/region*/dfl-fme.*", "dfl-fme-region.*/fpga_region/region*/compat_id")
+OPAE = Layout("OPAE", "class/fpga", re.compile(r"^intel-fpga-dev\.\d+$"), re.compile(r"^intel-fpga-port\.\d+$"),
+              "fpga/intel-fpga-dev.*/intel-fpga-fme.*", "pr/interface_id")
+
+
+def pick_layout(sysfs_root: Path) -> Layout | None:
+    if (sysfs_root / OPAE.class_dir).is_dir():
+        return OPAE
+    if (sysfs_root / DFL.class_dir).is_dir():
+        return DFL
+    return None
+
+
+@dataclass
+class Fme:
+    name: str
+    pci: str
+    interface_id: str | None
+    interface_problem: str
+    numa: tuple[int, ...]
+    ports: list[Port] = field(default_factory=list)
+
+
+@dataclass
+class Port:
+    name: str
+    pci: str
+    afu_id: str | None
+    afu_problem: str
+    numa: tuple[int, ...]
+    fme: Fme | None
+    fme_problem: str = ""
+
+
+def _usable_id(path: Path, meaning: str) -> tuple[str | None, str]:
+    """A valid id from ``path``, or None and why not (``meaning`` says what all f means)."""
+    try:
+        value = read_uuid(path)
+    except SysfsError as exc:
+        return None, str(exc)
+    if value == ALL_F:
+        return None, f"{path} is all f: {meaning}"
+    return value, ""
+
+
+class IntelScanner:
+    """Reads the Intel part of one sysfs tree into observed devices."""
+
+    def __init__(self, sysfs_root: Path, dev_root: Path, mode: str) -> None:
+        self.sysfs_root = sysfs_root
+        self.resolve = Resolver(sysfs_root)
+        self.dev_root = dev_root
+        self.mode = mode
+        self.layout: Layout | None = None
+
+    def scan(self, problems: dict[str, str]) -> list[Observed]:
+        self.layout = pick_layout(self.sysfs_root)
+        if self.layout is None:
+            return []
+        ports = self._ports(self.layout)
+        if self.mode in ("region", "regiondevel"):
+            return self._region_devices(ports, problems)
+        return [self._af_device(port) for port in ports]
+
+    # Discovery -------------------------------------------------------------------
+
+    def _ports(self, layout: Layout) -> list[Port]:
+        class_dir = self.sysfs_root / layout.class_dir
+        fmes: dict[Path, Fme] = {}
+        ports: list[Port] = []
+        for entry in listdir(class_dir):
+            if not layout.device_re.match(entry):
+                continue
+            device_dir = self.resolve(class_dir / entry)
+            for name in sorted(listdir(device_dir), key=natural_key):
+                if layout.port_re.match(name):
+                    ports.append(self._port(layout, device_dir / name, fmes))
+        return ports
+
+    def _port(self, layout: Layout, port_dir: Path, fmes: dict[Path, Fme]) -> Port:
+        pci_dir = pci_function_of(self.resolve.root, port_dir)
+        # Region modes ignore AFU ids, as Intel's plugin does.
+        afu_id, afu_problem = None, ""
+        if self.mode == "af":
+            afu_id, afu_problem = _usable_id(port_dir / "afu_id", "no usable AFU is loaded")
+        port = Port(port_dir.name, pci_dir.name if pci_dir else "", afu_id, afu_problem, numa_node(pci_dir), None)
+        if pci_dir is None:
+            port.fme_problem = f"{port_dir} does not hang under a PCI function"
+            return port
+        # A VF's port belongs to the FME of its physical function.
+        physfn = pci_dir / "physfn"
+        owner = self.resolve(physfn) if physfn.exists() else pci_dir
+        candidates = sorted(owner.glob(layout.fme_glob), key=lambda p: natural_key(p.name))
+        if not candidates:
+            port.fme_problem = f"no FME found under {owner / layout.fme_glob}"
+            return port
+        fme_dir = candidates[0]
+        fme = fmes.get(fme_dir)
+        if fme is None:
+            fme = fmes[fme_dir] = self._fme(layout, fme_dir, owner)
+        port.fme = fme
+        fme.ports.append(port)
+        return port
+
+    def _fme(self, layout: Layout, fme_dir: Path, pci_dir: Path) -> Fme:
+        id_files = sorted(fme_dir.glob(layout.interface_id_glob))
+        if id_files:
+            interface_id, problem = _usable_id(id_files[0], "the region reports no usable interface")
+        else:
+            interface_id, problem = None, f"no interface id file under {fme_dir / layout.interface_id_glob}"
+        return Fme(fme_dir.name, pci_dir.name, interface_id, problem, numa_node(pci_dir))
+
+    # Devices -----------------------------------------------------------------------
+
+    def _node(self, name: str) -> tuple[DeviceNode, str]:
+        """The device node of a port or FME, and a fault when it is missing under the dev root."""
+        node = DeviceNode.same_path(f"/dev/{name}", "rw")
+        present = (self.dev_root / name).exists()
+        return node, "" if present else f"device node {self.dev_root / name} is missing"
+
+    def _af_device(self, port: Port) -> Observed:
+        node, missing = self._node(port.name)
+        fme = port.fme
+        info = {"vendor": "intel", "pci": port.pci}
+        unusable = ""
+        resource = None
+        if fme is None:
+            unusable = port.fme_problem
+        elif fme.interface_id is None:
+            unusable = fme.interface_problem
+        elif port.afu_id is None:
+            unusable = port.afu_problem
+        else:
+            resource = intel_af_resource(fme.interface_id, port.afu_id)
+        if fme is not None:
+            info["fme"] = fme.name
+            if fme.interface_id:
+                info["interface"] = fme.interface_id
+        if port.afu_id:
+            info["afu"] = port.afu_id
+        return Observed(port.name, f"Intel port {port.name}", resource, unusable, (missing,) if missing else (),
+                        port.numa, info, Grant(device_nodes=(node,)))
+
+    def _region_devices(self, ports: list[Port], problems: dict[str, str]) -> list[Observed]:
+        fmes: dict[str, Fme] = {}
+        for port in ports:
+            if port.fme is None:
+                problems[f"nofme:{port.name}"] = f"Intel port {port.name} is not served: {port.fme_problem}"
+            else:
+                fmes.setdefault(port.fme.name, port.fme)
+        devices = []
+        for fme in sorted(fmes.values(), key=lambda f: natural_key(f.name)):
+            resource = intel_region_resource(fme.interface_id) if fme.interface_id else None
+            faults = []
+            nodes = []
+            for name in [p.name for p in sorted(fme.ports, key=lambda p: natural_key(p.name))] + [fme.name]:
+                node, missing = self._node(name)
+                nodes.append(node)
+                if missing:
+                    faults.append(missing)
+            info = {"vendor": "intel", "pci": fme.pci, "ports": ",".join(p.name for p in fme.ports)}
+            if fme.interface_id:
+                info["interface"] = fme.interface_id
+            if self.mode == "regiondevel":
+                # Development mode, as Intel's: the FME node too, for programming from inside the container.
+                grant = Grant(device_nodes=tuple(nodes))
+            else:
+                # The FME stays on the host: Intel's CRI hook programs the region, told by the annotation.
+                grant = Grant(device_nodes=tuple(nodes[:-1]),
+                              annotations=((REGION_MODE_ANNOTATION, REGION_MODE_VALUE),))
+            devices.append(Observed(fme.name, f"Intel FME {fme.name}", resource, fme.interface_problem,
+                                    tuple(faults), fme.numa, info, grant))
+        return devices

@@ -1,0 +1,31 @@
+"""The multidp plugin hooks of the fpga driver (entry point ``fpga`` in the group ``multidp``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from multidp import hookimpl
+from multidp.driver import Driver, DriverContext, Simulation
+
+from multidp_fpga.config import FpgaConfig, validate
+
+
+@hookimpl
+def multidp_config_type() -> type:
+    return FpgaConfig
+
+
+@hookimpl
+def multidp_simulate(workdir: Path) -> Simulation:
+    # Imported here: a node that never simulates does not pay for the tree builder.
+    from multidp_fpga.simulate import FpgaSimulation
+
+    return FpgaSimulation(workdir)
+
+
+@hookimpl
+def multidp_create_driver(context: DriverContext) -> Driver:
+    from multidp_fpga.driver import FpgaDriver
+
+    config = context.config if isinstance(context.config, FpgaConfig) else FpgaConfig()
+    return FpgaDriver(validate(config), context.sysfs_root, context.dev_root, context.log)

@@ -1,0 +1,128 @@
+"""Allocate answers NVIDIA's container runtime understands, and the CDI spec behind them.
+
+Per device-list strategy, as NVIDIA's plugin answers: ``envvar`` sets
+``NVIDIA_VISIBLE_DEVICES=<ids>``; ``volume-mounts`` sets it to
+``/var/run/nvidia-container-devices`` and mounts ``/dev/null`` at
+``/var/run/nvidia-container-devices/<id>`` per device; ``cdi-annotations`` puts
+``k8s.device-plugin.nvidia.com/gpu=<id>,…`` into the annotation
+``cdi.k8s.io/nvidia-device-plugin_<response uuid>``; ``cdi-cri`` fills the CRI
+``cdi_devices`` field. With ``passDeviceSpecs`` the control nodes that exist come
+first, then each device's ``/dev/nvidia<minor>`` and MIG capability nodes.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+from multidp import AllocationRefused, AllocationRequest, ContainerAllocation, DeviceNode, Mount
+from multidp.model import CDIDeviceSpec, CDISpec
+from multidp.preferred import base_id
+
+from multidp_nvidia.inventory import Inventory, Served
+from multidp_nvidia.settings import Settings
+
+VISIBLE = "NVIDIA_VISIBLE_DEVICES"
+MOUNT_ROOT = "/var/run/nvidia-container-devices"
+CONTROL_NODES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset")
+CDI_KIND = "k8s.device-plugin.nvidia.com/gpu"
+ANNOTATION_PLUGIN = "nvidia-device-plugin"
+LIB_DIRS = ("usr/lib/x86_64-linux-gnu", "usr/lib64", "usr/lib/aarch64-linux-gnu", "lib/x86_64-linux-gnu",
+            "lib64", "usr/lib")
+REQUIRED_LIBS = ("libcuda.so", "libnvidia-ml.so")
+OPTIONAL_LIBS = ("libnvidia-ptxjitcompiler.so", "libnvidia-nvvm.so", "libcudadebugger.so", "libnvidia-cfg.so",
+                 "libnvidia-gpucomp.so", "libnvidia-allocator.so", "libnvidia-opencl.so")
+BINARIES = ("nvidia-smi", "nvidia-debugdump", "nvidia-persistenced", "nvidia-cuda-mps-control",
+            "nvidia-cuda-mps-server")
+
+
+def existing_control_nodes(dev_root: Path) -> tuple[str, ...]:
+    """The control nodes present under the node's /dev (NVIDIA stats them the same way)."""
+    return tuple(p for p in CONTROL_NODES if (dev_root / p.removeprefix("/dev/")).exists())
+
+
+def host_node(settings: Settings, path: str) -> DeviceNode:
+    """A device node; its host path carries nvidiaDevRoot (NVIDIA's filepath.Join(root, path))."""
+    return DeviceNode(path, posixpath.join(settings.dev_root, path.lstrip("/")), "rw")
+
+
+def refusal(request: AllocationRequest, settings: Settings) -> str:
+    """NVIDIA's policy text when a shared request is too big, or ''."""
+    if not settings.fail_requests_greater_than_one or len(request.requested_ids) <= 1:
+        return ""
+    if any(base_id(i) != i for i in request.requested_ids):
+        return f"maximum request size for shared resources is 1; found {len(request.requested_ids)}"
+    return ""
+
+
+def allocation(request: AllocationRequest, inventory: Inventory, settings: Settings,
+               control_nodes: Sequence[str]) -> ContainerAllocation:
+    refused = refusal(request, settings)
+    if refused:
+        raise AllocationRefused(refused)
+    devices: list[Served] = [inventory.by_id[i] for i in request.device_ids]
+    ids = list(dict.fromkeys(d.name_id for d in devices))
+    answer = ContainerAllocation()
+    strategies = settings.list_strategies
+    if "envvar" in strategies:
+        answer.envs[VISIBLE] = ",".join(ids)
+    if "volume-mounts" in strategies:
+        answer.envs[VISIBLE] = MOUNT_ROOT
+        answer.mounts = [Mount(f"{MOUNT_ROOT}/{i}", "/dev/null") for i in ids]
+    if settings.uses_cdi:
+        answer.cdi_devices = [f"{CDI_KIND}={i}" for i in ids]
+        answer.cdi_field = "cdi-cri" in strategies
+        if "cdi-annotations" in strategies:
+            answer.cdi_annotation_key = f"{ANNOTATION_PLUGIN}_{uuid.uuid4()}"
+    if settings.pass_device_specs:
+        paths = [*control_nodes, *(p for d in devices for p in d.nodes)]
+        answer.device_nodes = [host_node(settings, p) for p in dict.fromkeys(paths)]
+    if settings.gds:
+        answer.envs["NVIDIA_GDS"] = "enabled"
+    if settings.mofed:
+        answer.envs["NVIDIA_MOFED"] = "enabled"
+    return answer
+
+
+class CDISpecError(RuntimeError):
+    """The CDI spec cannot be built; only CDI allocations fail."""
+
+
+def _find(root: Path, name: str) -> str | None:
+    for directory in LIB_DIRS:
+        if (root / directory / name).exists():
+            return f"/{directory}/{name}"
+    return None
+
+
+def driver_mounts(settings: Settings, version: str) -> list[Mount]:
+    """The driver's libraries and tools, found under the container's view of the driver root."""
+    root = Path(settings.container_driver_root)
+    mounts: list[Mount] = []
+    for lib in (*REQUIRED_LIBS, *OPTIONAL_LIBS):
+        found = _find(root, f"{lib}.{version}")
+        if found is None:
+            if lib in REQUIRED_LIBS:
+                raise CDISpecError(
+                    f"cannot build the CDI spec: {lib}.{version} is not under {root} (looked in "
+                    f"{', '.join(LIB_DIRS)}); set flags.plugin.containerDriverRoot to where the host's driver "
+                    "root is mounted")
+            continue
+        host = posixpath.join(settings.driver_root, found.lstrip("/"))
+        mounts.append(Mount(found, host, read_only=True))
+        mounts.append(Mount(posixpath.join(posixpath.dirname(found), f"{lib}.1"), host, read_only=True))
+    for tool in BINARIES:
+        if (root / "usr/bin" / tool).exists():
+            mounts.append(Mount(f"/usr/bin/{tool}", posixpath.join(settings.driver_root, "usr/bin", tool), True))
+    return mounts
+
+
+def cdi_spec(inventory: Inventory, settings: Settings, control_nodes: Sequence[str], version: str) -> CDISpec:
+    """One spec, kind ``k8s.device-plugin.nvidia.com/gpu``, a device per served ID (UUID or index)."""
+    devices = []
+    for served in inventory.by_id.values():
+        devices.append(CDIDeviceSpec(served.name_id, [host_node(settings, p) for p in served.nodes]))
+    return CDISpec(CDI_KIND, devices, common_device_nodes=[host_node(settings, p) for p in control_nodes],
+                   common_env={VISIBLE: "void"}, common_mounts=driver_mounts(settings, version))

@@ -1,0 +1,308 @@
+"""Resolving the nvidia driver's settings from its three sources.
+
+Precedence, highest first: ``drivers.nvidia`` in multidp's config (and the
+``MULTIDP_NVIDIA_*`` variables the host applies to it), NVIDIA's environment
+variables (``MIG_STRATEGY``, ``PASS_DEVICE_SPECS``, …), NVIDIA's config file
+(``configFile``, or NVIDIA's ``CONFIG_FILE`` variable), then defaults. Every
+error is a :class:`multidp.ConfigError` naming the key, variable or file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import yaml
+
+from multidp import ConfigError
+from multidp.names import resource_name_problem
+
+from multidp_nvidia.config import DEFAULT_IGNORED_XIDS, Flags, NvidiaConfig, NvidiaFileConfig, PluginFlags
+
+KEY = "drivers.nvidia"
+RESOURCE_PREFIX = "nvidia.com"
+STRATEGIES = ("envvar", "volume-mounts", "cdi-annotations", "cdi-cri")
+DEFAULT_RECOVER_AFTER_S = 300.0
+_TRUE, _FALSE = {"1", "t", "true"}, {"0", "f", "false"}
+
+
+@dataclass(frozen=True)
+class ReplicaRule:
+    """A resolved time-slicing entry: which devices of ``resource`` get ``replicas``, served as ``serve_as``."""
+
+    resource: str
+    replicas: int
+    serve_as: str
+    devices: str | int | tuple[str, ...]  # "all", a count, or indexes / UUIDs
+    where: str  # the key it came from, for messages
+
+
+@dataclass(frozen=True)
+class Settings:
+    mig_strategy: str = "none"
+    fail_on_init_error: bool = False
+    driver_root: str = "/"
+    dev_root: str = "/"
+    container_driver_root: str = "/"
+    pass_device_specs: bool = False
+    list_strategies: tuple[str, ...] = ("envvar",)
+    id_strategy: str = "uuid"
+    cdi_annotation_prefix: str = "cdi.k8s.io/"
+    gds: bool = False
+    mofed: bool = False
+    gpu_resources: tuple[tuple[str, str], ...] = (("*", "nvidia.com/gpu"),)
+    mig_resources: tuple[tuple[str, str], ...] = ()
+    replica_rules: tuple[ReplicaRule, ...] = ()
+    fail_requests_greater_than_one: bool = False
+    health_enabled: bool = True
+    ignored_xids: frozenset[int] = frozenset(DEFAULT_IGNORED_XIDS)
+    only_xids: frozenset[int] | None = None  # DP_DISABLE_HEALTHCHECKS=all with some enabled
+    double_bit_ecc: bool = True
+    recover_after: float | None = None  # None: the default (300 s, or the simulation's)
+    replica_policy: str = "spread"
+    poll_interval: float = 5.0
+    proc_root: str = "/proc"
+    simulated_machine: str = "nvlink8"
+    notes: tuple[str, ...] = field(default=())  # settings accepted but ignored, for one log line
+
+    @property
+    def uses_cdi(self) -> bool:
+        return any(s.startswith("cdi-") for s in self.list_strategies)
+
+
+def _go_bool(var: str, text: str) -> bool:
+    low = text.strip().lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise ConfigError(var, f"must be true or false, not {text!r}")
+
+
+# NVIDIA's variable → (path in its config file, converter).
+_ENV: dict[str, tuple[tuple[str, ...], Callable[[str, str], Any]]] = {
+    "MIG_STRATEGY": (("flags", "migStrategy"), lambda v, t: t.strip()),
+    "FAIL_ON_INIT_ERROR": (("flags", "failOnInitError"), _go_bool),
+    "NVIDIA_DRIVER_ROOT": (("flags", "nvidiaDriverRoot"), lambda v, t: t),
+    "NVIDIA_DEV_ROOT": (("flags", "nvidiaDevRoot"), lambda v, t: t),
+    "GDS_ENABLED": (("flags", "gdsEnabled"), _go_bool),
+    "MOFED_ENABLED": (("flags", "mofedEnabled"), _go_bool),
+    "PASS_DEVICE_SPECS": (("flags", "plugin", "passDeviceSpecs"), _go_bool),
+    "DEVICE_LIST_STRATEGY": (("flags", "plugin", "deviceListStrategy"), lambda v, t: t),
+    "DEVICE_ID_STRATEGY": (("flags", "plugin", "deviceIDStrategy"), lambda v, t: t.strip()),
+    "CDI_ANNOTATION_PREFIX": (("flags", "plugin", "cdiAnnotationPrefix"), lambda v, t: t),
+    "CONTAINER_DRIVER_ROOT": (("flags", "plugin", "containerDriverRoot"), lambda v, t: t),
+}
+
+
+def _env_layer(environ: Mapping[str, str]) -> NvidiaFileConfig:
+    doc: dict[str, Any] = {}
+    for var, (path, convert) in _ENV.items():
+        text = environ.get(var)
+        if text is None or text == "":
+            continue
+        node = doc
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = convert(var, text)
+    try:
+        return msgspec.convert(doc, NvidiaFileConfig)
+    except msgspec.ValidationError as exc:
+        # Name the variable, not the config path it maps to.
+        text = str(exc)
+        var = next((v for v, (p, _) in _ENV.items() if environ.get(v) and p[-1] in text), "environment")
+        raise ConfigError(var, text.rpartition(" - at ")[0] or text) from exc
+
+
+def read_nvidia_file(path: str) -> NvidiaFileConfig:
+    """NVIDIA's config file; errors name the file and the key."""
+    where = f"{KEY}.configFile"
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(where, f"cannot read NVIDIA config file {path}: {exc.strerror or exc}") from exc
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(where, f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(where, f"{path} must hold a mapping, not a {type(raw).__name__}")
+    try:
+        config = msgspec.convert(raw, NvidiaFileConfig, str_keys=True)
+    except msgspec.ValidationError as exc:
+        message, _, at = str(exc).rpartition(" - at `$")
+        key = at.rstrip("`").lstrip(".") if at else ""
+        raise ConfigError(f"{path}: {key}" if key else path, message or str(exc)) from exc
+    if config.version not in (None, "v1"):
+        raise ConfigError(f"{path}: version", f"unsupported version {config.version!r} (only v1)")
+    return config
+
+
+def _pick(layers: list[Any], *path: str) -> Any:
+    """The first value set along ``path`` in ``layers`` (highest precedence first)."""
+    for layer in layers:
+        node = layer
+        for part in path:
+            node = getattr(node, part, None) if node is not None else None
+        if node is not None:
+            return node
+    return None
+
+
+def qualified(name: str) -> str:
+    """NVIDIA's rule: a name without a ``/`` is in ``nvidia.com/``."""
+    return name if "/" in name else f"{RESOURCE_PREFIX}/{name}"
+
+
+def _checked_name(name: str, key: str) -> str:
+    full = qualified(name)
+    problem = resource_name_problem(full)
+    if problem:
+        raise ConfigError(key, f"resource name {full!r} {problem}")
+    return full
+
+
+def _strategies(value: str | list[str] | None) -> tuple[str, ...]:
+    if value is None:
+        return ("envvar",)
+    items = value if isinstance(value, list) else value.strip("[]").split(",")
+    names = tuple(dict.fromkeys(s.strip() for s in items if s.strip()))
+    bad = [s for s in names if s not in STRATEGIES]
+    if bad or not names:
+        what = f"unknown strategy {bad[0]!r}" if bad else "at least one strategy is needed"
+        raise ConfigError(f"{KEY}.flags.plugin.deviceListStrategy", f"{what} (one of {', '.join(STRATEGIES)})")
+    return names
+
+
+def _replica_rules(layers: list[Any], rename_by_default: bool) -> tuple[ReplicaRule, ...]:
+    entries = _pick(layers, "sharing", "time_slicing", "resources") or []
+    rules = []
+    for i, entry in enumerate(entries):
+        where = f"{KEY}.sharing.timeSlicing.resources[{i}]"
+        if entry.replicas < 1:
+            raise ConfigError(f"{where}.replicas", f"must be at least 1, not {entry.replicas}")
+        resource = _checked_name(entry.name, f"{where}.name")
+        if entry.rename:
+            serve_as = _checked_name(entry.rename, f"{where}.rename")
+        elif rename_by_default:
+            serve_as = _checked_name(resource + ".shared", f"{where}.name")
+        else:
+            serve_as = resource
+        devices = entry.devices
+        if isinstance(devices, int) and devices < 1:
+            raise ConfigError(f"{where}.devices", f"a count must be at least 1, not {devices}")
+        if isinstance(devices, list):
+            if not devices:
+                raise ConfigError(f"{where}.devices", "an empty list selects no device")
+            devices = tuple(str(d) for d in devices)
+        rules.append(ReplicaRule(resource, entry.replicas, serve_as, devices, where))
+    return tuple(rules)
+
+
+def resolve(config: NvidiaConfig, environ: Mapping[str, str]) -> Settings:
+    """One :class:`Settings` from the driver's section, NVIDIA's variables and NVIDIA's file."""
+    file_path = config.config_file or environ.get("CONFIG_FILE") or None
+    shortcuts = NvidiaFileConfig(flags=Flags(
+        mig_strategy=config.mig_strategy, fail_on_init_error=config.fail_on_init_error,
+        nvidia_driver_root=config.nvidia_driver_root, nvidia_dev_root=config.nvidia_dev_root,
+        plugin=PluginFlags(pass_device_specs=config.pass_device_specs, device_list_strategy=config.device_list_strategy,
+                           device_id_strategy=config.device_id_strategy,
+                           container_driver_root=config.container_driver_root)))
+    layers: list[Any] = [shortcuts, config, _env_layer(environ)]
+    if file_path:
+        layers.append(read_nvidia_file(file_path))
+    if config.version not in (None, "v1"):
+        raise ConfigError(f"{KEY}.version", f"unsupported version {config.version!r} (only v1)")
+    mps = _pick(layers, "sharing", "mps")
+    if mps and mps.get("resources"):
+        raise ConfigError(f"{KEY}.sharing.mps", "MPS sharing is not supported by multidp; use sharing.timeSlicing")
+    notes = [key for key, path in (("flags.mpsRoot", ("flags", "mps_root")), ("flags.gfd", ("flags", "gfd")),
+                                   ("flags.useNodeFeatureAPI", ("flags", "use_node_feature_api")),
+                                   ("imex", ("imex",)), ("flags.plugin.nvidiaCTKPath", ("flags", "plugin",
+                                                                                         "nvidia_ctk_path")))
+             if _pick(layers, *path) is not None]
+    driver_root = _pick(layers, "flags", "nvidia_driver_root") or "/"
+    rename_by_default = bool(_pick(layers, "sharing", "time_slicing", "rename_by_default"))
+    mig_strategy = _pick(layers, "flags", "mig_strategy") or "none"
+    if mig_strategy not in ("none", "single", "mixed"):
+        raise ConfigError("MIG_STRATEGY", f"must be none, single or mixed, not {mig_strategy!r}")
+    id_strategy = _pick(layers, "flags", "plugin", "device_id_strategy") or "uuid"
+    if id_strategy not in ("uuid", "index"):
+        raise ConfigError("DEVICE_ID_STRATEGY", f"must be uuid or index, not {id_strategy!r}")
+    gpu_patterns = _pick(layers, "resources", "gpus") or []
+    mig_patterns = _pick(layers, "resources", "mig") or []
+    gpu_resources = tuple((p.pattern, _checked_name(p.name, f"{KEY}.resources.gpus[{i}].name"))
+                          for i, p in enumerate(gpu_patterns)) or (("*", f"{RESOURCE_PREFIX}/gpu"),)
+    mig_resources = tuple((p.pattern, _checked_name(p.name, f"{KEY}.resources.mig[{i}].name"))
+                          for i, p in enumerate(mig_patterns))
+    health_enabled = _pick(layers, "health", "enabled")
+    ignored = _pick(layers, "health", "ignored_xids")
+    ignored_set, only_xids, env_enabled = _xid_env(set(DEFAULT_IGNORED_XIDS if ignored is None else ignored), environ)
+    recover_after = _pick(layers, "health", "recover_after")
+    if recover_after is not None and recover_after < 0:
+        raise ConfigError(f"{KEY}.health.recoverAfter", f"must be 0 (never) or more seconds, not {recover_after}")
+    if config.poll_interval <= 0:
+        raise ConfigError(f"{KEY}.pollInterval", f"must be positive, not {config.poll_interval}")
+    return Settings(
+        mig_strategy=mig_strategy,
+        fail_on_init_error=bool(_pick(layers, "flags", "fail_on_init_error")),
+        driver_root=driver_root,
+        dev_root=_pick(layers, "flags", "nvidia_dev_root") or driver_root,
+        container_driver_root=_pick(layers, "flags", "plugin", "container_driver_root") or driver_root,
+        pass_device_specs=bool(_pick(layers, "flags", "plugin", "pass_device_specs")),
+        list_strategies=_strategies(_pick(layers, "flags", "plugin", "device_list_strategy")),
+        id_strategy=id_strategy,
+        cdi_annotation_prefix=_pick(layers, "flags", "plugin", "cdi_annotation_prefix") or "cdi.k8s.io/",
+        gds=bool(_pick(layers, "flags", "gds_enabled")),
+        mofed=bool(_pick(layers, "flags", "mofed_enabled")),
+        gpu_resources=gpu_resources,
+        mig_resources=mig_resources,
+        replica_rules=_replica_rules(layers, rename_by_default),
+        fail_requests_greater_than_one=bool(_pick(layers, "sharing", "time_slicing",
+                                                  "fail_requests_greater_than_one")),
+        health_enabled=env_enabled if health_enabled is None else health_enabled,
+        ignored_xids=frozenset(ignored_set),
+        only_xids=only_xids,
+        double_bit_ecc=_pick(layers, "health", "double_bit_ecc") is not False,
+        recover_after=recover_after,
+        replica_policy=config.replica_policy,
+        poll_interval=config.poll_interval,
+        proc_root=config.proc_root,
+        simulated_machine=config.simulated_machine,
+        notes=tuple(notes),
+    )
+
+
+def _xid_list(var: str, text: str) -> tuple[bool, set[int]]:
+    """(all, XIDs) from NVIDIA's comma list; ``all`` / ``xids`` mean every XID."""
+    found: set[int] = set()
+    for part in text.lower().split(","):
+        part = part.strip()
+        if part in ("all", "xids"):
+            return True, set()
+        if not part:
+            continue
+        if not part.isdigit():
+            raise ConfigError(var, f"{part!r} is not an XID number (a comma list of numbers, or all)")
+        found.add(int(part))
+    return False, found
+
+
+def _xid_env(ignored: set[int], environ: Mapping[str, str]) -> tuple[set[int], frozenset[int] | None, bool]:
+    """(ignored XIDs, the only XIDs watched or None, health checks on) after NVIDIA's variables.
+
+    DP_DISABLE_HEALTHCHECKS adds XIDs to the ignore list, or with ``all`` turns
+    XID checks off; DP_ENABLE_HEALTHCHECKS takes XIDs off the list, or with
+    ``all`` empties it. With everything disabled, explicitly enabled XIDs are
+    still watched (NVIDIA's rule).
+    """
+    disable_all, more = _xid_list("DP_DISABLE_HEALTHCHECKS", environ.get("DP_DISABLE_HEALTHCHECKS", ""))
+    enable_all, fewer = _xid_list("DP_ENABLE_HEALTHCHECKS", environ.get("DP_ENABLE_HEALTHCHECKS", ""))
+    if enable_all:
+        return set(), None, True
+    if disable_all:
+        return set(), frozenset(fewer), bool(fewer)
+    return (ignored | more) - fewer, None, True

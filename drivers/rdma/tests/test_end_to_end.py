@@ -1,0 +1,105 @@
+"""The driver in a real host, over real unix sockets, against the kubelet stand-in."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import multidp_rdma.plugin
+from multidp_rdma.faketree import FakeRdmaNode
+
+WAIT_S = 10.0  # generous: a port change is polled every 0.25 s
+PCI = ["0000:5e:00.0", "0000:3b:00.0", "0000:86:00.0", "0000:86:00.2", "0000:86:00.3"]
+
+
+def _start(multidp_host, fake: FakeRdmaNode, config: dict[str, Any] | None = None) -> None:
+    multidp_host({"rdma": multidp_rdma.plugin}, drivers={"rdma": config or {}},
+                 sysfs_root=fake.sys, dev_root=fake.dev)
+
+
+def _health(kubelet, resource: str = "rdma/hca") -> dict[str, str]:
+    return {i: h for i, (h, _) in kubelet.resources[resource].devices.items()}
+
+
+def test_registers_and_allocates_through_the_kubelet(standard: FakeRdmaNode, kubelet, multidp_host) -> None:
+    _start(multidp_host, standard)
+    registration = kubelet.wait_registered("rdma/hca")
+    assert registration.options.get_preferred_allocation_available
+    view = kubelet.wait_devices("rdma/hca", lambda v: v.allocatable == 5, WAIT_S, "five healthy HCAs")
+    assert sorted(view.devices) == sorted(PCI)
+    assert view.devices["0000:86:00.2"] == ("Healthy", (1,))
+
+    # Two devices: the preferred allocation keeps them on one NUMA node (0: mlx4_0 and mlx5_0).
+    response = kubelet.allocate("rdma/hca", 2)
+    picked = response.envs["PCIDEVICE_RDMA_HCA"].split(",")
+    assert sorted(picked) == ["0000:3b:00.0", "0000:5e:00.0"]
+    info = json.loads(response.envs["PCIDEVICE_RDMA_HCA_INFO"])
+    assert info["0000:3b:00.0"]["rdma"] == {"uverbs": "/dev/infiniband/uverbs0", "umad": "/dev/infiniband/umad0",
+                                            "rdma_cm": "/dev/infiniband/rdma_cm", "rdma_dev": "mlx5_0"}
+    nodes = {(d.host_path, d.container_path, d.permissions) for d in response.devices}
+    assert ("/dev/infiniband/rdma_cm", "/dev/infiniband/rdma_cm", "rw") in nodes
+    assert {d.host_path for d in response.devices} == {
+        "/dev/infiniband/uverbs0", "/dev/infiniband/umad0", "/dev/infiniband/uverbs1", "/dev/infiniband/umad1",
+        "/dev/infiniband/umad2", "/dev/infiniband/rdma_cm"}
+
+    # Three more: the RoCE PF and its VFs on NUMA node 1.
+    response = kubelet.allocate("rdma/hca", 3)
+    assert sorted(response.envs["PCIDEVICE_RDMA_HCA"].split(",")) == PCI[2:]
+
+
+def test_port_down_and_up_reach_the_kubelet(standard: FakeRdmaNode, kubelet, multidp_host) -> None:
+    _start(multidp_host, standard)
+    kubelet.wait_devices("rdma/hca", lambda v: v.allocatable == 5, WAIT_S, "five healthy HCAs")
+    standard.port_down("mlx5_1")
+    kubelet.wait_devices("rdma/hca", lambda v: v.devices["0000:86:00.0"][0] == "Unhealthy", WAIT_S, "PF down")
+    assert list(_health(kubelet).values()).count("Unhealthy") == 1
+    standard.port_up("mlx5_1")
+    kubelet.wait_devices("rdma/hca", lambda v: v.allocatable == 5, WAIT_S, "PF back")
+
+
+def test_rdma_cm_vanishing_and_returning(standard: FakeRdmaNode, kubelet, multidp_host) -> None:
+    _start(multidp_host, standard)
+    kubelet.wait_devices("rdma/hca", lambda v: v.allocatable == 5, WAIT_S, "five healthy HCAs")
+    standard.remove_rdma_cm()
+    kubelet.wait_devices("rdma/hca", lambda v: v.capacity == 5 and v.allocatable == 0, WAIT_S, "all Unhealthy")
+    standard.add_rdma_cm()
+    kubelet.wait_devices("rdma/hca", lambda v: v.allocatable == 5, WAIT_S, "all Healthy again")
+
+
+def test_hot_plug_without_restart(standard: FakeRdmaNode, kubelet, multidp_host) -> None:
+    _start(multidp_host, standard)
+    kubelet.wait_devices("rdma/hca", lambda v: v.allocatable == 5, WAIT_S, "five healthy HCAs")
+    registrations = len(kubelet.registrations)
+    # A third VF is created (sriov_numvfs raised): its function and RDMA device appear.
+    standard.add_function("0000:86:00.4", device="0x1018", numa=1, bridge="0000:85:00.0", netdevs=["ens5f0v2"],
+                          pf="0000:86:00.0")
+    standard.add_rdma("mlx5_4", "0000:86:00.4", link_layer="Ethernet", netdev="ens5f0v2", auxiliary=True)
+    kubelet.wait_devices("rdma/hca", lambda v: v.devices.get("0000:86:00.4", ("",))[0] == "Healthy", WAIT_S,
+                         "the new VF")
+    # A VF goes away (driver unbind / hot-unplug).
+    standard.remove_rdma("mlx5_2")
+    view = kubelet.wait_devices("rdma/hca", lambda v: "0000:86:00.2" not in v.devices, WAIT_S, "the VF gone")
+    assert sorted(view.devices) == sorted([*PCI[:3], "0000:86:00.3", "0000:86:00.4"])
+    assert len(kubelet.registrations) == registrations  # the same endpoint, no restart
+    response = kubelet.allocate("rdma/hca", 1)
+    assert response.envs["PCIDEVICE_RDMA_HCA"] in kubelet.resources["rdma/hca"].devices
+
+
+def test_shared_pool_through_the_kubelet(standard: FakeRdmaNode, kubelet, multidp_host) -> None:
+    _start(multidp_host, standard, {"pools": [
+        {"resourceName": "hca_shared_devices_a", "mode": "shared", "rdmaHcaMax": 3,
+         "selectors": {"vendors": ["15b3"], "linkTypes": ["infiniband"]}},
+        {"resourceName": "sriov_vfs", "resourcePrefix": "example.com", "selectors": {"pfNames": ["ens5f0#0-7"]}},
+    ]})
+    view = kubelet.wait_devices("rdma/hca_shared_devices_a", lambda v: v.allocatable == 3, WAIT_S, "replicas")
+    assert sorted(view.devices) == [f"hca_shared_devices_a::{i}" for i in range(3)]
+    kubelet.wait_devices("example.com/sriov_vfs", lambda v: v.allocatable == 2, WAIT_S, "two VFs")
+    first = kubelet.allocate("rdma/hca_shared_devices_a", 1)
+    second = kubelet.allocate("rdma/hca_shared_devices_a", 1)
+    for response in (first, second):
+        assert response.envs["PCIDEVICE_RDMA_HCA_SHARED_DEVICES_A"] == "0000:5e:00.0,0000:3b:00.0"
+    standard.port_down("mlx5_0")
+    standard.port_down("mlx4_0")
+    kubelet.wait_devices("rdma/hca_shared_devices_a", lambda v: v.allocatable == 0, WAIT_S, "replicas Unhealthy")
+    vf = kubelet.allocate("example.com/sriov_vfs", 1)
+    assert vf.envs["PCIDEVICE_EXAMPLE_COM_SRIOV_VFS"] in ("0000:86:00.2", "0000:86:00.3")

@@ -1,0 +1,31 @@
+"""The sample driver as a plugin module, for tests that load it through a (fake) entry point.
+
+Never declared by multidp itself: a test writes a fake distribution that
+points at this module (see :mod:`multidp.testing.dists`), e.g. to run the real
+``multidp run`` command in a subprocess.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from multidp.driver import Driver, DriverContext, Simulation
+from multidp.hookspecs import hookimpl
+from multidp.testing.sample import SamplePlugin
+
+PLUGIN = SamplePlugin()
+
+
+@hookimpl
+def multidp_config_type() -> type:
+    return PLUGIN.multidp_config_type()
+
+
+@hookimpl
+def multidp_simulate(workdir: Path) -> Simulation:
+    return PLUGIN.multidp_simulate(workdir)
+
+
+@hookimpl
+def multidp_create_driver(context: DriverContext) -> Driver:
+    return PLUGIN.multidp_create_driver(context)

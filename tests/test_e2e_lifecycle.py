@@ -1,0 +1,166 @@
+"""Lifecycle over real sockets: kubelet restarts, absence, refusals, withdrawals, shutdown."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+import stat
+
+from multidp.names import socket_name
+from multidp.testing import KubeletStandIn, SamplePlugin, running_host, wait_until
+
+WIDGET = "example.com/widget"
+SHARED = "example.com/widget-shared"
+RESOURCES = (WIDGET, SHARED)
+
+
+def registrations(kubelet: KubeletStandIn, resource: str) -> int:
+    return sum(r.resource == resource for r in kubelet.registrations)
+
+
+def our_sockets(directory) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.startswith("multidp-"))
+
+
+def test_twenty_kubelet_restarts_in_a_row_lose_nothing(kubelet, multidp_host, sample):
+    multidp_host({"sample": sample})
+    for resource in RESOURCES:
+        kubelet.wait_devices(resource, lambda v: v.capacity == 4)
+    for round_ in range(20):
+        kubelet.restart()
+        for resource in RESOURCES:
+            kubelet.wait_registered(resource, count=round_ + 2)
+            view = kubelet.wait_devices(resource, lambda v: v.allocatable == 4 and v.stream_open,
+                                        what=f"full list after restart {round_ + 1}")
+            assert view.capacity == 4
+    assert kubelet.allocate(WIDGET, 4).envs["WIDGET_DEVICES"]
+    assert kubelet.errors == []
+    assert our_sockets(kubelet.directory) == sorted(socket_name("sample", r) for r in RESOURCES)
+
+
+def test_stale_sockets_of_ours_are_removed_at_start(socket_dir, kubelet, sample):
+    stale = socket_dir / "multidp-gone-12345678.sock"
+    foreign = socket_dir / "other-plugin.sock"
+    for path in (stale, foreign):
+        with socket.socket(socket.AF_UNIX) as s:
+            s.bind(str(path))
+    with running_host(socket_dir, {"sample": sample}):
+        kubelet.wait_registered(WIDGET)
+        assert not stale.exists()
+        assert stat.S_ISSOCK(foreign.lstat().st_mode)
+
+
+def test_kubelet_absent_at_start_then_arriving(socket_dir, sample, caplog):
+    caplog.set_level(logging.WARNING)
+    with running_host(socket_dir, {"sample": sample}) as host:
+        wait_until(lambda: "does not exist yet" in caplog.text, what="a log line saying why")
+        assert host.endpoints[WIDGET].registered is False
+        kubelet = KubeletStandIn(socket_dir).start()
+        try:
+            for resource in RESOURCES:
+                kubelet.wait_registered(resource)
+                kubelet.wait_devices(resource, lambda v: v.capacity == 4)
+        finally:
+            kubelet.shutdown()
+
+
+def test_kubelet_refusing_then_accepting(socket_dir, sample, caplog):
+    kubelet = KubeletStandIn(socket_dir)
+    kubelet.refuse = "not today"
+    kubelet.start()
+    try:
+        with running_host(socket_dir, {"sample": sample}):
+            wait_until(lambda: "the kubelet refused: not today" in caplog.text, what="the refusal logged")
+            kubelet.refuse = None
+            kubelet.wait_registered(WIDGET, timeout=15)
+            kubelet.wait_devices(WIDGET, lambda v: v.capacity == 4)
+    finally:
+        kubelet.shutdown()
+
+
+def test_a_stalled_registration_does_not_hold_back_other_resources(socket_dir, sample):
+    kubelet = KubeletStandIn(socket_dir)
+    kubelet.stall = {WIDGET}
+    kubelet.start()
+    try:
+        with running_host(socket_dir, {"sample": sample}, timeouts={"register": 30}):
+            kubelet.wait_devices(SHARED, lambda v: v.capacity == 4)
+            assert registrations(kubelet, WIDGET) == 0
+    finally:
+        kubelet.shutdown()
+
+
+def test_own_socket_deleted_is_served_and_registered_again(kubelet, multidp_host, sample):
+    multidp_host({"sample": sample})
+    kubelet.wait_devices(WIDGET, lambda v: v.capacity == 4)
+    (kubelet.directory / socket_name("sample", WIDGET)).unlink()
+    kubelet.wait_registered(WIDGET, count=2)
+    kubelet.wait_devices(WIDGET, lambda v: v.allocatable == 4 and v.stream_open)
+    assert registrations(kubelet, SHARED) == 1
+
+
+def test_a_resource_that_goes_away_sends_an_empty_list_then_stops(kubelet, multidp_host, sample):
+    multidp_host({"sample": sample})
+    view = kubelet.wait_devices(SHARED, lambda v: v.capacity == 4)
+    sample.hardware.remove(SHARED)
+    kubelet.wait_devices(SHARED, lambda v: v.capacity == 0 and not v.stream_open, what="empty list, then end")
+    assert view.devices == {}
+    wait_until(lambda: not (kubelet.directory / socket_name("sample", SHARED)).exists(), what="socket removed")
+    kubelet.wait_devices(WIDGET, lambda v: v.allocatable == 4)
+
+
+def test_plugin_dir_removed_and_created_again(kubelet, multidp_host, sample):
+    multidp_host({"sample": sample})
+    kubelet.wait_devices(WIDGET, lambda v: v.capacity == 4)
+    kubelet.stop()
+    # Moved away, then removed: the host keeps re-creating its sockets meanwhile.
+    gone = kubelet.directory.with_name(kubelet.directory.name + "-old")
+    kubelet.directory.rename(gone)
+    shutil.rmtree(gone, ignore_errors=True)
+    kubelet.directory.mkdir()
+    kubelet.restart()
+    for resource in RESOURCES:
+        kubelet.wait_registered(resource, count=2, timeout=15)
+        kubelet.wait_devices(resource, lambda v: v.allocatable == 4 and v.stream_open)
+
+
+def test_failed_scans_mark_devices_unhealthy_until_a_scan_works(kubelet, multidp_host, sample, caplog):
+    multidp_host({"sample": sample}, drivers={"sample": {"pollInterval": 0.05}}, timeouts={"scan": 0.2})
+    kubelet.wait_devices(WIDGET, lambda v: v.allocatable == 4)
+    for fault in ("raise", 1.0):
+        sample.driver.faults["scan"] = fault
+        view = kubelet.wait_devices(WIDGET, lambda v: v.allocatable == 0, what=f"unhealthy after scan {fault}")
+        assert sorted(view.devices) == ["widget-0", "widget-1", "widget-2", "widget-3"]
+        sample.driver.faults.clear()
+        kubelet.wait_devices(WIDGET, lambda v: v.allocatable == 4, what="healthy again")
+    assert "its devices are Unhealthy until a scan succeeds" in caplog.text
+
+
+def test_clean_shutdown_removes_our_sockets(kubelet, sample):
+    with running_host(kubelet.directory, {"sample": sample}):
+        for resource in RESOURCES:
+            kubelet.wait_devices(resource, lambda v: v.capacity == 4)
+    assert our_sockets(kubelet.directory) == []
+    kubelet.wait_devices(WIDGET, lambda v: not v.stream_open, what="stream closed")
+    assert sample.driver.closed
+
+
+def test_reload_applies_new_config_without_reregistering(kubelet, sample):
+    from multidp.testing.host import make_settings
+
+    with running_host(kubelet.directory, {"sample": sample}) as host:
+        kubelet.wait_devices(WIDGET, lambda v: v.capacity == 4)
+        new = make_settings(kubelet.directory, {"sample": {"resources": {WIDGET: {"count": 2}}}})
+        new.drivers = ["sample"]
+        sample.hardware = None  # the new config builds new "hardware"
+        host.reload(new)
+        kubelet.wait_devices(WIDGET, lambda v: v.capacity == 2, what="the new inventory")
+        kubelet.wait_devices(SHARED, lambda v: v.capacity == 0, what="the dropped resource withdrawn")
+        assert registrations(kubelet, WIDGET) == 1
+        assert sample.drivers[0].closed and not sample.drivers[1].closed
+        new_disabled = make_settings(kubelet.directory, {"sample": {"enabled": False}})
+        new_disabled.drivers = ["sample"]
+        host.reload(new_disabled)
+        kubelet.wait_devices(WIDGET, lambda v: v.capacity == 0 and not v.stream_open, what="driver disabled")
+        assert host.statuses["sample"].state == "disabled"
