@@ -217,12 +217,23 @@ class Host:
             self._publish_cdi(runner)
 
     def _claims(self, driver: str, inventory: Mapping[str, Sequence[Device]]) -> dict[str, Sequence[Device]]:
+        """The resources ``driver`` may serve. Two drivers claiming one resource:
+        the first by name serves it, taking it over if the other got there first."""
         claimed: dict[str, Sequence[Device]] = {}
         for resource, devices in inventory.items():
             problem = resource_name_problem(resource) if isinstance(resource, str) else "is not a string"
             owner = self._owner.get(resource)
-            if problem is None and owner not in (None, driver):
-                problem = f"is already served by driver {owner}"
+            if problem is None and owner is not None and owner != driver:
+                if driver < owner:
+                    log.error("resource %s: driver %s takes it over from driver %s (the first by name serves it)",
+                              resource, driver, owner)
+                    # Stopped before the new endpoint registers: a stream of the old one
+                    # ending after that could knock out the new one (kubernetes#121994).
+                    self.endpoints.pop(resource).stop(withdraw=False)
+                    del self._owner[resource]
+                    self.statuses[owner].resources = [r for r in self.statuses[owner].resources if r != resource]
+                else:
+                    problem = f"is already served by driver {owner} (the first by name serves it)"
             if problem:
                 if (driver, str(resource)) not in self._refused:
                     self._refused.add((driver, str(resource)))

@@ -6,7 +6,6 @@ import logging
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 from multidp.driver import DriverContext
 from multidp.model import Health
@@ -17,7 +16,8 @@ from multidp_fpga import plugin
 from multidp_fpga.config import FpgaConfig
 from multidp_fpga.simulate import FpgaSimulation
 
-MULTIDP = str(Path(sys.executable).with_name("multidp"))
+# The console script's own code path, from this interpreter (whatever its bin folder holds).
+MULTIDP = [sys.executable, "-m", "multidp.cli"]
 
 
 def test_entry_point_is_installed_and_loads():
@@ -46,7 +46,7 @@ def test_simulation_fault_travels_through_sysfs(tmp_path):
 
 def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     environ = {**os.environ, "GRPC_VERBOSITY": "ERROR", "MULTIDP_DRIVERS": "fpga", **env}
-    return subprocess.run([MULTIDP, *args], capture_output=True, text=True, timeout=60, env=environ, check=False)
+    return subprocess.run([*MULTIDP, *args], capture_output=True, text=True, timeout=60, env=environ, check=False)
 
 
 def test_devices_command_lists_simulated_fpgas():

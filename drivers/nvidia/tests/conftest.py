@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,6 +92,15 @@ def nvidia_node(multidp_host: Callable[..., Host], kubelet: KubeletStandIn, tmp_
         return Node(host, fake, plugin, roots, kubelet)
 
     yield start
+
+
+def poll_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    """Wait for state the kubelet stand-in does not see (driver internals, files)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
 
 
 def write_yaml(path: Path, text: str) -> str:

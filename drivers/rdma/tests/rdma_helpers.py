@@ -15,8 +15,8 @@ from multidp_rdma.faketree import FakeRdmaNode
 LOGGER = "multidp.driver.rdma"
 
 
-def create_driver(fake: FakeRdmaNode, **config: Any) -> RdmaDriver:
-    """A driver over ``fake``, its config validated as the host validates it."""
+def create_driver(fake: FakeRdmaNode | Any, **config: Any) -> RdmaDriver:
+    """A driver over ``fake`` (anything with ``sys`` and ``dev`` paths), its config validated as the host does."""
     converted = convert_section("rdma", dict(config), multidp_rdma.plugin.multidp_config_type(), None)
     context = DriverContext(name="rdma", config=converted, sysfs_root=fake.sys, dev_root=fake.dev,
                             log=logging.getLogger(LOGGER))

@@ -61,12 +61,11 @@ class SampleHardware:
     def __init__(self, config: SampleConfig) -> None:
         self.lock = threading.Lock()
         self.resources: dict[str, dict[str, Device]] = {}
-        self.limits = {name: r.max_request for name, r in config.resources.items()}
         for name, res in config.resources.items():
             short = name.rpartition("/")[2]
             self.resources[name] = {
                 f"{short}-{i}": Device(f"{short}-{i}", numa_nodes=(i * res.numa_nodes // max(res.count, 1),),
-                                       replicas=res.replicas, info={"slot": str(i)})
+                                       info={"slot": str(i)})
                 for i in range(res.count)
             }
         self.notify: Notify = lambda: None
@@ -124,12 +123,19 @@ class SampleDriver(Driver):
 
     def scan(self) -> Mapping[str, Sequence[Device]]:
         self._misbehave("scan")
-        return self.hardware.snapshot()
+        inventory = self.hardware.snapshot()
+        for name, devices in inventory.items():
+            # Sharing is policy (config), not hardware: a reload can change it.
+            res = self.config.resources.get(name)
+            if res is not None and res.replicas is not None:
+                inventory[name] = [d if d.replicas else replace(d, replicas=res.replicas) for d in devices]
+        return inventory
 
     def allocate(self, request: AllocationRequest) -> ContainerAllocation:
         self._misbehave("allocate")
         self.calls.append(("allocate", request))
-        limit = self.hardware.limits.get(request.resource)
+        res = self.config.resources.get(request.resource)
+        limit = res.max_request if res else None
         if limit is not None and len(request.requested_ids) > limit:
             raise AllocationRefused(f"maximum request size is {limit}; found {len(request.requested_ids)}")
         short = request.resource.rpartition("/")[2]

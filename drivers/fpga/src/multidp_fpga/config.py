@@ -6,7 +6,7 @@ Top-level keys only, so each one can also be set as ``MULTIDP_FPGA_<KEY>``
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 from multidp.errors import ConfigError
@@ -16,25 +16,28 @@ SECTION = "drivers.fpga"
 Mode = Literal["af", "region", "regiondevel"]
 
 
+def _doc(text: str) -> msgspec.Meta:
+    return msgspec.Meta(description=text)
+
+
 class FpgaConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
     """Settings of the fpga driver (see README.md for each key)."""
 
-    #: Intel only: ``af`` = one resource per (interface id, AFU id), one device per port;
-    #: ``region`` = one resource per interface id, one device per FME with all its ports;
-    #: ``regiondevel`` = as region, plus the FME node and without the programming annotation.
-    mode: Mode = "af"
-    #: Serve Intel FPGAs (DFL or OPAE kernel driver).
-    intel: bool = True
-    #: Serve AMD/Xilinx Alveo cards (XRT drivers xocl/xclmgmt).
-    amd: bool = True
-    #: Name Alveo resources ``xilinx.com/fpga-<shell>-<timestamp>`` as older plugins did.
-    amd_legacy_names: bool = False
-    #: Bind-mount each Alveo device node too, as AMD's plugin does (device access alone suffices).
-    amd_mount_nodes: bool = False
-    #: Serve a resource under another name: computed name → name to use.
-    names: dict[str, str] = msgspec.field(default_factory=dict)
-    #: Seconds between two scans; id files are sysfs attributes and raise no file events.
-    poll_interval: float = 0.5
+    mode: Annotated[Mode, _doc(
+        "Intel only. af: one resource per (interface id, AFU id), one device per port; region: one resource "
+        "per interface id, one device per FME with all its ports; regiondevel: as region, plus the FME node "
+        "and without the programming annotation")] = "af"
+    intel: Annotated[bool, _doc("serve Intel FPGAs (DFL or OPAE kernel driver)")] = True
+    amd: Annotated[bool, _doc("serve AMD/Xilinx Alveo cards (XRT drivers xocl/xclmgmt)")] = True
+    amd_legacy_names: Annotated[bool, _doc(
+        "name Alveo resources xilinx.com/fpga-<shell>-<timestamp>, as older plugins did")] = False
+    amd_mount_nodes: Annotated[bool, _doc(
+        "also bind-mount each Alveo device node, as AMD's plugin does")] = False
+    names: Annotated[dict[str, str], _doc(
+        "serve a resource under another name: computed resource name -> name to use")] = msgspec.field(
+        default_factory=dict)
+    poll_interval: Annotated[float, _doc(
+        "seconds between two scans; id files are sysfs attributes and raise no file events")] = 0.5
 
 
 def validate(config: FpgaConfig) -> FpgaConfig:

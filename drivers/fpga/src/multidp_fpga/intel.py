@@ -112,7 +112,7 @@ class IntelScanner:
         class_dir = self.sysfs_root / layout.class_dir
         fmes: dict[Path, Fme] = {}
         ports: list[Port] = []
-        for entry in listdir(class_dir):
+        for entry in sorted(listdir(class_dir), key=natural_key):
             if not layout.device_re.match(entry):
                 continue
             device_dir = self.resolve(class_dir / entry)

@@ -28,12 +28,12 @@ class PluginFlags(_Section):
 
     pass_device_specs: bool | None = None
     device_list_strategy: str | list[str] | None = None
-    device_id_strategy: DeviceIDStrategy | None = None
+    device_id_strategy: DeviceIDStrategy | None = msgspec.field(default=None, name="deviceIDStrategy")
     cdi_annotation_prefix: str | None = None
     # Where the host's driver root is mounted in this container (CDI spec building).
     container_driver_root: str | None = None
     # Accepted so NVIDIA's files load; multidp writes CDI specs itself and needs no nvidia-ctk.
-    nvidia_ctk_path: str | None = None
+    nvidia_ctk_path: str | None = msgspec.field(default=None, name="nvidiaCTKPath")
 
 
 class Flags(_Section):
@@ -49,7 +49,7 @@ class Flags(_Section):
     plugin: PluginFlags | None = None
     # Accepted and ignored (logged): they belong to NVIDIA's MPS daemon, GFD and NFD.
     mps_root: str | None = None
-    use_node_feature_api: bool | None = None
+    use_node_feature_api: bool | None = msgspec.field(default=None, name="useNodeFeatureAPI")
     gfd: dict[str, Any] | None = None
 
 
@@ -130,7 +130,7 @@ class NvidiaConfig(NvidiaFileConfig):
     fail_on_init_error: bool | None = None
     pass_device_specs: bool | None = None
     device_list_strategy: str | list[str] | None = None
-    device_id_strategy: DeviceIDStrategy | None = None
+    device_id_strategy: DeviceIDStrategy | None = msgspec.field(default=None, name="deviceIDStrategy")
     nvidia_driver_root: str | None = None
     nvidia_dev_root: str | None = None
     container_driver_root: str | None = None

@@ -131,7 +131,8 @@ class RdmaDriver(Driver):
             self._rdma_cm_missing = missing
             if missing:
                 self.log.error("%s is missing (%s): every RDMA device is Unhealthy until it is back; "
-                               "load the rdma_ucm module", f"{DEV_DIR}/{RDMA_CM}", self.dev_root / "infiniband" / RDMA_CM)
+                               "load the rdma_ucm module", f"{DEV_DIR}/{RDMA_CM}",
+                               self.dev_root / "infiniband" / RDMA_CM)
             else:
                 self.log.info("%s is back: RDMA devices are judged on their own again", f"{DEV_DIR}/{RDMA_CM}")
         return f"{DEV_DIR}/{RDMA_CM} is missing on this node" if missing else ""
@@ -164,9 +165,10 @@ class RdmaDriver(Driver):
         for pool in self.pools:
             members = tuple(self._members.get(pool.resource, ()))
             healthy = frozenset(d.id for d in members if verdicts[d.name].healthy)
-            if pool.shared:
-                devices: tuple[Device, ...] = (self._shared_device(pool, members, healthy, verdicts),) if members else ()
-            else:
+            devices: tuple[Device, ...] = ()
+            if pool.shared and members:
+                devices = (self._shared_device(pool, members, healthy, verdicts),)
+            elif not pool.shared:
                 devices = tuple(self._exclusive_device(d, verdicts[d.name]) for d in members)
             state[pool.resource] = PoolState(pool, members, healthy, devices, {d.id: d for d in members})
         return state

@@ -57,8 +57,12 @@ class FakeRdmaNode:
 
     @staticmethod
     def write(path: Path, text: str) -> None:
-        """Write an attribute (with its newline) atomically, so a poller never reads half a file."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Write an attribute with its newline; a rewrite is atomic, so a poller never reads half a file."""
+        if not path.parent.is_dir():
+            path.parent.mkdir(parents=True, exist_ok=True)
+        if not os.path.lexists(path):
+            path.write_text(text + "\n")
+            return
         temporary = path.with_name(f".{path.name}.tmp")
         temporary.write_text(text + "\n")
         os.replace(temporary, path)

@@ -17,24 +17,24 @@ def _pf_matches(wanted: PfName, pci: PciFunction) -> bool:
     return pci.vf_index is not None and wanted.first <= pci.vf_index <= (wanted.last or wanted.first)
 
 
+def _within(wanted: frozenset[str] | None, value: str | None) -> bool:
+    return wanted is None or (value is not None and value in wanted)
+
+
 def matches(selection: Selection, device: RdmaDevice) -> bool:
-    """Whether ``device`` passes every selector that is set."""
+    """Whether ``device`` passes every selector that is set (a device without PCI function fails PCI ones)."""
     pci = device.pci
-    pci_checks = (
-        (selection.vendors, lambda p: p.vendor in selection.vendors),
-        (selection.device_ids, lambda p: p.device in selection.device_ids),
-        (selection.drivers, lambda p: p.driver in selection.drivers),
-        (selection.pci_addresses, lambda p: p.address in selection.pci_addresses),
-        (selection.pf_names, lambda p: any(_pf_matches(w, p) for w in selection.pf_names or ())),
-    )
-    for wanted, check in pci_checks:
-        if wanted is not None and (pci is None or not check(pci)):
-            return False
+    if not (_within(selection.vendors, pci.vendor if pci else None)
+            and _within(selection.device_ids, pci.device if pci else None)
+            and _within(selection.drivers, pci.driver if pci else None)
+            and _within(selection.pci_addresses, pci.address if pci else None)
+            and _within(selection.rdma_devices, device.name)):
+        return False
+    if selection.pf_names is not None and (pci is None or not any(_pf_matches(w, pci) for w in selection.pf_names)):
+        return False
     if selection.if_names is not None and not selection.if_names.intersection(device.netdevs):
         return False
-    if selection.link_types is not None and not selection.link_types & device.link_types:
-        return False
-    return selection.rdma_devices is None or device.name in selection.rdma_devices
+    return selection.link_types is None or bool(selection.link_types & device.link_types)
 
 
 def assign(devices: Sequence[RdmaDevice], pools: Sequence[Pool]) -> dict[str, list[RdmaDevice]]:
