@@ -138,7 +138,12 @@ def run_daemon(settings: Settings, flags: dict[str, Any], registry: Any = None,
     reload = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGHUP, lambda *_: (reload.set(), stop.set()))
+
+    def on_hup(*_: object) -> None:
+        reload.set()
+        stop.set()
+
+    signal.signal(signal.SIGHUP, on_hup)
     try:
         host.start()
     except UnknownDrivers as exc:

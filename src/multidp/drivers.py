@@ -125,7 +125,7 @@ class DriverFactory:
     def _simulate(self, name: str) -> Simulation | None:
         workdir = self.workdir / name
         workdir.mkdir(parents=True, exist_ok=True)
-        simulation = self.registry.call(name, "multidp_simulate", workdir=workdir)
+        simulation: Simulation | None = self.registry.call(name, "multidp_simulate", workdir=workdir)
         if simulation is None:
             log.warning("driver %s cannot simulate hardware; it runs against the real node", name)
         else:

@@ -58,3 +58,4 @@ def multidp_create_driver(context: DriverContext) -> Driver:
     Keep this quick and free of blocking hardware calls where you can: hardware
     discovery belongs in :meth:`Driver.scan`, which runs under a deadline.
     """
+    raise NotImplementedError  # a specification: plugins implement it

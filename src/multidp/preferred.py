@@ -11,16 +11,18 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Sequence
+from typing import TypeVar
 
 from multidp.model import PreferenceRequest
 from multidp.names import REPLICA_SEPARATOR
 from multidp.resource import Snapshot
 
 NO_NUMA: tuple[int, ...] = ()
+K = TypeVar("K", bound=Hashable)
 
 
-def _group(ids: Sequence[str], key: Callable[[str], Hashable]) -> dict[Hashable, list[str]]:
-    groups: dict[Hashable, list[str]] = defaultdict(list)
+def _group(ids: Sequence[str], key: Callable[[str], K]) -> dict[K, list[str]]:
+    groups: dict[K, list[str]] = defaultdict(list)
     for device_id in ids:
         groups[key(device_id)].append(device_id)
     return groups

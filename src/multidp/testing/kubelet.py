@@ -287,7 +287,8 @@ class KubeletStandIn(pb_grpc.RegistrationServicer):
             raise AllocationFailed("Allocate returned no container responses")
         with self._cond:
             view.allocated.update(chosen)
-        return response.container_responses[0]
+        first: pb.ContainerAllocateResponse = response.container_responses[0]
+        return first
 
     def free(self, resource: str, ids: list[str] | None = None) -> None:
         with self._cond:
