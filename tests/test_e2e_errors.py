@@ -80,7 +80,8 @@ def test_many_containers_get_one_answer_each(stub):
 def test_unknown_id_in_preferred_allocation(stub):
     err = rpc_error(prefer, stub, ["widget-0", "ghost"], [], 1)
     assert err.code() is grpc.StatusCode.INVALID_ARGUMENT
-    assert err.details() == f'invalid preferred allocation request for "{WIDGET}": invalid request: unknown device: ghost'
+    assert err.details() == (f'invalid preferred allocation request for "{WIDGET}": '
+                             "invalid request: unknown device: ghost")
 
 
 @pytest.mark.parametrize(("available", "must", "size", "problem"), [

@@ -8,7 +8,7 @@ import socket
 import stat
 
 from multidp.names import socket_name
-from multidp.testing import KubeletStandIn, SamplePlugin, running_host, wait_until
+from multidp.testing import KubeletStandIn, running_host, wait_until
 
 WIDGET = "example.com/widget"
 SHARED = "example.com/widget-shared"

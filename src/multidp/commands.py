@@ -152,15 +152,21 @@ def config_schema(settings: Settings) -> int:
     registry = PluginRegistry()
     registry.load(registry.names)
     schema = msgspec.json.schema(FileConfig)
+    defs = schema["$defs"]
     drivers: dict[str, Any] = {}
     for name in registry.names:
         if not registry.plugins[name].loaded:
             continue
         config_type = registry.call(name, "multidp_config_type")
-        section = msgspec.json.schema(config_type) if config_type is not None else {"type": "object"}
+        if config_type is None:
+            drivers[name] = {"type": "object"}
+            continue
+        # Each driver's definitions join the root's, prefixed, so every $ref resolves.
+        section = json.loads(json.dumps(msgspec.json.schema(config_type)).replace('"#/$defs/', f'"#/$defs/{name}.'))
+        defs.update({f"{name}.{key}": value for key, value in section.pop("$defs", {}).items()})
         drivers[name] = {"description": f"settings of the {name} driver; 'enabled' (boolean) is the host's",
                          **section}
-    schema["$defs"]["FileConfig"]["properties"]["drivers"] = {"type": "object", "properties": drivers}
+    defs["FileConfig"]["properties"]["drivers"] = {"type": "object", "properties": drivers}
     print(json.dumps(schema, indent=2))
     return EXIT_OK
 

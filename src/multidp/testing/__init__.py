@@ -7,7 +7,13 @@
   multidp is installed) provides the fixtures ``kubelet`` and ``multidp_host``.
 """
 
-from multidp.testing.dists import fake_distribution
+import os
+
+# Before grpc is imported (the pytest plugin loads this package early): gRPC's
+# C core logs connection details at INFO otherwise.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+from multidp.testing.dists import fake_distribution  # noqa: E402
 from multidp.testing.host import running_host
 from multidp.testing.kubelet import AllocationFailed, KubeletStandIn, ResourceView, short_socket_dir, wait_until
 from multidp.testing.sample import SampleConfig, SampleDriver, SampleHardware, SamplePlugin
