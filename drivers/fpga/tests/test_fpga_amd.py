@@ -99,6 +99,12 @@ def test_unreadable_shell_after_it_was_read_is_unhealthy_then_recovers(node, mak
     assert by_id(driver.scan())["0000:65:00.1"][1].health is Health.HEALTHY
 
 
+def test_the_pci_rom_attribute_is_not_mistaken_for_the_shell(node, make_driver):
+    node.alveo_card("0000:65:00", *U200)
+    node.write(next((node.sys / "devices").rglob("0000:65:00.1")) / "rom", "")
+    assert ids(make_driver().scan()) == {U200_RES: ["0000:65:00.1"]}
+
+
 def test_a_new_shell_moves_the_card(node, make_driver):
     card = node.alveo_card("0000:65:00", *U200)
     driver = make_driver()

@@ -7,12 +7,15 @@ would have them: the driver must read both the same.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 import pytest
 
 from fpga_helpers import AF_IFACE_AFU, IFACE, U200_RES, allocate, by_id, ids, nodes_of
+from multidp_fpga.config import FpgaConfig
+from multidp_fpga.driver import FpgaDriver
 from multidp_fpga.sysfs import resolve
 
 DFL_PCI = "devices/pci0000:5d/0000:5d:00.0/0000:5e:00.0"
@@ -61,11 +64,6 @@ def build(root: Path, absolute: bool) -> tuple[Path, Path]:
 
 @pytest.mark.parametrize("absolute", [False, True], ids=["relative-links", "absolute-links"])
 def test_reference_layout_is_enumerated_and_allocated(tmp_path, absolute):
-    import logging
-
-    from multidp_fpga.config import FpgaConfig
-    from multidp_fpga.driver import FpgaDriver
-
     sys, dev = build(tmp_path, absolute)
     driver = FpgaDriver(FpgaConfig(), sys, dev, logging.getLogger("test"))
     inventory = driver.scan()

@@ -59,7 +59,7 @@ class AmdScanner:
             card = cards[slot]
             if card.user is None:
                 continue  # a management function alone: nothing a container can use
-            devices.append(self._device(card, problems))
+            devices.append(self._device(card, card.user, problems))
         return devices
 
     def _cards(self, problems: dict[str, str]) -> dict[str, Card]:
@@ -92,7 +92,8 @@ class AmdScanner:
 
     def _shell(self, user: Path) -> tuple[str | None, str]:
         """(resource name, '') from the shell's rom files, or (None, why not)."""
-        roms = [user / n for n in sorted(listdir(user), key=natural_key) if n.startswith("rom")]
+        # Directories only: a PCI function with an expansion ROM also has a plain "rom" attribute.
+        roms = [user / n for n in sorted(listdir(user), key=natural_key) if n.startswith("rom") and (user / n).is_dir()]
         if not roms:
             return None, f"{user} has no rom* directory: no shell information (shell not loaded?)"
         try:
@@ -105,9 +106,7 @@ class AmdScanner:
             return None, f"{empty} is empty"
         return amd_resource(shell, timestamp, self.legacy_names), ""
 
-    def _device(self, card: Card, problems: dict[str, str]) -> Observed:
-        user = card.user
-        assert user is not None
+    def _device(self, card: Card, user: Path, problems: dict[str, str]) -> Observed:
         address = user.name
         resource, unusable = self._shell(user)
         faults: list[str] = []
