@@ -59,16 +59,16 @@ def test_snapshot_versions_change_only_for_what_the_kubelet_sees():
     first = state.snapshot.version
     assert not state.update([Device("a", info={"model": "x"}), Device("b", numa_nodes=(1,), reason="note")])
     assert state.snapshot.version == first
-    assert state.snapshot.by_id["a"].device.info == {"model": "x"}
+    assert state.snapshot.by_id["a"].info == {"model": "x"}
     assert state.update([Device("a", health=Health.UNHEALTHY), Device("b", numa_nodes=(1,))])
     assert state.mark_unhealthy("scan failed") is True
-    assert all(a.device.reason == "scan failed" for a in state.snapshot.advertised)
-    assert state.withdraw() == state.snapshot.version and state.snapshot.advertised == ()
+    assert all(d.reason == "scan failed" for _, d in state.snapshot.advertised())
+    assert state.withdraw() == state.snapshot.version and state.snapshot.ids == ()
 
 
 def test_replicas_are_advertised_and_map_back():
     snap = snapshot_of(Device("gpu-0", replicas=3), Device("gpu-1"))
-    assert [a.id for a in snap.advertised] == ["gpu-0::0", "gpu-0::1", "gpu-0::2", "gpu-1"]
+    assert snap.ids == ("gpu-0::0", "gpu-0::1", "gpu-0::2", "gpu-1")
     [request] = allocation_requests("r", snap, [["gpu-0::2", "gpu-1", "gpu-0::0", "gpu-1"]])
     assert request.device_ids == ("gpu-0", "gpu-1")
     assert request.requested_ids == ("gpu-0::2", "gpu-1", "gpu-0::0")
@@ -142,3 +142,23 @@ def test_cdi_document_and_registry(tmp_path):
     assert registry.problem("t", ["other.com/gpu=0"]) is None  # another tool's kind: not ours to check
     registry.publish("t", [CDISpec("Bad Kind", [])])
     assert "is not vendor/class" in registry.problem("t", ["example.com/widget=w0"])
+
+
+def test_list_encoder_matches_protobuf_and_reuses_entries():
+    from multidp.api import pb
+    from multidp.service import ListEncoder
+
+    state = ResourceState("example.com/w", "t")
+    state.update([Device("a", numa_nodes=(0, 1)), Device("b", replicas=2), Device("é" * 200, numa_nodes=(300,))])
+    encoder = ListEncoder()
+    decoded = pb.ListAndWatchResponse.FromString(encoder.encode(state.snapshot))
+    expected = pb.ListAndWatchResponse(devices=[
+        pb.Device(ID="a", health="Healthy", topology=pb.TopologyInfo(nodes=[pb.NUMANode(ID=0), pb.NUMANode(ID=1)])),
+        pb.Device(ID="b::0", health="Healthy"), pb.Device(ID="b::1", health="Healthy"),
+        pb.Device(ID="é" * 200, health="Healthy", topology=pb.TopologyInfo(nodes=[pb.NUMANode(ID=300)]))])
+    assert decoded == expected
+    state.update([Device("a", Health.UNHEALTHY, numa_nodes=(0, 1)), Device("b", replicas=2)])
+    decoded = pb.ListAndWatchResponse.FromString(encoder.encode(state.snapshot))
+    assert [(d.ID, d.health) for d in decoded.devices] == [("a", "Unhealthy"), ("b::0", "Healthy"),
+                                                           ("b::1", "Healthy")]
+    assert state.update([]) and encoder.encode(state.snapshot) == b""

@@ -51,7 +51,7 @@ def allocation_requests(
     requests = []
     for ids in containers:
         requested = tuple(_fold(ids))
-        device_ids = tuple(_fold([snapshot.by_id[i].device.id for i in requested]))
+        device_ids = tuple(_fold([snapshot.by_id[i].id for i in requested]))
         requests.append(AllocationRequest(resource, device_ids, requested))
     return requests
 

@@ -21,7 +21,7 @@ import grpc
 
 from multidp.api import pb, pb_grpc
 from multidp.names import API_VERSION
-from multidp.service import DevicePluginService
+from multidp.service import DevicePluginService, add_to_server
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ class Endpoint:
         temporary = self.socket_path.with_name(f".{self.socket_path.name}.{self._serial}")
         try:
             server = grpc.server(self._pool, options=SERVER_OPTIONS)
-            pb_grpc.add_DevicePluginServicer_to_server(self.service, server)
+            add_to_server(self.service, server)
             if not server.add_insecure_port(f"unix:{temporary}"):
                 raise OSError(f"cannot listen on {temporary}")
             server.start()

@@ -61,8 +61,8 @@ def numa_pick(request: PreferenceRequest, snapshot: Snapshot) -> list[str]:
     by_id = snapshot.by_id
 
     def numa(device_id: str) -> Hashable:
-        adv = by_id.get(device_id)
-        return adv.device.numa_nodes if adv else NO_NUMA
+        device = by_id.get(device_id)
+        return device.numa_nodes if device else NO_NUMA
 
     return pack(request, numa)
 

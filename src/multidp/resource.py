@@ -4,6 +4,9 @@ The host owns the replica mechanism here: a device with ``replicas=n`` is
 advertised as ``<id>::0`` … ``<id>::<n-1>``, and every advertised ID maps back
 to the driver's device. A new snapshot (and so a ListAndWatch message) is made
 only when something the kubelet sees changed: IDs, health or NUMA nodes.
+
+This runs on every scan (every few hundred milliseconds for polled drivers,
+with up to 10,000 devices), so it is one pass over plain tuples and dicts.
 """
 
 from __future__ import annotations
@@ -14,70 +17,94 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from multidp.model import Device, Health
-from multidp.names import MAX_DEVICE_ID_BYTES, REPLICA_SEPARATOR, replica_id, shorten
+from multidp.names import MAX_DEVICE_ID_BYTES, REPLICA_SEPARATOR, shorten
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class Advertised:
-    """One ID the kubelet sees, and the driver device behind it."""
-
-    id: str
-    device: Device
+# What the kubelet sees of one device: (id, health, NUMA nodes, replicas).
+Visible = tuple[str, Health, tuple[int, ...], int | None]
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    """An immutable view of a resource at one version."""
+    """An immutable view of a resource at one version.
+
+    ``ids`` are the advertised IDs in order; ``by_id`` maps each to the
+    driver's device behind it (the same device for all its replicas).
+    """
 
     version: int
     devices: tuple[Device, ...] = ()
-    advertised: tuple[Advertised, ...] = ()
-    by_id: Mapping[str, Advertised] = field(default_factory=dict)
+    ids: tuple[str, ...] = ()
+    by_id: Mapping[str, Device] = field(default_factory=dict)
+
+    def advertised(self) -> list[tuple[str, Device]]:
+        by_id = self.by_id
+        return [(i, by_id[i]) for i in self.ids]
 
     @property
     def healthy_ids(self) -> list[str]:
-        return [a.id for a in self.advertised if a.device.healthy]
+        by_id = self.by_id
+        return [i for i in self.ids if by_id[i].health is Health.HEALTHY]
 
 
-def _visible(devices: Sequence[Device]) -> tuple[tuple[str, str, tuple[int, ...], int | None], ...]:
-    return tuple((d.id, d.health.value, d.numa_nodes, d.replicas) for d in devices)
+def _problem(device: object, seen: set[str]) -> str | None:
+    """Why the kubelet cannot take ``device``, or None (the slow path of :func:`_check`)."""
+    if not isinstance(device, Device):
+        return f"is a {type(device).__name__}, not a multidp Device"
+    size = len(device.id.encode())
+    if size == 0 or size > MAX_DEVICE_ID_BYTES:
+        return f"has an empty or over-long ID ({size} bytes)"
+    if device.id in seen:
+        return "is listed twice"
+    if device.replicas is not None and (device.replicas < 1 or REPLICA_SEPARATOR in device.id):
+        return f"asks for {device.replicas} replicas (at least 1, and no {REPLICA_SEPARATOR!r} in its ID)"
+    if not all(isinstance(n, int) and n >= 0 for n in device.numa_nodes):
+        return f"has NUMA nodes {device.numa_nodes!r} (non-negative integers only)"
+    if not isinstance(device.health, Health):
+        return f"has health {device.health!r}, not a multidp Health"
+    return None
 
 
-def _checked(resource: str, devices: Sequence[Device]) -> list[Device]:
-    """Devices with an ID the kubelet can take, each once (the first wins)."""
+def _check(resource: str, devices: Sequence[Device]) -> tuple[list[Device], tuple[Visible, ...]]:
+    """The devices the kubelet can take (each ID once, the first wins), and what it sees of them."""
     seen: set[str] = set()
     kept: list[Device] = []
+    visible: list[Visible] = []
     for device in devices:
-        problem = None
-        if not isinstance(device, Device):
-            problem = f"is a {type(device).__name__}, not a multidp Device"
-        elif not device.id or len(device.id.encode()) > MAX_DEVICE_ID_BYTES:
-            problem = f"has an empty or over-long ID ({len(device.id.encode())} bytes)"
-        elif device.id in seen:
-            problem = "is listed twice"
-        elif REPLICA_SEPARATOR in device.id and device.replicas:
-            problem = f"has replicas but its ID contains {REPLICA_SEPARATOR!r}"
-        elif device.replicas is not None and device.replicas < 1:
-            problem = f"asks for {device.replicas} replicas (at least 1)"
+        # Fast path for the usual device; anything unusual goes through _problem.
+        if type(device) is Device:
+            did = device.id
+            if 0 < len(did) <= MAX_DEVICE_ID_BYTES // 4 and did not in seen and device.replicas is None \
+                    and type(device.health) is Health and all(type(n) is int and n >= 0 for n in device.numa_nodes):
+                seen.add(did)
+                kept.append(device)
+                visible.append((did, device.health, device.numa_nodes, None))
+                continue
+        problem = _problem(device, seen)
         if problem:
-            name = shorten(getattr(device, "id", repr(device)))
+            name = shorten(str(getattr(device, "id", repr(device))))
             log.error("resource %s: device %s %s; leaving it out", resource, name, problem)
             continue
         seen.add(device.id)
         kept.append(device)
-    return kept
+        visible.append((device.id, device.health, device.numa_nodes, device.replicas))
+    return kept, tuple(visible)
 
 
-def _make_snapshot(version: int, devices: Sequence[Device]) -> Snapshot:
-    advertised: list[Advertised] = []
+def _make_snapshot(version: int, devices: list[Device]) -> Snapshot:
+    ids: list[str] = []
+    by_id: dict[str, Device] = {}
     for device in devices:
         if device.replicas is None:
-            advertised.append(Advertised(device.id, device))
+            ids.append(device.id)
+            by_id[device.id] = device
         else:
-            advertised.extend(Advertised(replica_id(device.id, i), device) for i in range(device.replicas))
-    return Snapshot(version, tuple(devices), tuple(advertised), {a.id: a for a in advertised})
+            for n in range(device.replicas):
+                rid = f"{device.id}{REPLICA_SEPARATOR}{n}"
+                ids.append(rid)
+                by_id[rid] = device
+    return Snapshot(version, tuple(devices), tuple(ids), by_id)
 
 
 class ResourceState:
@@ -87,8 +114,9 @@ class ResourceState:
         self.name = name
         self.driver = driver
         self._cond = threading.Condition()
+        self._update_lock = threading.Lock()  # one update at a time; streams wait on _cond only
         self._snapshot = Snapshot(version=0)
-        self._visible: tuple[object, ...] = ()
+        self._visible: tuple[Visible, ...] = ()
         self._sent_version = -1
 
     @property
@@ -97,16 +125,17 @@ class ResourceState:
 
     def update(self, devices: Sequence[Device]) -> bool:
         """Take the driver's devices; return True when the kubelet must hear of it."""
-        devices = _checked(self.name, devices)
-        visible = _visible(devices)
-        with self._cond:
+        kept, visible = _check(self.name, devices)
+        with self._update_lock:
             changed = visible != self._visible
-            # Unchanged for the kubelet: still keep reasons and info up to date.
-            self._snapshot = _make_snapshot(self._snapshot.version + changed, devices)
-            self._visible = visible
-            if changed:
-                self._cond.notify_all()
-            return changed
+            snapshot = _make_snapshot(self._snapshot.version + changed, kept)
+            with self._cond:
+                # Unchanged for the kubelet: still keep reasons and info up to date.
+                self._snapshot = snapshot
+                self._visible = visible
+                if changed:
+                    self._cond.notify_all()
+        return changed
 
     def mark_unhealthy(self, reason: str) -> bool:
         """Keep the known IDs but vouch for none of them (a scan failed or hung)."""
