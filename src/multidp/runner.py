@@ -12,10 +12,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
+from multidp.calls import CallPool, CallTimeout, PoolClosed
 from multidp.config import Timeouts
 from multidp.driver import Driver
 from multidp.errors import DriverCallError
@@ -39,9 +38,9 @@ class DriverRunner:
         self.driver = driver
         self.timeouts = timeouts
         self._sink = sink
-        self._calls = ThreadPoolExecutor(CALL_WORKERS, thread_name_prefix=f"{name}-call")
-        self._scans = ThreadPoolExecutor(1, thread_name_prefix=f"{name}-scan")
-        self._pending_scan: Future[Inventory] | None = None
+        self._calls = CallPool(f"{name}-call", CALL_WORKERS)
+        self._scans = CallPool(f"{name}-scan", 1)
+        self._scan_running_since: float | None = None
         self._wake = threading.Event()
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"{name}-poll", daemon=True)
@@ -69,42 +68,35 @@ class DriverRunner:
             self.call("close", self.driver.close, timeout=5)
         except DriverCallError as exc:
             log.warning("driver %s: close failed: %s", self.name, exc)
-        self._calls.shutdown(wait=False, cancel_futures=True)
-        self._scans.shutdown(wait=False, cancel_futures=True)
+        self._calls.close()
+        self._scans.close()
 
     def call(self, what: str, fn: Callable[..., T], *args: Any, timeout: float) -> T:
-        """Run ``fn(*args)`` on the driver's pool; raise DriverCallError on failure."""
-        try:
-            future = self._calls.submit(fn, *args)
-        except RuntimeError as exc:  # pool shut down
-            raise DriverCallError(self.name, what, f"driver {self.name} is stopping") from exc
-        return self._result(what, future, timeout)
+        """Run ``fn(*args)`` on the driver's threads; raise DriverCallError on failure."""
+        return self._call(self._calls, what, fn, *args, timeout=timeout)
 
-    def _result(self, what: str, future: Future[T], timeout: float) -> T:
+    def _call(self, pool: CallPool, what: str, fn: Callable[..., T], *args: Any, timeout: float) -> T:
         try:
-            return future.result(timeout)
-        except FutureTimeout:
-            raise DriverCallError(
-                self.name, what, f"driver {self.name}: {what} did not answer within {timeout:g} s", timed_out=True
-            ) from None
+            result: T = pool.call(fn, *args, timeout=timeout)
+            return result
+        except CallTimeout:
+            message = f"driver {self.name}: {what} did not answer within {timeout:g} s"
+            raise DriverCallError(self.name, what, message, timed_out=True) from None
+        except PoolClosed as exc:
+            raise DriverCallError(self.name, what, f"driver {self.name} is stopping") from exc
         except Exception as exc:  # noqa: BLE001 - the driver's own failure, reported
-            raise DriverCallError(
-                self.name, what, f"driver {self.name}: {what} failed: {type(exc).__name__}: {exc}"
-            ) from exc
+            message = f"driver {self.name}: {what} failed: {type(exc).__name__}: {exc}"
+            raise DriverCallError(self.name, what, message) from exc
 
     def scan_now(self) -> None:
         """One scan, reported to the sink (the poll thread's step; tests call it too)."""
-        if self._pending_scan is not None and not self._pending_scan.done():
-            started = getattr(self._pending_scan, "started", time.monotonic())
-            self._report(None, f"scan still running after {time.monotonic() - started:.0f} s")
+        since = self._scan_running_since
+        if since is not None:
+            self._report(None, f"scan still running after {time.monotonic() - since:.0f} s")
             return
+        self._scan_running_since = time.monotonic()
         try:
-            self._pending_scan = self._scans.submit(self.driver.scan)
-        except RuntimeError:
-            return
-        self._pending_scan.started = time.monotonic()  # type: ignore[attr-defined]
-        try:
-            inventory = self._result("scan", self._pending_scan, self.timeouts.scan)
+            inventory = self._call(self._scans, "scan", self._scan, timeout=self.timeouts.scan)
         except DriverCallError as exc:
             self._report(None, str(exc))
             return
@@ -112,6 +104,12 @@ class DriverRunner:
             self._report(None, f"scan returned a {type(inventory).__name__}, not a mapping of resources")
             return
         self._report(inventory, "")
+
+    def _scan(self) -> Inventory:
+        try:
+            return self.driver.scan()
+        finally:
+            self._scan_running_since = None  # a hung scan keeps it set until it returns
 
     def _report(self, inventory: Inventory | None, error: str) -> None:
         self.scans += 1

@@ -1,0 +1,92 @@
+"""Calling driver code on the driver's own threads, with a deadline.
+
+Every Allocate pays this hand-off, so it is leaner than concurrent.futures: a
+queue, a few worker threads, and one lock per call that the worker releases
+when the answer is ready (about 20 µs against about 30-50 µs for
+``executor.submit(...).result(timeout)``). A call whose caller gave up before
+a worker took it is dropped, not run late.
+"""
+
+from __future__ import annotations
+
+import _thread
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any
+
+
+class CallTimeout(Exception):
+    """The call did not finish within its deadline (it may still be running)."""
+
+
+class PoolClosed(Exception):
+    """The pool was closed (its driver is stopping)."""
+
+
+class _Call:
+    __slots__ = ("fn", "args", "done", "value", "error", "abandoned")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.fn = fn
+        self.args = args
+        self.done = _thread.allocate_lock()
+        self.done.acquire()
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.abandoned = False
+
+
+class CallPool:
+    """A fixed number of worker threads, started on first use."""
+
+    def __init__(self, name: str, workers: int) -> None:
+        self.name = name
+        self.workers = workers
+        self._queue: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        self._started = False
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def call(self, fn: Callable[..., Any], *args: Any, timeout: float) -> Any:
+        """``fn(*args)`` on a worker; its exception re-raised; CallTimeout after ``timeout``."""
+        if not self._started:
+            self._start()
+        if self._closed:
+            raise PoolClosed(f"{self.name} is closed")
+        call = _Call(fn, args)
+        self._queue.put(call)
+        if not call.done.acquire(timeout=timeout):
+            call.abandoned = True
+            raise CallTimeout(f"no answer within {timeout:g} s")
+        if call.error is not None:
+            raise call.error
+        return call.value
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._started:
+                return
+            for n in range(self.workers):
+                threading.Thread(target=self._work, name=f"{self.name}-{n}", daemon=True).start()
+            self._started = True
+
+    def _work(self) -> None:
+        while True:
+            call = self._queue.get()
+            if call is None:
+                return
+            if call.abandoned:
+                continue
+            try:
+                call.value = call.fn(*call.args)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                call.error = exc
+            finally:
+                call.done.release()
+
+    def close(self) -> None:
+        """Stop the workers once they finish what they run (hung ones stay, as daemons)."""
+        self._closed = True
+        for _ in range(self.workers):
+            self._queue.put(None)
