@@ -78,7 +78,8 @@ def response_dict(response: pb.ContainerAllocateResponse) -> dict[str, Any]:
 
 
 @pytest.fixture
-def nvidia_node(multidp_host: Callable[..., Host], kubelet: KubeletStandIn, tmp_path: Path) -> Iterator[Callable[..., Node]]:
+def nvidia_node(multidp_host: Callable[..., Host], kubelet: KubeletStandIn,
+                tmp_path: Path) -> Iterator[Callable[..., Node]]:
     """``nvidia_node(machine, config={...}, environ={...})``: a started host over ``machine``."""
 
     def start(machine: FakeMachine, config: dict[str, Any] | None = None, environ: dict[str, str] | None = None,

@@ -45,7 +45,10 @@ flags:
 SHARED_STRICT_YAML = """\
 version: v1
 sharing:
-  timeSlicing: {renameByDefault: true, failRequestsGreaterThanOne: true, resources: [{name: nvidia.com/gpu, replicas: 3}]}
+  timeSlicing:
+    renameByDefault: true
+    failRequestsGreaterThanOne: true
+    resources: [{name: nvidia.com/gpu, replicas: 3}]
 """
 
 

@@ -29,6 +29,7 @@ MOUNT_ROOT = "/var/run/nvidia-container-devices"
 CONTROL_NODES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset")
 CDI_KIND = "k8s.device-plugin.nvidia.com/gpu"
 ANNOTATION_PLUGIN = "nvidia-device-plugin"
+DEFAULT_PREFIX = "cdi.k8s.io/"
 LIB_DIRS = ("usr/lib/x86_64-linux-gnu", "usr/lib64", "usr/lib/aarch64-linux-gnu", "lib/x86_64-linux-gnu",
             "lib64", "usr/lib")
 REQUIRED_LIBS = ("libcuda.so", "libnvidia-ml.so")
@@ -62,6 +63,9 @@ def allocation(request: AllocationRequest, inventory: Inventory, settings: Setti
     refused = refusal(request, settings)
     if refused:
         raise AllocationRefused(refused)
+    gone = [i for i in request.device_ids if i not in inventory.by_id]
+    if gone:  # the GPUs were rediscovered between the host's check and this call
+        raise RuntimeError(f"device {gone[0]} is no longer served (GPUs were rediscovered); retry")
     devices: list[Served] = [inventory.by_id[i] for i in request.device_ids]
     ids = list(dict.fromkeys(d.name_id for d in devices))
     answer = ContainerAllocation()
@@ -75,7 +79,11 @@ def allocation(request: AllocationRequest, inventory: Inventory, settings: Setti
         answer.cdi_devices = [f"{CDI_KIND}={i}" for i in ids]
         answer.cdi_field = "cdi-cri" in strategies
         if "cdi-annotations" in strategies:
-            answer.cdi_annotation_key = f"{ANNOTATION_PLUGIN}_{uuid.uuid4()}"
+            key = f"{ANNOTATION_PLUGIN}_{uuid.uuid4()}"
+            if settings.cdi_annotation_prefix == DEFAULT_PREFIX:
+                answer.cdi_annotation_key = key  # the host writes cdi.k8s.io/<key>
+            else:  # a custom prefix (flags.plugin.cdiAnnotationPrefix): written here
+                answer.annotations[settings.cdi_annotation_prefix + key] = ",".join(answer.cdi_devices)
     if settings.pass_device_specs:
         paths = [*control_nodes, *(p for d in devices for p in d.nodes)]
         answer.device_nodes = [host_node(settings, p) for p in dict.fromkeys(paths)]

@@ -15,56 +15,18 @@ import queue
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
 import pynvml
 
+from multidp_nvidia.fake_hardware import CI_SLICES, H100_GI_PROFILES, FakeGpu, FakeMachine, FakeMig
+
+__all__ = ["FakeGpu", "FakeMachine", "FakeMig", "FakeNvml", "WHOLE"]
+
 WHOLE = 0xFFFFFFFF
 _E = pynvml.NVMLError
-
-
-@dataclass
-class FakeMig:
-    uuid: str
-    gi: int
-    ci: int
-    gi_profile: int  # NVML_GPU_INSTANCE_PROFILE_* index
-    ci_profile: int  # NVML_COMPUTE_INSTANCE_PROFILE_* index
-
-
-@dataclass
-class FakeGpu:
-    uuid: str
-    name: str = "NVIDIA H100 80GB HBM3"
-    minor: int = 0
-    bus_id: str = "00000000:00:06.0"  # NVML's form
-    memory_total: int = 85520809984
-    mig_mode: tuple[int, int] | None = None  # None: "Not Supported"
-    migs: list[FakeMig] = field(default_factory=list)
-    max_migs: int = 7
-    nvlinks: list[str] | None = None  # remote bus id per link ("" inactive); None: "Not Supported"
-    supported_events: int = 65439
-    register_error: int | None = None  # NVML error code RegisterEvents answers with
-    lost: bool = False  # every call on it raises GPU_IS_LOST
-    remapped_rows: tuple[int, int, int, int] | None = (0, 0, 0, 0)  # None: "Not Supported"
-
-
-@dataclass
-class FakeMachine:
-    gpus: list[FakeGpu]
-    driver_version: str = "580.159.04"
-    init_error: int | None = None  # NVML error code nvmlInit answers with
-    topology: dict[tuple[int, int], int] = field(default_factory=dict)  # NVML_TOPOLOGY_* per pair
-    numa: dict[int, int] = field(default_factory=dict)  # GPU index -> sysfs numa_node (-1 if absent)
-    scheduled_xid: tuple[float, int, int] | None = None  # (seconds after registration, GPU index, XID)
-
-
-# H100 80GB GPU-instance profiles: index -> (profile id, slices, memory MB).
-H100_GI_PROFILES = {0: (19, 1, 9856), 7: (20, 1, 9856), 9: (15, 1, 19968), 1: (14, 2, 19968),
-                    2: (9, 3, 40192), 3: (5, 4, 40192), 4: (0, 7, 80384)}
-CI_SLICES = {0: 1, 1: 2, 2: 3, 3: 4, 4: 7}  # compute-instance profile index -> slices (id = index)
 
 
 @dataclass(frozen=True)
@@ -115,7 +77,8 @@ class FakeNvml:
         gpu = self._gpu(handle)
         if handle.mig is None:
             raise _E(pynvml.NVML_ERROR_INVALID_ARGUMENT)
-        return gpu.migs[handle.mig]
+        mig: FakeMig = gpu.migs[handle.mig]
+        return mig
 
     # Library -------------------------------------------------------------------------
 

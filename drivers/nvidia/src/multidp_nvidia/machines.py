@@ -25,7 +25,8 @@ T = pynvml  # NVML_TOPOLOGY_* constants
 def load_snapshot() -> dict[str, Any]:
     """The recorded H100 NVML snapshot shipped with this package."""
     data = resources.files("multidp_nvidia").joinpath("data/h100_nvml_snapshot.json").read_text()
-    return json.loads(data)  # type: ignore[no-any-return]
+    snapshot: dict[str, Any] = json.loads(data)
+    return snapshot
 
 
 def recorded_h100(uuid: str | None = None) -> FakeMachine:
@@ -38,7 +39,7 @@ def recorded_h100(uuid: str | None = None) -> FakeMachine:
         minor=dev["minor_number"],
         bus_id=dev["pci"]["busId"],
         memory_total=dev["memory_total"],
-        mig_mode=tuple(dev["mig_mode"]),  # type: ignore[arg-type]
+        mig_mode=(dev["mig_mode"][0], dev["mig_mode"][1]),
         max_migs=dev["max_mig"],
         nvlinks=None,  # "Not Supported" on that VM
         supported_events=dev["supported_events"],

@@ -31,7 +31,11 @@ def create(context: DriverContext, nvml_source: Callable[[], Any] | None = None,
         context.log.info("%s is accepted for compatibility and has no effect in multidp", note)
     simulation = context.simulation
     proc_root = Path(settings.proc_root)
-    if nvml_source is None and simulation is not None and hasattr(simulation, "nvml_for"):
+    if nvml_source is None and simulation is not None:
+        from multidp_nvidia.simulation import NvidiaSimulation  # only under --simulate: it imports pynvml
+
+        if not isinstance(simulation, NvidiaSimulation):
+            raise TypeError(f"the nvidia driver cannot use a {type(simulation).__name__} simulation")
         fake = simulation.nvml_for(settings.simulated_machine)
         nvml_source = lambda: fake  # noqa: E731 - a constant source
         proc_root, recover_after = simulation.proc_root, simulation.recover_after

@@ -1,0 +1,168 @@
+"""Run multidp with the nvidia driver against the real GPU(s) and record what the kubelet sees.
+
+For each of the four settings NVIDIA's plugin was recorded with (tests/fixtures/RECORDINGS.md)
+it starts a host (real NVML, real unix sockets, the kubelet stand-in), records registration,
+inventory, GetPreferredAllocation + Allocate for one and for all devices, the bad-input cases
+and Allocate latency, and compares with the recording (UUIDs swapped for this GPU's). Results
+go to $OUT/device_check.json (or ./device_check_out/). Usage: bash drivers/nvidia/device_check.sh
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+from multidp.api import pb
+from multidp.testing import KubeletStandIn, running_host, short_socket_dir
+
+import multidp_nvidia.plugin as plugin
+
+HERE = Path(__file__).parent
+FIXTURES = HERE / "tests" / "fixtures"
+CONFIGS = {
+    "default": "",
+    "timeslice": "version: v1\nflags:\n  migStrategy: none\n  plugin:\n    passDeviceSpecs: true\n"
+                 "    deviceListStrategy: envvar\n    deviceIDStrategy: uuid\nsharing:\n  timeSlicing:\n"
+                 "    resources:\n    - name: nvidia.com/gpu\n      replicas: 4\n",
+    "index_volume_mounts": "version: v1\nflags:\n  plugin: {passDeviceSpecs: true, deviceListStrategy: "
+                           "volume-mounts, deviceIDStrategy: index}\n",
+    "shared_strict": "version: v1\nsharing:\n  timeSlicing: {renameByDefault: true, failRequestsGreaterThanOne: "
+                     "true, resources: [{name: nvidia.com/gpu, replicas: 3}]}\n",
+}
+
+
+def answer(r: pb.ContainerAllocateResponse) -> dict[str, Any]:
+    return {"envs": dict(r.envs), "annotations": dict(r.annotations),
+            "mounts": [{"container_path": m.container_path, "host_path": m.host_path, "read_only": m.read_only}
+                       for m in r.mounts],
+            "devices": [{"container_path": d.container_path, "host_path": d.host_path, "permissions": d.permissions}
+                        for d in r.devices],
+            "cdi_devices": [c.name for c in r.cdi_devices]}
+
+
+def allocate(stub: Any, containers: list[list[str]]) -> tuple[str, Any]:
+    request = pb.AllocateRequest(container_requests=[pb.ContainerAllocateRequest(devices_ids=c) for c in containers])
+    try:
+        return "ok", stub.Allocate(request, timeout=10)
+    except grpc.RpcError as exc:
+        return exc.code().name, exc.details()
+
+
+def run(name: str, work: Path, **overrides: Any) -> dict[str, Any]:
+    directory = short_socket_dir("mdp-dev")
+    kubelet = KubeletStandIn(directory).start()
+    section: dict[str, Any] = {"failOnInitError": True}
+    if CONFIGS[name]:
+        (work / f"{name}.yaml").write_text(CONFIGS[name])
+        section["configFile"] = str(work / f"{name}.yaml")
+    out: dict[str, Any] = {"config": section}
+    started = time.monotonic()
+    try:
+        with running_host(directory, {"nvidia": plugin}, {"nvidia": section}, environ={}, **overrides) as host:
+            resources = sorted(host.endpoints)
+            out["registrations"] = []
+            for res in resources:
+                reg = kubelet.wait_registered(res, timeout=30)
+                out["registrations"].append({"resource": res, "version": reg.version,
+                                             "pre_start_required": reg.options.pre_start_required,
+                                             "preferred": reg.options.get_preferred_allocation_available,
+                                             "ms_after_start": round(1000 * (reg.at - started), 1)})
+            out["inventory"], out["allocate"], out["bad_input"], out["latency"] = {}, {}, {}, {}
+            for res in resources:
+                view = kubelet.wait_devices(res, lambda v: v.updates > 0, 30)
+                out["inventory"][res] = [{"ID": i, "health": h, "numa": list(n)} for i, (h, n) in view.devices.items()]
+                ids = [i for i, (h, _) in view.devices.items() if h == "Healthy"] or list(view.devices)
+                stub = kubelet.stub(res)
+                for label, n in ((res, 1), (f"{res}#all", len(ids))):
+                    t0 = time.perf_counter()
+                    request = pb.PreferredAllocationRequest(container_requests=[
+                        pb.ContainerPreferredAllocationRequest(available_deviceIDs=ids, allocation_size=n)])
+                    pref = stub.GetPreferredAllocation(request, timeout=10)
+                    pref_ms = 1000 * (time.perf_counter() - t0)
+                    picked = list(pref.container_responses[0].deviceIDs)
+                    outcome, resp = allocate(stub, [picked])
+                    got = answer(resp.container_responses[0]) if outcome == "ok" else resp
+                    out["allocate"][label] = {"n": n, "preferred": picked, "preferred_ms": round(pref_ms, 3),
+                                              "outcome": outcome, "response": got}
+                for case, containers in (("unknown_id", [["no-such-device"]]), ("empty_container", [[]]),
+                                         ("duplicate_id", [[ids[0], ids[0]]]),
+                                         ("huge_request", [[f"x{i}" for i in range(20000)]]),
+                                         ("long_id", [["y" * 100_000]]), ("many_containers", [[ids[0]]] * 64)):
+                    outcome, resp = allocate(stub, containers)
+                    out["bad_input"][case] = {"result": outcome, "details": resp if outcome != "ok" else ""}
+                samples = []
+                for _ in range(2000):
+                    t0 = time.perf_counter()
+                    allocate(stub, [[ids[0]]])
+                    samples.append((time.perf_counter() - t0) * 1e6)
+                samples.sort()
+                out["latency"][res] = {"allocate_us_p50": round(samples[1000], 1),
+                                       "allocate_us_p99": round(samples[1980], 1), "n": 2000}
+            restarted = time.monotonic()
+            kubelet.restart()
+            reg = kubelet.wait_registered(resources[0], count=2, timeout=30) if resources else None
+            out["reregister_ms"] = round(1000 * (reg.at - restarted), 1) if reg else None
+    finally:
+        kubelet.shutdown()
+        shutil.rmtree(directory, ignore_errors=True)
+    out["rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    out["parity"] = compare(name, out)
+    return out
+
+
+def compare(name: str, ours: dict[str, Any]) -> dict[str, Any]:
+    """Differences from NVIDIA's recording, its UUID swapped for this GPU's ([] when equal)."""
+    rec_text = (FIXTURES / f"nvidia_plugin_{name}.json").read_text()
+    rec = json.loads(rec_text)
+    rec_uuid = next(iter(rec["inventory"].values()))[0]["ID"].split("::")[0]
+    our_inv = next(iter(ours["inventory"].values()), [])
+    if our_inv:
+        rec = json.loads(rec_text.replace(rec_uuid, our_inv[0]["ID"].split("::")[0]))
+    diffs = []
+    if [r["resource"] for r in rec["registrations"]] != [r["resource"] for r in ours["registrations"]]:
+        diffs.append("registrations differ")
+    if rec["inventory"] != ours["inventory"]:
+        diffs.append("inventory differs")
+    for label, case in rec["allocate"].items():
+        mine = ours["allocate"].get(label, {}).get("response")
+        expected = dict(case["response"])
+        seen: set[str] = set()
+        expected["devices"] = [d for d in expected["devices"]
+                               if not (d["container_path"] in seen or seen.add(d["container_path"]))]
+        if mine != expected:
+            diffs.append(f"allocate {label}: ours {mine} vs NVIDIA's {expected}")
+    return {"equal": not diffs, "differences": diffs}
+
+
+def main() -> int:
+    out_dir = Path(os.environ.get("OUT") or "device_check_out")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {"python": sys.version.split()[0]}
+    import pynvml
+
+    pynvml.nvmlInit()
+    report["driver_version"] = str(pynvml.nvmlSystemGetDriverVersion())
+    report["gpus"] = [str(pynvml.nvmlDeviceGetUUID(pynvml.nvmlDeviceGetHandleByIndex(i)))
+                      for i in range(pynvml.nvmlDeviceGetCount())]
+    pynvml.nvmlShutdown()
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in CONFIGS:
+            try:
+                report[name] = run(name, Path(tmp))
+            except Exception as exc:  # noqa: BLE001 - record and go on with the next setting
+                report[name] = {"error": f"{type(exc).__name__}: {exc}"}
+            print(name, json.dumps(report[name].get("parity", report[name].get("error"))), flush=True)
+    (out_dir / "device_check.json").write_text(json.dumps(report, indent=1))
+    return 0 if all(report[n].get("parity", {}).get("equal") for n in CONFIGS) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""Settings: NVIDIA's file, NVIDIA's variables, multidp's section, and what happens without NVML."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from multidp import ConfigError
+from multidp.testing import SamplePlugin
+
+from multidp_nvidia import machines
+from multidp_nvidia.config import NvidiaConfig
+from multidp_nvidia.plugin import NvidiaPlugin
+from multidp_nvidia.settings import resolve
+
+from .conftest import poll_until
+
+
+def _resolve(section: dict[str, Any] | None = None, environ: dict[str, str] | None = None) -> Any:
+    return resolve(msgspec.convert(section or {}, NvidiaConfig), environ or {})
+
+
+def test_defaults_match_nvidias_except_fail_on_init_error() -> None:
+    s = _resolve()
+    assert (s.mig_strategy, s.list_strategies, s.id_strategy, s.pass_device_specs) == ("none", ("envvar",), "uuid",
+                                                                                        False)
+    assert s.fail_on_init_error is False  # NVIDIA's default is true; one DaemonSet runs on every node
+    assert s.ignored_xids == {13, 31, 43, 45, 68, 109}
+
+
+def test_precedence_section_over_nvidia_env_over_nvidia_file(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("version: v1\nflags:\n  migStrategy: single\n  plugin:\n    passDeviceSpecs: false\n"
+                    "    deviceIDStrategy: index\n")
+    env = {"PASS_DEVICE_SPECS": "true", "MIG_STRATEGY": "mixed", "CONFIG_FILE": str(path)}
+    s = _resolve({}, env)
+    assert (s.pass_device_specs, s.mig_strategy, s.id_strategy) == (True, "mixed", "index")
+    s = _resolve({"migStrategy": "none", "flags": {"plugin": {"passDeviceSpecs": False}}}, env)
+    assert (s.pass_device_specs, s.mig_strategy) == (False, "none")
+
+
+def test_device_list_strategy_forms() -> None:
+    assert _resolve({}, {"DEVICE_LIST_STRATEGY": "envvar,cdi-cri"}).list_strategies == ("envvar", "cdi-cri")
+    assert _resolve({"deviceListStrategy": ["cdi-annotations"]}).uses_cdi
+    with pytest.raises(ConfigError) as caught:
+        _resolve({"deviceListStrategy": "envvar,bogus"})
+    assert caught.value.key == "drivers.nvidia.flags.plugin.deviceListStrategy" and "bogus" in str(caught.value)
+
+
+def test_bad_nvidia_variable_is_named() -> None:
+    with pytest.raises(ConfigError) as caught:
+        _resolve({}, {"PASS_DEVICE_SPECS": "maybe"})
+    assert caught.value.key == "PASS_DEVICE_SPECS"
+    with pytest.raises(ConfigError) as caught:
+        _resolve({}, {"DP_DISABLE_HEALTHCHECKS": "13,banana"})
+    assert caught.value.key == "DP_DISABLE_HEALTHCHECKS"
+
+
+@pytest.mark.parametrize(("text", "where", "words"), [
+    ("version: v1\nflags:\n  plugin:\n    passDeviceSpec: true\n", "flags.plugin", "passDeviceSpec"),
+    ("version: v1\nflags: [\n", "", "not valid YAML"),
+    ("version: v2\n", "version", "unsupported version"),
+    ("version: v1\nsharing:\n  timeSlicing:\n    resources:\n    - {name: gpu, replicas: two}\n",
+     "sharing.timeSlicing.resources[0].replicas", "Expected `int`"),
+])
+def test_bad_nvidia_file_names_file_and_key(tmp_path: Path, text: str, where: str, words: str) -> None:
+    path = tmp_path / "nvidia.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        _resolve({"configFile": str(path)})
+    assert str(path) in str(caught.value) and where in caught.value.key and words in str(caught.value)
+
+
+def test_unreadable_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        _resolve({"configFile": str(tmp_path / "missing.yaml")})
+    assert caught.value.key == "drivers.nvidia.configFile" and "missing.yaml" in str(caught.value)
+
+
+def test_bad_rename_and_mps_are_refused() -> None:
+    with pytest.raises(ConfigError) as caught:
+        _resolve({"sharing": {"timeSlicing": {"resources": [{"name": "gpu", "replicas": 2, "rename": "Bad_Name."}]}}})
+    assert caught.value.key == "drivers.nvidia.sharing.timeSlicing.resources[0].rename"
+    with pytest.raises(ConfigError) as caught:
+        _resolve({"sharing": {"mps": {"resources": [{"name": "gpu", "replicas": 2}]}}})
+    assert "MPS" in str(caught.value)
+
+
+def test_short_names_get_nvidias_prefix() -> None:
+    rules = _resolve({"sharing": {"timeSlicing": {"renameByDefault": True,
+                                                  "resources": [{"name": "gpu", "replicas": 2}]}}}).replica_rules
+    assert (rules[0].resource, rules[0].serve_as) == ("nvidia.com/gpu", "nvidia.com/gpu.shared")
+
+
+def test_bad_section_fails_the_driver_not_the_host(multidp_host: Any, kubelet: Any) -> None:
+    host = multidp_host({"nvidia": NvidiaPlugin(), "sample": SamplePlugin()},
+                        drivers={"nvidia": {"migStrategy": "bogus"}})
+    kubelet.wait_registered("example.com/widget")
+    assert host.statuses["nvidia"].state == "failed" and "migStrategy" in host.statuses["nvidia"].reason
+
+
+def test_no_nvml_serves_nothing_with_one_clear_line(nvidia_node: Any, caplog: pytest.LogCaptureFixture) -> None:
+    node = nvidia_node(machines.without_nvml(), {"pollInterval": 0.05})
+    poll_until(lambda: node.fake.calls["nvmlInit"] >= 3, 10, "a few init attempts")
+    assert node.host.endpoints == {} and node.host.statuses["nvidia"].state == "running"
+    lines = [r.message for r in caplog.records if "NVML cannot be initialised" in r.message]
+    assert len(lines) == 1 and "Driver Not Loaded" in lines[0] and "serving no NVIDIA GPUs" in lines[0]
+
+
+def test_fail_on_init_error_fails_only_this_driver(multidp_host: Any, kubelet: Any) -> None:
+    from multidp_nvidia.fake_nvml import FakeNvml
+
+    host = multidp_host({"nvidia": NvidiaPlugin(FakeNvml(machines.without_nvml())), "sample": SamplePlugin()},
+                        drivers={"nvidia": {"flags": {"failOnInitError": True}}})
+    kubelet.wait_registered("example.com/widget")
+    status = host.statuses["nvidia"]
+    assert status.state == "failed" and "failOnInitError is true" in status.reason
+    assert "Driver Not Loaded" in status.reason
+
+
+def test_nvml_recovers_later_and_gpus_appear(nvidia_node: Any) -> None:
+    machine = machines.recorded_h100()
+    machine.init_error = 9
+    node = nvidia_node(machine, {"pollInterval": 0.05})
+    poll_until(lambda: node.fake.calls["nvmlInit"] >= 2, 10, "an init attempt")
+    machine.init_error = None
+    node.devices("nvidia.com/gpu", 1)

@@ -1,0 +1,119 @@
+"""Device-list strategies (CDI included), host-path roots, device nodes and malformed node files."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import grpc
+import pytest
+
+from multidp_nvidia import machines
+
+GPU = "nvidia.com/gpu"
+KIND = "k8s.device-plugin.nvidia.com/gpu"
+
+
+def test_cdi_cri_names_devices_and_the_host_writes_the_spec(nvidia_node: Any) -> None:
+    machine = machines.nvlink8()
+    node = nvidia_node(machine, {"deviceListStrategy": "cdi-cri", "passDeviceSpecs": True})
+    ids = list(node.devices(GPU, 8))
+    answer = node.allocate(GPU, ids[0], ids[3])
+    assert [c.name for c in answer.cdi_devices] == [f"{KIND}={ids[0]}", f"{KIND}={ids[3]}"]
+    assert dict(answer.envs) == {} and dict(answer.annotations) == {}
+    spec_file = node.host.cdi.file_for("nvidia", KIND)
+    spec = json.loads(spec_file.read_text())
+    assert spec["kind"] == KIND
+    by_name = {d["name"]: d for d in spec["devices"]}
+    assert by_name[ids[3]]["containerEdits"]["deviceNodes"][0]["path"] == "/dev/nvidia3"
+    mounts = [m["containerPath"] for m in spec["containerEdits"]["mounts"]]
+    assert f"/usr/lib/x86_64-linux-gnu/libcuda.so.{machine.driver_version}" in mounts
+    assert "/usr/lib/x86_64-linux-gnu/libcuda.so.1" in mounts
+    assert [n["path"] for n in spec["containerEdits"]["deviceNodes"]] == [
+        "/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"]
+
+
+def test_cdi_annotations_use_nvidias_key_format(nvidia_node: Any) -> None:
+    node = nvidia_node(machines.nvlink8(), {"deviceListStrategy": ["envvar", "cdi-annotations"],
+                                            "deviceIDStrategy": "index"})
+    ids = list(node.devices(GPU, 8))
+    answer = node.allocate(GPU, ids[6])
+    assert dict(answer.envs) == {"NVIDIA_VISIBLE_DEVICES": "6"}
+    [(key, value)] = answer.annotations.items()
+    prefix = "cdi.k8s.io/nvidia-device-plugin_"
+    assert key.startswith(prefix) and len(key) == len(prefix) + 36  # a fresh UUID per answer, as NVIDIA
+    assert value == f"{KIND}=6"
+    assert list(answer.cdi_devices) == []
+
+
+def test_cdi_spec_that_cannot_be_built_fails_only_cdi_allocations(nvidia_node: Any,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    node = nvidia_node(machines.nvlink8(), {"deviceListStrategy": "cdi-cri"}, driver_files=False)
+    ids = list(node.devices(GPU, 8))
+    assert all(h == "Healthy" for h, _ in node.devices(GPU).values())  # still registered and served
+    error = node.allocate_error(GPU, ids[0])
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "libcuda.so.580.159.04" in error.details() and "containerDriverRoot" in error.details()
+    assert "allocations that use CDI devices will fail" in caplog.text
+
+
+def test_driver_and_dev_roots_prefix_host_paths(nvidia_node: Any) -> None:
+    node = nvidia_node(machines.recorded_h100(), {"passDeviceSpecs": True, "deviceListStrategy": "volume-mounts",
+                                                   "nvidiaDriverRoot": "/run/nvidia/driver"})
+    [gpu] = node.devices(GPU, 1)
+    answer = node.allocate(GPU, gpu)
+    assert [(d.container_path, d.host_path) for d in answer.devices][-1] == (
+        "/dev/nvidia0", "/run/nvidia/driver/dev/nvidia0")
+    assert [(m.container_path, m.host_path) for m in answer.mounts] == [
+        (f"/var/run/nvidia-container-devices/{gpu}", "/dev/null")]
+
+
+def test_gds_and_mofed_envs(nvidia_node: Any) -> None:
+    node = nvidia_node(machines.recorded_h100(), {"flags": {"gdsEnabled": True, "mofedEnabled": True}})
+    [gpu] = node.devices(GPU, 1)
+    assert dict(node.allocate(GPU, gpu).envs) == {"NVIDIA_VISIBLE_DEVICES": gpu, "NVIDIA_GDS": "enabled",
+                                                  "NVIDIA_MOFED": "enabled"}
+
+
+def test_modeset_node_is_passed_when_present(nvidia_node: Any) -> None:
+    node = nvidia_node(machines.recorded_h100(), {"passDeviceSpecs": True})
+    (node.roots["dev"] / "nvidia-modeset").write_text("")
+    [gpu] = node.devices(GPU, 1)
+    node.host.runners["nvidia"].scan_now()
+    paths = [d.container_path for d in node.allocate(GPU, gpu).devices]
+    assert paths == ["/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset",
+                     "/dev/nvidia0"]
+
+
+def test_vanished_device_node_makes_its_gpu_unhealthy_until_back(nvidia_node: Any,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    node = nvidia_node(machines.nvlink8(), {"pollInterval": 0.1})
+    ids = list(node.devices(GPU, 8))
+    (node.roots["dev"] / "nvidia3").unlink()
+    node.wait_health(GPU, ids[3], "Unhealthy")
+    assert "device node /dev/nvidia3 of " + ids[3] + " is missing" in caplog.text
+    (node.roots["dev"] / "nvidia3").write_text("")
+    node.wait_health(GPU, ids[3], "Healthy")
+
+
+@pytest.mark.parametrize("content", ["banana\n", ""])
+def test_malformed_numa_node_file_is_named_and_ignored(nvidia_node: Any, caplog: pytest.LogCaptureFixture,
+                                                       content: str) -> None:
+    caplog.set_level(logging.WARNING)
+    machine = machines.nvlink8()
+    node = nvidia_node(machine, {"pollInterval": 60})
+    numa_file = node.roots["sys"] / "bus/pci/devices/0000:2a:00.0/numa_node"
+    numa_file.write_text(content)
+    node.host.reload(node.host.settings)  # the driver is created again and rediscovers
+    node.kubelet.wait_devices(GPU, lambda v: v.devices.get(machine.gpus[1].uuid, ("", (0,)))[1] == ())
+    assert str(numa_file) in caplog.text
+    assert node.devices(GPU)[machine.gpus[1].uuid][0] == "Healthy"
+
+
+def test_custom_cdi_annotation_prefix(nvidia_node: Any) -> None:
+    node = nvidia_node(machines.recorded_h100(), {"flags": {"plugin": {"deviceListStrategy": "cdi-annotations",
+                                                                         "cdiAnnotationPrefix": "example.com/"}}})
+    [gpu] = node.devices(GPU, 1)
+    [(key, value)] = node.allocate(GPU, gpu).annotations.items()
+    assert key.startswith("example.com/nvidia-device-plugin_") and value == f"{KIND}={gpu}"
