@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from multidp.model import AllocationRequest
 from rdma_helpers import LOGGER, device, health
 
 from multidp_rdma.discovery import discover
@@ -180,3 +181,22 @@ def test_missing_class_directories_mean_no_devices(tmp_path: Path, make_driver) 
     bare = FakeRdmaNode(tmp_path / "bare")
     shutil.rmtree(bare.sys / "class")
     assert make_driver(bare).scan() == {}
+
+
+def test_renamed_device_keeps_its_id(standard: FakeRdmaNode, make_driver) -> None:
+    driver = make_driver(standard)
+    before = driver.scan()
+    standard.rename_rdma("mlx5_0", "ibp59s0f0")
+    after = driver.scan()
+    assert health(after) == health(before)
+    assert device(after, "0000:3b:00.0").info["rdma"] == "ibp59s0f0"
+    allocation = driver.allocate(AllocationRequest("rdma/hca", ("0000:3b:00.0",), ("0000:3b:00.0",)))
+    assert "ibp59s0f0" in allocation.envs["PCIDEVICE_RDMA_HCA_INFO"]
+
+
+def test_every_device_gone_withdraws_the_resource(standard: FakeRdmaNode, make_driver) -> None:
+    driver = make_driver(standard)
+    assert "rdma/hca" in driver.scan()
+    for name in list(standard.rdma):
+        standard.remove_rdma(name)
+    assert driver.scan() == {}

@@ -103,3 +103,11 @@ def test_shared_pool_through_the_kubelet(standard: FakeRdmaNode, kubelet, multid
     kubelet.wait_devices("rdma/hca_shared_devices_a", lambda v: v.allocatable == 0, WAIT_S, "replicas Unhealthy")
     vf = kubelet.allocate("example.com/sriov_vfs", 1)
     assert vf.envs["PCIDEVICE_EXAMPLE_COM_SRIOV_VFS"] in ("0000:86:00.2", "0000:86:00.3")
+
+
+def test_settings_from_multidp_rdma_variables(standard: FakeRdmaNode, kubelet, multidp_host) -> None:
+    multidp_host({"rdma": multidp_rdma.plugin}, drivers={"rdma": {}}, sysfs_root=standard.sys,
+                 dev_root=standard.dev, environ={"MULTIDP_RDMA_PORT_HEALTH": "all"})
+    view = kubelet.wait_devices("rdma/hca", lambda v: v.capacity == 5, WAIT_S, "five HCAs")
+    assert view.devices["0000:5e:00.0"][0] == "Unhealthy"  # mlx4_0's port 2 is down
+    assert view.allocatable == 4

@@ -95,32 +95,34 @@ def test_empty_pool_list_serves_nothing(standard: FakeRdmaNode) -> None:
     assert create_driver(standard, pools=[]).scan() == {}
 
 
+P0 = "drivers.rdma.pools[0]"
+
+
 @pytest.mark.parametrize(
     ("config", "key", "words"),
     [
-        ({"pools": [{"resourceName": "Bad Name"}]}, "drivers.rdma.pools[0].resourceName", "part after '/'"),
-        ({"pools": [{"resourceName": "hca", "resourcePrefix": "Rdma_IO"}]}, "drivers.rdma.pools[0].resourceName",
-         "DNS-1123"),
-        ({"pools": [{"resourceName": "a"}, {"resourceName": "rdma/a"}]}, "drivers.rdma.pools[1].resourceName",
-         "already the resource of pools[0]"),
-        ({"pools": [{"resourceName": "x/a", "resourcePrefix": "y"}]}, "drivers.rdma.pools[0].resourceName",
-         "already has a prefix"),
-        ({"pools": [{"resourceName": "a", "rdmaHcaMax": 5}]}, "drivers.rdma.pools[0].rdmaHcaMax", "shared pools"),
-        ({"pools": [{"resourceName": "a", "mode": "shared", "rdmaHcaMax": 0}]}, "drivers.rdma.pools[0].rdmaHcaMax",
-         "between 1"),
-        ({"pools": [{"resourceName": "a", "mode": "private"}]}, "drivers.rdma.pools[0].mode", "Invalid enum value"),
-        ({"pools": [{"resourceName": "a", "selectors": {"vendors": ["mellanox"]}}]},
-         "drivers.rdma.pools[0].selectors.vendors[0]", "hexadecimal"),
-        ({"pools": [{"resourceName": "a", "selectors": {"linkTypes": ["fddi"]}}]},
-         "drivers.rdma.pools[0].selectors.linkTypes[0]", "ether or infiniband"),
-        ({"pools": [{"resourceName": "a", "selectors": {"pciAddresses": ["3b:00"]}}]},
-         "drivers.rdma.pools[0].selectors.pciAddresses[0]", "PCI address"),
-        ({"pools": [{"resourceName": "a", "selectors": {"pfNames": ["ens1f0#3-1"]}}]},
-         "drivers.rdma.pools[0].selectors.pfNames[0]", "ends before it starts"),
-        ({"pools": [{"resourceName": "a", "selectors": {"ifName": ["ib0"]}}]}, "drivers.rdma.pools[0].selectors",
+        ({"pools": [{"resourceName": "Bad Name"}]}, P0, "resourceName: resource name 'rdma/Bad Name'"),
+        ({"pools": [{"resourceName": "hca", "resourcePrefix": "Rdma_IO"}]}, P0, "DNS-1123"),
+        ({"pools": [{"resourceName": "a"}, {"resourceName": "rdma/a"}]}, "drivers.rdma",
+         "pools[1].resourceName: 'rdma/a' is already the resource of pools[0]"),
+        ({"pools": [{"resourceName": "x/a", "resourcePrefix": "y"}]}, P0, "resourceName: 'x/a' already has a prefix"),
+        ({"pools": [{"resourceName": "a", "rdmaHcaMax": 5}]}, P0, "rdmaHcaMax: applies to shared pools only"),
+        ({"pools": [{"resourceName": "a", "mode": "shared", "rdmaHcaMax": 0}]}, P0, "rdmaHcaMax: must be between 1"),
+        ({"pools": [{"resourceName": "a", "mode": "private"}]}, f"{P0}.mode", "Invalid enum value 'private'"),
+        ({"pools": [{"resourceName": "a", "selectors": {"vendors": ["15b3", "mellanox"]}}]}, f"{P0}.selectors",
+         "vendors[1]: 'mellanox' is not a hexadecimal PCI ID"),
+        ({"pools": [{"resourceName": "a", "selectors": {"linkTypes": ["fddi"]}}]}, f"{P0}.selectors",
+         "linkTypes[0]: 'fddi' is not a link type (ether or infiniband)"),
+        ({"pools": [{"resourceName": "a", "selectors": {"pciAddresses": ["3b:00"]}}]}, f"{P0}.selectors",
+         "pciAddresses[0]: '3b:00' is not a PCI address"),
+        ({"pools": [{"resourceName": "a", "selectors": {"pfNames": ["ens1f0#3-1"]}}]}, f"{P0}.selectors",
+         "pfNames[0]: 'ens1f0#3-1': the VF range ends before it starts"),
+        ({"pools": [{"resourceName": "a", "selectors": {"ifName": ["ib0"]}}]}, f"{P0}.selectors",
          "unknown field `ifName`"),
-        ({"pollInterval": 0}, "drivers.rdma.pollInterval", "between 0.05 and 60"),
-        ({"portHealth": "most"}, "drivers.rdma.portHealth", "Invalid enum value"),
+        ({"pools": [{"resourceName": "a", "selectors": {"deviceIDs": "1017"}}]}, f"{P0}.selectors.deviceIDs",
+         "Expected `array | null`, got `str`"),
+        ({"pollInterval": 0}, "drivers.rdma", "pollInterval: must be between 0.05 and 60"),
+        ({"portHealth": "most"}, "drivers.rdma.portHealth", "Invalid enum value 'most'"),
         ({"configList": []}, "drivers.rdma", "unknown field `configList`"),
     ],
 )
@@ -129,3 +131,12 @@ def test_bad_config_names_the_key(standard: FakeRdmaNode, config: dict[str, Any]
         create_driver(standard, **config)
     assert caught.value.key == key
     assert words in caught.value.message
+
+
+def test_config_check_catches_what_driver_creation_catches(tmp_path) -> None:
+    from multidp.cli import main
+
+    config = tmp_path / "multidp.yaml"
+    config.write_text("drivers:\n  rdma:\n    pools:\n      - resourceName: hca\n"
+                      "        selectors: {vendors: [mellanox]}\n")
+    assert main(["config", "check", "--config", str(config), "--drivers", "rdma"]) == 2

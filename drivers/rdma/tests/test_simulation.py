@@ -11,7 +11,7 @@ from multidp.cli import main
 from rdma_helpers import health
 
 import multidp_rdma.plugin
-from multidp_rdma.simulation import RdmaSimulation
+from multidp_rdma.faketree import RdmaSimulation
 
 
 def test_entry_point_names_the_plugin_module() -> None:

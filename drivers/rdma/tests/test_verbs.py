@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from rdma_helpers import LOGGER
 
+from multidp_rdma.bindings import VerbsReader
 from multidp_rdma.discovery import discover
 from multidp_rdma.faketree import FakeRdmaNode
 from multidp_rdma.health import judge, read_port_states
 from multidp_rdma.sysfs import ProblemLog, SysfsRoot
-from multidp_rdma.verbs import VerbsReader
 
 log = logging.getLogger(LOGGER)
 

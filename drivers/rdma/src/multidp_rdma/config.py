@@ -3,8 +3,11 @@
 Key names follow the incumbents (camelCase): ``resourceName``,
 ``resourcePrefix``, ``rdmaHcaMax`` and the selector keys of the Mellanox shared
 device plugin, ``pfNames`` and ``pciAddresses`` in the SR-IOV plugin's manner.
-msgspec checks types and unknown keys; :func:`resolve_pools` checks the rest and
-raises :class:`multidp.ConfigError` naming the key.
+msgspec checks types and unknown keys; the structs' ``__post_init__`` checks the
+rest (resource names, IDs, addresses, ranges) and raises ValueError starting
+with the key, which msgspec reports with its path. So ``multidp config check``
+and driver creation catch the same mistakes, each named by its key
+(``drivers.rdma.pools[0].selectors: vendors[0]: 'mellanox' is not …``).
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import msgspec
-from multidp.errors import ConfigError
 from multidp.names import resource_name_problem
 
 DEFAULT_PREFIX = "rdma"
@@ -41,6 +43,22 @@ class Selectors(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_o
     rdma_devices: list[str] | None = None  # RDMA device names ("mlx5_0")
     pf_names: list[str] | None = None  # a VF's PF netdev ("ens1f0", "ens1f0#0-3"); a PF's own
 
+    def __post_init__(self) -> None:
+        self.selection()  # raises ValueError naming the bad entry
+
+    def selection(self) -> Selection:
+        """The selectors normalised for matching."""
+        return Selection(
+            vendors=None if self.vendors is None else _hex_ids(self.vendors, "vendors"),
+            device_ids=None if self.device_ids is None else _hex_ids(self.device_ids, "deviceIDs"),
+            drivers=_names(self.drivers),
+            if_names=_names(self.if_names),
+            link_types=None if self.link_types is None else _link_types(self.link_types, "linkTypes"),
+            pci_addresses=None if self.pci_addresses is None else _pci_addresses(self.pci_addresses, "pciAddresses"),
+            rdma_devices=_names(self.rdma_devices),
+            pf_names=None if self.pf_names is None else _pf_names(self.pf_names, "pfNames"),
+        )
+
 
 class PoolConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
     resource_name: str
@@ -50,6 +68,26 @@ class PoolConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_
     include_issm: bool = False
     selectors: Selectors = msgspec.field(default_factory=Selectors)
 
+    def __post_init__(self) -> None:
+        name = self.resource_name.strip()
+        if "/" in name and self.resource_prefix is not None:
+            raise ValueError(f"resourceName: {name!r} already has a prefix; leave out resourcePrefix or the prefix")
+        problem = resource_name_problem(self.resource)
+        if problem:
+            raise ValueError(f"resourceName: resource name {self.resource!r} {problem}")
+        if self.rdma_hca_max is not None and self.mode != "shared":
+            raise ValueError("rdmaHcaMax: applies to shared pools only (set mode: shared)")
+        if self.rdma_hca_max is not None and not 1 <= self.rdma_hca_max <= 100_000:
+            raise ValueError(f"rdmaHcaMax: must be between 1 and 100000, not {self.rdma_hca_max}")
+
+    @property
+    def resource(self) -> str:
+        """The extended resource name: ``<resourcePrefix>/<resourceName>`` unless the name has a prefix."""
+        name = self.resource_name.strip()
+        if "/" in name:
+            return name
+        return f"{self.resource_prefix if self.resource_prefix is not None else DEFAULT_PREFIX}/{name}"
+
 
 class RdmaConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
     pools: list[PoolConfig] | None = None
@@ -58,6 +96,18 @@ class RdmaConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_
     rescan_interval: float = 30.0
     verbs: Literal["auto", "off"] = "auto"
     udev: Literal["auto", "off"] = "auto"
+
+    def __post_init__(self) -> None:
+        if not 0.05 <= self.poll_interval <= 60:
+            raise ValueError(f"pollInterval: must be between 0.05 and 60 seconds, not {self.poll_interval}")
+        if not 1 <= self.rescan_interval <= 3600:
+            raise ValueError(f"rescanInterval: must be between 1 and 3600 seconds, not {self.rescan_interval}")
+        seen: dict[str, int] = {}
+        for index, pool in enumerate(self.pools or ()):
+            if pool.resource in seen:
+                raise ValueError(f"pools[{index}].resourceName: {pool.resource!r} is already the resource of "
+                                 f"pools[{seen[pool.resource]}]")
+            seen[pool.resource] = index
 
 
 @dataclass(frozen=True)
@@ -102,7 +152,7 @@ def _hex_ids(values: list[str], key: str) -> frozenset[str]:
     for index, value in enumerate(values):
         digits = value.strip().lower().removeprefix("0x")
         if not re.fullmatch(r"[0-9a-f]{1,4}", digits):
-            raise ConfigError(f"{key}[{index}]", f"{value!r} is not a hexadecimal PCI ID such as 15b3")
+            raise ValueError(f"{key}[{index}]: {value!r} is not a hexadecimal PCI ID such as 15b3")
         result.add(digits.zfill(4))
     return frozenset(result)
 
@@ -114,7 +164,7 @@ def _pci_addresses(values: list[str], key: str) -> frozenset[str]:
         if _SHORT_PCI.match(text):
             text = f"0000:{text}"
         if not _FULL_PCI.match(text):
-            raise ConfigError(f"{key}[{index}]", f"{value!r} is not a PCI address such as 0000:3b:00.0")
+            raise ValueError(f"{key}[{index}]: {value!r} is not a PCI address such as 0000:3b:00.0")
         result.add(text)
     return frozenset(result)
 
@@ -124,7 +174,7 @@ def _link_types(values: list[str], key: str) -> frozenset[str]:
     for index, value in enumerate(values):
         link = _LINK_TYPE_ALIASES.get(value.strip().lower())
         if link is None:
-            raise ConfigError(f"{key}[{index}]", f"{value!r} is not a link type (ether or infiniband)")
+            raise ValueError(f"{key}[{index}]: {value!r} is not a link type (ether or infiniband)")
         result.add(link)
     return frozenset(result)
 
@@ -134,11 +184,11 @@ def _pf_names(values: list[str], key: str) -> tuple[PfName, ...]:
     for index, value in enumerate(values):
         match = _PF_RANGE.match(value.strip())
         if not match:
-            raise ConfigError(f"{key}[{index}]", f"{value!r} is not a PF name such as ens1f0 or ens1f0#0-3")
+            raise ValueError(f"{key}[{index}]: {value!r} is not a PF name such as ens1f0 or ens1f0#0-3")
         first = int(match["first"]) if match["first"] else None
         last = int(match["last"]) if match["last"] else first
         if first is not None and last is not None and last < first:
-            raise ConfigError(f"{key}[{index}]", f"{value!r}: the VF range ends before it starts")
+            raise ValueError(f"{key}[{index}]: {value!r}: the VF range ends before it starts")
         result.append(PfName(match["name"], first, last))
     return tuple(result)
 
@@ -147,57 +197,15 @@ def _names(values: list[str] | None) -> frozenset[str] | None:
     return None if values is None else frozenset(v.strip() for v in values)
 
 
-def _selection(selectors: Selectors, key: str) -> Selection:
-    s, k = selectors, f"{key}."
-    return Selection(
-        vendors=None if s.vendors is None else _hex_ids(s.vendors, k + "vendors"),
-        device_ids=None if s.device_ids is None else _hex_ids(s.device_ids, k + "deviceIDs"),
-        drivers=_names(s.drivers),
-        if_names=_names(s.if_names),
-        link_types=None if s.link_types is None else _link_types(s.link_types, k + "linkTypes"),
-        pci_addresses=None if s.pci_addresses is None else _pci_addresses(s.pci_addresses, k + "pciAddresses"),
-        rdma_devices=_names(s.rdma_devices),
-        pf_names=None if s.pf_names is None else _pf_names(s.pf_names, k + "pfNames"),
-    )
-
-
-def resolve_pools(config: RdmaConfig, section: str = "drivers.rdma") -> list[Pool]:
-    """The configured pools (or the default one), checked; raise ConfigError naming the key."""
+def resolve_pools(config: RdmaConfig) -> list[Pool]:
+    """The configured pools, or the default one (the config was checked when it was built)."""
     if config.pools is None:
         return [Pool(DEFAULT_RESOURCE, DEFAULT_PREFIX, "hca", False, 1, False, Selection(), default=True)]
     pools: list[Pool] = []
-    seen: dict[str, int] = {}
-    for index, pool in enumerate(config.pools):
-        key = f"{section}.pools[{index}]"
-        name = pool.resource_name.strip()
-        if "/" in name:
-            if pool.resource_prefix is not None:
-                raise ConfigError(f"{key}.resourceName",
-                                  f"{name!r} already has a prefix; leave out resourcePrefix or the prefix here")
-            resource = name
-        else:
-            resource = f"{pool.resource_prefix if pool.resource_prefix is not None else DEFAULT_PREFIX}/{name}"
-        problem = resource_name_problem(resource)
-        if problem:
-            raise ConfigError(f"{key}.resourceName", f"resource name {resource!r} {problem}")
-        if resource in seen:
-            raise ConfigError(f"{key}.resourceName", f"{resource!r} is already the resource of pools[{seen[resource]}]")
-        seen[resource] = index
+    for pool in config.pools:
         shared = pool.mode == "shared"
-        if pool.rdma_hca_max is not None and not shared:
-            raise ConfigError(f"{key}.rdmaHcaMax", "applies to shared pools only (set mode: shared)")
         replicas = pool.rdma_hca_max if pool.rdma_hca_max is not None else DEFAULT_HCA_MAX
-        if shared and not 1 <= replicas <= 100_000:
-            raise ConfigError(f"{key}.rdmaHcaMax", f"must be between 1 and 100000, not {replicas}")
-        prefix, _, short = resource.partition("/")
-        pools.append(Pool(resource, prefix, short, shared, replicas if shared else 1, pool.include_issm,
-                          _selection(pool.selectors, f"{key}.selectors")))
+        prefix, _, short = pool.resource.partition("/")
+        pools.append(Pool(pool.resource, prefix, short, shared, replicas if shared else 1, pool.include_issm,
+                          pool.selectors.selection()))
     return pools
-
-
-def check_intervals(config: RdmaConfig, section: str = "drivers.rdma") -> None:
-    if not 0.05 <= config.poll_interval <= 60:
-        raise ConfigError(f"{section}.pollInterval", f"must be between 0.05 and 60 seconds, not {config.poll_interval}")
-    if not 1 <= config.rescan_interval <= 3600:
-        raise ConfigError(f"{section}.rescanInterval",
-                          f"must be between 1 and 3600 seconds, not {config.rescan_interval}")

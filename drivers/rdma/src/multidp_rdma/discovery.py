@@ -48,9 +48,23 @@ class _CharDevices:
 class _Reader:
     """One device's discovery: collects its problems (logged with its Unhealthy verdict, once)."""
 
-    def __init__(self, root: SysfsRoot) -> None:
+    def __init__(self, root: SysfsRoot, vf_cache: dict[Path, dict[str, int]]) -> None:
         self.root = root
         self.problems: list[str] = []
+        self._vf_cache = vf_cache
+
+    def vf_indices(self, pf: Path) -> dict[str, int]:
+        """A PF's VFs by PCI address → N of ``virtfnN`` (read once per PF and discovery pass)."""
+        indices = self._vf_cache.get(pf)
+        if indices is None:
+            indices = {}
+            for entry in self.names(pf):
+                if entry.startswith("virtfn") and entry[6:].isdigit():
+                    target = self.root.link_name(pf / entry)
+                    if target:
+                        indices[target] = int(entry[6:])
+            self._vf_cache[pf] = indices
+        return indices
 
     def note(self, exc: SysfsError) -> None:
         self.problems.append(str(exc))
@@ -71,7 +85,7 @@ class _Reader:
 
 
 def discover(root: SysfsRoot, log: ProblemLog) -> Discovery:
-    """Read every RDMA device under ``root``; log problems through ``log`` (settled here)."""
+    """Read every RDMA device under ``root``; report problems to ``log`` (the caller settles it)."""
     class_dir = root.path("class", "infiniband")
     chars = _char_devices(root, log)
     devices: list[RdmaDevice] = []
@@ -81,14 +95,14 @@ def discover(root: SysfsRoot, log: ProblemLog) -> Discovery:
     except SysfsError as exc:
         log.report(str(exc.path), f"cannot list RDMA devices: {exc}")
         names = []
+    vf_cache: dict[Path, dict[str, int]] = {}
     for name in sorted(names, key=natural_key):
-        reader = _Reader(root)
+        reader = _Reader(root, vf_cache)
         try:
             devices.append(_read_device(reader, name, chars.get(name, _CharDevices())))
         except SysfsError as exc:
             skipped[name] = str(exc)
             log.report(str(exc.path), f"RDMA device {name} left out: {exc}")
-    log.settle("fixed")
     return Discovery(tuple(_with_ids(devices)), skipped)
 
 
@@ -181,9 +195,7 @@ def _read_pci(reader: _Reader, name: str, device_dir: Path) -> PciFunction | Non
         pf = root.resolve(function / "physfn")
         pf_address = pf.name
         pf_netdevs = tuple(reader.names(pf / "net"))
-        for entry in reader.names(pf):
-            if entry.startswith("virtfn") and entry[6:].isdigit() and root.resolve(pf / entry) == function:
-                vf_index = int(entry[6:])
+        vf_index = reader.vf_indices(pf).get(function.name)
     else:
         numvfs = reader.optional(function / "sriov_numvfs")
         vf_count = int(numvfs) if numvfs.isdigit() else None

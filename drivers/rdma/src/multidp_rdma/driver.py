@@ -21,15 +21,13 @@ from multidp.errors import AllocationRefused
 from multidp.model import AllocationRequest, ContainerAllocation, Device, Health, PreferenceRequest
 
 from multidp_rdma.allocation import container_allocation
+from multidp_rdma.bindings import UdevWatch, VerbsReader
 from multidp_rdma.config import Pool, RdmaConfig
 from multidp_rdma.discovery import class_signature, discover
 from multidp_rdma.health import Verdict, judge, node_exists, read_port_states
 from multidp_rdma.inventory import DEV_DIR, RDMA_CM, Discovery, RdmaDevice
-from multidp_rdma.pools import assign
-from multidp_rdma.preference import numa_then_parent
+from multidp_rdma.pools import assign, numa_then_parent
 from multidp_rdma.sysfs import ProblemLog, SysfsRoot
-from multidp_rdma.udev import UdevWatch
-from multidp_rdma.verbs import VerbsReader
 
 _SHARED_REASON_LIMIT = 3
 
@@ -111,7 +109,7 @@ class RdmaDriver(Driver):
             removed = sorted(set(before.items()) - set(after.items()))
             if added:
                 self.log.info("RDMA devices found: %s", ", ".join(f"{n} ({i})" for n, i in added))
-            if removed and before:
+            if removed:
                 self.log.info("RDMA devices gone: %s", ", ".join(f"{n} ({i})" for n, i in removed))
         self._discovery = discovery
         self._members = assign(discovery.devices, self.pools)
@@ -121,6 +119,7 @@ class RdmaDriver(Driver):
                     "default-pool", f"{len(discovery.devices)} RDMA device(s) found but none has a uverbs entry "
                     f"in {self.root.path('class', 'infiniband_verbs')} (is ib_uverbs loaded?); "
                     f"{pool.resource} stays empty")
+        self._discovery_log.settle("fixed")
         if self._verbs is not None:
             self._verbs.reset()
             self._verbs_attributes = {d.name: self._verbs.attributes(d) for d in discovery.devices}

@@ -8,6 +8,10 @@ entries (``class/infiniband``, ``class/infiniband_verbs``,
 symlinks into ``devices/``, attribute files ending with a newline. Device nodes
 under ``dev/infiniband`` are plain files (creating char devices needs
 privileges a test does not have); the driver only checks that they exist.
+
+:class:`RdmaSimulation` is the ``multidp_simulate`` answer: a :func:`standard_node`
+whose fault travels the driver's normal path (port 1 of mlx5_0 rewritten to
+``1: DOWN`` / ``3: Disabled`` in sysfs; the next poll sees it).
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from multidp.driver import Simulation
 
 from multidp_rdma.inventory import PHYS_STATES, PORT_STATES
 
@@ -186,6 +192,19 @@ class FakeRdmaNode:
     def port_up(self, name: str, port: int = 1) -> None:
         self.set_port(name, port, 4, 5)
 
+    def rename_rdma(self, name: str, new_name: str) -> None:
+        """udev renames the device (``mlx5_0`` → ``ibp59s0f0``): its directory, class entry and ibdev files."""
+        record = self.rdma.pop(name)
+        old_dir = record.home / "infiniband" / name
+        old_dir.rename(record.home / "infiniband" / new_name)
+        (self.sys / "class" / "infiniband" / name).unlink()
+        self.link(self.sys / "class" / "infiniband" / new_name, record.home / "infiniband" / new_name)
+        for char in record.chars:
+            klass = "infiniband_verbs" if char.startswith("uverbs") else "infiniband_mad"
+            self.write(record.home / klass / char / "ibdev", new_name)
+        record.name = new_name
+        self.rdma[new_name] = record
+
     def remove_rdma(self, name: str) -> None:
         """The device goes away (hot-unplug, driver unbind): class entries, sysfs dirs, nodes."""
         record = self.rdma.pop(name)
@@ -217,3 +236,21 @@ def standard_node(root: Path) -> FakeRdmaNode:
         node.add_rdma(f"mlx5_{index + 2}", vf, link_layer="Ethernet", netdev=f"ens5f0v{index}", auxiliary=True,
                       guid=0x0C42A1030065C020 + index)
     return node
+
+
+FAULTY_DEVICE = "mlx5_0"
+
+
+class RdmaSimulation(Simulation):
+    def __init__(self, workdir: Path) -> None:
+        self.node: FakeRdmaNode = standard_node(workdir)
+        self.sysfs_root = self.node.sys
+        self.dev_root = self.node.dev
+
+    def inject_fault(self) -> str:
+        self.node.port_down(FAULTY_DEVICE, 1)
+        return f"{FAULTY_DEVICE} port 1 went DOWN/Disabled (ports/1/state and phys_state rewritten in sysfs)"
+
+    def clear_fault(self) -> str:
+        self.node.port_up(FAULTY_DEVICE, 1)
+        return f"{FAULTY_DEVICE} port 1 is ACTIVE/LinkUp again"

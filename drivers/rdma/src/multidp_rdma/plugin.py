@@ -8,7 +8,7 @@ from typing import Any
 import multidp
 from multidp.driver import Driver, DriverContext, Simulation
 
-from multidp_rdma.config import RdmaConfig, check_intervals, resolve_pools
+from multidp_rdma.config import RdmaConfig, resolve_pools
 
 
 @multidp.hookimpl
@@ -18,7 +18,7 @@ def multidp_config_type() -> Any:
 
 @multidp.hookimpl
 def multidp_simulate(workdir: Path) -> Simulation | None:
-    from multidp_rdma.simulation import RdmaSimulation
+    from multidp_rdma.faketree import RdmaSimulation
 
     return RdmaSimulation(workdir)
 
@@ -28,9 +28,7 @@ def multidp_create_driver(context: DriverContext) -> Driver:
     from multidp_rdma.driver import RdmaDriver
 
     config = context.config if isinstance(context.config, RdmaConfig) else RdmaConfig()
-    section = f"drivers.{context.name}"
-    check_intervals(config, section)
-    pools = resolve_pools(config, section)
+    pools = resolve_pools(config)
     if not pools:
-        context.log.warning("%s.pools is an empty list: the RDMA driver serves no resource", section)
+        context.log.warning("drivers.%s.pools is an empty list: the RDMA driver serves no resource", context.name)
     return RdmaDriver(config, pools, context.sysfs_root, context.dev_root, context.log)
