@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import os
+import sys
+from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+from multidp.testing import SamplePlugin
 
-from multidp.testing import SamplePlugin  # noqa: E402
+sys.path.insert(0, str(Path(__file__).parent))  # test helpers such as fake_apiserver
 
 
 @pytest.fixture

@@ -79,7 +79,7 @@ def test_two_drivers_claiming_one_resource(kubelet, multidp_host, caplog):
     kubelet.wait_devices(WIDGET, lambda v: v.capacity == 1)
     time.sleep(0.3)
     assert view.capacity == 2
-    assert host.statuses["beta"].resources == [WIDGET]
+    assert host.table.resources_of("beta") == [WIDGET]
     assert "resource 'example.com/gadget' refused: it is already served by driver alpha" in caplog.text \
         or "driver alpha takes it over from driver beta" in caplog.text
 

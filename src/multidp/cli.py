@@ -126,46 +126,63 @@ def _dispatch(args: argparse.Namespace) -> int:
     return commands[getattr(args, "config_command", None) or args.command](settings)
 
 
-def run_daemon(settings: Settings, flags: dict[str, Any], registry: Any = None,
-               ready: threading.Event | None = None) -> int:
+def run_daemon(settings: Settings, flags: dict[str, Any], registry: Any = None) -> int:
     """``multidp run``: serve until SIGTERM/SIGINT; SIGHUP reloads the config."""
-    from multidp.drivers import UnknownDrivers
     from multidp.host import Host
     from multidp.registry import PluginRegistry
 
     host = Host(settings, registry or PluginRegistry())
-    stop = threading.Event()
-    reload = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    observer = _observability(settings, host)
+    stop, reload = threading.Event(), threading.Event()
 
     def on_hup(*_: object) -> None:
         reload.set()
         stop.set()
 
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGHUP, on_hup)
+    try:
+        code = _serve(host, settings, flags, stop, reload)
+    finally:
+        host.stop()
+        if observer is not None:
+            observer.stop()
+    return code
+
+
+def _observability(settings: Settings, host: Any) -> Any:
+    if not settings.metrics_address:
+        return None
+    from multidp.observe import ObservabilityServer
+
+    try:
+        observer = ObservabilityServer(settings.metrics_address, host)
+    except OSError as exc:
+        raise ConfigError("metrics address", f"cannot listen on {settings.metrics_address}: {exc.strerror}") from None
+    observer.start()
+    return observer
+
+
+def _serve(host: Any, settings: Settings, flags: dict[str, Any], stop: threading.Event,
+           reload: threading.Event) -> int:
+    from multidp.drivers import UnknownDrivers
+
     try:
         host.start()
     except UnknownDrivers as exc:
-        host.stop()
         raise UsageError(str(exc)) from None
     if settings.strict and host.failed_drivers:
-        names = ", ".join(s.name for s in host.failed_drivers)
-        log.error("--strict: driver(s) failed to load: %s; exiting", names)
-        host.stop()
+        log.error("--strict: driver(s) failed to load: %s; exiting", ", ".join(s.name for s in host.failed_drivers))
         return EXIT_DRIVER_FAILED
-    if ready is not None:
-        ready.set()
     while True:
         stop.wait()
         if not reload.is_set():
-            break
+            log.info("stopping")
+            return EXIT_OK
         stop.clear()
         reload.clear()
         _reload(host, flags)
-    log.info("stopping")
-    host.stop()
-    return EXIT_OK
 
 
 def _reload(host: Any, flags: dict[str, Any]) -> None:

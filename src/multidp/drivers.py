@@ -13,7 +13,7 @@ import os
 import tempfile
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,16 +36,6 @@ class DriverStatus:
     origin: str
     state: str
     reason: str = ""
-    resources: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "origin": self.origin,
-            "state": self.state,
-            "reason": self.reason,
-            "resources": self.resources,
-        }
 
 
 @dataclass

@@ -117,6 +117,11 @@ class Endpoint:
     # Events, from the file watcher or the host ---------------------------------
 
     @property
+    def serving(self) -> bool:
+        """The endpoint's thread, which keeps its gRPC server up, is running."""
+        return self._thread.is_alive() and not self._stopping.is_set()
+
+    @property
     def registered(self) -> bool:
         return self._registered_for == (socket_identity(self.kubelet_socket), self._serial)
 

@@ -1,18 +1,19 @@
-"""The host: drivers → resources → one endpoint per resource.
+"""The host: which drivers run here, and their lifecycle.
 
-Scan → diff → one server per resource, in the manner of Intel's device-plugin
-framework: each driver's runner reports its inventory; the host creates an
-endpoint for every new resource, updates the ones it has, and withdraws the
-ones that went away (empty list first, then the server stops). File events in
-the plugin dir drive re-registration after a kubelet restart.
+Drivers are selected (``--drivers``), enabled (node label, else config),
+created and run each in isolation; their scans feed the resource table
+(:mod:`multidp.table`), which keeps one endpoint per resource. SIGHUP reloads
+every driver; a node label change starts or stops one driver without touching
+the others. Kubelet restarts are followed by :mod:`multidp.restarts`.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from multidp.cdi import CDIRegistry
 from multidp.config import Settings
@@ -27,18 +28,20 @@ from multidp.drivers import (
     selected_names,
 )
 from multidp.endpoint import Endpoint, is_socket
-from multidp.errors import DriverCallError
+from multidp.labels import LABEL_PREFIX, Overrides
 from multidp.model import Device
-from multidp.names import SOCKET_PREFIX, resource_name_problem, socket_name
+from multidp.names import SOCKET_PREFIX
 from multidp.registry import PluginRegistry
-from multidp.resource import ResourceState
+from multidp.restarts import KubeletRestarts
 from multidp.runner import DriverRunner
-from multidp.service import DevicePluginService
-from multidp.watch import DirWatcher
+from multidp.table import ResourceTable
+
+if TYPE_CHECKING:
+    from multidp.labels import NodeLabelWatcher
 
 log = logging.getLogger(__name__)
 
-SAFETY_NET_S = 2.0
+LABELS_FIRST_WAIT_S = 2.0
 
 
 class Host:
@@ -50,19 +53,29 @@ class Host:
         self.registry = registry
         self.factory = DriverFactory(settings, registry, environ, workdir)
         self.cdi = CDIRegistry(settings.cdi_dir)
+        self.table = ResourceTable(settings, self.cdi)
         self.statuses: dict[str, DriverStatus] = {}
         self.runners: dict[str, DriverRunner] = {}
-        self.endpoints: dict[str, Endpoint] = {}
-        self._owner: dict[str, str] = {}  # resource -> driver
-        self._refused: set[tuple[str, str]] = set()
         self._lock = threading.RLock()
         self._stopped = threading.Event()
-        self._watcher = DirWatcher(
-            [settings.plugin_dir, settings.plugin_dir.parent, settings.kubelet_socket_path.parent],
-            self._on_created,
-            self._on_deleted,
-        )
-        self._safety = threading.Thread(target=self._safety_net, name="safety-net", daemon=True)
+        self._started = False
+        self._labels: Overrides = {}  # what node labels say about each driver
+        self._label_watcher: NodeLabelWatcher | None = None
+        self._labels_seen = threading.Event()
+        self._apply_lock = threading.Lock()  # start, reload and label changes, one at a time
+        self._restarts = KubeletRestarts(settings, self.table)
+
+    @property
+    def endpoints(self) -> dict[str, Endpoint]:
+        return self.table.endpoints
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopped.is_set()
 
     # Starting -----------------------------------------------------------------
 
@@ -79,26 +92,40 @@ class Host:
             )
         plugin_dir.mkdir(parents=True, exist_ok=True)
         self._remove_stale_sockets()
-        self._watcher.start()
+        self._restarts.start()
+        self._follow_node_labels(names)
         for name in self.registry.names:
             if name not in names:
                 self.statuses[name] = DriverStatus(name, self.factory.info(name).origin, NOT_SELECTED,
                                                    "not in --drivers")
-        threads = [threading.Thread(target=self._bring_up, args=(n,), name=f"start-{n}") for n in names]
+        with self._apply_lock:
+            self._in_parallel(self._bring_up, names)
+            self._started = True
+        if not self.endpoints:
+            log.warning("nothing to serve yet: no enabled driver found devices; waiting for changes")
+
+    @staticmethod
+    def _in_parallel(step: Callable[[str], None], names: Sequence[str]) -> None:
+        threads = [threading.Thread(target=step, args=(n,), name=f"driver-{n}") for n in names]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        self._safety.start()
-        if not self.endpoints:
-            log.warning("nothing to serve yet: no enabled driver found devices; waiting for changes")
+
+    def _desired(self, name: str) -> tuple[bool, str]:
+        """Whether a selected driver should run here: its node label, else its config default."""
+        label = self._labels.get(name)
+        if label is not None:
+            return label, f"disabled by node label {LABEL_PREFIX}{name}=false"
+        enabled, _ = self.factory.enabled(name)
+        return enabled, "disabled in config"
 
     def _bring_up(self, name: str) -> None:
         """Create and start one driver (again, on reload); a failure stays with it."""
         origin = self.factory.info(name).origin
         previous = self.runners.get(name)
         try:
-            enabled, _ = self.factory.enabled(name)
+            enabled, why_not = self._desired(name)
             created = self.factory.create(name) if enabled else None
         except Exception as exc:  # noqa: BLE001 - any failure of one driver stays with it
             reason = describe_failure(exc)
@@ -108,17 +135,15 @@ class Host:
                 self._fail(name, self.factory.info(name).origin, reason)
             return
         if created is None:
-            log.info("driver %s (%s) is disabled in config", name, origin)
+            log.info("driver %s (%s): %s", name, origin, why_not)
             self._retire(name)
-            self.statuses[name] = DriverStatus(name, origin, DISABLED, "disabled in config")
+            self.statuses[name] = DriverStatus(name, origin, DISABLED, why_not)
             return
         origin = self.factory.info(name).origin
         runner = DriverRunner(name, created.driver, self.settings.timeouts, self._on_inventory)
         with self._lock:
             self.runners[name] = runner
-            for resource, owner in self._owner.items():
-                if owner == name:
-                    self.endpoints[resource].service.runner = runner
+            self.table.rebind(name, runner)
             self.statuses[name] = DriverStatus(name, origin, RUNNING)
         if previous is not None:
             previous.stop()
@@ -132,17 +157,8 @@ class Host:
             runner = self.runners.pop(name, None)
         if runner is None:
             return
-        self._withdraw([r for r, d in list(self._owner.items()) if d == name])
+        self.table.withdraw(self.table.resources_of(name))
         runner.stop()
-
-    def _withdraw(self, resources: list[str]) -> None:
-        with self._lock:
-            endpoints = [self.endpoints.pop(r) for r in resources if r in self.endpoints]
-            for resource in resources:
-                self._owner.pop(resource, None)
-        for endpoint in endpoints:
-            log.info("withdrawing resource %s", endpoint.resource)
-            threading.Thread(target=endpoint.stop, args=(True,), name="withdraw", daemon=True).start()
 
     def reload(self, settings: Settings) -> None:
         """Apply a new config (SIGHUP): every driver is created again and rescanned.
@@ -157,16 +173,47 @@ class Host:
         self.factory = DriverFactory(settings, self.registry, self.factory.environ, self.factory.workdir)
         self.cdi.directory = settings.cdi_dir
         names = selected_names(settings, self.registry)
-        for name in list(self.runners):
-            if name not in names:
+        with self._apply_lock:
+            for name in list(self.runners):
+                if name not in names:
+                    self._retire(name)
+                    self.statuses[name] = DriverStatus(name, self.factory.info(name).origin, NOT_SELECTED,
+                                                       "not in --drivers")
+            self._in_parallel(self._bring_up, names)
+
+    # Node labels ----------------------------------------------------------------------
+
+    def _follow_node_labels(self, names: list[str]) -> None:
+        """With NODE_NAME set, follow this node's labels (waiting briefly for the first answer,
+        so a driver a label turns off is never started)."""
+        node = self.factory.environ.get("NODE_NAME")
+        if not node:
+            return
+        from multidp.labels import NodeLabelWatcher
+
+        watcher = NodeLabelWatcher(node, names, self.apply_labels, self.factory.environ)
+        if watcher.start():
+            self._label_watcher = watcher
+            if not self._labels_seen.wait(LABELS_FIRST_WAIT_S):
+                log.warning("node labels not read within %g s; starting with the config defaults",
+                            LABELS_FIRST_WAIT_S)
+
+    def apply_labels(self, overrides: Overrides) -> None:
+        """Start or stop the drivers whose node label changed what they should do."""
+        with self._apply_lock:
+            self._labels = dict(overrides)
+            self._labels_seen.set()
+            if not self._started or self._stopped.is_set():
+                return  # start() brings drivers up with these labels
+            names = selected_names(self.settings, self.registry)
+            starting = [n for n in names if self._desired(n)[0] and n not in self.runners]
+            stopping = [n for n in names if not self._desired(n)[0] and n in self.runners]
+            for name in stopping:
+                reason = self._desired(name)[1]
+                log.info("driver %s: %s; stopping it", name, reason)
                 self._retire(name)
-                self.statuses[name] = DriverStatus(name, self.factory.info(name).origin, NOT_SELECTED,
-                                                   "not in --drivers")
-        threads = [threading.Thread(target=self._bring_up, args=(n,), name=f"reload-{n}") for n in names]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+                self.statuses[name] = DriverStatus(name, self.factory.info(name).origin, DISABLED, reason)
+            self._in_parallel(self._bring_up, starting)
 
     def _fail(self, name: str, origin: str, reason: str) -> None:
         log.error("driver %s (%s) failed: %s", name, origin, reason)
@@ -184,123 +231,12 @@ class Host:
                 log.info("removing stale socket %s", path)
                 path.unlink(missing_ok=True)
 
-    # Inventory → endpoints ---------------------------------------------------------
-
     def _on_inventory(self, runner: DriverRunner, inventory: Mapping[str, Sequence[Device]] | None,
                       error: str) -> None:
-        if self._stopped.is_set():
-            return
-        driver = runner.name
-        changed = False
         with self._lock:
-            if self.runners.get(driver) is not runner:
-                return  # a late report from a runner that was replaced
-            owned = [r for r, d in self._owner.items() if d == driver]
-            if inventory is None:
-                for resource in owned:
-                    self.endpoints[resource].service.state.mark_unhealthy(error)
-                return
-            claimed = self._claims(driver, inventory)
-            for resource, devices in claimed.items():
-                endpoint = self.endpoints.get(resource)
-                if endpoint is None:
-                    self._add_endpoint(driver, resource, runner, devices)
-                    changed = True
-                else:
-                    changed |= endpoint.service.state.update(devices)
-            gone = [r for r in owned if r not in claimed]
-            self.statuses[driver].resources = sorted(claimed)
-        if gone:
-            log.info("driver %s no longer reports %s", driver, ", ".join(gone))
-            self._withdraw(gone)
-        if changed or gone or runner.scans <= 1:
-            self._publish_cdi(runner)
-
-    def _claims(self, driver: str, inventory: Mapping[str, Sequence[Device]]) -> dict[str, Sequence[Device]]:
-        """The resources ``driver`` may serve. Two drivers claiming one resource:
-        the first by name serves it, taking it over if the other got there first."""
-        claimed: dict[str, Sequence[Device]] = {}
-        for resource, devices in inventory.items():
-            problem = resource_name_problem(resource) if isinstance(resource, str) else "is not a string"
-            owner = self._owner.get(resource)
-            if problem is None and owner is not None and owner != driver:
-                if driver < owner:
-                    log.error("resource %s: driver %s takes it over from driver %s (the first by name serves it)",
-                              resource, driver, owner)
-                    # Stopped before the new endpoint registers: a stream of the old one
-                    # ending after that could knock out the new one (kubernetes#121994).
-                    self.endpoints.pop(resource).stop(withdraw=False)
-                    del self._owner[resource]
-                    self.statuses[owner].resources = [r for r in self.statuses[owner].resources if r != resource]
-                else:
-                    problem = f"is already served by driver {owner} (the first by name serves it)"
-            if problem:
-                if (driver, str(resource)) not in self._refused:
-                    self._refused.add((driver, str(resource)))
-                    log.error("driver %s: resource %r refused: it %s", driver, resource, problem)
-                continue
-            claimed[resource] = devices
-        return claimed
-
-    def _add_endpoint(self, driver: str, resource: str, runner: DriverRunner,
-                      devices: Sequence[Device]) -> Endpoint:
-        state = ResourceState(resource, driver)
-        state.update(devices)
-        service = DevicePluginService(state, runner, self.cdi)
-        endpoint = Endpoint(
-            service,
-            self.settings.plugin_dir / socket_name(driver, resource),
-            self.settings.kubelet_socket_path,
-            self.settings.timeouts.register,
-        )
-        self.endpoints[resource] = endpoint
-        self._owner[resource] = driver
-        endpoint.start()
-        return endpoint
-
-    def _publish_cdi(self, runner: DriverRunner) -> None:
-        try:
-            specs = runner.call("CDI specs", runner.driver.cdi_specs, timeout=self.settings.timeouts.scan)
-        except DriverCallError as exc:
-            self.cdi.fail(runner.name, str(exc))
-            return
-        if specs:
-            self.cdi.publish(runner.name, list(specs))
-
-    # Kubelet restarts ----------------------------------------------------------------
-
-    def _on_created(self, path: Path) -> None:
-        if path == self.settings.kubelet_socket_path.absolute():
-            self._kubelet_started()
-        elif path == self.settings.plugin_dir.absolute():
-            log.warning("plugin dir %s is back; serving again", path)
-            self._watcher.restart()
-            for endpoint in list(self.endpoints.values()):
-                endpoint.check()
-
-    def _on_deleted(self, path: Path) -> None:
-        if path.parent == self.settings.plugin_dir.absolute() and path.name.startswith(SOCKET_PREFIX):
-            with self._lock:
-                endpoint = next((e for e in self.endpoints.values() if e.socket_path.absolute() == path), None)
-            if endpoint is not None:
-                endpoint.socket_deleted()
-        elif path == self.settings.plugin_dir.absolute():
-            log.warning("plugin dir %s was removed; waiting for it to come back", path)
-
-    def _kubelet_started(self) -> None:
-        log.info("kubelet socket %s created: registering again", self.settings.kubelet_socket_path)
-        with self._lock:
-            endpoints = list(self.endpoints.values())
-        for endpoint in endpoints:
-            endpoint.kubelet_started()
-
-    def _safety_net(self) -> None:
-        """Catch what file events missed: a new kubelet.sock, a socket of ours gone."""
-        while not self._stopped.wait(SAFETY_NET_S):
-            with self._lock:
-                endpoints = list(self.endpoints.values())
-            for endpoint in endpoints:
-                endpoint.check()
+            current = self.runners.get(runner.name) is runner and not self._stopped.is_set()
+        if current:  # not a late report from a runner that was replaced
+            self.table.report(runner, inventory, error)
 
     # Stopping ------------------------------------------------------------------------
 
@@ -308,14 +244,12 @@ class Host:
         """Stop every endpoint and driver and remove our sockets (no withdrawal:
         a restarting host should not drop the node's capacity to zero)."""
         self._stopped.set()
-        self._watcher.stop()
+        self._restarts.stop()
+        if self._label_watcher is not None:
+            self._label_watcher.stop()
         with self._lock:
-            endpoints = list(self.endpoints.values())
             runners = list(self.runners.values())
-            self.endpoints.clear()
-            self._owner.clear()
-        for endpoint in endpoints:
-            endpoint.stop(withdraw=False)
+        self.table.stop_all()
         for runner in runners:
             runner.stop()
         self.factory.cleanup()

@@ -47,6 +47,7 @@ class DriverRunner:
         self.last_scan_ok: bool | None = None
         self.last_error = ""
         self.scans = 0
+        self.scan_failures = 0
 
     def start(self) -> None:
         try:
@@ -113,6 +114,7 @@ class DriverRunner:
 
     def _report(self, inventory: Inventory | None, error: str) -> None:
         self.scans += 1
+        self.scan_failures += bool(error)
         if error and error != self.last_error:
             log.error("driver %s: %s; its devices are Unhealthy until a scan succeeds", self.name, error)
         elif not error and self.last_scan_ok is False:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
-from typing import Any, NoReturn
+from typing import Any
 
 import grpc
 
@@ -24,6 +25,7 @@ from multidp.model import ContainerAllocation, Health
 from multidp.preferred import numa_pick, repaired
 from multidp.resource import ResourceState, Snapshot
 from multidp.runner import DriverRunner
+from multidp.stats import ResourceStats
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +117,15 @@ def container_response(alloc: ContainerAllocation) -> pb.ContainerAllocateRespon
     return response
 
 
+class Refused(Exception):
+    """An RPC answered with an error status (recorded, then passed to context.abort)."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
 class DevicePluginService(pb_grpc.DevicePluginServicer):
     """Serves one resource of one driver."""
 
@@ -123,6 +134,7 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
         self.runner = runner
         self.cdi = cdi
         self.stopping = threading.Event()
+        self.stats = ResourceStats()
         self._encoder = ListEncoder()
         self._cached: tuple[int, bytes] | None = None
         self._cache_lock = threading.Lock()
@@ -171,49 +183,54 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
             yield self._message(snapshot)
             self.state.mark_sent(version)
 
-    def _abort(self, context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
-        context.abort(code, message)
-        raise AssertionError("unreachable")  # abort raises
-
-    def _driver_error(self, context: grpc.ServicerContext, exc: DriverCallError) -> NoReturn:
+    def _driver_error(self, exc: DriverCallError) -> Refused:
         if isinstance(exc.__cause__, AllocationRefused):
             message = str(invalid("allocation", self.resource, str(exc.__cause__)))
-            self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, message)
+            return Refused(grpc.StatusCode.INVALID_ARGUMENT, message)
         code = grpc.StatusCode.DEADLINE_EXCEEDED if exc.timed_out else grpc.StatusCode.INTERNAL
         log.error("resource %s: %s", self.resource, exc)
-        self._abort(context, code, f'allocation for "{self.resource}" failed: {exc}')
+        return Refused(code, f'allocation for "{self.resource}" failed: {exc}')
 
     def Allocate(self, request: pb.AllocateRequest, context: grpc.ServicerContext) -> pb.AllocateResponse:
+        started = time.perf_counter()
+        try:
+            response = self._allocate(request)
+        except Refused as refusal:
+            self.stats.record(time.perf_counter() - started, refusal.code.name)
+            context.abort(refusal.code, refusal.message)
+        self.stats.record(time.perf_counter() - started)
+        return response
+
+    def _allocate(self, request: pb.AllocateRequest) -> pb.AllocateResponse:
         containers = [list(c.devices_ids) for c in request.container_requests]
         try:
             requests = allocation_requests(self.resource, self.state.snapshot, containers)
         except InvalidRequest as exc:
-            self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
         runner = self.runner
         responses = []
         for req in requests:
             try:
                 alloc = runner.call("allocate", runner.driver.allocate, req, timeout=runner.timeouts.allocate)
             except DriverCallError as exc:
-                self._driver_error(context, exc)
-            responses.append(self._convert(alloc, context))
+                raise self._driver_error(exc) from None
+            responses.append(self._convert(alloc))
         return pb.AllocateResponse(container_responses=responses)
 
-    def _convert(self, alloc: Any, context: grpc.ServicerContext) -> pb.ContainerAllocateResponse:
+    def _convert(self, alloc: Any) -> pb.ContainerAllocateResponse:
         driver = self.runner.name
         if not isinstance(alloc, ContainerAllocation):
             problem = f"allocate returned a {type(alloc).__name__}, not a ContainerAllocation"
         elif alloc.cdi_devices and (cdi_problem := self.cdi.problem(driver, alloc.cdi_devices)):
             message = f'allocation for "{self.resource}" needs CDI devices, but {cdi_problem}'
-            self._abort(context, grpc.StatusCode.FAILED_PRECONDITION, message)
+            raise Refused(grpc.StatusCode.FAILED_PRECONDITION, message)
         else:
             try:
                 return container_response(alloc)
             except (TypeError, ValueError) as exc:
                 problem = f"allocate returned an invalid answer: {exc}"
         log.error("resource %s: driver %s %s", self.resource, driver, problem)
-        message = f'allocation for "{self.resource}" failed: driver {driver} {problem}'
-        self._abort(context, grpc.StatusCode.INTERNAL, message)
+        raise Refused(grpc.StatusCode.INTERNAL, f'allocation for "{self.resource}" failed: driver {driver} {problem}')
 
     def GetPreferredAllocation(
         self, request: pb.PreferredAllocationRequest, context: grpc.ServicerContext
@@ -226,7 +243,7 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
         try:
             requests = preference_requests(self.resource, snapshot, containers)
         except InvalidRequest as exc:
-            self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         response = pb.PreferredAllocationResponse()
         for req in requests:
             response.container_responses.add(deviceIDs=self._prefer(req, snapshot))
@@ -266,7 +283,7 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
         try:
             requests = allocation_requests(self.resource, snapshot, [ids])
         except InvalidRequest as exc:
-            self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         try:
             runner.call(
                 "pre-start", runner.driver.pre_start, self.resource, requests[0].device_ids,
@@ -274,7 +291,7 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
             )
         except DriverCallError as exc:
             code = grpc.StatusCode.DEADLINE_EXCEEDED if exc.timed_out else grpc.StatusCode.INTERNAL
-            self._abort(context, code, f'pre-start for "{self.resource}" failed: {exc}')
+            context.abort(code, f'pre-start for "{self.resource}" failed: {exc}')
         return pb.PreStartContainerResponse()
 
 

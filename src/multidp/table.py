@@ -1,0 +1,147 @@
+"""Scan → diff → one server per resource: the table of resources and their endpoints.
+
+In the manner of Intel's device-plugin framework, each driver's scan results
+come here. A new resource gets an endpoint (served, then registered), a known
+one an updated snapshot, and one that went away is withdrawn: an empty list
+first, so the kubelet drops its capacity at once, then the server stops.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from multidp.cdi import CDIRegistry
+from multidp.config import Settings
+from multidp.endpoint import Endpoint
+from multidp.errors import DriverCallError
+from multidp.model import Device
+from multidp.names import resource_name_problem, socket_name
+from multidp.resource import ResourceState
+from multidp.runner import DriverRunner
+from multidp.service import DevicePluginService
+
+log = logging.getLogger(__name__)
+
+
+class ResourceTable:
+    """Every resource this host serves, which driver owns it, and its endpoint."""
+
+    def __init__(self, settings: Settings, cdi: CDIRegistry) -> None:
+        self.settings = settings
+        self.cdi = cdi
+        self.endpoints: dict[str, Endpoint] = {}
+        self._owner: dict[str, str] = {}  # resource -> driver
+        self._refused: set[tuple[str, str]] = set()
+        self._lock = threading.RLock()
+
+    def all(self) -> list[Endpoint]:
+        with self._lock:
+            return list(self.endpoints.values())
+
+    def resources_of(self, driver: str) -> list[str]:
+        with self._lock:
+            return sorted(r for r, d in self._owner.items() if d == driver)
+
+    def endpoint_at(self, socket: Path) -> Endpoint | None:
+        with self._lock:
+            return next((e for e in self.endpoints.values() if e.socket_path.absolute() == socket), None)
+
+    def rebind(self, driver: str, runner: DriverRunner) -> None:
+        """Point a driver's endpoints at its new runner (after a reload)."""
+        with self._lock:
+            for resource in self.resources_of(driver):
+                self.endpoints[resource].service.runner = runner
+
+    def report(self, runner: DriverRunner, inventory: Mapping[str, Sequence[Device]] | None, error: str) -> None:
+        """Apply one scan of ``runner``'s driver (``inventory`` None: the scan failed with ``error``)."""
+        driver = runner.name
+        changed = False
+        with self._lock:
+            owned = self.resources_of(driver)
+            if inventory is None:
+                for resource in owned:
+                    self.endpoints[resource].service.state.mark_unhealthy(error)
+                return
+            claimed = self._claims(driver, inventory)
+            for resource, devices in claimed.items():
+                endpoint = self.endpoints.get(resource)
+                if endpoint is None:
+                    self._add(driver, resource, runner, devices)
+                    changed = True
+                else:
+                    changed |= endpoint.service.state.update(devices)
+            gone = [r for r in owned if r not in claimed]
+        if gone:
+            log.info("driver %s no longer reports %s", driver, ", ".join(gone))
+            self.withdraw(gone)
+        if changed or gone or runner.scans <= 1:
+            self._publish_cdi(runner)
+
+    def _claims(self, driver: str, inventory: Mapping[str, Sequence[Device]]) -> dict[str, Sequence[Device]]:
+        """The resources ``driver`` may serve. Two drivers claiming one resource:
+        the first by name serves it, taking it over if the other got there first."""
+        claimed: dict[str, Sequence[Device]] = {}
+        for resource, devices in inventory.items():
+            problem = resource_name_problem(resource) if isinstance(resource, str) else "is not a string"
+            owner = self._owner.get(resource)
+            if problem is None and owner is not None and owner != driver:
+                if driver < owner:
+                    log.error("resource %s: driver %s takes it over from driver %s (the first by name serves it)",
+                              resource, driver, owner)
+                    # Stopped before the new endpoint registers: a stream of the old one
+                    # ending after that could knock out the new one (kubernetes#121994).
+                    self.endpoints.pop(resource).stop(withdraw=False)
+                    del self._owner[resource]
+                else:
+                    problem = f"is already served by driver {owner} (the first by name serves it)"
+            if problem:
+                if (driver, str(resource)) not in self._refused:
+                    self._refused.add((driver, str(resource)))
+                    log.error("driver %s: resource %r refused: it %s", driver, resource, problem)
+                continue
+            claimed[resource] = devices
+        return claimed
+
+    def _add(self, driver: str, resource: str, runner: DriverRunner, devices: Sequence[Device]) -> None:
+        state = ResourceState(resource, driver)
+        state.update(devices)
+        endpoint = Endpoint(
+            DevicePluginService(state, runner, self.cdi),
+            self.settings.plugin_dir / socket_name(driver, resource),
+            self.settings.kubelet_socket_path,
+            self.settings.timeouts.register,
+        )
+        self.endpoints[resource] = endpoint
+        self._owner[resource] = driver
+        endpoint.start()
+
+    def _publish_cdi(self, runner: DriverRunner) -> None:
+        try:
+            specs = runner.call("CDI specs", runner.driver.cdi_specs, timeout=self.settings.timeouts.scan)
+        except DriverCallError as exc:
+            self.cdi.fail(runner.name, str(exc))
+            return
+        if specs:
+            self.cdi.publish(runner.name, list(specs))
+
+    def withdraw(self, resources: Sequence[str]) -> None:
+        """Stop serving ``resources``: empty list first, then the server stops (in the background)."""
+        with self._lock:
+            endpoints = [self.endpoints.pop(r) for r in resources if r in self.endpoints]
+            for resource in resources:
+                self._owner.pop(resource, None)
+        for endpoint in endpoints:
+            log.info("withdrawing resource %s", endpoint.resource)
+            threading.Thread(target=endpoint.stop, args=(True,), name="withdraw", daemon=True).start()
+
+    def stop_all(self) -> None:
+        """Stop every endpoint without withdrawing (a restarting host keeps the node's capacity)."""
+        with self._lock:
+            endpoints = list(self.endpoints.values())
+            self.endpoints.clear()
+            self._owner.clear()
+        for endpoint in endpoints:
+            endpoint.stop(withdraw=False)

@@ -1,0 +1,117 @@
+"""Metrics, /healthz and /readyz report what the kubelet stand-in observed."""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.error
+import urllib.request
+
+import grpc
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from multidp.api import pb
+from multidp.observe import ObservabilityServer
+from multidp.testing import AllocationFailed, KubeletStandIn, SamplePlugin, running_host, wait_until
+
+WIDGET = "example.com/widget"
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of sample ``name`` with exactly ``labels`` in Prometheus text ``text``."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    raise AssertionError(f"no sample {name}{labels}")
+
+
+@pytest.fixture
+def observed(socket_dir):
+    """A host with its observability server, and a kubelet that is not there yet."""
+    with running_host(socket_dir, {"good": SamplePlugin(), "broken": SamplePlugin()},
+                      drivers={"broken": {"pollInterval": "often"}}) as host:
+        server = ObservabilityServer("127.0.0.1:0", host)
+        server.start()
+        try:
+            yield host, f"http://127.0.0.1:{server.server_address[1]}"
+        finally:
+            server.stop()
+
+
+def test_readyz_waits_for_registration_and_reports_failed_drivers(observed, socket_dir):
+    host, base = observed
+    code, body = get(base + "/readyz")
+    assert code == 503
+    report = json.loads(body)
+    assert f"{WIDGET}: registration" in report["waiting_for"]
+    assert "broken" in report["failed_drivers"]
+    assert get(base + "/healthz")[0] == 200
+    kubelet = KubeletStandIn(socket_dir).start()
+    try:
+        kubelet.wait_devices(WIDGET, lambda v: v.capacity == 4)
+        wait_until(lambda: get(base + "/readyz")[0] == 200, what="ready")
+        assert json.loads(get(base + "/readyz")[1])["failed_drivers"]["broken"].startswith("bad config")
+    finally:
+        kubelet.shutdown()
+
+
+def test_metrics_match_what_the_kubelet_saw(observed, socket_dir):
+    host, base = observed
+    kubelet = KubeletStandIn(socket_dir).start()
+    try:
+        kubelet.wait_devices(WIDGET, lambda v: v.allocatable == 4)
+        kubelet.allocate(WIDGET, 2)
+        kubelet.allocate(WIDGET, 1)
+        with pytest.raises(AllocationFailed):
+            kubelet.allocate(WIDGET, 5)  # the kubelet side refuses: not enough devices
+        with pytest.raises(grpc.RpcError):
+            kubelet.stub(WIDGET).Allocate(pb.AllocateRequest(container_requests=[
+                pb.ContainerAllocateRequest(devices_ids=["ghost"])]), timeout=5)
+        host.runners["good"].driver.hardware.set_health(WIDGET, "widget-1", False)
+        kubelet.wait_devices(WIDGET, lambda v: v.allocatable == 3)
+        kubelet.restart()
+        kubelet.wait_registered(WIDGET, count=2)
+        # The kubelet records Register before the answer reaches the plugin, which counts it then.
+        wait_until(lambda: metric(get(base + "/metrics")[1], "multidp_registrations_total", resource=WIDGET) == 2,
+                   what="the second registration counted")
+        code, text = get(base + "/metrics")
+        assert code == 200
+        assert metric(text, "multidp_devices", resource=WIDGET, driver="good", health="Healthy") == 3
+        assert metric(text, "multidp_devices", resource=WIDGET, driver="good", health="Unhealthy") == 1
+        assert metric(text, "multidp_allocations_total", resource=WIDGET) == 3
+        assert metric(text, "multidp_allocation_errors_total", resource=WIDGET, code="INVALID_ARGUMENT") == 1
+        assert metric(text, "multidp_allocate_duration_seconds_count", resource=WIDGET) == 3
+        assert metric(text, "multidp_allocate_duration_seconds_bucket", resource=WIDGET, le="+Inf") == 3
+        assert metric(text, "multidp_registrations_total", resource=WIDGET) == 2
+        assert metric(text, "multidp_reregistrations_total", resource=WIDGET) == 1
+        assert metric(text, "multidp_driver_up", driver="broken", state="failed") == 1
+        assert metric(text, "multidp_driver_up", driver="good", state="running") == 1
+        assert metric(text, "multidp_driver_scans_total", driver="good") >= 1
+    finally:
+        kubelet.shutdown()
+
+
+def test_unknown_path_is_404(observed):
+    assert get(observed[1] + "/nope")[0] == 404
+
+
+def test_metrics_address_in_use_is_a_clear_error(socket_dir):
+    from multidp.cli import main
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code = main(["run", "--plugin-dir", str(socket_dir), "--drivers", "all",
+                     "--metrics-address", f"127.0.0.1:{port}"])
+    assert code == 2
