@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 # gRPC's C core logs connection details to stderr at INFO; keep only errors.
@@ -114,16 +114,15 @@ def _dispatch(args: argparse.Namespace) -> int:
     flags = flags_from(args)
     settings = load_settings(flags)
     setup_logging(settings.log_format, settings.log_level if args.command == "run" else "warning")
-    from multidp.commands import config_check, config_schema, list_devices, list_drivers
+    if args.command == "run":
+        return run_daemon(settings, flags)
+    from multidp import commands  # the one-shot commands; the daemon does not pay for them
 
-    commands: dict[str, Callable[..., int]] = {
-        "run": lambda s: run_daemon(s, flags),
-        "devices": lambda s: list_devices(s, args.json),
-        "drivers": lambda s: list_drivers(s, args.json),
-        "schema": config_schema,
-        "check": config_check,
-    }
-    return commands[getattr(args, "config_command", None) or args.command](settings)
+    if args.command == "devices":
+        return commands.list_devices(settings, args.json)
+    if args.command == "drivers":
+        return commands.list_drivers(settings, args.json)
+    return commands.config_schema(settings) if args.config_command == "schema" else commands.config_check(settings)
 
 
 def run_daemon(settings: Settings, flags: dict[str, Any], registry: Any = None) -> int:

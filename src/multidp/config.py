@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
-import yaml
 
 from multidp.errors import ConfigError
 
@@ -114,6 +113,8 @@ def read_config_file(path: Path) -> FileConfig:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError("", f"cannot read config file: {exc.strerror}", str(path)) from exc
+    import yaml  # only when there is a config file to read
+
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import msgspec
-import yaml
 
 from multidp.config import split_validation_error
 from multidp.errors import ConfigError
@@ -26,6 +25,8 @@ def declared_keys(config_type: Any) -> list[str]:
     """The top-level keys a config type accepts, as written in the file."""
     if config_type is None:
         return []
+    import msgspec.inspect  # only for drivers that declare a type, when a variable is set
+
     try:
         info = msgspec.inspect.type_info(config_type)
     except (TypeError, ValueError):
@@ -42,6 +43,10 @@ def env_overrides(
 ) -> dict[str, Any]:
     """Top-level keys set through ``MULTIDP_<NAME>_<KEY>`` variables."""
     prefix = f"MULTIDP_{name.upper().replace('-', '_')}_"
+    if not any(var.startswith(prefix) for var in environ):
+        return {}
+    import yaml  # values are YAML scalars
+
     by_norm = {_normalise(k): k for k in [*known_keys, *section.keys(), *HOST_KEYS]}
     found: dict[str, Any] = {}
     for var, text in environ.items():
@@ -63,7 +68,9 @@ def driver_section(
 ) -> tuple[bool, dict[str, Any]]:
     """(enabled, the driver's own keys) with environment variables applied."""
     merged = dict(section)
-    merged.update(env_overrides(name, environ, declared_keys(config_type), section))
+    prefix = f"MULTIDP_{name.upper().replace('-', '_')}_"
+    if any(var.startswith(prefix) for var in environ):
+        merged.update(env_overrides(name, environ, declared_keys(config_type), section))
     enabled = merged.pop("enabled", True)
     if not isinstance(enabled, bool):
         raise ConfigError(f"drivers.{name}.enabled", f"must be true or false, not {enabled!r}")
