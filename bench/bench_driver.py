@@ -29,10 +29,13 @@ RESOURCE = "bench.multidp.io/dev"
 
 
 class BenchDriver(Driver):
+    """``count`` devices in ``resources`` resources (``bench.multidp.io/dev``, then ``…/dev-1`` …)."""
+
     poll_interval = 60.0
 
-    def __init__(self, count: int, fifo: str | None) -> None:
+    def __init__(self, count: int, fifo: str | None, resources: int = 1) -> None:
         self.devices = [Device(f"dev-{i}", numa_nodes=(i % 2,)) for i in range(count)]
+        self.names = [RESOURCE] + [f"{RESOURCE}-{n}" for n in range(1, resources)]
         self.fifo = fifo
         self._lock = threading.Lock()
 
@@ -52,7 +55,7 @@ class BenchDriver(Driver):
 
     def scan(self) -> Mapping[str, Sequence[Device]]:
         with self._lock:
-            return {RESOURCE: list(self.devices)}
+            return {name: list(self.devices) for name in self.names}
 
     def allocate(self, request: AllocationRequest) -> ContainerAllocation:
         return ContainerAllocation(
@@ -64,4 +67,5 @@ class BenchDriver(Driver):
 @hookimpl
 def multidp_create_driver(context: DriverContext) -> Driver:
     config = context.config or {}
-    return BenchDriver(int(config.get("count", 1)), os.environ.get("MULTIDP_BENCH_FIFO"))
+    return BenchDriver(int(config.get("count", 1)), os.environ.get("MULTIDP_BENCH_FIFO"),
+                       int(config.get("resources", 1)))

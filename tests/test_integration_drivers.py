@@ -10,8 +10,8 @@ import importlib.util
 import time
 
 import pytest
-
 from fake_apiserver import FakeApiServer
+
 from multidp.testing import KubeletStandIn, running_host
 
 pytestmark = pytest.mark.skipif(

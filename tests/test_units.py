@@ -162,3 +162,35 @@ def test_list_encoder_matches_protobuf_and_reuses_entries():
     assert [(d.ID, d.health) for d in decoded.devices] == [("a", "Unhealthy"), ("b::0", "Healthy"),
                                                            ("b::1", "Healthy")]
     assert state.update([]) and encoder.encode(state.snapshot) == b""
+
+
+def test_call_pool_grows_only_when_busy_and_drops_abandoned_calls():
+    import threading
+    import time
+
+    from multidp.calls import CallPool, CallTimeout, PoolClosed
+
+    pool = CallPool("t", 3)
+    assert pool.call(lambda x: x * 2, 21, timeout=5) == 42
+    assert pool.call(lambda: 1, timeout=5) == 1
+    assert pool._started == 1  # one worker was enough for calls one after another
+    release = threading.Event()
+    ran: list[int] = []
+    with pytest.raises(CallTimeout):
+        pool.call(release.wait, timeout=0.05)  # the first worker hangs
+    assert pool.call(lambda: "still answering", timeout=5) == "still answering"
+    assert pool._started == 2
+    with pytest.raises(CallTimeout):
+        pool.call(release.wait, timeout=0.05)
+    with pytest.raises(CallTimeout):
+        pool.call(release.wait, timeout=0.05)  # three hung: the pool is full
+    with pytest.raises(CallTimeout):
+        pool.call(ran.append, 1, timeout=0.05)  # queued behind them, then given up on
+    release.set()
+    time.sleep(0.2)
+    assert ran == []  # the abandoned call was dropped, not run late
+    with pytest.raises(ZeroDivisionError):
+        pool.call(lambda: 1 / 0, timeout=5)
+    pool.close()
+    with pytest.raises(PoolClosed):
+        pool.call(lambda: 1, timeout=5)

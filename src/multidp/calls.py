@@ -38,22 +38,23 @@ class _Call:
 
 
 class CallPool:
-    """A fixed number of worker threads, started on first use."""
+    """Up to ``workers`` threads, each started when every existing one is busy."""
 
     def __init__(self, name: str, workers: int) -> None:
         self.name = name
         self.workers = workers
         self._queue: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
-        self._started = False
+        self._started = 0
+        self._idle = 0
         self._closed = False
         self._lock = threading.Lock()
 
     def call(self, fn: Callable[..., Any], *args: Any, timeout: float) -> Any:
         """``fn(*args)`` on a worker; its exception re-raised; CallTimeout after ``timeout``."""
-        if not self._started:
-            self._start()
         if self._closed:
             raise PoolClosed(f"{self.name} is closed")
+        if self._idle <= 0 and self._started < self.workers:  # read unlocked: _grow checks again
+            self._grow()
         call = _Call(fn, args)
         self._queue.put(call)
         if not call.done.acquire(timeout=timeout):
@@ -63,30 +64,36 @@ class CallPool:
             raise call.error
         return call.value
 
-    def _start(self) -> None:
+    def _grow(self) -> None:
         with self._lock:
-            if self._started:
-                return
-            for n in range(self.workers):
-                threading.Thread(target=self._work, name=f"{self.name}-{n}", daemon=True).start()
-            self._started = True
+            if self._idle <= 0 and self._started < self.workers:
+                self._started += 1
+                self._idle += 1  # counted idle until it takes its first call
+                threading.Thread(target=self._work, name=f"{self.name}-{self._started}", daemon=True).start()
 
     def _work(self) -> None:
         while True:
             call = self._queue.get()
+            with self._lock:
+                self._idle -= 1
             if call is None:
                 return
-            if call.abandoned:
-                continue
-            try:
-                call.value = call.fn(*call.args)
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                call.error = exc
-            finally:
-                call.done.release()
+            self._run(call)
+            with self._lock:
+                self._idle += 1
+
+    def _run(self, call: _Call) -> None:
+        if call.abandoned:
+            return
+        try:
+            call.value = call.fn(*call.args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            call.error = exc
+        finally:
+            call.done.release()
 
     def close(self) -> None:
         """Stop the workers once they finish what they run (hung ones stay, as daemons)."""
         self._closed = True
-        for _ in range(self.workers):
+        for _ in range(self._started):
             self._queue.put(None)

@@ -19,6 +19,19 @@ from typing import Any
 # gRPC's C core logs connection details to stderr at INFO; keep only errors.
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
+
+def _limit_malloc_arenas(arenas: int = 2) -> None:
+    """Fewer glibc malloc arenas: with dozens of mostly idle threads, the default (8 per
+    core) holds about 2.5 MB more resident memory for no gain. MALLOC_ARENA_MAX wins."""
+    if "MALLOC_ARENA_MAX" in os.environ or not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to tune
+
 from multidp import __version__  # noqa: E402
 from multidp.config import Settings, load_settings, parse_bool, parse_driver_list  # noqa: E402
 from multidp.errors import ConfigError  # noqa: E402
@@ -96,6 +109,8 @@ def flags_from(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "run":
+        _limit_malloc_arenas()
     try:
         return _dispatch(args)
     except ConfigError as exc:

@@ -83,7 +83,7 @@ class Endpoint:
     """Serves one :class:`DevicePluginService` and keeps it registered."""
 
     def __init__(self, service: DevicePluginService, socket_path: Path, kubelet_socket: Path,
-                 register_timeout: float) -> None:
+                 register_timeout: float, pool: ThreadPoolExecutor) -> None:
         self.service = service
         self.socket_path = socket_path
         self.kubelet_socket = kubelet_socket
@@ -91,7 +91,7 @@ class Endpoint:
         self.registrations = 0
         self.last_error = ""
         self._server: grpc.Server | None = None
-        self._pool = ThreadPoolExecutor(8, thread_name_prefix=f"grpc-{socket_path.stem[-8:]}")
+        self._pool = pool  # shared by every endpoint's gRPC server
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._reserve = True
@@ -241,4 +241,3 @@ class Endpoint:
             self._server = None
         if is_socket(self.socket_path):
             self.socket_path.unlink(missing_ok=True)
-        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from multidp.cdi import CDIRegistry
@@ -25,6 +26,8 @@ from multidp.service import DevicePluginService
 
 log = logging.getLogger(__name__)
 
+GRPC_WORKERS_MAX = 4096
+
 
 class ResourceTable:
     """Every resource this host serves, which driver owns it, and its endpoint."""
@@ -36,6 +39,10 @@ class ResourceTable:
         self._owner: dict[str, str] = {}  # resource -> driver
         self._refused: set[tuple[str, str]] = set()
         self._lock = threading.RLock()
+        # One pool for every endpoint's gRPC server. Each ListAndWatch stream holds
+        # a thread for its lifetime, so the limit is far above what is ever used;
+        # threads are started only when none is idle.
+        self._grpc_pool = ThreadPoolExecutor(GRPC_WORKERS_MAX, thread_name_prefix="grpc")
 
     def all(self) -> list[Endpoint]:
         with self._lock:
@@ -113,6 +120,7 @@ class ResourceTable:
             self.settings.plugin_dir / socket_name(driver, resource),
             self.settings.kubelet_socket_path,
             self.settings.timeouts.register,
+            self._grpc_pool,
         )
         self.endpoints[resource] = endpoint
         self._owner[resource] = driver
@@ -145,3 +153,4 @@ class ResourceTable:
             self._owner.clear()
         for endpoint in endpoints:
             endpoint.stop(withdraw=False)
+        self._grpc_pool.shutdown(wait=False, cancel_futures=True)
