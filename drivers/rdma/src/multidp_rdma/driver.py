@@ -155,7 +155,8 @@ class RdmaDriver(Driver):
         return own
 
     def _evaluate(self) -> dict[str, PoolState]:
-        rdma_cm_problem = self._rdma_cm_problem()
+        # A node without RDMA devices has no rdma_cm either: nothing to say about it.
+        rdma_cm_problem = self._rdma_cm_problem() if self._discovery.devices else ""
         verdicts = {d.name: self._verdict(d, rdma_cm_problem) for d in self._discovery.devices}
         self._health_log.settle("readable again")
         for gone in set(self._verdicts) - set(verdicts):
