@@ -28,7 +28,7 @@ from typing import Any
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # fake_apiserver
 
-from measure import HERE, all_drivers, many_resources, run_plugin  # noqa: E402
+from measure import HERE, all_drivers, drivers_without_hardware, many_resources, run_plugin  # noqa: E402
 
 from multidp.testing import fake_distribution, short_socket_dir  # noqa: E402
 
@@ -88,6 +88,9 @@ def main() -> int:
             print(f"\nall three drivers (simulated, {len(drivers['resources'])} resources): start → all registered "
                   f"{drivers['start_to_all_registered_ms']:.0f} ms; RSS {drivers['rss_mb']:.1f} MB "
                   f"(×{drivers['rss_mb'] / minimal_rss:.2f} the minimal plugin; bar ≤1.3)")
+            report["drivers_without_hardware"] = bare = drivers_without_hardware()
+            print(f"all three drivers loaded on this machine's own /sys and /dev (no devices, no simulation): "
+                  f"RSS {bare['rss_mb']:.1f} MB (×{bare['rss_mb'] / minimal_rss:.2f})")
             for size in (2, 4):
                 p = drivers[f"preferred_{size}_of_8"]
                 print(f"GetPreferredAllocation {size} of 8 NVLink GPUs: p50 {p['p50_us'] / 1000:.2f} ms, "

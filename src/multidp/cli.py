@@ -8,6 +8,7 @@ Exit codes: 0 after SIGTERM/SIGINT; 2 for usage and config errors; 1 when
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import signal
@@ -189,6 +190,10 @@ def _serve(host: Any, settings: Settings, flags: dict[str, Any], stop: threading
     if settings.strict and host.failed_drivers:
         log.error("--strict: driver(s) failed to load: %s; exiting", ", ".join(s.name for s in host.failed_drivers))
         return EXIT_DRIVER_FAILED
+    # What start-up made (modules, drivers, first snapshots) lives as long as the process: keep
+    # the cyclic collector from walking it again and again, which showed as 20-30 ms pauses in
+    # ListAndWatch updates of 10,000-device resources.
+    gc.freeze()
     while True:
         stop.wait()
         if not reload.is_set():

@@ -204,16 +204,17 @@ class KubeletStandIn(pb_grpc.RegistrationServicer):
         stub = pb_grpc.DevicePluginStub(channel)
         try:
             for response in stub.ListAndWatch(pb.Empty()):
-                devices = {
-                    d.ID: (d.health, tuple(n.ID for n in d.topology.nodes) if d.HasField("topology") else ())
-                    for d in response.devices
-                }
+                received = time.monotonic()  # before this stand-in's own (slow, Python) bookkeeping
+                devices = {}
+                for d in response.devices:
+                    nodes = d.topology.nodes
+                    devices[d.ID] = (d.health, tuple([n.ID for n in nodes]) if nodes else ())
                 with self._cond:
                     if view.channel is not channel:
                         return
                     view.devices = devices
                     view.updates += 1
-                    view.last_update_at = time.monotonic()
+                    view.last_update_at = received
                     self._cond.notify_all()
         except (grpc.RpcError, ValueError):  # ValueError: the channel was closed before the call
             pass
