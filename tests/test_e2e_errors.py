@@ -143,3 +143,12 @@ def test_cdi_failure_costs_only_cdi_allocations(kubelet, multidp_host, sample):
     assert "read-only file system" in err.details()
     shared = allocate(kubelet.stub(SHARED), ["widget-shared-0::1"])
     assert shared.container_responses[0].envs["WIDGET_SHARED_DEVICES"] == "widget-shared-0"
+
+
+def test_undecodable_request_is_invalid_argument(stub, kubelet):
+    raw = kubelet.resources[WIDGET].channel.unary_unary(
+        "/v1beta1.DevicePlugin/Allocate", request_serializer=None, response_deserializer=None)
+    err = rpc_error(raw, b"\x0a\x80\x80\x04garbage", 5)
+    assert err.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "the request is not a valid v1beta1.AllocateRequest" in err.details()
+    assert allocate(stub, ["widget-0"]).container_responses[0].envs["WIDGET_DEVICES"] == "widget-0"
