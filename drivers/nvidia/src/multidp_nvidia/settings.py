@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import yaml
 from multidp import ConfigError
 from multidp.names import resource_name_problem
 
@@ -79,6 +78,8 @@ def read_nvidia_file(path: str) -> NvidiaFileConfig:
         text = Path(path).read_text()
     except OSError as exc:
         raise ConfigError(where, f"cannot read NVIDIA config file {path}: {exc.strerror or exc}") from exc
+    import yaml  # only when NVIDIA's config file is used
+
     try:
         raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
