@@ -186,3 +186,14 @@ def test_demo_runs_end_to_end(site):
                  "kubelet saw: example.com/widget widget-0 Unhealthy", "registered again",
                  "sockets left behind: none"):
         assert line in out
+
+
+def test_sigterm_is_taken_whatever_thread_the_kernel_hands_it_to(kubelet, site):
+    """A SIGTERM delivered to one of gRPC's threads once left the daemon asleep until SIGKILL."""
+    for _ in range(5):
+        proc = start(["run", "--plugin-dir", str(kubelet.directory), "--drivers", "sample",
+                      "--cdi-dir", str(kubelet.directory / "cdi")], env_with(site))
+        count = sum(r.resource == WIDGET for r in kubelet.registrations)
+        kubelet.wait_registered(WIDGET, count=count + 1, timeout=30)
+        code, err = stop(proc)
+        assert code == 0, err

@@ -13,7 +13,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -141,29 +140,31 @@ def _dispatch(args: argparse.Namespace) -> int:
     return commands.config_schema(settings) if args.config_command == "schema" else commands.config_check(settings)
 
 
+SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+
+
 def run_daemon(settings: Settings, flags: dict[str, Any], registry: Any = None) -> int:
-    """``multidp run``: serve until SIGTERM/SIGINT; SIGHUP reloads the config."""
+    """``multidp run``: serve until SIGTERM/SIGINT; SIGHUP reloads the config.
+
+    The signals are blocked before any thread starts and taken with sigwait: a
+    Python handler runs only in the main thread, and a signal the kernel hands
+    to one of gRPC's threads would leave a main thread blocked in a wait
+    asleep for good (seen: SIGTERM ignored until the kubelet's SIGKILL).
+    """
     from multidp.host import Host
     from multidp.registry import PluginRegistry
 
+    signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
     host = Host(settings, registry or PluginRegistry())
-    observer = _observability(settings, host)
-    stop, reload = threading.Event(), threading.Event()
-
-    def on_hup(*_: object) -> None:
-        reload.set()
-        stop.set()
-
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGHUP, on_hup)
+    observer = None
     try:
-        code = _serve(host, settings, flags, stop, reload)
+        observer = _observability(settings, host)
+        return _serve(host, settings, flags)
     finally:
         host.stop()
         if observer is not None:
             observer.stop()
-    return code
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
 
 
 def _observability(settings: Settings, host: Any) -> Any:
@@ -179,8 +180,7 @@ def _observability(settings: Settings, host: Any) -> Any:
     return observer
 
 
-def _serve(host: Any, settings: Settings, flags: dict[str, Any], stop: threading.Event,
-           reload: threading.Event) -> int:
+def _serve(host: Any, settings: Settings, flags: dict[str, Any]) -> int:
     from multidp.drivers import UnknownDrivers
 
     try:
@@ -194,14 +194,10 @@ def _serve(host: Any, settings: Settings, flags: dict[str, Any], stop: threading
     # the cyclic collector from walking it again and again, which showed as 20-30 ms pauses in
     # ListAndWatch updates of 10,000-device resources.
     gc.freeze()
-    while True:
-        stop.wait()
-        if not reload.is_set():
-            log.info("stopping")
-            return EXIT_OK
-        stop.clear()
-        reload.clear()
+    while signal.sigwait(SIGNALS) == signal.SIGHUP:
         _reload(host, flags)
+    log.info("stopping")
+    return EXIT_OK
 
 
 def _reload(host: Any, flags: dict[str, Any]) -> None:
