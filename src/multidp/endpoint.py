@@ -1,26 +1,36 @@
 """One resource's endpoint: its gRPC server on its own socket, and its registration.
 
 Serve first, then register: the kubelet dials back inside Register. Each
-endpoint has its own thread for (re)serving and registering, so a kubelet that
-is absent, slow or refusing delays only the endpoint that is talking to it.
-File events (see :mod:`multidp.watch`) wake the thread when the kubelet
-restarts; failures are retried with a growing delay and a log line saying why.
+endpoint has its own thread for registering, so a kubelet that is absent, slow
+or refusing delays only the endpoint talking to it. File events (see
+:mod:`multidp.restarts`) wake it when the kubelet restarts; failures are
+retried with a growing delay and a log line saying why.
+
+Serving again when our socket disappears never waits for a Register in flight:
+that Register may be with a new kubelet that is dialling this very socket.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import stat
+import shutil
+import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
 
-from multidp.api import pb, pb_grpc
-from multidp.names import API_VERSION
+from multidp.registration import (
+    Identity,
+    KubeletChanged,
+    RegistrationError,
+    register,
+    socket_identity,
+)
 from multidp.service import DevicePluginService, add_to_server
 
 log = logging.getLogger(__name__)
@@ -29,54 +39,7 @@ MAX_SOCKET_PATH = 107
 BACKOFF_FIRST_S = 0.05
 BACKOFF_MAX_S = 5.0
 WITHDRAW_WAIT_S = 1.0
-# Fast reconnects: a new kubelet.sock can exist a moment before the kubelet answers.
-# A local subchannel pool keeps a new channel from inheriting the reconnect
-# backoff of an earlier channel to the same path (gRPC shares them by default).
-CHANNEL_OPTIONS = [
-    ("grpc.use_local_subchannel_pool", 1),
-    ("grpc.initial_reconnect_backoff_ms", 5),
-    ("grpc.min_reconnect_backoff_ms", 5),
-    ("grpc.max_reconnect_backoff_ms", 100),
-]
 SERVER_OPTIONS = [("grpc.so_reuseport", 0)]
-
-
-class RegistrationError(Exception):
-    pass
-
-
-def socket_identity(path: Path) -> tuple[int, int, int] | None:
-    """(device, inode, ctime) of a socket file: a new kubelet.sock has a new one."""
-    try:
-        st = path.lstat()
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino, st.st_ctime_ns) if stat.S_ISSOCK(st.st_mode) else None
-
-
-def is_socket(path: Path) -> bool:
-    try:
-        return stat.S_ISSOCK(path.lstat().st_mode)
-    except OSError:
-        return False
-
-
-def register(kubelet_socket: Path, endpoint: str, resource: str, options: pb.DevicePluginOptions,
-             timeout: float) -> None:
-    """Call the kubelet's Register; raise RegistrationError saying why it failed."""
-    request = pb.RegisterRequest(version=API_VERSION, endpoint=endpoint, resource_name=resource, options=options)
-    with grpc.insecure_channel(f"unix:{kubelet_socket}", options=CHANNEL_OPTIONS) as channel:
-        try:
-            pb_grpc.RegistrationStub(channel).Register(request, timeout=timeout, wait_for_ready=True)
-        except grpc.RpcError as exc:
-            code = exc.code()
-            if code is grpc.StatusCode.DEADLINE_EXCEEDED:
-                reason = f"the kubelet at {kubelet_socket} did not answer within {timeout:g} s"
-            elif code is grpc.StatusCode.UNAVAILABLE:
-                reason = f"the kubelet at {kubelet_socket} is not answering: {exc.details()}"
-            else:
-                reason = f"the kubelet refused: {exc.details()} ({code.name})"
-            raise RegistrationError(reason) from None
 
 
 class Endpoint:
@@ -90,14 +53,13 @@ class Endpoint:
         self.register_timeout = register_timeout
         self.registrations = 0
         self.last_error = ""
-        self._server: grpc.Server | None = None
         self._pool = pool  # shared by every endpoint's gRPC server
+        self._server: grpc.Server | None = None
+        self._served: Identity | None = None  # the identity of the socket we serve
+        self._serve_lock = threading.Lock()  # bind → rename → identity, and every look at them
+        self._registered_for: tuple[Identity, Identity] | None = None  # (kubelet.sock, ours)
+        self._registering = False
         self._wake = threading.Event()
-        self._lock = threading.Lock()
-        self._reserve = True
-        self._serial = 0
-        # Registered with which kubelet.sock (inode, ctime) while serving which socket.
-        self._registered_for: tuple[object, int] | None = None
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"endpoint-{socket_path.stem}", daemon=True)
 
@@ -106,15 +68,12 @@ class Endpoint:
         return self.service.resource
 
     def start(self) -> None:
-        # Room for the temporary name the socket is bound under (see _serve).
-        if len(str(self.socket_path).encode()) + 8 > MAX_SOCKET_PATH:
+        if len(str(self.socket_path).encode()) > MAX_SOCKET_PATH:
             raise RegistrationError(
                 f"socket path {self.socket_path} is longer than {MAX_SOCKET_PATH} bytes; use a shorter plugin dir"
             )
         self._wake.set()
         self._thread.start()
-
-    # Events, from the file watcher or the host ---------------------------------
 
     @property
     def serving(self) -> bool:
@@ -123,22 +82,34 @@ class Endpoint:
 
     @property
     def registered(self) -> bool:
-        return self._registered_for == (socket_identity(self.kubelet_socket), self._serial)
+        kubelet = socket_identity(self.kubelet_socket)
+        return kubelet is not None and self._registered_for == (kubelet, self._served)
+
+    def _still(self, served: Identity) -> Callable[[], bool]:
+        return lambda: self._served == served and self._ours()
+
+    def _ours(self) -> bool:
+        """Our socket is at its path (not gone, not replaced by someone else's)."""
+        return self._served is not None and socket_identity(self.socket_path) == self._served
+
+    # Events, from the file watcher or the host ---------------------------------
 
     def kubelet_started(self) -> None:
         """A new kubelet.sock appeared: register again."""
         self._wake.set()
 
     def socket_deleted(self) -> None:
-        """Our socket went (the kubelet removes them all when it restarts)."""
-        with self._lock:
-            if self._stopping.is_set() or is_socket(self.socket_path):
-                return  # stopping, or already served again
-            self._reserve = True
+        """Our socket may be gone (the kubelet removes them all when it restarts): serve again."""
+        with self._serve_lock:
+            if self._stopping.is_set() or self._ours():
+                return  # stopping, or an event about an older socket of ours
+            if self._registering:
+                # The endpoint thread waits in Register, maybe with a kubelet dialling this socket.
+                threading.Thread(target=self._serve, name=f"serve-{self.socket_path.stem}", daemon=True).start()
         self._wake.set()
 
     def check(self) -> None:
-        """A safety net for missed file events: re-serve if our socket is gone."""
+        """A safety net for missed file events: serve or register again if needed."""
         self.socket_deleted()
         if not self.registered:
             self._wake.set()
@@ -146,6 +117,15 @@ class Endpoint:
     # The endpoint's thread ------------------------------------------------------
 
     def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._run()
+            except Exception:  # noqa: BLE001 - a bug here must not leave the resource unserved for good
+                log.exception("resource %s: endpoint error; carrying on", self.resource)
+                self._stopping.wait(BACKOFF_MAX_S)
+                self._wake.set()
+
+    def _run(self) -> None:
         delay = BACKOFF_FIRST_S
         retry_at: float | None = None
         while not self._stopping.is_set():
@@ -154,31 +134,36 @@ class Endpoint:
             self._wake.clear()
             if self._stopping.is_set():
                 return
-            with self._lock:
-                reserve, self._reserve = self._reserve, False
-            # The kubelet removes every socket before it creates kubelet.sock, so
-            # check ours before registering: it must be there to be dialled back.
-            if (reserve or not is_socket(self.socket_path)) and not self._serve():
+            # The kubelet reads as "this kubelet" before our socket is checked: a kubelet
+            # that starts in between removes our socket first, and the check sees it.
+            kubelet = socket_identity(self.kubelet_socket)
+            if not self._serve():
                 retry_at, delay = time.monotonic() + delay, min(delay * 2, BACKOFF_MAX_S)
                 continue
-            kubelet = socket_identity(self.kubelet_socket)
             if kubelet is None:
                 self._note(f"waiting for the kubelet: {self.kubelet_socket} does not exist yet")
                 retry_at = None  # the file watcher wakes us when it appears
                 continue
             # One registration per (kubelet, socket): a second Register for the same
             # resource can knock out the first in the kubelet (kubernetes#121994).
-            if self._registered_for == (kubelet, self._serial):
+            ours = self._served
+            if ours is None or self._registered_for == (kubelet, ours):
                 retry_at = None
                 continue
             try:
-                register(self.kubelet_socket, self.socket_path.name, self.resource, self.service.options(),
-                         self.register_timeout)
+                self._registering = True
+                register(self.kubelet_socket, kubelet, self._still(ours), self.socket_path.name, self.resource,
+                         self.service.options(), self.register_timeout)
+            except KubeletChanged:
+                retry_at = time.monotonic()
+                continue
             except RegistrationError as exc:
                 self._note(f"registration failed, retrying in {delay:.2f} s: {exc}")
                 retry_at, delay = time.monotonic() + delay, min(delay * 2, BACKOFF_MAX_S)
                 continue
-            self._registered_for = (kubelet, self._serial)
+            finally:
+                self._registering = False
+            self._registered_for = (kubelet, ours)
             self.registrations += 1
             self.last_error = ""
             delay, retry_at = BACKOFF_FIRST_S, None
@@ -191,53 +176,60 @@ class Endpoint:
         self.last_error = message
 
     def _serve(self) -> bool:
-        """Serve on a fresh socket, renamed into place when it listens.
+        """Serve on a fresh socket unless ours is in place; False if that failed.
 
-        gRPC unlinks a server's socket path when the server stops; binding each
-        server to its own temporary name keeps an old server, stopped in the
-        background, from removing the socket of its successor. The rename also
-        makes the socket appear at its final path only once it accepts calls.
+        The socket is bound in a private directory, given its mode there (no
+        symlink can be swapped in), and renamed into place once it accepts
+        calls. gRPC unlinks the path it bound when a server stops, so an old
+        server, stopped in the background, can never remove its successor.
         """
-        old, self._server = self._server, None
-        self._serial += 1
-        temporary = self.socket_path.with_name(f".{self.socket_path.name}.{self._serial}")
-        try:
-            server = grpc.server(self._pool, options=SERVER_OPTIONS)
-            add_to_server(self.service, server)
-            if not server.add_insecure_port(f"unix:{temporary}"):
-                raise OSError(f"cannot listen on {temporary}")
-            server.start()
-            os.chmod(temporary, 0o600)
-            os.replace(temporary, self.socket_path)
-        except (OSError, RuntimeError) as exc:
-            self._note(f"cannot serve on {self.socket_path}, retrying: {exc}")
-            with self._lock:
-                self._reserve = True
-            return False
-        finally:
-            if old is not None:
-                threading.Thread(target=old.stop, args=(None,), name="old-server-stop", daemon=True).start()
-        self._server = server
-        return True
+        with self._serve_lock:
+            if self._stopping.is_set() or self._ours():
+                return True
+            old, self._server = self._server, None
+            private: Path | None = None
+            try:
+                private = Path(tempfile.mkdtemp(prefix=".mdp-", dir=self.socket_path.parent))
+                bound = private / "s"
+                server = grpc.server(self._pool, options=SERVER_OPTIONS)
+                add_to_server(self.service, server)
+                if not server.add_insecure_port(f"unix:{bound}"):
+                    raise OSError(f"cannot listen on {bound}")
+                server.start()
+                os.chmod(bound, 0o600)
+                os.replace(bound, self.socket_path)
+                self._server, self._served = server, socket_identity(self.socket_path)
+            except (OSError, RuntimeError) as exc:
+                self._note(f"cannot serve on {self.socket_path}, retrying: {exc}")
+                return False
+            finally:
+                if private is not None:
+                    shutil.rmtree(private, ignore_errors=True)
+                if old is not None:
+                    threading.Thread(target=old.stop, args=(None,), name="old-server-stop", daemon=True).start()
+            return True
 
     # Stopping ---------------------------------------------------------------------
 
     def stop(self, withdraw: bool) -> None:
         """Stop serving; with ``withdraw`` first tell the kubelet there are no devices."""
-        if withdraw and self.registered:
+        # Whoever watches (the kubelet's stream may be open before our Register returns)
+        # hears of the empty list before the stream ends.
+        if withdraw:
             version = self.service.state.withdraw()
-            if not self.service.state.wait_sent(version, WITHDRAW_WAIT_S):
+            if self.service.streams and not self.service.state.wait_sent(version, WITHDRAW_WAIT_S):
                 log.warning("resource %s: the kubelet did not take the empty list in time", self.resource)
-        with self._lock:
+        with self._serve_lock:
             self._stopping.set()
+            server, self._server = self._server, None
+            if self._ours():  # never a socket someone else serves now (a new endpoint for this resource)
+                self.socket_path.unlink(missing_ok=True)
+            self._served = None
         self.service.stopping.set()
         self.service.state.wake()
         self._wake.set()
+        if server is not None:
+            server.stop(grace=None)
         if self._thread.is_alive():
             # A registration in flight may wait on a slow kubelet; do not wait for it.
             self._thread.join(timeout=0.5)
-        if self._server is not None:
-            self._server.stop(grace=None)
-            self._server = None
-        if is_socket(self.socket_path):
-            self.socket_path.unlink(missing_ok=True)

@@ -10,6 +10,7 @@ the others. Kubelet restarts are followed by :mod:`multidp.restarts`.
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -27,10 +28,11 @@ from multidp.drivers import (
     describe_failure,
     selected_names,
 )
-from multidp.endpoint import Endpoint, is_socket
+from multidp.endpoint import Endpoint
 from multidp.labels import LABEL_PREFIX, Overrides
 from multidp.model import Device
 from multidp.names import SOCKET_PREFIX
+from multidp.registration import is_socket
 from multidp.registry import PluginRegistry
 from multidp.restarts import KubeletRestarts
 from multidp.runner import DriverRunner
@@ -225,11 +227,15 @@ class Host:
         return [s for s in self.statuses.values() if s.state == FAILED]
 
     def _remove_stale_sockets(self) -> None:
+        """Our sockets and private bind directories left by a process that did not stop cleanly."""
         plugin_dir = self.settings.plugin_dir
-        for path in [*plugin_dir.glob(f"{SOCKET_PREFIX}*.sock"), *plugin_dir.glob(f".{SOCKET_PREFIX}*.sock.*")]:
+        for path in plugin_dir.glob(f"{SOCKET_PREFIX}*.sock"):
             if is_socket(path):
                 log.info("removing stale socket %s", path)
                 path.unlink(missing_ok=True)
+        for path in plugin_dir.glob(".mdp-*"):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
 
     def _on_inventory(self, runner: DriverRunner, inventory: Mapping[str, Sequence[Device]] | None,
                       error: str) -> None:

@@ -93,7 +93,7 @@ class DriverRunner:
         """One scan, reported to the sink (the poll thread's step; tests call it too)."""
         since = self._scan_running_since
         if since is not None:
-            self._report(None, f"scan still running after {time.monotonic() - since:.0f} s")
+            self._report(None, f"driver {self.name}: scan still running after {time.monotonic() - since:.0f} s")
             return
         self._scan_running_since = time.monotonic()
         try:
@@ -102,7 +102,8 @@ class DriverRunner:
             self._report(None, str(exc))
             return
         if not isinstance(inventory, Mapping):
-            self._report(None, f"scan returned a {type(inventory).__name__}, not a mapping of resources")
+            self._report(None, f"driver {self.name}: scan returned a {type(inventory).__name__}, "
+                               "not a mapping of resources")
             return
         self._report(inventory, "")
 
@@ -116,7 +117,7 @@ class DriverRunner:
         self.scans += 1
         self.scan_failures += bool(error)
         if error and error != self.last_error:
-            log.error("driver %s: %s; its devices are Unhealthy until a scan succeeds", self.name, error)
+            log.error("%s; its devices are Unhealthy until a scan succeeds", error)  # error names the driver
         elif not error and self.last_scan_ok is False:
             log.info("driver %s: scanning works again", self.name)
         self.last_scan_ok = not error

@@ -135,6 +135,7 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
         self.runner = runner
         self.cdi = cdi
         self.stopping = threading.Event()
+        self.streams = 0  # ListAndWatch streams open now
         self.stats = ResourceStats()
         self._encoder = ListEncoder()
         self._cached: tuple[int, bytes] | None = None
@@ -173,16 +174,22 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
         def stop() -> bool:
             return gone.is_set() or self.stopping.is_set()
 
-        version = -1
-        while not stop():
-            snapshot = self.state.wait_newer(version, STREAM_CHECK_S, stop)
-            if stop() or not context.is_active():
-                return
-            if snapshot.version == version:
-                continue
-            version = snapshot.version
-            yield self._message(snapshot)
-            self.state.mark_sent(version)
+        with self._cache_lock:
+            self.streams += 1
+        try:
+            version = -1
+            while not stop():
+                snapshot = self.state.wait_newer(version, STREAM_CHECK_S, stop)
+                if stop() or not context.is_active():
+                    return
+                if snapshot.version == version:
+                    continue
+                version = snapshot.version
+                yield self._message(snapshot)
+                self.state.mark_sent(version)
+        finally:
+            with self._cache_lock:
+                self.streams -= 1
 
     def _driver_error(self, exc: DriverCallError) -> Refused:
         if isinstance(exc.__cause__, AllocationRefused):

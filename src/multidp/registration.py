@@ -1,0 +1,81 @@
+"""Talking to the kubelet's Registration service, and telling sockets apart.
+
+A socket file is known by its identity (device, inode, change time): a new
+``kubelet.sock`` is a new kubelet, and a socket of ours is ours only while its
+identity is the one we served.
+"""
+
+from __future__ import annotations
+
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+
+from multidp.api import pb, pb_grpc
+from multidp.names import API_VERSION
+
+Identity = tuple[int, int, int]
+
+CONNECT_TIMEOUT_S = 1.0
+# Fast reconnects: a new kubelet.sock can exist a moment before the kubelet answers.
+# A local subchannel pool keeps a new channel from inheriting the reconnect
+# backoff of an earlier channel to the same path (gRPC shares them by default).
+CHANNEL_OPTIONS = [
+    ("grpc.use_local_subchannel_pool", 1),
+    ("grpc.initial_reconnect_backoff_ms", 5),
+    ("grpc.min_reconnect_backoff_ms", 5),
+    ("grpc.max_reconnect_backoff_ms", 100),
+]
+
+
+class RegistrationError(Exception):
+    pass
+
+
+class KubeletChanged(RegistrationError):
+    """The kubelet restarted, or our socket went, between the checks and the call."""
+
+
+def socket_identity(path: Path) -> Identity | None:
+    """(device, inode, ctime) of a socket file, or None when there is no socket there."""
+    try:
+        st = path.lstat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_ctime_ns) if stat.S_ISSOCK(st.st_mode) else None
+
+
+def is_socket(path: Path) -> bool:
+    return socket_identity(path) is not None
+
+
+def register(kubelet_socket: Path, kubelet: Identity, still_ours: Callable[[], bool], endpoint: str,
+             resource: str, options: pb.DevicePluginOptions, timeout: float) -> None:
+    """Register ``resource`` with the kubelet whose socket has identity ``kubelet``.
+
+    Connect first, then check that it is still that kubelet and that our socket
+    is still there (``still_ours``), then call: a call that waited for a
+    connection could reach the next kubelet, which has just removed our socket,
+    and then waits 10 s dialling it in vain.
+    """
+    request = pb.RegisterRequest(version=API_VERSION, endpoint=endpoint, resource_name=resource, options=options)
+    with grpc.insecure_channel(f"unix:{kubelet_socket}", options=CHANNEL_OPTIONS) as channel:
+        try:
+            grpc.channel_ready_future(channel).result(timeout=CONNECT_TIMEOUT_S)
+        except grpc.FutureTimeoutError:
+            raise RegistrationError(f"the kubelet at {kubelet_socket} does not accept connections") from None
+        if socket_identity(kubelet_socket) != kubelet or not still_ours():
+            raise KubeletChanged("the kubelet restarted while connecting")
+        try:
+            pb_grpc.RegistrationStub(channel).Register(request, timeout=timeout)
+        except grpc.RpcError as exc:
+            code = exc.code()
+            if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+                reason = f"the kubelet at {kubelet_socket} did not answer within {timeout:g} s"
+            elif code is grpc.StatusCode.UNAVAILABLE:
+                reason = f"the kubelet at {kubelet_socket} is not answering: {exc.details()}"
+            else:
+                reason = f"the kubelet refused: {exc.details()} ({code.name})"
+            raise RegistrationError(reason) from None
