@@ -30,6 +30,7 @@ from multidp_rdma.pools import assign, numa_then_parent
 from multidp_rdma.sysfs import ProblemLog, SysfsRoot
 
 _SHARED_REASON_LIMIT = 3
+PROBLEM_RESCAN_S = 1.0  # how soon a half-seen device is looked at again
 
 
 @dataclass(frozen=True)
@@ -90,8 +91,9 @@ class RdmaDriver(Driver):
     def scan(self) -> Mapping[str, Sequence[Device]]:
         signature = class_signature(self.root)
         now = time.monotonic()
-        if (self._rediscover.is_set() or signature != self._signature
-                or now - self._discovered_at >= self.config.rescan_interval):
+        since = now - self._discovered_at
+        if (self._rediscover.is_set() or signature != self._signature or since >= self.config.rescan_interval
+                or (since >= PROBLEM_RESCAN_S and self._discovery_incomplete())):
             self._rediscover.clear()
             self._run_discovery()
             self._signature = signature
@@ -99,6 +101,12 @@ class RdmaDriver(Driver):
         state = self._evaluate()
         self._state = state
         return {resource: list(ps.devices) for resource, ps in state.items() if ps.members}
+
+    def _discovery_incomplete(self) -> bool:
+        """A device seen half-made (no ports, a file missing): look again soon, not at the
+        next full rescan; a device being re-created settles in a moment."""
+        discovery = self._discovery
+        return bool(discovery.skipped) or any(d.problems or not d.ports for d in discovery.devices)
 
     def _run_discovery(self) -> None:
         before = {d.name: d.id for d in self._discovery.devices}
