@@ -115,3 +115,19 @@ def test_metrics_address_in_use_is_a_clear_error(socket_dir):
         code = main(["run", "--plugin-dir", str(socket_dir), "--drivers", "all",
                      "--metrics-address", f"127.0.0.1:{port}"])
     assert code == 2
+
+
+def test_idle_and_excess_connections_are_bounded(observed):
+    host, base = observed
+    port = int(base.rsplit(":", 1)[1])
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(ObservabilityServer.MAX_CONNECTIONS)]
+    try:
+        # Every slot is held by a silent client: one more connection is closed unanswered.
+        extra = socket.create_connection(("127.0.0.1", port), timeout=5)
+        extra.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+        assert extra.recv(100) == b""
+        extra.close()
+    finally:
+        for conn in idle:
+            conn.close()
+    wait_until(lambda: get(base + "/healthz")[0] == 200, what="slots free again")

@@ -124,8 +124,8 @@ class CDIRegistry:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".multidp-", suffix=".tmp")
         try:
             with os.fdopen(fd, "w") as out:
+                os.fchmod(out.fileno(), 0o644)  # on the open file: no path, no symlink to follow
                 json.dump(document, out, indent=1)
-            os.chmod(tmp, 0o644)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -82,6 +82,7 @@ class HostCollector:
 
 class _Handler(BaseHTTPRequestHandler):
     server: ObservabilityServer
+    timeout = 10  # seconds a client may stay silent before its connection (and thread) is dropped
 
     def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
         path = self.path.split("?", 1)[0]
@@ -106,9 +107,15 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class ObservabilityServer(ThreadingHTTPServer):
-    """The HTTP server behind ``--metrics-address``."""
+    """The HTTP server behind ``--metrics-address``.
+
+    It has no authentication (bind it to a trusted network); it bounds what a
+    client can hold: a silent connection is dropped after the handler's timeout,
+    and beyond ``MAX_CONNECTIONS`` at once new ones are closed unanswered.
+    """
 
     daemon_threads = True
+    MAX_CONNECTIONS = 16
 
     def __init__(self, address: str, host: Host) -> None:
         bind_host, _, port = address.rpartition(":")
@@ -116,7 +123,20 @@ class ObservabilityServer(ThreadingHTTPServer):
         self.host = host
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(HostCollector(host))
+        self._slots = threading.BoundedSemaphore(self.MAX_CONNECTIONS)
         self._thread = threading.Thread(target=self.serve_forever, name="metrics", daemon=True)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)  # too many at once: refuse, do not queue
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     def start(self) -> None:
         self._thread.start()

@@ -127,3 +127,22 @@ def test_nvml_recovers_later_and_gpus_appear(nvidia_node: Any) -> None:
     poll_until(lambda: node.fake.calls["nvmlInit"] >= 2, 10, "an init attempt")
     machine.init_error = None
     node.devices("nvidia.com/gpu", 1)
+
+
+@pytest.mark.parametrize(("environ", "key"), [
+    ({"NVIDIA_DRIVER_ROOT": "run/nvidia/driver"}, "drivers.nvidia.flags.nvidiaDriverRoot"),
+    ({"NVIDIA_DRIVER_ROOT": "/run/nvidia/../../etc"}, "drivers.nvidia.flags.nvidiaDriverRoot"),
+    ({"NVIDIA_DEV_ROOT": "/dev/./x"}, "drivers.nvidia.flags.nvidiaDevRoot"),
+])
+def test_roots_that_become_host_paths_must_be_plain_absolute_paths(environ: dict[str, str], key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        _resolve(environ=environ)
+    assert err.value.key == key and "absolute path without" in err.value.message
+
+
+def test_cdi_annotation_prefix_must_be_a_key_prefix() -> None:
+    with pytest.raises(ConfigError, match="is not an annotation key prefix"):
+        _resolve({"flags": {"plugin": {"cdiAnnotationPrefix": "../evil"}}})
+    assert _resolve({"flags": {"plugin": {"cdiAnnotationPrefix": "cdi.example.com/"}}}).cdi_annotation_prefix \
+        == "cdi.example.com/"
+    assert _resolve({"flags": {"nvidiaDriverRoot": "/run/nvidia/driver"}}).dev_root == "/run/nvidia/driver"

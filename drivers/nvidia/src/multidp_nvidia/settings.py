@@ -9,6 +9,7 @@ error is a :class:`multidp.ConfigError` naming the key, variable or file.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +70,17 @@ class Settings:
     @property
     def uses_cdi(self) -> bool:
         return any(s.startswith("cdi-") for s in self.list_strategies)
+
+
+_ANNOTATION_PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/$")
+
+
+def _root(path: str, key: str) -> str:
+    """``path`` if it is absolute and has no ``.``/``..`` parts, else a ConfigError naming ``key``."""
+    parts = path.split("/")
+    if not path.startswith("/") or any(p in (".", "..") for p in parts) or "\0" in path:
+        raise ConfigError(f"{KEY}.{key}", f"{path!r} must be an absolute path without '.' or '..' parts")
+    return path
 
 
 def read_nvidia_file(path: str) -> NvidiaFileConfig:
@@ -202,16 +214,27 @@ def resolve(config: NvidiaConfig, environ: Mapping[str, str]) -> Settings:
         raise ConfigError(f"{KEY}.health.recoverAfter", f"must be 0 (never) or more seconds, not {recover_after}")
     if config.poll_interval <= 0:
         raise ConfigError(f"{KEY}.pollInterval", f"must be positive, not {config.poll_interval}")
+    # These roots become host paths in Allocate answers and CDI specs: whoever writes the config
+    # chooses what GPU containers mount, so only plain absolute paths are taken.
+    driver_root = _root(driver_root, "flags.nvidiaDriverRoot")
+    dev_root = _root(_pick(layers, "flags", "nvidia_dev_root") or driver_root, "flags.nvidiaDevRoot")
+    container_root = _root(_pick(layers, "flags", "plugin", "container_driver_root") or driver_root,
+                           "flags.plugin.containerDriverRoot")
+    _root(config.proc_root, "procRoot")
+    annotation_prefix = _pick(layers, "flags", "plugin", "cdi_annotation_prefix") or "cdi.k8s.io/"
+    if not _ANNOTATION_PREFIX.match(annotation_prefix):
+        raise ConfigError(f"{KEY}.flags.plugin.cdiAnnotationPrefix",
+                          f"{annotation_prefix!r} is not an annotation key prefix (a DNS subdomain and '/')")
     return Settings(
         mig_strategy=mig_strategy,
         fail_on_init_error=bool(_pick(layers, "flags", "fail_on_init_error")),
         driver_root=driver_root,
-        dev_root=_pick(layers, "flags", "nvidia_dev_root") or driver_root,
-        container_driver_root=_pick(layers, "flags", "plugin", "container_driver_root") or driver_root,
+        dev_root=dev_root,
+        container_driver_root=container_root,
         pass_device_specs=bool(_pick(layers, "flags", "plugin", "pass_device_specs")),
         list_strategies=_strategies(_pick(layers, "flags", "plugin", "device_list_strategy")),
         id_strategy=id_strategy,
-        cdi_annotation_prefix=_pick(layers, "flags", "plugin", "cdi_annotation_prefix") or "cdi.k8s.io/",
+        cdi_annotation_prefix=annotation_prefix,
         gds=bool(_pick(layers, "flags", "gds_enabled")),
         mofed=bool(_pick(layers, "flags", "mofed_enabled")),
         gpu_resources=gpu_resources,
