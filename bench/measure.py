@@ -68,46 +68,110 @@ def multidp_command(directory: Path, *extra: str) -> list[str]:
             str(directory / "cdi"), "--log-level", "warning", *extra]
 
 
-def run_plugin(target: str, size: int, calls: int, restarts: int, site: Path) -> dict[str, Any]:
-    """One resource of ``size`` devices served by ``target`` (minimal or multidp)."""
-    directory = short_socket_dir("mdpb")
-    kubelet = KubeletStandIn(directory).start()
-    fifo = directory / "events.fifo"
-    os.mkfifo(fifo)
-    env = {"PYTHONPATH": os.pathsep.join([str(site), str(HERE), os.environ.get("PYTHONPATH", "")]),
-           "MULTIDP_BENCH_FIFO": str(fifo), "MULTIDP_BENCH_COUNT": str(size)}
-    if target == "multidp":
-        command = multidp_command(directory, "--drivers", "bench")
-    else:
-        command = [sys.executable, str(HERE / "minimal_plugin.py"), str(directory), str(size)]
-    result: dict[str, Any] = {"target": target, "devices": size}
-    started = time.monotonic()
-    try:
-        with plugin_process(command, env, directory) as proc:
-            reg = kubelet.wait_registered(RESOURCE, timeout=WAIT_S)
-            result["start_to_registered_ms"] = (reg.at - started) * 1e3
-            kubelet.wait_devices(RESOURCE, lambda v: v.capacity == size, WAIT_S, f"{size} devices")
-            result["first_list_ms"] = (kubelet.resources[RESOURCE].last_update_at - started) * 1e3
-            result["rss_mb_idle"] = rss_mb(proc.pid)
-            stub = kubelet.stub(RESOURCE)
-            result["snapshot_bytes"] = snapshot_size(stub)
-            request = pb.AllocateRequest(container_requests=[pb.ContainerAllocateRequest(devices_ids=["dev-0"])])
-            result["allocate"] = timed(lambda: stub.Allocate(request, timeout=10), calls)
-            result["floor"] = timed(lambda: stub.GetDevicePluginOptions(pb.Empty(), timeout=10), calls)
-            if target == "multidp":
-                result["health_propagation"] = health_propagation(kubelet, fifo, 20)
-                result["reregistration"] = reregistration(kubelet, restarts)
-            result["rss_mb_after"] = rss_mb(proc.pid)
+class Running:
+    """One plugin process serving one resource to its own kubelet stand-in."""
+
+    def __init__(self, target: str, size: int, site: Path) -> None:
+        self.target, self.size = target, size
+        self.directory = short_socket_dir("mdpb")
+        self.kubelet = KubeletStandIn(self.directory).start()
+        self.fifo = self.directory / "events.fifo"
+        os.mkfifo(self.fifo)
+        env = {"PYTHONPATH": os.pathsep.join([str(site), str(HERE), os.environ.get("PYTHONPATH", "")]),
+               "MULTIDP_BENCH_FIFO": str(self.fifo), "MULTIDP_BENCH_COUNT": str(size)}
+        command = (multidp_command(self.directory, "--drivers", "bench") if target == "multidp"
+                   else [sys.executable, str(HERE / "minimal_plugin.py"), str(self.directory), str(size)])
+        self.result: dict[str, Any] = {"target": target, "devices": size}
+        started = time.monotonic()
+        self.proc = subprocess.Popen(command, env={**os.environ, **env}, stderr=subprocess.DEVNULL)
+        try:
+            self._ready(started)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _ready(self, started: float) -> None:
+        size = self.size
+        reg = self.kubelet.wait_registered(RESOURCE, timeout=WAIT_S)
+        self.result["start_to_registered_ms"] = (reg.at - started) * 1e3
+        self.kubelet.wait_devices(RESOURCE, lambda v: v.capacity == size, WAIT_S, f"{size} devices")
+        self.result["first_list_ms"] = (self.kubelet.resources[RESOURCE].last_update_at - started) * 1e3
+        self.result["rss_mb_idle"] = rss_mb(self.proc.pid)
+        self.stub = self.kubelet.stub(RESOURCE)
+        self.result["snapshot_bytes"] = snapshot_size(self.stub)
+
+    def stop(self) -> None:
+        try:
+            self.result["rss_mb_after"] = rss_mb(self.proc.pid)
             stopping = time.monotonic()
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=30)
-            result["shutdown_ms"] = (time.monotonic() - stopping) * 1e3
-            result["exit_code"] = proc.returncode
-            result["sockets_left"] = sorted(p.name for p in directory.glob("multidp-*"))
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=30)
+            self.result["shutdown_ms"] = (time.monotonic() - stopping) * 1e3
+            self.result["exit_code"] = self.proc.returncode
+            self.result["sockets_left"] = sorted(p.name for p in self.directory.glob("multidp-*"))
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.kubelet.shutdown()
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def interleaved(plugins: list[Running], calls: int) -> None:
+    """Allocate and the floor for every plugin, one call each in turn, so that whatever else the
+    machine does at a given moment weighs on all of them alike."""
+    request = pb.AllocateRequest(container_requests=[pb.ContainerAllocateRequest(devices_ids=["dev-0"])])
+    kinds = {"allocate": lambda p: p.stub.Allocate(request, timeout=10),
+             "floor": lambda p: p.stub.GetDevicePluginOptions(pb.Empty(), timeout=10)}
+    for kind, call in kinds.items():
+        samples: dict[str, list[float]] = {p.target: [] for p in plugins}
+        for n in range(200 + calls):
+            for plugin in plugins:
+                start = time.perf_counter()
+                call(plugin)
+                if n >= 200:  # after the warm-up
+                    samples[plugin.target].append((time.perf_counter() - start) * 1e6)
+        for plugin in plugins:
+            values = samples[plugin.target]
+            plugin.result[kind] = {"p50_us": percentile(values, 50), "p99_us": percentile(values, 99),
+                                   "n": len(values)}
+
+
+def run_pair(size: int, calls: int, restarts: int, site: Path) -> list[dict[str, Any]]:
+    """The minimal plugin and multidp, each serving one resource of ``size`` devices, side by side."""
+    plugins: list[Running] = []
+    try:
+        for target in ("minimal", "multidp"):
+            plugins.append(Running(target, size, site))
+        interleaved(plugins, calls)
+        multidp = plugins[1]
+        multidp.result["health_propagation"] = health_propagation(multidp.kubelet, multidp.fifo, 20)
+        multidp.result["reregistration"] = reregistration(multidp.kubelet, restarts)
     finally:
-        kubelet.shutdown()
-        shutil.rmtree(directory, ignore_errors=True)
-    return result
+        for plugin in plugins:
+            plugin.stop()
+    return [p.result for p in plugins]
+
+
+def start_times(site: Path, runs: int) -> dict[str, Any]:
+    """start → registered over ``runs`` spawns of each plugin, taken in turns (one spawn is noisy)."""
+    env = {"PYTHONPATH": os.pathsep.join([str(site), str(HERE), os.environ.get("PYTHONPATH", "")]),
+           "MULTIDP_BENCH_COUNT": "1"}
+    samples: dict[str, list[float]] = {"minimal": [], "multidp": []}
+    for _ in range(runs):
+        for target in samples:
+            directory = short_socket_dir("mdpt")
+            kubelet = KubeletStandIn(directory).start()
+            command = (multidp_command(directory, "--drivers", "bench") if target == "multidp"
+                       else [sys.executable, str(HERE / "minimal_plugin.py"), str(directory), "1"])
+            started = time.monotonic()
+            try:
+                with plugin_process(command, env, directory):
+                    reg = kubelet.wait_registered(RESOURCE, timeout=WAIT_S)
+                    samples[target].append((reg.at - started) * 1e3)
+            finally:
+                kubelet.shutdown()
+                shutil.rmtree(directory, ignore_errors=True)
+    return {t: {"median_ms": statistics.median(v), "min_ms": min(v), "n": len(v)} for t, v in samples.items()}
 
 
 def snapshot_size(stub: Any) -> int:
@@ -153,8 +217,8 @@ def all_drivers(calls: int) -> dict[str, Any]:
     try:
         with plugin_process(multidp_command(directory, "--simulate"), {}, directory) as proc:
             gpu = kubelet.wait_devices("nvidia.com/gpu", lambda v: v.capacity == 8, WAIT_S, "8 simulated GPUs")
-            kubelet.wait_for(lambda: any(r.startswith("rdma/") for r in kubelet.resources) and
-                             any(r.startswith("fpga.") for r in kubelet.resources), WAIT_S, "RDMA and FPGA")
+            # The simulated node: 8 GPUs; one RDMA pool; two Intel AF resources and two Alveo shells.
+            kubelet.wait_for(lambda: len(kubelet.resources) >= 6, WAIT_S, "every simulated resource")
             time.sleep(1.0)  # let every driver settle
             result["resources"] = sorted(kubelet.resources)
             result["start_to_all_registered_ms"] = (max(r.at for r in kubelet.registrations) - started) * 1e3

@@ -28,7 +28,14 @@ from typing import Any
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # fake_apiserver
 
-from measure import HERE, all_drivers, drivers_without_hardware, many_resources, run_plugin  # noqa: E402
+from measure import (  # noqa: E402
+    HERE,
+    all_drivers,
+    drivers_without_hardware,
+    many_resources,
+    run_pair,
+    start_times,
+)
 
 from multidp.testing import fake_distribution, short_socket_dir  # noqa: E402
 
@@ -67,8 +74,10 @@ def main() -> int:
     parser.add_argument("--sizes", default="1,1000,10000")
     parser.add_argument("--calls", type=int, default=3000)
     parser.add_argument("--restarts", type=int, default=10)
+    parser.add_argument("--starts", type=int, default=7, help="spawns of each plugin for start → registered")
     parser.add_argument("--json", default=str(HERE / "results" / "latest.json"))
     args = parser.parse_args()
+    compile_bytecode()
     site = short_socket_dir("mdpsite")
     fake_distribution(site, "multidp-bench", {"bench": "bench_driver"})
     report: dict[str, Any] = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
@@ -76,11 +85,16 @@ def main() -> int:
     try:
         plugins = []
         for size in [int(s) for s in args.sizes.split(",")]:
-            for target in ("minimal", "multidp"):
-                print(f"… {target}, {size} devices", file=sys.stderr, flush=True)
-                plugins.append(run_plugin(target, size, args.calls, args.restarts, site))
+            print(f"… {size} devices", file=sys.stderr, flush=True)
+            plugins += run_pair(size, args.calls, args.restarts, site)
         report["plugins"] = plugins
         print(plugin_table(plugins))
+        print("… start-up, several spawns", file=sys.stderr, flush=True)
+        report["start"] = start = start_times(site, args.starts)
+        ratio = start["multidp"]["median_ms"] / start["minimal"]["median_ms"]
+        print(f"\nstart → registered, median of {args.starts} spawns each: minimal "
+              f"{start['minimal']['median_ms']:.0f} ms, multidp {start['multidp']['median_ms']:.0f} ms "
+              f"(×{ratio:.2f}; bar ≤2)")
         if all(importlib.util.find_spec(m) for m in ("multidp_nvidia", "multidp_rdma", "multidp_fpga")):
             print("… all drivers, simulated", file=sys.stderr, flush=True)
             report["all_drivers"] = drivers = all_drivers(args.calls)
@@ -108,6 +122,17 @@ def main() -> int:
     Path(args.json).write_text(json.dumps(report, indent=2))
     print(f"\nJSON: {args.json}")
     return 0
+
+
+def compile_bytecode() -> None:
+    """Byte-compile the host, the drivers and the bench driver first, as an installed package is:
+    an editable install under PYTHONDONTWRITEBYTECODE (set on this kind of machine) would otherwise
+    compile every multidp module at every start, and start-up would measure the compiler."""
+    import compileall
+
+    root = HERE.parent
+    for folder in [root / "src", *sorted(root.glob("drivers/*/src")), HERE]:
+        compileall.compile_dir(str(folder), quiet=1)
 
 
 def label_mode(site: Path) -> dict[str, Any]:
