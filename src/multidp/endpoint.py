@@ -39,6 +39,7 @@ MAX_SOCKET_PATH = 107
 BACKOFF_FIRST_S = 0.05
 BACKOFF_MAX_S = 5.0
 WITHDRAW_WAIT_S = 1.0
+OLD_SERVER_STOP_DELAY_S = 0.2
 SERVER_OPTIONS = [("grpc.so_reuseport", 0)]
 
 
@@ -206,7 +207,10 @@ class Endpoint:
                 if private is not None:
                     shutil.rmtree(private, ignore_errors=True)
                 if old is not None:
-                    threading.Thread(target=old.stop, args=(None,), name="old-server-stop", daemon=True).start()
+                    # Later, so that stopping it does not compete with registering the new one.
+                    stopper = threading.Timer(OLD_SERVER_STOP_DELAY_S, old.stop, args=(None,))
+                    stopper.daemon = True
+                    stopper.start()
             return True
 
     # Stopping ---------------------------------------------------------------------

@@ -18,7 +18,6 @@ from multidp.names import API_VERSION
 
 Identity = tuple[int, int, int]
 
-CONNECT_TIMEOUT_S = 1.0
 # Fast reconnects: a new kubelet.sock can exist a moment before the kubelet answers.
 # A local subchannel pool keeps a new channel from inheriting the reconnect
 # backoff of an earlier channel to the same path (gRPC shares them by default).
@@ -55,21 +54,19 @@ def register(kubelet_socket: Path, kubelet: Identity, still_ours: Callable[[], b
              resource: str, options: pb.DevicePluginOptions, timeout: float) -> None:
     """Register ``resource`` with the kubelet whose socket has identity ``kubelet``.
 
-    Connect first, then check that it is still that kubelet and that our socket
-    is still there (``still_ours``), then call: a call that waited for a
-    connection could reach the next kubelet, which has just removed our socket,
-    and then waits 10 s dialling it in vain.
+    Check that it is still that kubelet and that our socket is still there
+    (``still_ours``), then call without waiting for a connection: a call that
+    waited could reach the next kubelet, which has just removed our socket, and
+    then waits 10 s dialling it in vain. A kubelet.sock that does not accept yet
+    fails at once; the caller retries.
     """
     request = pb.RegisterRequest(version=API_VERSION, endpoint=endpoint, resource_name=resource, options=options)
+    if socket_identity(kubelet_socket) != kubelet or not still_ours():
+        raise KubeletChanged("the kubelet restarted, or our socket went, before the call")
     with grpc.insecure_channel(f"unix:{kubelet_socket}", options=CHANNEL_OPTIONS) as channel:
         try:
-            grpc.channel_ready_future(channel).result(timeout=CONNECT_TIMEOUT_S)
-        except grpc.FutureTimeoutError:
-            raise RegistrationError(f"the kubelet at {kubelet_socket} does not accept connections") from None
-        if socket_identity(kubelet_socket) != kubelet or not still_ours():
-            raise KubeletChanged("the kubelet restarted while connecting")
-        try:
-            pb_grpc.RegistrationStub(channel).Register(request, timeout=timeout)
+            # Fail fast: a call that waited for a connection could reach the next kubelet.
+            pb_grpc.RegistrationStub(channel).Register(request, timeout=timeout, wait_for_ready=False)
         except grpc.RpcError as exc:
             code = exc.code()
             if code is grpc.StatusCode.DEADLINE_EXCEEDED:
