@@ -252,6 +252,33 @@ def drivers_without_hardware() -> dict[str, Any]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def reregistration_many(site: Path, count: int, restarts: int) -> dict[str, Any]:
+    """Kubelet restarts with ``count`` resources: when the first and the last registered again."""
+    directory = short_socket_dir("mdpg")
+    kubelet = KubeletStandIn(directory).start()
+    env = {"PYTHONPATH": os.pathsep.join([str(site), str(HERE), os.environ.get("PYTHONPATH", "")]),
+           "MULTIDP_BENCH_COUNT": "1", "MULTIDP_BENCH_RESOURCES": str(count)}
+    first: list[float] = []
+    last: list[float] = []
+    try:
+        with plugin_process(multidp_command(directory, "--drivers", "bench"), env, directory):
+            kubelet.wait_for(lambda: len(kubelet.resources) == count and
+                             all(v.capacity for v in kubelet.resources.values()), WAIT_S, f"{count} resources")
+            for _ in range(restarts):
+                counts = {r: sum(x.resource == r for x in kubelet.registrations) for r in kubelet.resources}
+                kubelet.restart()
+                times = [(kubelet.wait_registered(r, n + 1, WAIT_S).at - kubelet.restarts[-1]) * 1e3
+                         for r, n in counts.items()]
+                first.append(min(times))
+                last.append(max(times))
+                time.sleep(0.3)
+    finally:
+        kubelet.shutdown()
+        shutil.rmtree(directory, ignore_errors=True)
+    return {"resources": count, "first_p50_ms": statistics.median(first), "last_p50_ms": statistics.median(last),
+            "last_max_ms": max(last), "n": restarts}
+
+
 def many_resources(count: int, site: Path, env_extra: dict[str, str] | None = None) -> dict[str, Any]:
     """Memory with ``count`` resources of 8 devices (bench driver), optionally in node-label mode."""
     directory = short_socket_dir("mdpm")

@@ -33,6 +33,7 @@ from measure import (  # noqa: E402
     all_drivers,
     drivers_without_hardware,
     many_resources,
+    reregistration_many,
     run_pair,
     start_times,
 )
@@ -109,6 +110,9 @@ def main() -> int:
                 p = drivers[f"preferred_{size}_of_8"]
                 print(f"GetPreferredAllocation {size} of 8 NVLink GPUs: p50 {p['p50_us'] / 1000:.2f} ms, "
                       f"p99 {p['p99_us'] / 1000:.2f} ms (bar < 5 ms)")
+        report["reregistration_6"] = six = reregistration_many(site, 6, args.restarts)
+        print(f"re-registration with 6 resources: the first {six['first_p50_ms']:.1f} ms, the last "
+              f"{six['last_p50_ms']:.1f} ms (median), {six['last_max_ms']:.1f} ms worst (bar ≤10)")
         print("… 50 resources; node-label mode", file=sys.stderr, flush=True)
         report["fifty_resources"] = fifty = many_resources(50, site)
         print(f"50 resources × 8 devices: RSS {fifty['rss_mb']:.1f} MB, {fifty['threads']} threads")
