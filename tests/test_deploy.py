@@ -36,7 +36,7 @@ import pytest
 import yaml
 
 from multidp.config import load_settings
-from multidp.testing.kubelet import KubeletStandIn, short_socket_dir, wait_until
+from multidp.testing import KubeletStandIn, short_socket_dir, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

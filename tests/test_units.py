@@ -146,7 +146,7 @@ def test_cdi_document_and_registry(tmp_path):
 
 def test_list_encoder_matches_protobuf_and_reuses_entries():
     from multidp.api import pb
-    from multidp.service import ListEncoder
+    from multidp.wire import ListEncoder
 
     state = ResourceState("example.com/w", "t")
     state.update([Device("a", numa_nodes=(0, 1)), Device("b", replicas=2), Device("é" * 200, numa_nodes=(300,))])

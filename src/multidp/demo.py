@@ -18,8 +18,9 @@ from multidp.api import pb
 from multidp.host import Host
 from multidp.registry import PluginRegistry
 from multidp.testing.host import make_settings
-from multidp.testing.kubelet import AllocationFailed, KubeletStandIn, short_socket_dir
+from multidp.testing.kubelet import AllocationFailed, KubeletStandIn
 from multidp.testing.sample import SamplePlugin
+from multidp.testing.util import short_socket_dir
 
 WAIT_S = 20.0
 

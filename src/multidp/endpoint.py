@@ -31,7 +31,8 @@ from multidp.registration import (
     register,
     socket_identity,
 )
-from multidp.service import DevicePluginService, add_to_server
+from multidp.service import DevicePluginService
+from multidp.wire import add_to_server
 
 log = logging.getLogger(__name__)
 

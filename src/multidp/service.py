@@ -1,4 +1,4 @@
-"""The DevicePlugin gRPC service of one resource.
+"""The DevicePlugin gRPC service of one resource (registered by :func:`multidp.wire.add_to_server`).
 
 This is the only place where driver dataclasses become v1beta1 messages. Each
 RPC validates against the resource's current snapshot (the error contract in
@@ -11,85 +11,28 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
-from google.protobuf.message import Message
 
 from multidp.api import pb, pb_grpc
 from multidp.cdi import ANNOTATION_PREFIX, CDIRegistry
 from multidp.contract import allocation_requests, invalid, preference_requests
 from multidp.driver import Driver
 from multidp.errors import AllocationRefused, DriverCallError, InvalidRequest
-from multidp.model import ContainerAllocation, Health
+from multidp.model import ContainerAllocation
 from multidp.preferred import numa_pick, repaired
 from multidp.resource import ResourceState, Snapshot
 from multidp.runner import DriverRunner
 from multidp.stats import ResourceStats
+from multidp.wire import ListEncoder
 
 log = logging.getLogger(__name__)
 
 # How often an idle ListAndWatch stream checks that its peer is still there
 # (a safety net: cancellation normally wakes it at once through a callback).
 STREAM_CHECK_S = 1.0
-
-
-def _varint(value: int) -> bytes:
-    if value < 0x80:
-        return bytes((value,))
-    out = bytearray()
-    while value:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-    return bytes(out)
-
-
-def _field(tag: int, payload: bytes) -> bytes:
-    """A length-delimited protobuf field: tag byte, varint length, payload."""
-    return bytes((tag,)) + _varint(len(payload)) + payload
-
-
-_HEALTH = {health: _field(0x12, health.value.encode()) for health in Health}  # Device.health = 2
-_NODES = {0: b"\x0a\x00", **{n: _field(0x0A, b"\x08" + bytes((n,))) for n in range(1, 64)}}  # common NUMA ids
-
-
-class ListEncoder:
-    """Serialized ListAndWatchResponse bytes for a snapshot, reusing each device's encoding.
-
-    The first list of a 10,000-device resource and every list after a change
-    must reach the kubelet within the 50 ms bar, which building 10,000
-    protobuf messages does not meet (about 8 µs each). The v1beta1 layout of
-    these messages is fixed (reference/kubelet.md): ListAndWatchResponse.devices = 1;
-    Device.ID = 1, health = 2, topology = 3; TopologyInfo.nodes = 1; NUMANode.ID = 1
-    (a varint, left out when 0 as proto3 does). Each device's entry is encoded
-    once and reused while its ID, health and NUMA nodes stay the same; a test
-    checks the bytes against protobuf's own parser.
-    """
-
-    def __init__(self) -> None:
-        self._entries: dict[tuple[str, Health, tuple[int, ...]], bytes] = {}
-
-    @staticmethod
-    def _entry(device_id: str, health: Health, numa_nodes: tuple[int, ...]) -> bytes:
-        encoded = device_id.encode()
-        body = b"\x0a" + _varint(len(encoded)) + encoded + _HEALTH[health]
-        if numa_nodes:
-            body += _field(0x1A, b"".join(_NODES.get(n) or _field(0x0A, b"\x08" + _varint(n)) for n in numa_nodes))
-        return b"\x0a" + _varint(len(body)) + body
-
-    def encode(self, snapshot: Snapshot) -> bytes:
-        previous, current = self._entries, {}
-        parts = []
-        by_id = snapshot.by_id
-        for device_id in snapshot.ids:
-            device = by_id[device_id]
-            key = (device_id, device.health, device.numa_nodes)
-            entry = previous.get(key) or self._entry(*key)
-            current[key] = entry
-            parts.append(entry)
-        self._entries = current
-        return b"".join(parts)
 
 
 def container_response(alloc: ContainerAllocation) -> pb.ContainerAllocateResponse:
@@ -301,61 +244,3 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
             code = grpc.StatusCode.DEADLINE_EXCEEDED if exc.timed_out else grpc.StatusCode.INTERNAL
             context.abort(code, f'pre-start for "{self.resource}" failed: {exc}')
         return pb.PreStartContainerResponse()
-
-
-class Undecodable:
-    """A request protobuf could not parse (handed to the handler instead of failing in gRPC)."""
-
-    def __init__(self, message: type[Message], error: Exception) -> None:
-        self.message = message.DESCRIPTOR.full_name
-        self.error = error
-
-
-def _lenient(message: type[Message]) -> Callable[[bytes], Message | Undecodable]:
-    """A request deserializer that never fails.
-
-    When a deserializer raises, grpcio's sync server answers INTERNAL but keeps
-    the call's state for ever (about 20 kB a request, measured with grpcio
-    1.85): a client sending garbage would grow the host without bound. The
-    handler answers INVALID_ARGUMENT instead, through the normal path.
-    """
-
-    def parse(data: bytes) -> Message | Undecodable:
-        try:
-            return message.FromString(data)
-        except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError and friends
-            return Undecodable(message, exc)
-
-    return parse
-
-
-def _checked(method: Callable[[Any, grpc.ServicerContext], Any]) -> Callable[[Any, grpc.ServicerContext], Any]:
-    def handler(request: Any, context: grpc.ServicerContext) -> Any:
-        if isinstance(request, Undecodable):
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                          f"the request is not a valid {request.message}: {request.error}")
-        return method(request, context)
-
-    return handler
-
-
-def add_to_server(service: DevicePluginService, server: grpc.Server) -> None:
-    """Register ``service`` like the generated code does, except that requests that do not
-    parse are answered INVALID_ARGUMENT (see :func:`_lenient`), and ListAndWatch sends its
-    pre-serialized bytes as they are (no response serializer)."""
-    name = pb.DESCRIPTOR.services_by_name["DevicePlugin"].full_name
-    unary, stream = grpc.unary_unary_rpc_method_handler, grpc.unary_stream_rpc_method_handler
-    handlers = {
-        "GetDevicePluginOptions": unary(_checked(service.GetDevicePluginOptions), _lenient(pb.Empty),
-                                        pb.DevicePluginOptions.SerializeToString),
-        "ListAndWatch": stream(_checked(service.ListAndWatch), _lenient(pb.Empty), None),
-        "GetPreferredAllocation": unary(_checked(service.GetPreferredAllocation),
-                                        _lenient(pb.PreferredAllocationRequest),
-                                        pb.PreferredAllocationResponse.SerializeToString),
-        "Allocate": unary(_checked(service.Allocate), _lenient(pb.AllocateRequest),
-                          pb.AllocateResponse.SerializeToString),
-        "PreStartContainer": unary(_checked(service.PreStartContainer), _lenient(pb.PreStartContainerRequest),
-                                   pb.PreStartContainerResponse.SerializeToString),
-    }
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
-    server.add_registered_method_handlers(name, handlers)

@@ -15,8 +15,9 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 from multidp.testing.dists import fake_distribution  # noqa: E402
 from multidp.testing.host import running_host
-from multidp.testing.kubelet import AllocationFailed, KubeletStandIn, ResourceView, short_socket_dir, wait_until
+from multidp.testing.kubelet import AllocationFailed, KubeletStandIn, ResourceView
 from multidp.testing.sample import SampleConfig, SampleDriver, SampleHardware, SamplePlugin
+from multidp.testing.util import short_socket_dir, wait_until
 
 __all__ = [
     "AllocationFailed",

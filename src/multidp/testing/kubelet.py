@@ -12,7 +12,6 @@ kubelet (every socket in the directory removed, a new kubelet.sock created).
 
 from __future__ import annotations
 
-import os
 import stat
 import threading
 import time
@@ -295,21 +294,3 @@ class KubeletStandIn(pb_grpc.RegistrationServicer):
         with self._cond:
             view = self.resources[resource]
             view.allocated.difference_update(ids if ids is not None else set(view.allocated))
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition",
-               interval: float = 0.005) -> None:
-    """Poll ``predicate`` until it holds; AssertionError after ``timeout`` (for state without a condition)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
-
-
-def short_socket_dir(prefix: str = "mdp") -> Path:
-    """A fresh directory with a short path (unix socket paths stop at 107 bytes)."""
-    import tempfile
-
-    base = "/tmp" if os.path.isdir("/tmp") else None
-    return Path(tempfile.mkdtemp(prefix=prefix, dir=base))

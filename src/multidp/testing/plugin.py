@@ -18,7 +18,8 @@ import pytest
 
 from multidp.host import Host
 from multidp.testing.host import running_host
-from multidp.testing.kubelet import KubeletStandIn, short_socket_dir
+from multidp.testing.kubelet import KubeletStandIn
+from multidp.testing.util import short_socket_dir
 
 
 @pytest.fixture
