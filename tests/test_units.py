@@ -194,3 +194,24 @@ def test_call_pool_grows_only_when_busy_and_drops_abandoned_calls():
     pool.close()
     with pytest.raises(PoolClosed):
         pool.call(lambda: 1, timeout=5)
+
+
+def test_json_log_lines(capsys):
+    import json
+    import logging
+
+    from multidp.logsetup import setup_logging
+
+    setup_logging("json", "info")
+    try:
+        logging.getLogger("multidp.test").warning("resource %s: %s", "example.com/w", "waiting")
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            logging.getLogger("multidp.test").exception("failed")
+    finally:
+        setup_logging("text", "warning")
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert lines[0]["level"] == "warning" and lines[0]["logger"] == "multidp.test"
+    assert lines[0]["message"] == "resource example.com/w: waiting" and lines[0]["time"].endswith("Z")
+    assert "ValueError: boom" in lines[1]["exception"]
