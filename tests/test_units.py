@@ -202,6 +202,8 @@ def test_json_log_lines(capsys):
 
     from multidp.logsetup import setup_logging
 
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
     setup_logging("json", "info")
     try:
         logging.getLogger("multidp.test").warning("resource %s: %s", "example.com/w", "waiting")
@@ -210,7 +212,7 @@ def test_json_log_lines(capsys):
         except ValueError:
             logging.getLogger("multidp.test").exception("failed")
     finally:
-        setup_logging("text", "warning")
+        root.handlers[:], _ = saved[0], root.setLevel(saved[1])
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
     assert lines[0]["level"] == "warning" and lines[0]["logger"] == "multidp.test"
     assert lines[0]["message"] == "resource example.com/w: waiting" and lines[0]["time"].endswith("Z")
