@@ -212,7 +212,8 @@ def test_json_log_lines(capsys):
         except ValueError:
             logging.getLogger("multidp.test").exception("failed")
     finally:
-        root.handlers[:], _ = saved[0], root.setLevel(saved[1])
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
     assert lines[0]["level"] == "warning" and lines[0]["logger"] == "multidp.test"
     assert lines[0]["message"] == "resource example.com/w: waiting" and lines[0]["time"].endswith("Z")
