@@ -36,6 +36,7 @@ import pytest
 import yaml
 
 from multidp.config import load_settings
+from multidp.driverconfig import driver_section
 from multidp.testing import KubeletStandIn, short_socket_dir, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -386,7 +387,7 @@ def test_opt_in_overlay_leaves_every_driver_to_the_node_labels(tmp_path: Path) -
     settings, _ = settings_for(render(OVERLAYS / "opt-in"), tmp_path)
     assert settings.drivers is None
     for name in installed_drivers():
-        assert settings.driver_enabled(name) is False, name
+        assert driver_section(name, settings.driver_sections.get(name, {}), {}, None)[0] is False, name
 
 
 def test_overlays_keep_one_daemonset_name() -> None:

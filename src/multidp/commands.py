@@ -55,11 +55,11 @@ def scan_all(settings: Settings, registry: PluginRegistry) -> list[dict[str, Any
                 if not enabled:
                     entry.update(state=DISABLED, reason="disabled in config")
                     continue
-                created = factory.create(name)
+                driver = factory.create(name)
                 try:
-                    inventory = with_deadline(f"driver {name}: scan", settings.timeouts.scan, created.driver.scan)
+                    inventory = with_deadline(f"driver {name}: scan", settings.timeouts.scan, driver.scan)
                 finally:
-                    created.driver.close()
+                    driver.close()
             except Exception as exc:  # noqa: BLE001 - reported per driver
                 entry.update(state=FAILED, reason=describe_failure(exc))
                 continue

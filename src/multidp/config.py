@@ -80,10 +80,6 @@ class Settings:
     def kubelet_socket_path(self) -> Path:
         return self.kubelet_socket or self.plugin_dir / "kubelet.sock"
 
-    def driver_enabled(self, name: str) -> bool:
-        """The config default for a driver (node labels may override it)."""
-        return bool(self.driver_sections.get(name, {}).get("enabled", True))
-
 
 def parse_bool(text: str, what: str) -> bool:
     value = text.strip().lower()

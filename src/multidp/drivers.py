@@ -38,13 +38,6 @@ class DriverStatus:
     reason: str = ""
 
 
-@dataclass
-class CreatedDriver:
-    name: str
-    driver: Driver
-    simulation: Simulation | None
-
-
 class UnknownDrivers(ValueError):
     """``--drivers`` names drivers that are not installed."""
 
@@ -84,7 +77,7 @@ class DriverFactory:
     def _config_type(self, name: str) -> Any:
         return self.registry.call(name, "multidp_config_type")
 
-    def create(self, name: str) -> CreatedDriver:
+    def create(self, name: str) -> Driver:
         """Load, configure and create one driver; raise with a clear reason on failure."""
         info = self.registry.load([name])[0]
         if not info.loaded:
@@ -110,7 +103,7 @@ class DriverFactory:
         )
         if not isinstance(driver, Driver):
             raise TypeError(f"multidp_create_driver returned {type(driver).__name__}, not a multidp Driver")
-        return CreatedDriver(name, driver, simulation)
+        return driver
 
     def _simulate(self, name: str) -> Simulation | None:
         workdir = self.workdir / name

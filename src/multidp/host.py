@@ -142,7 +142,7 @@ class Host:
             self.statuses[name] = DriverStatus(name, origin, DISABLED, why_not)
             return
         origin = self.factory.info(name).origin
-        runner = DriverRunner(name, created.driver, self.settings.timeouts, self._on_inventory)
+        runner = DriverRunner(name, created, self.settings.timeouts, self._on_inventory)
         with self._lock:
             self.runners[name] = runner
             self.table.rebind(name, runner)

@@ -56,9 +56,6 @@ def socket_name(driver: str, resource: str) -> str:
     return f"{SOCKET_PREFIX}{driver}-{digest}.sock"
 
 
-def replica_id(device_id: str, index: int) -> str:
-    return f"{device_id}{REPLICA_SEPARATOR}{index}"
-
 
 def shorten(text: str, limit: int = 64) -> str:
     """``text`` cut to ``limit`` characters for a log line or error message."""

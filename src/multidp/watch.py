@@ -50,7 +50,6 @@ class DirWatcher:
         self.on_deleted = on_deleted
         self._observer: BaseObserver | None = None
         self._lock = threading.Lock()
-        self.polling = False
 
     def dispatch(self, callback: PathCallback, path: str | bytes) -> None:
         if not path:
@@ -71,7 +70,6 @@ class DirWatcher:
                     ", ".join(map(str, self.directories)),
                     POLL_INTERVAL_S,
                 )
-                self.polling = True
                 self._observer = self._schedule(PollingObserver(timeout=POLL_INTERVAL_S))
 
     def _schedule(self, observer: BaseObserver) -> BaseObserver:
