@@ -107,9 +107,14 @@ def _lenient(message: type[Message]) -> Callable[[bytes], Message | Undecodable]
     return parse
 
 
-def _checked(method: Callable[[Any, grpc.ServicerContext], Any]) -> Callable[[Any, grpc.ServicerContext], Any]:
+def _checked(method: Callable[[Any, grpc.ServicerContext], Any],
+             refused: Callable[[], None] | None = None) -> Callable[[Any, grpc.ServicerContext], Any]:
+    """Answer an :class:`Undecodable` request INVALID_ARGUMENT (telling ``refused``), else call ``method``."""
+
     def handler(request: Any, context: grpc.ServicerContext) -> Any:
         if isinstance(request, Undecodable):
+            if refused is not None:
+                refused()
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                           f"the request is not a valid {request.message}: {request.error}")
         return method(request, context)
@@ -130,7 +135,9 @@ def add_to_server(service: DevicePluginService, server: grpc.Server) -> None:
         "GetPreferredAllocation": unary(_checked(service.GetPreferredAllocation),
                                         _lenient(pb.PreferredAllocationRequest),
                                         pb.PreferredAllocationResponse.SerializeToString),
-        "Allocate": unary(_checked(service.Allocate), _lenient(pb.AllocateRequest),
+        # An Allocate that does not parse is a refused allocation in the metrics too.
+        "Allocate": unary(_checked(service.Allocate, lambda: service.stats.record(0.0, "INVALID_ARGUMENT")),
+                          _lenient(pb.AllocateRequest),
                           pb.AllocateResponse.SerializeToString),
         "PreStartContainer": unary(_checked(service.PreStartContainer), _lenient(pb.PreStartContainerRequest),
                                    pb.PreStartContainerResponse.SerializeToString),
