@@ -39,6 +39,37 @@ def test_twenty_kubelet_restarts_in_a_row_lose_nothing(kubelet, multidp_host, sa
     assert our_sockets(kubelet.directory) == sorted(socket_name("sample", r) for r in RESOURCES)
 
 
+def private_sockets(directory) -> list:
+    """Sockets bound in our private directories, waiting to be renamed into place."""
+    return [p / "s" for p in directory.glob(".mdp-*") if (p / "s").exists()]
+
+
+def test_a_kubelet_restart_is_served_by_the_spare_servers_started_ahead(kubelet, multidp_host, sample):
+    host = multidp_host({"sample": sample})
+    for resource in RESOURCES:
+        kubelet.wait_devices(resource, lambda v: v.capacity == 4)
+
+    def spares_ready() -> bool:
+        return all(e._spare is not None for e in host.endpoints.values())
+
+    wait_until(spares_ready, what="a spare server per resource")
+    assert len(private_sockets(kubelet.directory)) == 2
+    spares = {p.lstat().st_ino for p in private_sockets(kubelet.directory)}
+    for private in private_sockets(kubelet.directory):
+        assert stat.S_IMODE(private.parent.lstat().st_mode) == 0o700
+        assert stat.S_IMODE(private.lstat().st_mode) == 0o600
+    kubelet.restart()
+    for resource in RESOURCES:
+        kubelet.wait_registered(resource, count=2)
+        kubelet.wait_devices(resource, lambda v: v.allocatable == 4 and v.stream_open)
+    # The sockets in place now are the spares, renamed (same inodes); new spares follow.
+    served = {(kubelet.directory / socket_name("sample", r)).lstat().st_ino for r in RESOURCES}
+    assert served == spares
+    wait_until(spares_ready, what="new spares")
+    assert not spares & {p.lstat().st_ino for p in private_sockets(kubelet.directory)}
+    assert kubelet.allocate(WIDGET, 2).envs["WIDGET_DEVICES"]
+
+
 def test_stale_sockets_of_ours_are_removed_at_start(socket_dir, kubelet, sample):
     stale = socket_dir / "multidp-gone-12345678.sock"
     foreign = socket_dir / "other-plugin.sock"
@@ -138,10 +169,12 @@ def test_failed_scans_mark_devices_unhealthy_until_a_scan_works(kubelet, multidp
 
 
 def test_clean_shutdown_removes_our_sockets(kubelet, sample):
-    with running_host(kubelet.directory, {"sample": sample}):
+    with running_host(kubelet.directory, {"sample": sample}) as host:
         for resource in RESOURCES:
             kubelet.wait_devices(resource, lambda v: v.capacity == 4)
+        wait_until(lambda: all(e._spare is not None for e in host.endpoints.values()), what="spare servers")
     assert our_sockets(kubelet.directory) == []
+    assert list(kubelet.directory.glob(".mdp-*")) == []  # the spares' private dirs too
     kubelet.wait_devices(WIDGET, lambda v: not v.stream_open, what="stream closed")
     assert sample.driver.closed
 

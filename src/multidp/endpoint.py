@@ -7,7 +7,11 @@ or refusing delays only the endpoint talking to it. File events (see
 retried with a growing delay and a log line saying why.
 
 Serving again when our socket disappears never waits for a Register in flight:
-that Register may be with a new kubelet that is dialling this very socket.
+that Register may be with a new kubelet that is dialling this very socket. And
+it does not wait for a gRPC server to start either: a spare one, bound in a
+private directory ahead of time, is renamed into place (a kubelet restart
+removes every endpoint's socket at once, and starting six servers then would
+delay the last registration by several milliseconds).
 """
 
 from __future__ import annotations
@@ -20,15 +24,17 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import grpc
 
+from multidp.later import Later
 from multidp.registration import (
     Identity,
     KubeletChanged,
+    KubeletClient,
     RegistrationError,
-    register,
     socket_identity,
 )
 from multidp.service import DevicePluginService
@@ -41,22 +47,55 @@ BACKOFF_FIRST_S = 0.05
 BACKOFF_MAX_S = 5.0
 WITHDRAW_WAIT_S = 1.0
 OLD_SERVER_STOP_DELAY_S = 0.2
+SPARE_DELAY_S = 0.5  # after serving: the spare's start must not compete with registrations
 SERVER_OPTIONS = [("grpc.so_reuseport", 0)]
+
+
+class _BoundServer:
+    """A started gRPC server on a socket in a private 0700 directory, not yet in place."""
+
+    def __init__(self, service: DevicePluginService, directory: Path, pool: ThreadPoolExecutor) -> None:
+        self.private = Path(tempfile.mkdtemp(prefix=".mdp-", dir=directory))
+        self.path = self.private / "s"
+        try:
+            self.server = grpc.server(pool, options=SERVER_OPTIONS)
+            add_to_server(service, self.server)
+            if not self.server.add_insecure_port(f"unix:{self.path}"):
+                raise OSError(f"cannot listen on {self.path}")
+            self.server.start()
+            # Its mode is set here, where no symlink can be swapped in.
+            os.chmod(self.path, 0o600)
+        except BaseException:
+            self.discard()
+            raise
+
+    def place(self, destination: Path) -> grpc.Server:
+        """Rename the socket to ``destination``; the server is then the caller's."""
+        os.replace(self.path, destination)
+        shutil.rmtree(self.private, ignore_errors=True)
+        return self.server
+
+    def discard(self) -> None:
+        if hasattr(self, "server"):
+            self.server.stop(grace=None)
+        shutil.rmtree(self.private, ignore_errors=True)
 
 
 class Endpoint:
     """Serves one :class:`DevicePluginService` and keeps it registered."""
 
-    def __init__(self, service: DevicePluginService, socket_path: Path, kubelet_socket: Path,
-                 register_timeout: float, pool: ThreadPoolExecutor) -> None:
+    def __init__(self, service: DevicePluginService, socket_path: Path, kubelet: KubeletClient,
+                 pool: ThreadPoolExecutor, later: Later) -> None:
         self.service = service
         self.socket_path = socket_path
-        self.kubelet_socket = kubelet_socket
-        self.register_timeout = register_timeout
+        self.kubelet = kubelet
+        self.kubelet_socket = kubelet.kubelet_socket
         self.registrations = 0
         self.last_error = ""
         self._pool = pool  # shared by every endpoint's gRPC server
+        self._later = later  # shared: work put off until registrations are done
         self._server: grpc.Server | None = None
+        self._spare: _BoundServer | None = None  # the next server, ready to be renamed into place
         self._served: Identity | None = None  # the identity of the socket we serve
         self._serve_lock = threading.Lock()  # bind → rename → identity, and every look at them
         self._registered_for: tuple[Identity, Identity] | None = None  # (kubelet.sock, ours)
@@ -154,8 +193,8 @@ class Endpoint:
                 continue
             try:
                 self._registering = True
-                register(self.kubelet_socket, kubelet, self._still(ours), self.socket_path.name, self.resource,
-                         self.service.options(), self.register_timeout)
+                self.kubelet.register(kubelet, self._still(ours), self.socket_path.name, self.resource,
+                                      self.service.options())
             except KubeletChanged:
                 retry_at = time.monotonic()
                 continue
@@ -180,39 +219,51 @@ class Endpoint:
     def _serve(self) -> bool:
         """Serve on a fresh socket unless ours is in place; False if that failed.
 
-        The socket is bound in a private directory, given its mode there (no
-        symlink can be swapped in), and renamed into place once it accepts
-        calls. gRPC unlinks the path it bound when a server stops, so an old
-        server, stopped in the background, can never remove its successor.
+        The new server is the spare when there is one, else one started now;
+        either way its socket was bound and given its mode in a private
+        directory and is renamed into place. gRPC unlinks the path it bound
+        when a server stops, so an old server, stopped in the background, can
+        never remove its successor.
         """
         with self._serve_lock:
             if self._stopping.is_set() or self._ours():
                 return True
             old, self._server = self._server, None
-            private: Path | None = None
+            spare, self._spare = self._spare, None
             try:
-                private = Path(tempfile.mkdtemp(prefix=".mdp-", dir=self.socket_path.parent))
-                bound = private / "s"
-                server = grpc.server(self._pool, options=SERVER_OPTIONS)
-                add_to_server(self.service, server)
-                if not server.add_insecure_port(f"unix:{bound}"):
-                    raise OSError(f"cannot listen on {bound}")
-                server.start()
-                os.chmod(bound, 0o600)
-                os.replace(bound, self.socket_path)
-                self._server, self._served = server, socket_identity(self.socket_path)
+                if spare is None or socket_identity(spare.path) is None:
+                    if spare is not None:
+                        spare.discard()
+                    spare = _BoundServer(self.service, self.socket_path.parent, self._pool)
+                self._server = spare.place(self.socket_path)
+                self._served = socket_identity(self.socket_path)
             except (OSError, RuntimeError) as exc:
+                if spare is not None:
+                    spare.discard()
                 self._note(f"cannot serve on {self.socket_path}, retrying: {exc}")
                 return False
             finally:
-                if private is not None:
-                    shutil.rmtree(private, ignore_errors=True)
                 if old is not None:
                     # Later, so that stopping it does not compete with registering the new one.
-                    stopper = threading.Timer(OLD_SERVER_STOP_DELAY_S, old.stop, args=(None,))
-                    stopper.daemon = True
-                    stopper.start()
+                    self._later.call(OLD_SERVER_STOP_DELAY_S, partial(old.stop, None))
+            self._later.call(SPARE_DELAY_S, self._prepare_spare)
             return True
+
+    def _prepare_spare(self) -> None:
+        """Start the server that takes over when our socket is removed (the kubelet restarts)."""
+        with self._serve_lock:
+            if self._stopping.is_set() or self._spare is not None:
+                return
+        try:
+            spare = _BoundServer(self.service, self.socket_path.parent, self._pool)
+        except (OSError, RuntimeError) as exc:
+            log.debug("resource %s: no spare server (%s); the next restart starts one", self.resource, exc)
+            return
+        with self._serve_lock:
+            if self._stopping.is_set() or self._spare is not None:
+                spare.discard()
+            else:
+                self._spare = spare
 
     # Stopping ---------------------------------------------------------------------
 
@@ -227,6 +278,7 @@ class Endpoint:
         with self._serve_lock:
             self._stopping.set()
             server, self._server = self._server, None
+            spare, self._spare = self._spare, None
             if self._ours():  # never a socket someone else serves now (a new endpoint for this resource)
                 self.socket_path.unlink(missing_ok=True)
             self._served = None
@@ -235,6 +287,8 @@ class Endpoint:
         self._wake.set()
         if server is not None:
             server.stop(grace=None)
+        if spare is not None:
+            spare.discard()
         if self._thread.is_alive():
             # A registration in flight may wait on a slow kubelet; do not wait for it.
             self._thread.join(timeout=0.5)

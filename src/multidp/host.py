@@ -173,7 +173,7 @@ class Host:
         settings.simulate = old.simulate
         self.settings = settings
         self.factory = DriverFactory(settings, self.registry, self.factory.environ, self.factory.workdir)
-        self.table.settings = settings  # new timeouts for endpoints made from now on
+        self.table.use_settings(settings)
         self.cdi.directory = settings.cdi_dir
         names = selected_names(settings, self.registry)
         with self._apply_lock:

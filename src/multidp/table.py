@@ -18,8 +18,10 @@ from multidp.cdi import CDIRegistry
 from multidp.config import Settings
 from multidp.endpoint import Endpoint
 from multidp.errors import DriverCallError
+from multidp.later import Later
 from multidp.model import Device
 from multidp.names import resource_name_problem, socket_name
+from multidp.registration import KubeletClient
 from multidp.resource import ResourceState
 from multidp.runner import DriverRunner
 from multidp.service import DevicePluginService
@@ -43,6 +45,13 @@ class ResourceTable:
         # a thread for its lifetime, so the limit is far above what is ever used;
         # threads are started only when none is idle.
         self._grpc_pool = ThreadPoolExecutor(GRPC_WORKERS_MAX, thread_name_prefix="grpc")
+        self.kubelet = KubeletClient(settings.kubelet_socket_path, settings.timeouts.register)
+        self._later = Later("endpoints-later")
+
+    def use_settings(self, settings: Settings) -> None:
+        """New settings after a reload: timeouts for registrations and new endpoints from now on."""
+        self.settings = settings
+        self.kubelet.timeout = settings.timeouts.register
 
     def all(self) -> list[Endpoint]:
         with self._lock:
@@ -118,9 +127,9 @@ class ResourceTable:
         endpoint = Endpoint(
             DevicePluginService(state, runner, self.cdi),
             self.settings.plugin_dir / socket_name(driver, resource),
-            self.settings.kubelet_socket_path,
-            self.settings.timeouts.register,
+            self.kubelet,
             self._grpc_pool,
+            self._later,
         )
         self.endpoints[resource] = endpoint
         self._owner[resource] = driver
@@ -153,4 +162,6 @@ class ResourceTable:
             self._owner.clear()
         for endpoint in endpoints:
             endpoint.stop(withdraw=False)
+        self._later.close()
         self._grpc_pool.shutdown(wait=False, cancel_futures=True)
+        self.kubelet.close()
