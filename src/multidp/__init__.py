@@ -10,6 +10,7 @@ from multidp.hookspecs import hookimpl
 from multidp.model import (
     AllocationRequest,
     CDIDeviceSpec,
+    CDIHook,
     CDISpec,
     ContainerAllocation,
     Device,
@@ -25,6 +26,7 @@ __all__ = [
     "AllocationRefused",
     "AllocationRequest",
     "CDIDeviceSpec",
+    "CDIHook",
     "CDISpec",
     "ConfigError",
     "ContainerAllocation",

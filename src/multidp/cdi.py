@@ -19,16 +19,42 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from multidp.model import CDISpec, DeviceNode, Mount
+from multidp.model import CDI_HOOK_NAMES, CDIHook, CDISpec, DeviceNode, Mount
 
 log = logging.getLogger(__name__)
 
+# 0.5.0 brought hostPath on device nodes; hooks are older (0.3.0) and need no newer version.
 CDI_VERSION = "0.6.0"
 ANNOTATION_PREFIX = "cdi.k8s.io/"
 _KIND = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[a-zA-Z0-9]([-a-zA-Z0-9_.]*[a-zA-Z0-9])?$")
 
 
-def _edits(nodes: Sequence[DeviceNode], env: dict[str, str], mounts: Sequence[Mount]) -> dict[str, Any]:
+def _hook(hook: CDIHook) -> dict[str, Any]:
+    """One hook in CDI's shape; a hook the runtime would refuse is refused here, by name."""
+    if hook.hook_name not in CDI_HOOK_NAMES:
+        raise ValueError(f"CDI hook {hook.path!r}: hook name {hook.hook_name!r} is not one of "
+                         f"{', '.join(CDI_HOOK_NAMES)}")
+    if not hook.path.startswith("/"):
+        raise ValueError(f"CDI hook path {hook.path!r} must be absolute")
+    if hook.timeout is not None and (isinstance(hook.timeout, bool) or not isinstance(hook.timeout, int)
+                                     or hook.timeout <= 0):
+        raise ValueError(f"CDI hook {hook.path!r}: timeout must be a positive number of seconds, "
+                         f"not {hook.timeout!r}")
+    bad_env = [k for k in hook.env if not k or "=" in k]
+    if bad_env:
+        raise ValueError(f"CDI hook {hook.path!r}: bad environment variable name {bad_env[0]!r}")
+    entry: dict[str, Any] = {"hookName": hook.hook_name, "path": hook.path}
+    if hook.args:
+        entry["args"] = list(hook.args)
+    if hook.env:
+        entry["env"] = [f"{k}={v}" for k, v in hook.env.items()]
+    if hook.timeout is not None:
+        entry["timeout"] = hook.timeout
+    return entry
+
+
+def _edits(nodes: Sequence[DeviceNode], env: dict[str, str], mounts: Sequence[Mount],
+           hooks: Sequence[CDIHook] = ()) -> dict[str, Any]:
     edits: dict[str, Any] = {}
     if nodes:
         edits["deviceNodes"] = [
@@ -45,6 +71,8 @@ def _edits(nodes: Sequence[DeviceNode], env: dict[str, str], mounts: Sequence[Mo
             }
             for m in mounts
         ]
+    if hooks:
+        edits["hooks"] = [_hook(h) for h in hooks]
     return edits
 
 
@@ -54,11 +82,11 @@ def spec_document(spec: CDISpec) -> dict[str, Any]:
         "cdiVersion": CDI_VERSION,
         "kind": spec.kind,
         "devices": [
-            {"name": d.name, "containerEdits": _edits(d.device_nodes, dict(d.env), d.mounts)}
+            {"name": d.name, "containerEdits": _edits(d.device_nodes, dict(d.env), d.mounts, d.hooks)}
             for d in spec.devices
         ],
     }
-    common = _edits(spec.common_device_nodes, dict(spec.common_env), spec.common_mounts)
+    common = _edits(spec.common_device_nodes, dict(spec.common_env), spec.common_mounts, spec.common_hooks)
     if common:
         doc["containerEdits"] = common
     return doc

@@ -112,6 +112,25 @@ class PreferenceRequest:
     size: int
 
 
+# The OCI lifecycle stages a CDI hook may name (CDI's validHookNames).
+CDI_HOOK_NAMES = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")
+
+
+@dataclass(frozen=True, slots=True)
+class CDIHook:
+    """A program the container runtime runs at one OCI lifecycle stage (``hook_name``).
+
+    ``path`` is absolute on the host; ``args`` is the whole argv, so ``args[0]``
+    is the program name, as in OCI. ``timeout`` is in seconds (None: no limit).
+    """
+
+    hook_name: str
+    path: str
+    args: Sequence[str] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    timeout: int | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class CDIDeviceSpec:
     """One device of a CDI spec: its name and the container edits it brings."""
@@ -120,6 +139,7 @@ class CDIDeviceSpec:
     device_nodes: Sequence[DeviceNode] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     mounts: Sequence[Mount] = ()
+    hooks: Sequence[CDIHook] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +151,7 @@ class CDISpec:
     common_device_nodes: Sequence[DeviceNode] = ()
     common_env: Mapping[str, str] = field(default_factory=dict)
     common_mounts: Sequence[Mount] = ()
+    common_hooks: Sequence[CDIHook] = ()
 
     def qualified_name(self, device_name: str) -> str:
         return f"{self.kind}={device_name}"
