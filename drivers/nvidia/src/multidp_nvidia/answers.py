@@ -21,6 +21,7 @@ from multidp import AllocationRefused, AllocationRequest, ContainerAllocation, D
 from multidp.model import CDIDeviceSpec, CDISpec
 from multidp.preferred import base_id
 
+from multidp_nvidia.cdi_hooks import cdi_hooks
 from multidp_nvidia.inventory import Inventory, Served
 from multidp_nvidia.settings import Settings
 
@@ -128,9 +129,14 @@ def driver_mounts(settings: Settings, version: str) -> list[Mount]:
 
 
 def cdi_spec(inventory: Inventory, settings: Settings, control_nodes: Sequence[str], version: str) -> CDISpec:
-    """One spec, kind ``k8s.device-plugin.nvidia.com/gpu``, a device per served ID (UUID or index)."""
+    """One spec, kind ``k8s.device-plugin.nvidia.com/gpu``, a device per served ID (UUID or index).
+
+    The spec-wide edits carry NVIDIA's createContainer hooks (``cdi_hooks``) unless the hook path is empty.
+    """
     devices = []
     for served in inventory.by_id.values():
         devices.append(CDIDeviceSpec(served.name_id, [host_node(settings, p) for p in served.nodes]))
+    mounts = driver_mounts(settings, version)
+    hooks = cdi_hooks(settings.cdi_hook_path, mounts, version, Path(settings.container_driver_root))
     return CDISpec(CDI_KIND, devices, common_device_nodes=[host_node(settings, p) for p in control_nodes],
-                   common_env={VISIBLE: "void"}, common_mounts=driver_mounts(settings, version))
+                   common_env={VISIBLE: "void"}, common_mounts=mounts, common_hooks=hooks)

@@ -32,7 +32,7 @@ class PluginFlags(_Section):
     cdi_annotation_prefix: str | None = None
     # Where the host's driver root is mounted in this container (CDI spec building).
     container_driver_root: str | None = None
-    # Accepted so NVIDIA's files load; multidp writes CDI specs itself and needs no nvidia-ctk.
+    # The host path of nvidia-ctk / nvidia-cdi-hook named in the CDI spec's hooks; "" writes no hooks.
     nvidia_ctk_path: str | None = msgspec.field(default=None, name="nvidiaCTKPath")
 
 
@@ -134,6 +134,7 @@ class NvidiaConfig(NvidiaFileConfig):
     nvidia_driver_root: str | None = None
     nvidia_dev_root: str | None = None
     container_driver_root: str | None = None
+    nvidia_ctk_path: str | None = msgspec.field(default=None, name="nvidiaCTKPath")
     replica_policy: Literal["spread", "pack"] = "spread"
     poll_interval: float = 5.0
     proc_root: str = "/proc"

@@ -26,6 +26,7 @@ KEY = "drivers.nvidia"
 RESOURCE_PREFIX = "nvidia.com"
 STRATEGIES = ("envvar", "volume-mounts", "cdi-annotations", "cdi-cri")
 DEFAULT_RECOVER_AFTER_S = 300.0
+DEFAULT_CDI_HOOK_PATH = "/usr/bin/nvidia-ctk"  # NVIDIA's DefaultNvidiaCTKPath
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class Settings:
     list_strategies: tuple[str, ...] = ("envvar",)
     id_strategy: str = "uuid"
     cdi_annotation_prefix: str = "cdi.k8s.io/"
+    cdi_hook_path: str = DEFAULT_CDI_HOOK_PATH  # "" writes no CDI hooks
     gds: bool = False
     mofed: bool = False
     gpu_resources: tuple[tuple[str, str], ...] = (("*", "nvidia.com/gpu"),)
@@ -178,7 +180,8 @@ def resolve(config: NvidiaConfig, environ: Mapping[str, str]) -> Settings:
         nvidia_driver_root=config.nvidia_driver_root, nvidia_dev_root=config.nvidia_dev_root,
         plugin=PluginFlags(pass_device_specs=config.pass_device_specs, device_list_strategy=config.device_list_strategy,
                            device_id_strategy=config.device_id_strategy,
-                           container_driver_root=config.container_driver_root)))
+                           container_driver_root=config.container_driver_root,
+                           nvidia_ctk_path=config.nvidia_ctk_path)))
     layers: list[Any] = [shortcuts, config, env_layer(environ)]
     if file_path:
         layers.append(read_nvidia_file(file_path))
@@ -189,8 +192,7 @@ def resolve(config: NvidiaConfig, environ: Mapping[str, str]) -> Settings:
         raise ConfigError(f"{KEY}.sharing.mps", "MPS sharing is not supported by multidp; use sharing.timeSlicing")
     notes = [key for key, path in (("flags.mpsRoot", ("flags", "mps_root")), ("flags.gfd", ("flags", "gfd")),
                                    ("flags.useNodeFeatureAPI", ("flags", "use_node_feature_api")),
-                                   ("imex", ("imex",)), ("flags.plugin.nvidiaCTKPath", ("flags", "plugin",
-                                                                                         "nvidia_ctk_path")))
+                                   ("imex", ("imex",)))
              if _pick(layers, *path) is not None]
     driver_root = _pick(layers, "flags", "nvidia_driver_root") or "/"
     rename_by_default = bool(_pick(layers, "sharing", "time_slicing", "rename_by_default"))
@@ -221,6 +223,13 @@ def resolve(config: NvidiaConfig, environ: Mapping[str, str]) -> Settings:
     container_root = _root(_pick(layers, "flags", "plugin", "container_driver_root") or driver_root,
                            "flags.plugin.containerDriverRoot")
     _root(config.proc_root, "procRoot")
+    hook_path = _pick(layers, "flags", "plugin", "nvidia_ctk_path")
+    hook_path = DEFAULT_CDI_HOOK_PATH if hook_path is None else hook_path
+    # The container runtime runs this program as root on the host: only a plain absolute path is taken.
+    if hook_path:
+        _root(hook_path, "flags.plugin.nvidiaCTKPath")
+        if hook_path.endswith("/"):
+            raise ConfigError(f"{KEY}.flags.plugin.nvidiaCTKPath", f"{hook_path!r} must name a program, not a folder")
     annotation_prefix = _pick(layers, "flags", "plugin", "cdi_annotation_prefix") or "cdi.k8s.io/"
     if not _ANNOTATION_PREFIX.match(annotation_prefix):
         raise ConfigError(f"{KEY}.flags.plugin.cdiAnnotationPrefix",
@@ -235,6 +244,7 @@ def resolve(config: NvidiaConfig, environ: Mapping[str, str]) -> Settings:
         list_strategies=_strategies(_pick(layers, "flags", "plugin", "device_list_strategy")),
         id_strategy=id_strategy,
         cdi_annotation_prefix=annotation_prefix,
+        cdi_hook_path=hook_path,
         gds=bool(_pick(layers, "flags", "gds_enabled")),
         mofed=bool(_pick(layers, "flags", "mofed_enabled")),
         gpu_resources=gpu_resources,
