@@ -85,3 +85,18 @@ def test_missing_mig_minors_do_not_matter_for_envvar_only(nvidia_node: Any, tmp_
     node = nvidia_node(machines.mig_mixed(), {"migStrategy": "mixed", "procRoot": str(tmp_path / "no-proc")})
     health, _ = list(node.devices("nvidia.com/mig-2g.20gb", 1).values())[0]
     assert health == "Healthy"
+
+
+def test_resource_patterns_follow_nvidias_wildcard_rule(nvidia_node: Any, caplog: pytest.LogCaptureFixture) -> None:
+    # NVIDIA turns '*' into '.*', quotes the rest and searches anywhere in the name: "H100" matches
+    # "NVIDIA H100 80GB HBM3", '?' is a plain character, and the first matching entry wins.
+    config = {"migStrategy": "mixed",
+              "resources": {"gpus": [{"pattern": "H?00", "name": "never"}, {"pattern": "H100", "name": "h100"}],
+                            "mig": [{"pattern": "1g.10gb", "name": "mig-small"},
+                                    {"pattern": "4g.*", "name": "mig-big"}]}}
+    node = nvidia_node(machines.mig_mixed(), config)
+    node.devices("nvidia.com/h100", 1)
+    node.devices("nvidia.com/mig-small", 3)  # 1g.10gb twice, and 1g.10gb+me (the pattern is found inside it)
+    node.devices("nvidia.com/mig-big", 1)
+    assert set(node.host.endpoints) == {"nvidia.com/h100", "nvidia.com/mig-small", "nvidia.com/mig-big"}
+    assert "(3g.40gb) matches no resources.mig pattern; not served" in caplog.text

@@ -54,7 +54,8 @@ class Flags(_Section):
 
 
 class ResourcePattern(_Section):
-    """One ``resources.gpus`` / ``resources.mig`` entry: a name for what matches a glob."""
+    """One ``resources.gpus`` / ``resources.mig`` entry: a name for what matches the pattern
+    (NVIDIA's wildcard: ``*`` is any text, found anywhere in the product name or MIG profile)."""
 
     pattern: str
     name: str

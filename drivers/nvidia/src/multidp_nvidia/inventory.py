@@ -9,9 +9,10 @@ the devices they select replicas and, optionally, another resource name.
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
 from dataclasses import dataclass, field, replace
-from fnmatch import fnmatchcase
 
 from multidp_nvidia.discovery import GpuInfo, Machine, MigInfo
 from multidp_nvidia.settings import ReplicaRule, Settings
@@ -67,8 +68,16 @@ def _mig_served(gpu: GpuInfo, mig: MigInfo, resource: str, settings: Settings) -
                   info={"index": mig.index, "profile": mig.profile, "gpu": gpu.uuid})
 
 
+@functools.lru_cache(maxsize=64)
+def _wildcard(pattern: str) -> re.Pattern[str]:
+    """NVIDIA's rule: ``*`` is any text, everything else literal, and the pattern may match
+    anywhere in the name (an unanchored regexp search), so ``A100`` matches
+    ``NVIDIA A100-SXM4-40GB`` as it does for NVIDIA's plugin."""
+    return re.compile(".*".join(re.escape(literal) for literal in pattern.split("*")))
+
+
 def _match(patterns: tuple[tuple[str, str], ...], value: str) -> str | None:
-    return next((name for pattern, name in patterns if fnmatchcase(value, pattern)), None)
+    return next((name for pattern, name in patterns if _wildcard(pattern).search(value)), None)
 
 
 def _mig_resource(mig: MigInfo, settings: Settings, log: logging.Logger) -> str | None:
