@@ -111,3 +111,38 @@ def test_settings_from_multidp_rdma_variables(standard: FakeRdmaNode, kubelet, m
     view = kubelet.wait_devices("rdma/hca", lambda v: v.capacity == 5, WAIT_S, "five HCAs")
     assert view.devices["0000:5e:00.0"][0] == "Unhealthy"  # mlx4_0's port 2 is down
     assert view.allocatable == 4
+
+
+def test_mellanox_config_file_as_it_is(standard: FakeRdmaNode, kubelet, multidp_host, tmp_path) -> None:
+    config = tmp_path / "config.json"  # as Mellanox documents it
+    config.write_text('{\n  "periodicUpdateInterval": 300,\n  "configList": [{\n'
+                      '    "resourceName": "hca_shared_devices_a",\n    "rdmaHcaMax": 1000,\n'
+                      '    "selectors": {"vendors": ["15b3"], "linkTypes": ["infiniband"]}\n  }]\n}\n')
+    _start(multidp_host, standard, {"configFile": str(config)})
+    view = kubelet.wait_devices("rdma/hca_shared_devices_a", lambda v: v.allocatable == 1000, WAIT_S, "replicas")
+    assert "hca_shared_devices_a::999" in view.devices
+    response = kubelet.allocate("rdma/hca_shared_devices_a", 1)
+    assert response.envs["PCIDEVICE_RDMA_HCA_SHARED_DEVICES_A"] == "0000:5e:00.0,0000:3b:00.0"
+    assert {d.host_path for d in response.devices} == {
+        "/dev/infiniband/uverbs0", "/dev/infiniband/umad0", "/dev/infiniband/uverbs1", "/dev/infiniband/umad1",
+        "/dev/infiniband/umad2", "/dev/infiniband/rdma_cm"}
+
+
+def test_sriov_config_file_as_it_is(standard: FakeRdmaNode, kubelet, multidp_host, tmp_path) -> None:
+    config = tmp_path / "config.json"  # as the SR-IOV plugin documents it, with a plain netdevice pool
+    config.write_text('{\n    "resourceList": [{\n            "resourceName": "intel_sriov_netdevice",\n'
+                      '            "selectors": {"vendors": ["8086"], "devices": ["154c"], "drivers": ["iavf"]}\n'
+                      '        },\n        {\n            "resourceName": "mlnx_sriov_rdma",\n'
+                      '            "resourcePrefix": "mellanox.com",\n'
+                      '            "selectors": {"vendors": ["15b3"], "devices": ["1018"], "isRdma": true}\n'
+                      '        }\n    ]\n}\n')
+    _start(multidp_host, standard, {"configFile": str(config)})
+    view = kubelet.wait_devices("mellanox.com/mlnx_sriov_rdma", lambda v: v.allocatable == 2, WAIT_S, "two VFs")
+    assert sorted(view.devices) == ["0000:86:00.2", "0000:86:00.3"]
+    response = kubelet.allocate("mellanox.com/mlnx_sriov_rdma", 1)
+    vf = response.envs["PCIDEVICE_MELLANOX_COM_MLNX_SRIOV_RDMA"]
+    assert vf in ("0000:86:00.2", "0000:86:00.3")
+    info = json.loads(response.envs["PCIDEVICE_MELLANOX_COM_MLNX_SRIOV_RDMA_INFO"])
+    assert info[vf]["generic"] == {"deviceID": vf}
+    assert info[vf]["rdma"]["rdma_cm"] == "/dev/infiniband/rdma_cm"
+    assert "intel.com/intel_sriov_netdevice" not in kubelet.resources

@@ -15,7 +15,7 @@ from multidp_rdma.faketree import FakeRdmaNode
 IB, MLX4, PF, VF0, VF1 = "0000:3b:00.0", "0000:5e:00.0", "0000:86:00.0", "0000:86:00.2", "0000:86:00.3"
 
 
-def _pool(fake: FakeRdmaNode, selectors: dict[str, Any], **pool: Any) -> set[str]:
+def _pool(fake: FakeRdmaNode, selectors: dict[str, Any] | list[dict[str, Any]], **pool: Any) -> set[str]:
     inventory = create_driver(fake, pools=[{"resourceName": "sel", "selectors": selectors, **pool}]).scan()
     return set(health(inventory, "rdma/sel"))
 
@@ -36,6 +36,13 @@ def _pool(fake: FakeRdmaNode, selectors: dict[str, Any], **pool: Any) -> set[str
         ({"pfNames": ["ens5f0"]}, {PF, VF0, VF1}),
         ({"pfNames": ["ens5f0#1"]}, {VF1}),
         ({"pfNames": ["ens5f0#0-1"]}, {VF0, VF1}),
+        ({"pfNames": ["ens5f0#0,1"]}, {VF0, VF1}),
+        ({"pfNames": ["ens5f0#1,3-7"]}, {VF1}),
+        ({"rootDevices": ["0000:86:00.0"]}, {VF0, VF1}),  # VFs of that PF, not the PF
+        ({"rootDevices": ["86:00.0#1"]}, {VF1}),
+        ({"rootDevices": ["0000:3b:00.0"]}, set()),  # a PF without VFs
+        ({"pfsWithVfs": False}, {IB, MLX4, VF0, VF1}),
+        ({"pfsWithVfs": True}, {IB, MLX4, PF, VF0, VF1}),
     ],
 )
 def test_each_selector_kind(standard: FakeRdmaNode, selectors: dict[str, Any], expected: set[str]) -> None:
@@ -47,6 +54,11 @@ def test_selectors_or_within_and_across(standard: FakeRdmaNode) -> None:
     assert _pool(standard, {"deviceIDs": ["1017", "1018"], "pfNames": ["ens5f0#0"]}) == {VF0}
     assert _pool(standard, {"vendors": ["15b3"], "drivers": ["mlx5_core"], "linkTypes": ["infiniband"]}) == {IB}
     assert _pool(standard, {}) == {IB, MLX4, PF, VF0, VF1}
+
+
+def test_a_list_of_selector_objects_takes_a_device_passing_any(standard: FakeRdmaNode) -> None:
+    assert _pool(standard, [{"rdmaDevices": ["mlx5_0"]}, {"pfNames": ["ens5f0#1"]}]) == {IB, VF1}
+    assert _pool(standard, [{"deviceIDs": ["1018"], "pfNames": ["ens5f0#0"]}]) == {VF0}
 
 
 def test_first_matching_pool_wins(standard: FakeRdmaNode) -> None:
@@ -123,7 +135,14 @@ P0 = "drivers.rdma.pools[0]"
          "Expected `array | null`, got `str`"),
         ({"pollInterval": 0}, "drivers.rdma", "pollInterval: must be between 0.05 and 60"),
         ({"portHealth": "most"}, "drivers.rdma.portHealth", "Invalid enum value 'most'"),
-        ({"configList": []}, "drivers.rdma", "unknown field `configList`"),
+        ({"configList": [], "pools": []}, "drivers.rdma", "pools and configList: give only one of them"),
+        ({"configList": [{"resourceName": "a"}]}, "drivers.rdma.configList[0]",
+         "Object missing required field `rdmaHcaMax`"),
+        ({"pools": [{"resourceName": "a", "selectors": []}]}, P0, "selectors: an empty list selects nothing"),
+        ({"pools": [{"resourceName": "a", "selectors": {"rootDevices": ["ens1f0"]}}]}, f"{P0}.selectors",
+         "rootDevices[0]: 'ens1f0' is not a PF's PCI address"),
+        ({"periodicUpdateInterval": -1}, "drivers.rdma", "periodicUpdateInterval: must be 0"),
+        ({"rescanInterval": 0}, "drivers.rdma", "rescanInterval: must be between 1 and 3600"),
     ],
 )
 def test_bad_config_names_the_key(standard: FakeRdmaNode, config: dict[str, Any], key: str, words: str) -> None:

@@ -92,7 +92,7 @@ class RdmaDriver(Driver):
         signature = class_signature(self.root)
         now = time.monotonic()
         since = now - self._discovered_at
-        if (self._rediscover.is_set() or signature != self._signature or since >= self.config.rescan_interval
+        if (self._rediscover.is_set() or signature != self._signature or since >= self.config.rescan_seconds
                 or (since >= PROBLEM_RESCAN_S and self._discovery_incomplete())):
             self._rediscover.clear()
             self._run_discovery()

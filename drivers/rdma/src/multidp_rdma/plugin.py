@@ -30,5 +30,7 @@ def multidp_create_driver(context: DriverContext) -> Driver:
     config = context.config if isinstance(context.config, RdmaConfig) else RdmaConfig()
     pools = resolve_pools(config)
     if not pools:
-        context.log.warning("drivers.%s.pools is an empty list: the RDMA driver serves no resource", context.name)
+        source = (config.config_file if config.config_file is not None
+                  else f"drivers.{context.name}.{'configList' if config.config_list is not None else 'pools'}")
+        context.log.warning("%s gives no pool this driver serves: the RDMA driver serves no resource", source)
     return RdmaDriver(config, pools, context.sysfs_root, context.dev_root, context.log)

@@ -1,5 +1,6 @@
-"""Which pool each RDMA device goes to (selectors OR'ed within a key, AND'ed across, first pool wins),
-and which of a pool's devices a container should get (same NUMA node first, then same PCI parent)."""
+"""Which pool each RDMA device goes to (selectors OR'ed within a key, AND'ed across, a pool's selector
+objects OR'ed, first pool wins), and which of a pool's devices a container should get (same NUMA node
+first, then same PCI parent)."""
 
 from __future__ import annotations
 
@@ -8,17 +9,17 @@ from collections.abc import Callable, Hashable, Sequence
 from multidp.model import PreferenceRequest
 from multidp.preferred import pack
 
-from multidp_rdma.config import PfName, Pool, Selection
 from multidp_rdma.inventory import PciFunction, RdmaDevice
+from multidp_rdma.poolconfig import PfName, Pool, Selection
 
 
 def _pf_matches(wanted: PfName, pci: PciFunction) -> bool:
-    if wanted.name not in pci.pf_netdevs:
-        return False
-    if wanted.first is None:
-        return True
-    # "ens1f0#0-3" names VFs of ens1f0 by index; the PF itself is none of them.
-    return pci.vf_index is not None and wanted.first <= pci.vf_index <= (wanted.last or wanted.first)
+    return wanted.name in pci.pf_netdevs and wanted.takes(pci.vf_index)
+
+
+def _root_matches(wanted: PfName, pci: PciFunction) -> bool:
+    # As the SR-IOV plugin does now: a root device selects VFs of that PF, never the PF itself.
+    return pci.pf_address == wanted.name and wanted.takes(pci.vf_index)
 
 
 def _within(wanted: frozenset[str] | None, value: str | None) -> bool:
@@ -36,6 +37,11 @@ def matches(selection: Selection, device: RdmaDevice) -> bool:
         return False
     if selection.pf_names is not None and (pci is None or not any(_pf_matches(w, pci) for w in selection.pf_names)):
         return False
+    if selection.root_devices is not None and (
+            pci is None or not any(_root_matches(w, pci) for w in selection.root_devices)):
+        return False
+    if selection.pfs_with_vfs is False and pci is not None and not pci.is_vf and (pci.vf_count or 0) > 0:
+        return False
     if selection.if_names is not None and not selection.if_names.intersection(device.netdevs):
         return False
     return selection.link_types is None or bool(selection.link_types & device.link_types)
@@ -52,7 +58,7 @@ def assign(devices: Sequence[RdmaDevice], pools: Sequence[Pool]) -> dict[str, li
         for pool in pools:
             if pool.default and device.uverbs is None:
                 continue
-            if matches(pool.selection, device):
+            if any(matches(selection, device) for selection in pool.selections):
                 members[pool.resource].append(device)
                 break
     return members
