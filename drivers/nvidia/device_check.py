@@ -5,6 +5,8 @@ it starts a host (real NVML, real unix sockets, the kubelet stand-in), records r
 inventory, GetPreferredAllocation + Allocate for one and for all devices, the bad-input cases
 and Allocate latency, and compares with the recording (UUIDs swapped for this GPU's). Results
 go to $OUT/device_check.json (or ./device_check_out/). Usage: bash drivers/nvidia/device_check.sh
+A rehearsal without a GPU: ``python drivers/nvidia/device_check.py --fake`` (the fake NVML built from the
+recorded H100 snapshot, fake /sys and /dev trees): the same path, the same report.
 """
 
 from __future__ import annotations
@@ -56,17 +58,18 @@ def allocate(stub: Any, containers: list[list[str]]) -> tuple[str, Any]:
         return exc.code().name, exc.details()
 
 
-def run(name: str, work: Path, **overrides: Any) -> dict[str, Any]:
+def run(name: str, work: Path, nvidia: Any = plugin, section_extra: dict[str, Any] | None = None,
+        **overrides: Any) -> dict[str, Any]:
     directory = short_socket_dir("mdp-dev")
     kubelet = KubeletStandIn(directory).start()
-    section: dict[str, Any] = {"failOnInitError": True}
+    section: dict[str, Any] = {"failOnInitError": True, **(section_extra or {})}
     if CONFIGS[name]:
         (work / f"{name}.yaml").write_text(CONFIGS[name])
         section["configFile"] = str(work / f"{name}.yaml")
     out: dict[str, Any] = {"config": section}
     started = time.monotonic()
     try:
-        with running_host(directory, {"nvidia": plugin}, {"nvidia": section}, environ={}, **overrides) as host:
+        with running_host(directory, {"nvidia": nvidia}, {"nvidia": section}, environ={}, **overrides) as host:
             resources = sorted(host.endpoints)
             out["registrations"] = []
             for res in resources:
@@ -146,22 +149,55 @@ def main() -> int:
     out_dir = Path(os.environ.get("OUT") or "device_check_out")
     out_dir.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"python": sys.version.split()[0]}
+    import google.protobuf
     import pynvml
 
-    pynvml.nvmlInit()
+    report["versions"] = {"grpcio": grpc.__version__, "protobuf": google.protobuf.__version__}
+    if "--fake" in sys.argv[1:]:
+        return rehearse(out_dir, report)
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as exc:  # no GPU or no driver here: say so in the report, not as a traceback
+        report["error"] = f"NVML is not usable on this machine: {exc}"
+        (out_dir / "device_check.json").write_text(json.dumps(report, indent=1))
+        print(report["error"], file=sys.stderr)
+        return 2
     report["driver_version"] = str(pynvml.nvmlSystemGetDriverVersion())
     report["gpus"] = [str(pynvml.nvmlDeviceGetUUID(pynvml.nvmlDeviceGetHandleByIndex(i)))
                       for i in range(pynvml.nvmlDeviceGetCount())]
     pynvml.nvmlShutdown()
     with tempfile.TemporaryDirectory() as tmp:
-        for name in CONFIGS:
-            try:
-                report[name] = run(name, Path(tmp))
-            except Exception as exc:  # noqa: BLE001 - record and go on with the next setting
-                report[name] = {"error": f"{type(exc).__name__}: {exc}"}
-            print(name, json.dumps(report[name].get("parity", report[name].get("error"))), flush=True)
+        return run_all(out_dir, report, lambda name: run(name, Path(tmp)))
+
+
+def run_all(out_dir: Path, report: dict[str, Any], one: Any) -> int:
+    for name in CONFIGS:
+        try:
+            report[name] = one(name)
+        except Exception as exc:  # noqa: BLE001 - record and go on with the next setting
+            report[name] = {"error": f"{type(exc).__name__}: {exc}"}
+        print(name, json.dumps(report[name].get("parity", report[name].get("error"))), flush=True)
     (out_dir / "device_check.json").write_text(json.dumps(report, indent=1))
     return 0 if all(report[n].get("parity", {}).get("equal") for n in CONFIGS) else 1
+
+
+def rehearse(out_dir: Path, report: dict[str, Any]) -> int:
+    """The same run over the fake NVML of the recorded H100, to try the script where there is no GPU."""
+    from multidp_nvidia.fake_nvml import FakeNvml
+    from multidp_nvidia.machines import recorded_h100, write_host_files
+    from multidp_nvidia.plugin import NvidiaPlugin
+
+    report["fake"] = True
+    with tempfile.TemporaryDirectory() as tmp:
+        machine = recorded_h100()
+        roots = write_host_files(machine, Path(tmp) / "node")
+        extra = {"procRoot": str(roots["proc"]), "containerDriverRoot": str(roots["driver"])}
+
+        def one(name: str) -> dict[str, Any]:
+            return run(name, Path(tmp), NvidiaPlugin(FakeNvml(machine)), extra,
+                       sysfs_root=roots["sys"], dev_root=roots["dev"])
+
+        return run_all(out_dir, report, one)
 
 
 if __name__ == "__main__":

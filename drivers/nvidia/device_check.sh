@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # Run multidp with the nvidia driver against this machine's real GPU(s); results in $OUT/device_check.json.
-# Needs a Python with multidp, multidp-nvidia and their dependencies (grpcio, protobuf, pluggy, PyYAML,
-# msgspec, watchdog, nvidia-ml-py). The device machine has no network: carry a venv built beforehand with
-#   python3 -m venv drivers/nvidia/.venv-device
-#   drivers/nvidia/.venv-device/bin/pip install . ./drivers/nvidia      (non-editable, so it travels)
-# (carry: ["drivers/nvidia/.venv-device"]), or point $PYTHON at one. Exit 0: every recording matched.
+# The GPU machine has Python 3.12 and no network, and its image lacks msgspec and watchdog (and may hold
+# grpcio/protobuf older than the committed stubs need): run `bash drivers/nvidia/device_wheels.sh` here
+# first, then carry [".whl"]; the wheels are installed into /tmp/site there. Without .whl, $PYTHON (or
+# python3) must already have every dependency. Exit 0: every recording matched.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-PY="${PYTHON:-}"
-if [ -z "$PY" ]; then
-  if [ -x drivers/nvidia/.venv-device/bin/python ]; then PY=drivers/nvidia/.venv-device/bin/python; else PY=python3; fi
+PY="${PYTHON:-python3}"
+SITE=""
+if [ -d .whl ]; then
+  SITE="${DEVICE_SITE:-/tmp/site}"
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl
 fi
-export PYTHONPATH="src:drivers/nvidia/src${PYTHONPATH:+:$PYTHONPATH}"
+"$PY" -c 'import sys; print("python", sys.version.split()[0])'
+export PYTHONPATH="src:drivers/nvidia/src${SITE:+:$SITE}${PYTHONPATH:+:$PYTHONPATH}"
 export GRPC_VERBOSITY=ERROR
 nvidia-smi -L || true
-timeout 300 "$PY" drivers/nvidia/device_check.py
+timeout 300 "$PY" drivers/nvidia/device_check.py "$@"

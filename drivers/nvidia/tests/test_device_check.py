@@ -1,0 +1,24 @@
+"""The prepared real-GPU check stays runnable: rehearsed over the fake NVML of the recorded H100."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "device_check.py"
+
+
+def test_device_check_rehearsal_matches_all_four_recordings(tmp_path: Path) -> None:
+    env = {**os.environ, "OUT": str(tmp_path), "GRPC_VERBOSITY": "ERROR"}
+    done = subprocess.run([sys.executable, str(SCRIPT), "--fake"], env=env, capture_output=True, text=True,
+                          timeout=240)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads((tmp_path / "device_check.json").read_text())
+    assert report["fake"] is True
+    for name in ("default", "timeslice", "index_volume_mounts", "shared_strict"):
+        assert report[name]["parity"] == {"equal": True, "differences": []}, name
+        assert report[name]["reregister_ms"] is not None
+        assert all(r["version"] == "v1beta1" for r in report[name]["registrations"])
