@@ -37,11 +37,12 @@ class FakeApiServer(ThreadingHTTPServer):
         return {"apiVersion": "v1", "kind": "Node",
                 "metadata": {"name": self.node, "resourceVersion": str(self.version), "labels": dict(self.labels)}}
 
-    def set_labels(self, **changes: str | None) -> None:
-        """Set (or, with None, remove) labels; keys use '_' for '/': multidp_io_rdma → multidp.io/rdma."""
+    def set_labels(self, labels: dict[str, str | None] | None = None, **changes: str | None) -> None:
+        """Set (or, with None, remove) labels, in one change: ``labels`` by their keys, keywords with '_'
+        for '/': multidp_io_rdma → multidp.io/rdma."""
+        named = {key.replace("multidp_io_", "multidp.io/"): value for key, value in changes.items()}
         with self.cond:
-            for key, value in changes.items():
-                name = key.replace("multidp_io_", "multidp.io/")
+            for name, value in {**(labels or {}), **named}.items():
                 if value is None:
                     self.labels.pop(name, None)
                 else:

@@ -166,7 +166,17 @@ def test_config_schema_and_check(site, tmp_path):
     drivers = schema["$defs"]["FileConfig"]["properties"]["drivers"]["properties"]
     assert "sample" in drivers and "broken" not in drivers
     refs = re.findall(r'"\$ref": "#/\$defs/([^"]+)"', json.dumps(schema))
-    assert "sample.SampleConfig" in refs and all(ref in schema["$defs"] for ref in refs)
+    assert "sample.SampleResource" in refs and all(ref in schema["$defs"] for ref in refs)
+    # The driver's own keys and the host's (enabled, configByLabel), and nothing else.
+    sample = drivers["sample"]
+    assert {"pollInterval", "enabled", "configByLabel"} <= sample["properties"].keys()
+    assert sample["additionalProperties"] is False
+    jsonschema = pytest.importorskip("jsonschema")
+    per_node = {"label": "example.com/cfg", "default": "a", "configs": {"a": {"pollInterval": 2}, "b": None}}
+    jsonschema.validate({"drivers": {"sample": {"pollInterval": 1, "configByLabel": per_node}}}, schema)
+    with pytest.raises(jsonschema.ValidationError, match="is not valid under any of the given schemas"):
+        bad_config = {**per_node, "configs": {"a": {"bogus": 1}}}
+        jsonschema.validate({"drivers": {"sample": {"configByLabel": bad_config}}}, schema)
     bad = tmp_path / "bad.yaml"
     bad.write_text("drivers:\n  sample:\n    pollInterval: soon\n")
     result = run(["config", "check", "--config", str(bad), "--drivers", "sample"], env_with(site))

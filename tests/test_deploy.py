@@ -383,6 +383,43 @@ def test_rdma_pools_overlay_serves_its_pools_on_a_simulated_node(tmp_path: Path)
     assert shared["replicas"] == 1000
 
 
+def test_gpu_node_configs_overlay_mounts_every_named_config(tmp_path: Path) -> None:
+    """NVIDIA's named configs as a mounted ConfigMap folder: every configFile the per-node configs name is
+    a key of the mounted ConfigMap, and each config, selected in turn, loads in the nvidia driver."""
+    docs = render(OVERLAYS / "gpu-node-configs")
+    spec, ctr = pod_spec(docs), container(docs)
+    settings, env = settings_for(docs, tmp_path)
+    by_label = settings.driver_sections["nvidia"]["configByLabel"]
+    assert by_label["label"] == "nvidia.com/device-plugin.config" and by_label["default"] in by_label["configs"]
+    maps = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ConfigMap"}
+    folders = {}
+    for mount in ctr["volumeMounts"]:
+        volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+        if "configMap" in volume:
+            folders[mount["mountPath"].rstrip("/")] = maps[volume["configMap"]["name"]]["data"]
+    files = tmp_path / "available"
+    files.mkdir()
+    config = yaml.safe_load(config_text(docs))
+    for name, overlay in by_label["configs"].items():
+        folder, _, key = overlay["configFile"].rpartition("/")
+        assert key in folders.get(folder, {}), f"configs.{name}.configFile: {key!r} is not mounted at {folder}"
+        (files / key).write_text(folders[folder][key])
+        config["drivers"]["nvidia"]["configByLabel"]["configs"][name]["configFile"] = str(files / key)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MULTIDP_") and k != "NODE_NAME"}
+    replicas = {}
+    for name in by_label["configs"]:  # `multidp devices` uses the default config: make each the default
+        config["drivers"]["nvidia"]["configByLabel"]["default"] = name
+        (tmp_path / "multidp.yaml").write_text(yaml.safe_dump(config))
+        run_env = {**clean, **env, "MULTIDP_CONFIG": str(tmp_path / "multidp.yaml"), "MULTIDP_SIMULATE": "1"}
+        done = subprocess.run([sys.executable, "-m", "multidp", "devices", "--json"], env=run_env,
+                              capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        (nvidia,) = json.loads(done.stdout)["drivers"]
+        assert nvidia["state"] == "ok", f"config {name}: {nvidia['reason']}"
+        replicas[name] = {d["replicas"] for d in nvidia["resources"]["nvidia.com/gpu"]}
+    assert replicas == {"default": {None}, "ts": {4}}
+
+
 def test_opt_in_overlay_leaves_every_driver_to_the_node_labels(tmp_path: Path) -> None:
     settings, _ = settings_for(render(OVERLAYS / "opt-in"), tmp_path)
     assert settings.drivers is None

@@ -118,16 +118,16 @@ def driver_report(settings: Settings, registry: PluginRegistry) -> list[dict[str
         else:
             registry.load([name])
             try:
-                enabled, section = factory.enabled(name)
+                enabled, _ = factory.enabled(name)
                 if info.error:
                     entry.update(status=FAILED, reason=info.error)
                 elif not enabled:
                     entry.update(status=DISABLED, reason="disabled in config")
-                else:
-                    from multidp.driverconfig import convert_section
+                else:  # the section alone and with each per-node config, as some node may see it
+                    from multidp.driverconfig import check_section
 
-                    source = str(settings.config_path) if settings.config_path else None
-                    convert_section(name, section, registry.call(name, "multidp_config_type"), source)
+                    check_section(name, settings.driver_sections.get(name, {}), factory.environ,
+                                  registry.call(name, "multidp_config_type"), factory.source)
             except ConfigError as exc:
                 entry.update(status=FAILED, reason=f"bad config: {exc}")
         report.append(entry)
@@ -150,6 +150,8 @@ def list_drivers(settings: Settings, as_json: bool) -> int:
 def config_schema(settings: Settings) -> int:
     """The config file's JSON schema, with every loadable driver's section."""
     registry = PluginRegistry()
+    from multidp.nodeconfig import with_host_keys
+
     registry.load(registry.names)
     schema = msgspec.json.schema(FileConfig)
     defs = schema["$defs"]
@@ -159,13 +161,13 @@ def config_schema(settings: Settings) -> int:
             continue
         config_type = registry.call(name, "multidp_config_type")
         if config_type is None:
-            drivers[name] = {"type": "object"}
+            drivers[name] = with_host_keys({"type": "object"}, defs)
             continue
         # Each driver's definitions join the root's, prefixed, so every $ref resolves.
         section = json.loads(json.dumps(msgspec.json.schema(config_type)).replace('"#/$defs/', f'"#/$defs/{name}.'))
         defs.update({f"{name}.{key}": value for key, value in section.pop("$defs", {}).items()})
-        drivers[name] = {"description": f"settings of the {name} driver; 'enabled' (boolean) is the host's",
-                         **section}
+        drivers[name] = {**with_host_keys(section, defs),
+                         "description": f"settings of the {name} driver; enabled and configByLabel are the host's"}
     defs["FileConfig"]["properties"]["drivers"] = {"type": "object", "properties": drivers}
     print(json.dumps(schema, indent=2))
     return EXIT_OK

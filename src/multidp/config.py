@@ -17,6 +17,7 @@ from typing import Any, Literal
 import msgspec
 
 from multidp.errors import ConfigError
+from multidp.nodeconfig import CONFIG_BY_LABEL, parse_config_by_label
 
 DEFAULT_PLUGIN_DIR = Path("/var/lib/kubelet/device-plugins")
 DEFAULT_CDI_DIR = Path("/var/run/cdi")
@@ -182,6 +183,8 @@ def load_settings(flags: Mapping[str, Any], environ: Mapping[str, str] | None = 
     for name, section in settings.driver_sections.items():
         if "enabled" in section and not isinstance(section["enabled"], bool):
             raise ConfigError(f"drivers.{name}.enabled", "must be true or false", source)
+        if section.get(CONFIG_BY_LABEL) is not None:  # the host's key: checked here, like enabled
+            parse_config_by_label(name, section[CONFIG_BY_LABEL], f"drivers.{name}.{CONFIG_BY_LABEL}", source)
     return settings
 
 

@@ -6,19 +6,26 @@ override); every other key of the section is the driver's. A variable
 as a YAML scalar (``3`` is a number, ``true`` a boolean) and the key is matched
 to the driver's declared keys ignoring case and underscores, so
 ``MULTIDP_NVIDIA_MIG_STRATEGY`` sets ``migStrategy``.
+
+``drivers.<name>.configByLabel`` is the host's too: the per-node config a node
+label selects is merged over the section first, so that variables still win
+(flag > env > file; the per-node configs are part of the file).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
 from multidp.config import split_validation_error
 from multidp.errors import ConfigError
+from multidp.nodeconfig import CONFIG_BY_LABEL, ConfigByLabel, Selection, apply, parse_config_by_label, select
 
-HOST_KEYS = ("enabled",)
+HOST_KEYS = ("enabled", CONFIG_BY_LABEL)
 
 
 def declared_keys(config_type: Any) -> list[str]:
@@ -39,9 +46,10 @@ def _normalise(key: str) -> str:
 
 
 def env_overrides(
-    name: str, environ: Mapping[str, str], known_keys: list[str], section: Mapping[str, Any]
+    name: str, environ: Mapping[str, str], known_keys: list[str], section: Mapping[str, Any],
+    variables: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Top-level keys set through ``MULTIDP_<NAME>_<KEY>`` variables."""
+    """Top-level keys set through ``MULTIDP_<NAME>_<KEY>`` variables (``variables``: key -> variable)."""
     prefix = f"MULTIDP_{name.upper().replace('-', '_')}_"
     if not any(var.startswith(prefix) for var in environ):
         return {}
@@ -54,6 +62,8 @@ def env_overrides(
             continue
         raw_key = var[len(prefix):]
         key = by_norm.get(_normalise(raw_key), raw_key.lower())
+        if variables is not None:
+            variables[key] = var
         try:
             found[key] = yaml.safe_load(text) if text.strip() else ""
         except yaml.YAMLError as exc:
@@ -63,18 +73,87 @@ def env_overrides(
     return found
 
 
-def driver_section(
-    name: str, section: Mapping[str, Any], environ: Mapping[str, str], config_type: Any
-) -> tuple[bool, dict[str, Any]]:
-    """(enabled, the driver's own keys) with environment variables applied."""
-    merged = dict(section)
+@dataclass(frozen=True)
+class Resolved:
+    """A driver's settings on this node: the host's keys, and its own keys with everything applied."""
+
+    enabled: bool
+    own: dict[str, Any]
+    by_label: ConfigByLabel | None = None
+    selection: Selection | None = None
+
+
+def resolve_section(
+    name: str, section: Mapping[str, Any], environ: Mapping[str, str], config_type: Any,
+    labels: Mapping[str, str] | None = None, source: str | None = None,
+) -> Resolved:
+    """The section, the per-node config ``labels`` select merged over it, then variables."""
+    by_label, env = _by_label_and_env(name, section, environ, config_type, source)
+    selection = select(by_label, labels) if by_label else None
+    return _compose(name, section, by_label, selection, env)
+
+
+def _by_label_and_env(
+    name: str, section: Mapping[str, Any], environ: Mapping[str, str], config_type: Any, source: str | None,
+) -> tuple[ConfigByLabel | None, dict[str, Any]]:
+    env: dict[str, Any] = {}
+    variables: dict[str, str] = {}
     prefix = f"MULTIDP_{name.upper().replace('-', '_')}_"
     if any(var.startswith(prefix) for var in environ):
-        merged.update(env_overrides(name, environ, declared_keys(config_type), section))
+        env = env_overrides(name, environ, declared_keys(config_type), section, variables)
+    if CONFIG_BY_LABEL in env:  # a variable replaces the file's configByLabel as a whole
+        return parse_config_by_label(name, env.pop(CONFIG_BY_LABEL), variables[CONFIG_BY_LABEL]), env
+    if section.get(CONFIG_BY_LABEL) is not None:
+        where = f"drivers.{name}.{CONFIG_BY_LABEL}"
+        return parse_config_by_label(name, section[CONFIG_BY_LABEL], where, source), env
+    return None, env
+
+
+def _compose(name: str, section: Mapping[str, Any], by_label: ConfigByLabel | None, selection: Selection | None,
+             env: Mapping[str, Any]) -> Resolved:
+    merged = apply(section, by_label, selection.chosen if selection else None)
+    merged.update(env)
     enabled = merged.pop("enabled", True)
     if not isinstance(enabled, bool):
         raise ConfigError(f"drivers.{name}.enabled", f"must be true or false, not {enabled!r}")
-    return enabled, merged
+    return Resolved(enabled, merged, by_label, selection)
+
+
+def check_section(
+    name: str, section: Mapping[str, Any], environ: Mapping[str, str], config_type: Any, source: str | None,
+) -> None:
+    """Validate the section as every node can see it: alone, and with each per-node config."""
+    by_label, env = _by_label_and_env(name, section, environ, config_type, source)
+    resolved = _compose(name, section, by_label, None, env)
+    convert_section(name, resolved.own, config_type, source)
+    if by_label is None:
+        return
+    for chosen, overlay in by_label.configs.items():
+        selection = Selection(by_label.label, chosen, chosen, tuple(by_label.configs))
+        try:
+            convert_section(name, _compose(name, section, by_label, selection, env).own, config_type, source)
+        except ConfigError as exc:
+            raise in_config(exc, name, chosen, overlay) from exc
+
+
+def in_config(exc: ConfigError, name: str, chosen: str, overlay: Mapping[str, Any]) -> ConfigError:
+    """Name the per-node config's key when the error is in a key it sets."""
+    prefix = f"drivers.{name}"
+    rest = exc.key[len(prefix):].lstrip(".") if exc.key.startswith(prefix) else ""
+    top = re.split(r"[.\[]", rest, maxsplit=1)[0]
+    if top in overlay or (not top and any(f"`{key}`" in exc.message for key in overlay)):
+        key = f"{prefix}.{CONFIG_BY_LABEL}.configs.{chosen}" + (f".{rest}" if rest else "")
+        return ConfigError(key, exc.message, exc.source)
+    return ConfigError(exc.key, f"{exc.message} (with the per-node config {chosen!r})", exc.source)
+
+
+def driver_section(
+    name: str, section: Mapping[str, Any], environ: Mapping[str, str], config_type: Any,
+    labels: Mapping[str, str] | None = None,
+) -> tuple[bool, dict[str, Any]]:
+    """(enabled, the driver's own keys) with the per-node config and environment variables applied."""
+    resolved = resolve_section(name, section, environ, config_type, labels)
+    return resolved.enabled, resolved.own
 
 
 def convert_section(name: str, section: dict[str, Any], config_type: Any, source: str | None) -> Any:

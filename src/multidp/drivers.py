@@ -19,7 +19,7 @@ from typing import Any
 
 from multidp.config import Settings
 from multidp.driver import Driver, DriverContext, Simulation
-from multidp.driverconfig import convert_section, driver_section
+from multidp.driverconfig import Resolved, convert_section, in_config, resolve_section
 from multidp.errors import ConfigError
 from multidp.registry import PluginInfo, PluginRegistry
 
@@ -64,15 +64,25 @@ class DriverFactory:
         self._workdir = workdir
         self._own_workdir: tempfile.TemporaryDirectory[str] | None = None
         self.simulations: dict[str, Simulation] = {}
+        self.labels: Mapping[str, str] | None = None  # this node's labels; None: not known (the defaults apply)
 
     def info(self, name: str) -> PluginInfo:
         return self.registry.plugins[name]
 
     def enabled(self, name: str) -> tuple[bool, dict[str, Any]]:
-        """Whether config enables the driver (the default labels override), and its raw section."""
-        section = self.settings.driver_sections.get(name, {})
+        """Whether config enables the driver (the default labels override), and its keys on this node."""
         config_type = self._config_type(name) if self.info(name).loaded else None
-        return driver_section(name, section, self.environ, config_type)
+        resolved = self.resolve(name, config_type)
+        return resolved.enabled, resolved.own
+
+    def resolve(self, name: str, config_type: Any = None) -> Resolved:
+        """The driver's section on this node: the per-node config its labels select, then variables."""
+        section = self.settings.driver_sections.get(name, {})
+        return resolve_section(name, section, self.environ, config_type, self.labels, self.source)
+
+    @property
+    def source(self) -> str | None:
+        return str(self.settings.config_path) if self.settings.config_path else None
 
     def _config_type(self, name: str) -> Any:
         return self.registry.call(name, "multidp_config_type")
@@ -83,10 +93,14 @@ class DriverFactory:
         if not info.loaded:
             raise RuntimeError(info.error)
         config_type = self._config_type(name)
-        section = self.settings.driver_sections.get(name, {})
-        _, own = driver_section(name, section, self.environ, config_type)
-        source = str(self.settings.config_path) if self.settings.config_path else None
-        config = convert_section(name, own, config_type, source)
+        resolved = self.resolve(name, config_type)
+        chosen = resolved.selection.chosen if resolved.selection else None
+        try:
+            config = convert_section(name, resolved.own, config_type, self.source)
+        except ConfigError as exc:
+            if resolved.by_label is None or chosen is None:
+                raise
+            raise in_config(exc, name, chosen, resolved.by_label.configs[chosen]) from exc
         simulation = self._simulate(name) if self.settings.simulate else None
         context = DriverContext(
             name=name,

@@ -3,7 +3,8 @@
 Drivers are selected (``--drivers``), enabled (node label, else config),
 created and run each in isolation; their scans feed the resource table
 (:mod:`multidp.table`), which keeps one endpoint per resource. SIGHUP reloads
-every driver; a node label change starts or stops one driver without touching
+every driver; a node label change starts or stops one driver, or rebuilds one
+whose per-node config it selects (:mod:`multidp.nodestate`), without touching
 the others. Kubelet restarts are followed by :mod:`multidp.restarts`.
 """
 
@@ -29,9 +30,9 @@ from multidp.drivers import (
     selected_names,
 )
 from multidp.endpoint import Endpoint
-from multidp.labels import LABEL_PREFIX, Overrides
 from multidp.model import Device
 from multidp.names import SOCKET_PREFIX
+from multidp.nodestate import NodeState
 from multidp.registration import is_socket
 from multidp.registry import PluginRegistry
 from multidp.restarts import KubeletRestarts
@@ -61,7 +62,7 @@ class Host:
         self._lock = threading.RLock()
         self._stopped = threading.Event()
         self._started = False
-        self._labels: Overrides = {}  # what node labels say about each driver
+        self.node = NodeState()  # this node's labels and what they say about each driver
         self._label_watcher: NodeLabelWatcher | None = None
         self._labels_seen = threading.Event()
         self._apply_lock = threading.Lock()  # start, reload and label changes, one at a time
@@ -95,7 +96,7 @@ class Host:
         plugin_dir.mkdir(parents=True, exist_ok=True)
         self._remove_stale_sockets()
         self._restarts.start()
-        self._follow_node_labels(names)
+        self._follow_node_labels()
         for name in self.registry.names:
             if name not in names:
                 self.statuses[name] = DriverStatus(name, self.factory.info(name).origin, NOT_SELECTED,
@@ -115,12 +116,7 @@ class Host:
             thread.join()
 
     def _desired(self, name: str) -> tuple[bool, str]:
-        """Whether a selected driver should run here: its node label, else its config default."""
-        label = self._labels.get(name)
-        if label is not None:
-            return label, f"disabled by node label {LABEL_PREFIX}{name}=false"
-        enabled, _ = self.factory.enabled(name)
-        return enabled, "disabled in config"
+        return self.node.desired(name, self.factory)
 
     def _bring_up(self, name: str) -> None:
         """Create and start one driver (again, on reload); a failure stays with it."""
@@ -142,11 +138,12 @@ class Host:
             self.statuses[name] = DriverStatus(name, origin, DISABLED, why_not)
             return
         origin = self.factory.info(name).origin
+        selected = self.node.built(name, self.node.selection(name, self.factory))
         runner = DriverRunner(name, created, self.settings.timeouts, self._on_inventory)
         with self._lock:
             self.runners[name] = runner
             self.table.rebind(name, runner)
-            self.statuses[name] = DriverStatus(name, origin, RUNNING)
+            self.statuses[name] = DriverStatus(name, origin, RUNNING, selected)
         if previous is not None:
             previous.stop()
         log.info("driver %s (%s) running", name, origin)
@@ -157,6 +154,7 @@ class Host:
         """Stop a driver that no longer runs here; withdraw its resources."""
         with self._lock:
             runner = self.runners.pop(name, None)
+        self.node.forget(name)
         if runner is None:
             return
         self.table.withdraw(self.table.resources_of(name))
@@ -177,6 +175,7 @@ class Host:
         self.cdi.directory = settings.cdi_dir
         names = selected_names(settings, self.registry)
         with self._apply_lock:
+            self.factory.labels = self.node.labels  # a label change may have come in meanwhile
             for name in list(self.runners):
                 if name not in names:
                     self._retire(name)
@@ -186,7 +185,7 @@ class Host:
 
     # Node labels ----------------------------------------------------------------------
 
-    def _follow_node_labels(self, names: list[str]) -> None:
+    def _follow_node_labels(self) -> None:
         """With NODE_NAME set, follow this node's labels (waiting briefly for the first answer,
         so a driver a label turns off is never started)."""
         node = self.factory.environ.get("NODE_NAME")
@@ -194,29 +193,38 @@ class Host:
             return
         from multidp.labels import NodeLabelWatcher
 
-        watcher = NodeLabelWatcher(node, names, self.apply_labels, self.factory.environ)
+        watcher = NodeLabelWatcher(node, self.apply_labels, self.factory.environ)
         if watcher.start():
             self._label_watcher = watcher
             if not self._labels_seen.wait(LABELS_FIRST_WAIT_S):
                 log.warning("node labels not read within %g s; starting with the config defaults",
                             LABELS_FIRST_WAIT_S)
 
-    def apply_labels(self, overrides: Overrides) -> None:
-        """Start or stop the drivers whose node label changed what they should do."""
+    def apply_labels(self, labels: Mapping[str, str]) -> None:
+        """This node's labels changed: start or stop the drivers whose ``multidp.io/<driver>`` label
+        changed what they should do, and rebuild, as a reload does, those whose per-node config did."""
         with self._apply_lock:
-            self._labels = dict(overrides)
+            names = selected_names(self.settings, self.registry)
+            self.node.update(labels, names)
+            self.factory.labels = self.node.labels
             self._labels_seen.set()
             if not self._started or self._stopped.is_set():
                 return  # start() brings drivers up with these labels
-            names = selected_names(self.settings, self.registry)
             starting = [n for n in names if self._desired(n)[0] and n not in self.runners]
             stopping = [n for n in names if not self._desired(n)[0] and n in self.runners]
+            staying = [n for n in names if n in self.runners and n not in stopping]
+            rebuilding = [n for n in staying if self.node.config_changed(n, self.factory)]
             for name in stopping:
                 reason = self._desired(name)[1]
                 log.info("driver %s: %s; stopping it", name, reason)
                 self._retire(name)
                 self.statuses[name] = DriverStatus(name, self.factory.info(name).origin, DISABLED, reason)
-            self._in_parallel(self._bring_up, starting)
+            for name in rebuilding:
+                log.info("driver %s: its per-node config changed; creating it again", name)
+            for name in staying:
+                if name not in rebuilding:  # same config, but say so when the label value changed
+                    self.statuses[name].reason = self.node.note(name, self.node.selection(name, self.factory))
+            self._in_parallel(self._bring_up, starting + rebuilding)
 
     def _fail(self, name: str, origin: str, reason: str) -> None:
         log.error("driver %s (%s) failed: %s", name, origin, reason)

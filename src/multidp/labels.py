@@ -1,10 +1,12 @@
-"""Node-label enablement: ``multidp.io/<driver>=true|false`` on this node, live.
+"""This node's labels, live: ``multidp.io/<driver>=true|false`` and per-node config labels.
 
 With ``NODE_NAME`` set and API access (in-cluster service account, or
 ``KUBECONFIG``), a thread watches this node's Node object through lightkube
 (imported only here: it costs about 5 MB, the official client about 15) and
-tells the host which drivers the labels turn on or off. An absent label, or
-one that is neither true nor false (a warning), leaves the config default.
+hands the host the node's labels whenever they change; the host derives what
+they mean: which drivers run (:func:`overrides_from`; an absent label, or one
+that is neither true nor false, a warning, leaves the config default) and which
+per-node config each driver uses (:mod:`multidp.nodeconfig`).
 API unreachable or watch broken: the last known labels stay in force and the
 watch is retried with backoff, with a log line saying why.
 """
@@ -23,6 +25,7 @@ BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 30.0
 
 Overrides = dict[str, bool | None]  # driver -> label says on / off / nothing
+Labels = dict[str, str]
 
 
 class NoCredentials(Exception):
@@ -70,18 +73,16 @@ def make_client(environ: Mapping[str, str]) -> Any:
 
 
 class NodeLabelWatcher:
-    """Follows this node's labels and calls ``on_change(overrides)`` when what they say changes."""
+    """Follows this node's labels and calls ``on_change(labels)`` whenever they change."""
 
-    def __init__(self, node_name: str, drivers: Sequence[str], on_change: Callable[[Overrides], None],
-                 environ: Mapping[str, str], client_factory: Callable[[Mapping[str, str]], Any] = make_client) -> None:
+    def __init__(self, node_name: str, on_change: Callable[[Labels], None], environ: Mapping[str, str],
+                 client_factory: Callable[[Mapping[str, str]], Any] = make_client) -> None:
         self.node_name = node_name
-        self.drivers = list(drivers)
         self.on_change = on_change
         self.environ = environ
         self.client_factory = client_factory
-        self.current: Overrides = {}
+        self.current: Labels | None = None
         self.connected = False
-        self._warned: set[tuple[str, str]] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="node-labels", daemon=True)
 
@@ -100,10 +101,10 @@ class NodeLabelWatcher:
         self._stop.set()
 
     def _apply(self, labels: Mapping[str, str] | None) -> None:
-        overrides = overrides_from(labels, self.drivers, self._warned)
-        if overrides != self.current:
-            self.current = overrides
-            self.on_change(dict(overrides))
+        current = dict(labels or {})
+        if current != self.current:  # status updates arrive often; label changes rarely
+            self.current = current
+            self.on_change(dict(current))
 
     def _run(self) -> None:
         from lightkube.resources.core_v1 import Node
@@ -129,7 +130,7 @@ class NodeLabelWatcher:
 
     def _note_connected(self) -> None:
         if not self.connected:
-            log.info("following node labels %s<driver> on node %s", LABEL_PREFIX, self.node_name)
+            log.info("following the labels of node %s", self.node_name)
         self.connected = True
 
     def _note_failure(self, exc: Exception, delay: float) -> None:

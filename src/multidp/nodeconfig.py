@@ -1,0 +1,202 @@
+"""Per-node driver config chosen by a node label, for any driver (``drivers.<name>.configByLabel``).
+
+NVIDIA's plugin picks a config per node from ``nvidia.com/device-plugin.config``
+through a sidecar; here the host does it for every driver. The section names a
+label and a set of named configs; the config the node's label names is merged
+over the driver's section (mappings key by key, other values replaced, ``null``
+removes a key, as Helm merges values). No label: ``default``, else a config
+named ``default`` (NVIDIA's "named" fallback), else the section alone. A label
+naming no config: one error line, and the section alone (see the operator guide).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from multidp.errors import ConfigError
+from multidp.labels import LABEL_PREFIX
+
+CONFIG_BY_LABEL = "configByLabel"
+NAMED_FALLBACK = "default"
+
+_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+_DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_DNS_SUBDOMAIN = re.compile(rf"{_DNS_LABEL}(\.{_DNS_LABEL})*")
+_KEYS = ("label", "default", "configs")
+_RESERVED = ("enabled", CONFIG_BY_LABEL)  # the host's keys cannot vary per node this way
+
+
+@dataclass(frozen=True)
+class ConfigByLabel:
+    label: str
+    configs: dict[str, dict[str, Any]]
+    default: str | None = None
+
+    @property
+    def fallback(self) -> str | None:
+        """The config for a node without the label."""
+        if self.default is not None:
+            return self.default
+        return NAMED_FALLBACK if NAMED_FALLBACK in self.configs else None
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which named config applies on this node, and why."""
+
+    label: str
+    value: str | None  # the node's label value; None when absent
+    chosen: str | None  # None: the driver's section alone
+    known: tuple[str, ...]
+    followed: bool = True  # False: this node's labels are not known (label mode off, or not read yet)
+
+    @property
+    def unknown(self) -> bool:
+        return self.value is not None and self.chosen is None
+
+    def describe(self, driver: str) -> str:
+        known = ", ".join(self.known)
+        if self.unknown:
+            return (f"node label {self.label}={self.value!r} names no config in drivers.{driver}.configByLabel."
+                    f"configs (known: {known}); using drivers.{driver} without a per-node config")
+        if self.value is not None:
+            return f"node label {self.label}={self.value} selects config {self.chosen!r}"
+        why = f"node label {self.label} is not set" if self.followed else "node labels are not known"
+        if self.chosen is not None:
+            return f"{why}; using the default config {self.chosen!r}"
+        return (f"{why} and there is no default config (known: {known}); using drivers.{driver} without a "
+                "per-node config")
+
+
+def label_key_problem(key: str) -> str | None:
+    """Why ``key`` is not a Kubernetes label key (``[prefix/]name``), or None."""
+    prefix, _, name = key.rpartition("/")
+    if "/" in prefix:
+        return "has more than one '/'"
+    if "/" in key and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.fullmatch(prefix)):
+        return f"prefix {prefix!r} is not a DNS subdomain (lower case, digits, '-' and '.', at most 253)"
+    if not name or len(name) > 63 or not _NAME.fullmatch(name):
+        return (f"name {name!r} must be 1-63 characters of letters, digits, '-', '_' and '.', "
+                "starting and ending with a letter or digit")
+    return None
+
+
+def parse_config_by_label(driver: str, raw: Any, where: str, source: str | None = None) -> ConfigByLabel:
+    """Validate a ``configByLabel`` value; ConfigError naming the key on anything wrong."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(where, f"must be a mapping with label, configs and default, not {type(raw).__name__}",
+                          source)
+    for key in raw:
+        if key not in _KEYS:
+            raise ConfigError(f"{where}.{key}", "unknown key (configByLabel has label, default and configs)", source)
+    label = raw.get("label")
+    if not isinstance(label, str):
+        raise ConfigError(f"{where}.label", "is required: the node label key, e.g. nvidia.com/device-plugin.config",
+                          source)
+    problem = label_key_problem(label)
+    if problem:
+        raise ConfigError(f"{where}.label", f"{label!r} is not a Kubernetes label key: {problem}", source)
+    if label == LABEL_PREFIX + driver:
+        raise ConfigError(f"{where}.label", f"{label} turns the driver on and off; use a label of its own", source)
+    configs = raw.get("configs")
+    if not isinstance(configs, Mapping) or not configs:
+        what = "is empty" if isinstance(configs, Mapping) else f"must be a mapping of names, not {_kind(configs)}"
+        raise ConfigError(f"{where}.configs", f"{what} (name: keys merged over drivers.{driver})", source)
+    parsed = {_config_name(name, f"{where}.configs", source): _overlay(body, f"{where}.configs.{name}", source)
+              for name, body in configs.items()}
+    default = raw.get("default")
+    if default is not None:
+        default = str(default) if isinstance(default, int) and not isinstance(default, bool) else default
+        if not isinstance(default, str) or default not in parsed:
+            raise ConfigError(f"{where}.default", f"{default!r} is not among configs (known: {', '.join(parsed)})",
+                              source)
+    return ConfigByLabel(label, parsed, default)
+
+
+def _kind(value: Any) -> str:
+    return "nothing" if value is None else type(value).__name__
+
+
+def _config_name(name: Any, where: str, source: str | None) -> str:
+    # YAML reads `1:` as an int; the label value is the string "1".
+    text = str(name) if isinstance(name, int) and not isinstance(name, bool) else name
+    if not isinstance(text, str) or len(text) > 63 or not _NAME.fullmatch(text):
+        raise ConfigError(f"{where}.{name}", "a config name must be a label value: 1-63 letters, digits, '-', '_' "
+                          "and '.', starting and ending with a letter or digit", source)
+    return text
+
+
+def _overlay(body: Any, where: str, source: str | None) -> dict[str, Any]:
+    if body is None:
+        return {}
+    if not isinstance(body, Mapping):
+        raise ConfigError(where, f"must be a mapping of the driver's keys, not {type(body).__name__}", source)
+    for key in _RESERVED:
+        if key in body:
+            raise ConfigError(f"{where}.{key}", "cannot be set per config (the node label multidp.io/<driver> "
+                              "turns a driver on and off)", source)
+    return dict(body)
+
+
+def merge(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    """``overlay`` over ``base``: mappings merged key by key, other values replaced, None removes the key."""
+    merged = dict(base)
+    for key, value in overlay.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def select(by_label: ConfigByLabel, labels: Mapping[str, str] | None) -> Selection:
+    """The config this node's labels choose (no labels known: as if the label were absent)."""
+    value = (labels or {}).get(by_label.label) or None  # an empty value is no value, as NVIDIA reads it
+    if value is None:
+        chosen = by_label.fallback
+    else:
+        chosen = value if value in by_label.configs else None
+    return Selection(by_label.label, value, chosen, tuple(by_label.configs), labels is not None)
+
+
+def apply(section: Mapping[str, Any], by_label: ConfigByLabel | None, chosen: str | None) -> dict[str, Any]:
+    """The section without ``configByLabel``, with the config ``chosen`` merged over it."""
+    base = {k: v for k, v in section.items() if k != CONFIG_BY_LABEL}
+    if by_label is None or chosen is None:
+        return base
+    return merge(base, by_label.configs[chosen])
+
+
+def with_host_keys(section: dict[str, Any], defs: Mapping[str, Any]) -> dict[str, Any]:
+    """A driver section's JSON schema with the host's keys (``enabled``, ``configByLabel``) added."""
+    ref = section.get("$ref")
+    root = defs[ref.rpartition("/")[2]] if isinstance(ref, str) and len(section) == 1 else section
+    own = root.get("properties")
+    keys = list(own) if isinstance(own, dict) and root.get("additionalProperties") is False else None
+    overlay: dict[str, Any] = {"type": "object", "description": "keys of this section, merged over it"}
+    if keys is not None:
+        overlay["propertyNames"] = {"enum": keys}
+    host = {
+        "enabled": {"type": "boolean", "default": True,
+                    "description": "the host's: the default that the node label multidp.io/<driver> overrides"},
+        CONFIG_BY_LABEL: {
+            "type": "object",
+            "description": "the host's: a per-node config, chosen by the value of a node label",
+            "properties": {
+                "label": {"type": "string", "description": "a node label key, e.g. nvidia.com/device-plugin.config"},
+                "default": {"type": "string", "description": "the config for nodes without the label"},
+                "configs": {"type": "object", "minProperties": 1,
+                            "propertyNames": {"pattern": f"^{_NAME.pattern}$", "maxLength": 63},
+                            "additionalProperties": {"anyOf": [overlay, {"type": "null"}]}},
+            },
+            "required": ["label", "configs"],
+            "additionalProperties": False,
+        },
+    }
+    base = {k: v for k, v in root.items() if k != "properties"}
+    return {**base, "properties": {**(own if isinstance(own, dict) else {}), **host}}

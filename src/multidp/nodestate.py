@@ -1,0 +1,82 @@
+"""What this node's labels mean for the host: which drivers run, which per-node config each uses.
+
+The label watcher (:mod:`multidp.labels`) reports the node's labels; the host
+keeps them here and asks, per driver, whether it should run
+(``multidp.io/<driver>``, else ``drivers.<name>.enabled``) and whether the
+per-node config its labels select (:mod:`multidp.nodeconfig`) differs from the
+one its running instance was built with, in which case it is rebuilt the way
+a reload rebuilds it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+
+from multidp.drivers import DriverFactory
+from multidp.errors import ConfigError
+from multidp.labels import LABEL_PREFIX, Labels, Overrides, overrides_from
+from multidp.nodeconfig import Selection
+
+log = logging.getLogger("multidp.host")
+
+
+class NodeState:
+    """This node's labels (None until read, or when not followed) and what was made of them."""
+
+    def __init__(self) -> None:
+        self.labels: Labels | None = None
+        self.overrides: Overrides = {}
+        self._warned: set[tuple[str, str]] = set()
+        self._built: dict[str, str | None] = {}  # driver -> the per-node config its running instance uses
+        self._noted: dict[str, Selection] = {}  # driver -> the selection last logged
+
+    def update(self, labels: Mapping[str, str], drivers: Sequence[str]) -> None:
+        self.labels = dict(labels)
+        self.overrides = overrides_from(labels, drivers, self._warned)
+
+    def desired(self, name: str, factory: DriverFactory) -> tuple[bool, str]:
+        """Whether a selected driver should run here: its node label, else its config default."""
+        label = self.overrides.get(name)
+        if label is not None:
+            return label, f"disabled by node label {LABEL_PREFIX}{name}=false"
+        try:
+            enabled, _ = factory.enabled(name)
+        except ConfigError:
+            return True, ""  # creating it reports the error, and fails it alone
+        return enabled, "disabled in config"
+
+    @staticmethod
+    def selection(name: str, factory: DriverFactory) -> Selection | None:
+        """The per-node config the labels select (None: no configByLabel, or a config error that
+        creating the driver reports)."""
+        try:
+            return factory.resolve(name).selection
+        except ConfigError:
+            return None
+
+    def config_changed(self, name: str, factory: DriverFactory) -> bool:
+        """Whether a running driver's per-node config is no longer the one the labels select."""
+        selection = self.selection(name, factory)
+        return (selection.chosen if selection else None) != self._built.get(name)
+
+    def built(self, name: str, selection: Selection | None) -> str:
+        """Record the config a new instance was built with; the status reason to show."""
+        self._built[name] = selection.chosen if selection else None
+        return self.note(name, selection)
+
+    def note(self, name: str, selection: Selection | None) -> str:
+        """Log what the label selects once per change (an error when it names no config)."""
+        if selection is None:
+            self._noted.pop(name, None)
+            return ""
+        if self._noted.get(name) != selection:
+            self._noted[name] = selection
+            log.log(logging.ERROR if selection.unknown else logging.INFO, "driver %s: %s", name,
+                    selection.describe(name))
+        return selection.describe(name)
+
+    def forget(self, name: str) -> None:
+        """The driver stopped: a later start logs its selection again."""
+        self._built.pop(name, None)
+        self._noted.pop(name, None)
