@@ -79,13 +79,10 @@ def test_unreadable_file_is_named(tmp_path: Path) -> None:
     assert caught.value.key == "drivers.nvidia.configFile" and "missing.yaml" in str(caught.value)
 
 
-def test_bad_rename_and_mps_are_refused() -> None:
+def test_bad_rename_is_refused() -> None:  # MPS's own refusals are in test_mps.py
     with pytest.raises(ConfigError) as caught:
         _resolve({"sharing": {"timeSlicing": {"resources": [{"name": "gpu", "replicas": 2, "rename": "Bad_Name."}]}}})
     assert caught.value.key == "drivers.nvidia.sharing.timeSlicing.resources[0].rename"
-    with pytest.raises(ConfigError) as caught:
-        _resolve({"sharing": {"mps": {"resources": [{"name": "gpu", "replicas": 2}]}}})
-    assert "MPS" in str(caught.value)
 
 
 def test_short_names_get_nvidias_prefix() -> None:

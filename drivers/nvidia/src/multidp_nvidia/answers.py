@@ -7,7 +7,9 @@ Per device-list strategy, as NVIDIA's plugin answers: ``envvar`` sets
 ``k8s.device-plugin.nvidia.com/gpu=<id>,…`` into the annotation
 ``cdi.k8s.io/nvidia-device-plugin_<response uuid>``; ``cdi-cri`` fills the CRI
 ``cdi_devices`` field. With ``passDeviceSpecs`` the control nodes that exist come
-first, then each device's ``/dev/nvidia<minor>`` and MIG capability nodes.
+first, then each device's ``/dev/nvidia<minor>`` and MIG capability nodes. MPS
+replicas add the MPS pipe and shm (:mod:`multidp_nvidia.mps`) with every strategy,
+CDI included, before the volume mounts, in NVIDIA's order.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from multidp import AllocationRefused, AllocationRequest, ContainerAllocation, D
 from multidp.model import CDIDeviceSpec, CDISpec
 from multidp.preferred import base_id
 
+from multidp_nvidia import mps
 from multidp_nvidia.cdi_hooks import cdi_hooks
 from multidp_nvidia.inventory import Inventory, Served
 from multidp_nvidia.settings import Settings
@@ -73,9 +76,13 @@ def allocation(request: AllocationRequest, inventory: Inventory, settings: Setti
     strategies = settings.list_strategies
     if "envvar" in strategies:
         answer.envs[VISIBLE] = ",".join(ids)
+    shared = next((d for d in devices if d.mps), None)
+    if shared is not None:
+        envs, answer.mounts = mps.answer_parts(shared.resource, settings.mps_root)
+        answer.envs.update(envs)
     if "volume-mounts" in strategies:
         answer.envs[VISIBLE] = MOUNT_ROOT
-        answer.mounts = [Mount(f"{MOUNT_ROOT}/{i}", "/dev/null") for i in ids]
+        answer.mounts += [Mount(f"{MOUNT_ROOT}/{i}", "/dev/null") for i in ids]
     if settings.uses_cdi:
         answer.cdi_devices = [f"{CDI_KIND}={i}" for i in ids]
         answer.cdi_field = "cdi-cri" in strategies

@@ -3,7 +3,8 @@
 ``drivers.nvidia`` in multidp's config accepts NVIDIA's own keys inline (``version``,
 ``flags``, ``resources``, ``sharing``) and ``configFile``, the path of an NVIDIA
 config file, so operators keep the file they have. multidp's additions are
-``health``, ``replicaPolicy``, ``pollInterval``, ``procRoot`` and ``simulatedMachine``.
+``health``, ``mpsContainerRoot``, ``replicaPolicy``, ``pollInterval``, ``procRoot`` and
+``simulatedMachine``.
 How the sources combine is in :mod:`multidp_nvidia.settings`.
 """
 
@@ -47,8 +48,9 @@ class Flags(_Section):
     mofed_enabled: bool | None = None
     device_discovery_strategy: Literal["auto", "nvml"] | None = None
     plugin: PluginFlags | None = None
-    # Accepted and ignored (logged): they belong to NVIDIA's MPS daemon, GFD and NFD.
+    # The host folder NVIDIA's MPS control daemon works in (MPS_ROOT); Allocate answers mount from it.
     mps_root: str | None = None
+    # Accepted and ignored (logged): they belong to GFD and NFD.
     use_node_feature_api: bool | None = msgspec.field(default=None, name="useNodeFeatureAPI")
     gfd: dict[str, Any] | None = None
 
@@ -67,11 +69,12 @@ class Resources(_Section):
 
 
 class ReplicatedResource(_Section):
-    """One ``sharing.timeSlicing.resources`` entry.
+    """One ``sharing.timeSlicing.resources`` / ``sharing.mps.resources`` entry.
 
     ``devices`` is ``all``, a count (the first N devices by index) or a list of
     GPU indexes (``0``), MIG indexes (``0:1``) or UUIDs; ``rename`` is the
-    resource the replicas are served as. NVIDIA's schema has both; multidp honours them.
+    resource the replicas are served as. NVIDIA's schema has both; multidp honours
+    them for time-slicing (for MPS they are ignored, as NVIDIA's MPS daemon ignores them).
     """
 
     name: str
@@ -80,16 +83,19 @@ class ReplicatedResource(_Section):
     devices: Literal["all"] | int | list[str | int] = "all"
 
 
-class TimeSlicing(_Section):
+class ReplicatedResources(_Section):
+    """``sharing.timeSlicing`` or ``sharing.mps``: NVIDIA uses one schema for both."""
+
     rename_by_default: bool | None = None
     fail_requests_greater_than_one: bool | None = None
     resources: list[ReplicatedResource] | None = None
 
 
 class Sharing(_Section):
-    time_slicing: TimeSlicing | None = None
-    # NVIDIA's MPS sharing needs its MPS control daemon; multidp refuses it with a clear error.
-    mps: dict[str, Any] | None = None
+    time_slicing: ReplicatedResources | None = None
+    # Served like time-slicing plus the MPS pipe and shm mounts; NVIDIA's MPS control daemon
+    # (its own DaemonSet, reading the same file) must run on the node.
+    mps: ReplicatedResources | None = None
 
 
 class Health(_Section):
@@ -136,6 +142,9 @@ class NvidiaConfig(NvidiaFileConfig):
     nvidia_dev_root: str | None = None
     container_driver_root: str | None = None
     nvidia_ctk_path: str | None = msgspec.field(default=None, name="nvidiaCTKPath")
+    mps_root: str | None = None
+    # Where mpsRoot is mounted in this container, to check the MPS daemon is ready (default: mpsRoot).
+    mps_container_root: str | None = None
     replica_policy: Literal["spread", "pack"] = "spread"
     poll_interval: float = 5.0
     proc_root: str = "/proc"

@@ -4,7 +4,7 @@ NVML is initialised at the first scan (or in create when ``failOnInitError`` is
 set, so only this driver fails). Without NVML or GPUs the driver logs why, once,
 serves nothing, and tries again every poll. Discovery, the link graph included,
 runs once per NVML session; later scans only re-evaluate health (events,
-recovery, device nodes that vanished).
+recovery, device nodes that vanished, whether NVIDIA's MPS control daemon is ready).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from multidp_nvidia import answers
 from multidp_nvidia.discovery import Machine, discover
 from multidp_nvidia.health import HealthMonitor, probe_gpu
 from multidp_nvidia.inventory import Inventory, Served, build
+from multidp_nvidia.mps import MpsReadiness
 from multidp_nvidia.nvml import error_name
 from multidp_nvidia.settings import DEFAULT_RECOVER_AFTER_S, Settings
 from multidp_nvidia.topology import best_set
@@ -51,6 +52,7 @@ class NvidiaDriver(Driver):
         self._notify: Notify = lambda: None
         self._said = ""  # the last "nothing to serve" reason logged
         self._missing: set[str] = set()
+        self._mps = MpsReadiness(settings.mps_container_root, log)
         if settings.fail_on_init_error:
             self._init_nvml()  # raises: NVIDIA's failOnInitError fails this driver at once
 
@@ -103,6 +105,7 @@ class NvidiaDriver(Driver):
         if self._monitor is not None:
             self._monitor.try_recover(lambda uuid: probe_gpu(nvml, uuid))
         self._control_nodes = answers.existing_control_nodes(self._dev_root)
+        self._mps.refresh(s.resource for s in self._inventory.by_id.values() if s.mps)
         return {resource: [self._device(s) for s in items] for resource, items in self._inventory.resources.items()}
 
     def _rediscover(self, nvml: Any) -> None:
@@ -125,6 +128,8 @@ class NvidiaDriver(Driver):
 
     def _device(self, served: Served) -> Device:
         problem = served.problem or self._node_problem(served)
+        if not problem and served.mps:
+            problem = self._mps.problem(served.resource)
         if not problem and self._monitor is not None:
             problem = self._monitor.problem(served.gpu_uuid, served.gi, served.ci)
         numa = (served.numa,) if served.numa is not None else ()

@@ -3,8 +3,8 @@
 MIG strategies as NVIDIA's plugin: ``none`` serves whole GPUs; ``single`` serves
 the MIG devices of uniformly split GPUs as ``nvidia.com/gpu``; ``mixed`` serves
 one ``nvidia.com/mig-<profile>`` resource per profile (``+`` becomes ``.``) and
-whole GPUs without MIG as ``nvidia.com/gpu``. Time-slicing entries then give
-the devices they select replicas and, optionally, another resource name.
+whole GPUs without MIG as ``nvidia.com/gpu``. Sharing entries (time-slicing or
+MPS) then give the devices they select replicas and, optionally, another resource name.
 """
 
 from __future__ import annotations
@@ -15,13 +15,14 @@ import re
 from dataclasses import dataclass, field, replace
 
 from multidp_nvidia.discovery import GpuInfo, Machine, MigInfo
-from multidp_nvidia.settings import ReplicaRule, Settings
+from multidp_nvidia.settings import Settings
+from multidp_nvidia.sharing import ReplicaRule
 
 WHOLE = 0xFFFFFFFF
 
 
 class MigConfigurationError(RuntimeError):
-    """The GPUs' MIG setup does not fit the MIG strategy (NVIDIA refuses to start on it)."""
+    """The GPUs' MIG setup does not fit the MIG strategy or the sharing (NVIDIA refuses to start on it)."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class Served:
     replicas: int | None = None
     problem: str = ""
     info: dict[str, str] = field(default_factory=dict)
+    mps: bool = False  # its replicas go through NVIDIA's MPS control daemon
 
     @property
     def is_mig(self) -> bool:
@@ -163,6 +165,10 @@ def apply_replicas(served: list[Served], rules: tuple[ReplicaRule, ...], log: lo
     for rule in rules:
         candidates = [s for s in served if s.resource == rule.resource and s.id not in claimed]
         for item in _selected(rule, candidates, log):
+            if rule.mps and item.is_mig:  # as NVIDIA: the MPS daemon serves whole GPUs only
+                raise MigConfigurationError(f"{rule.where}: MPS sharing is not supported for MIG devices "
+                                            f"({item.id}); use migStrategy none or sharing.timeSlicing")
             claimed.add(item.id)
-            result[item.id] = replace(item, resource=rule.serve_as, replicas=rule.replicas)
+            info = {**item.info, "sharing": "mps"} if rule.mps else item.info
+            result[item.id] = replace(item, resource=rule.serve_as, replicas=rule.replicas, mps=rule.mps, info=info)
     return [result[s.id] for s in served]

@@ -41,6 +41,7 @@ _ENV: dict[str, tuple[tuple[str, ...], Callable[[str, str], Any]]] = {
     "DEVICE_ID_STRATEGY": (("flags", "plugin", "deviceIDStrategy"), lambda v, t: t.strip()),
     "CDI_ANNOTATION_PREFIX": (("flags", "plugin", "cdiAnnotationPrefix"), lambda v, t: t),
     "CONTAINER_DRIVER_ROOT": (("flags", "plugin", "containerDriverRoot"), lambda v, t: t),
+    "MPS_ROOT": (("flags", "mpsRoot"), lambda v, t: t),  # NVIDIA's --mps-root; its chart sets it
     # NVIDIA's flag --nvidia-cdi-hook-path reads NVIDIA_CDI_HOOK_PATH before NVIDIA_CTK_PATH: the later
     # entry here wins, so it comes second.
     "NVIDIA_CTK_PATH": (("flags", "plugin", "nvidiaCTKPath"), lambda v, t: t),

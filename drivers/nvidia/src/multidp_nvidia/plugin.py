@@ -29,6 +29,8 @@ def create(context: DriverContext, nvml_source: Callable[[], Any] | None = None,
     settings = resolve(config, context.environ)
     for note in settings.notes:
         context.log.info("%s is accepted for compatibility and has no effect in multidp", note)
+    for warning in settings.warnings:
+        context.log.warning("%s", warning)
     simulation = context.simulation
     proc_root = Path(settings.proc_root)
     if nvml_source is None and simulation is not None:

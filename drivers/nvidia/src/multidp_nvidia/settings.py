@@ -17,27 +17,15 @@ from typing import Any
 
 import msgspec
 from multidp import ConfigError
-from multidp.names import resource_name_problem
 
 from multidp_nvidia.config import DEFAULT_IGNORED_XIDS, Flags, NvidiaConfig, NvidiaFileConfig, PluginFlags
+from multidp_nvidia.layering import KEY, RESOURCE_PREFIX, checked_name, pick, plain_root
 from multidp_nvidia.nvidia_env import env_layer, xid_env
+from multidp_nvidia.sharing import DEFAULT_MPS_ROOT, ReplicaRule, resolve_sharing
 
-KEY = "drivers.nvidia"
-RESOURCE_PREFIX = "nvidia.com"
 STRATEGIES = ("envvar", "volume-mounts", "cdi-annotations", "cdi-cri")
 DEFAULT_RECOVER_AFTER_S = 300.0
 DEFAULT_CDI_HOOK_PATH = "/usr/bin/nvidia-ctk"  # NVIDIA's DefaultNvidiaCTKPath
-
-
-@dataclass(frozen=True)
-class ReplicaRule:
-    """A resolved time-slicing entry: which devices of ``resource`` get ``replicas``, served as ``serve_as``."""
-
-    resource: str
-    replicas: int
-    serve_as: str
-    devices: str | int | tuple[str, ...]  # "all", a count, or indexes / UUIDs
-    where: str  # the key it came from, for messages
 
 
 @dataclass(frozen=True)
@@ -58,6 +46,8 @@ class Settings:
     mig_resources: tuple[tuple[str, str], ...] = ()
     replica_rules: tuple[ReplicaRule, ...] = ()
     fail_requests_greater_than_one: bool = False
+    mps_root: str = DEFAULT_MPS_ROOT  # host path, named in Allocate answers
+    mps_container_root: str = DEFAULT_MPS_ROOT  # this container's view of it, for the readiness check
     health_enabled: bool = True
     ignored_xids: frozenset[int] = frozenset(DEFAULT_IGNORED_XIDS)
     only_xids: frozenset[int] | None = None  # DP_DISABLE_HEALTHCHECKS=all with some enabled
@@ -68,21 +58,18 @@ class Settings:
     proc_root: str = "/proc"
     simulated_machine: str = "nvlink8"
     notes: tuple[str, ...] = field(default=())  # settings accepted but ignored, for one log line
+    warnings: tuple[str, ...] = field(default=())  # settings overridden as NVIDIA does, one warning each
 
     @property
     def uses_cdi(self) -> bool:
         return any(s.startswith("cdi-") for s in self.list_strategies)
 
+    @property
+    def uses_mps(self) -> bool:
+        return any(r.mps for r in self.replica_rules)
+
 
 _ANNOTATION_PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/$")
-
-
-def _root(path: str, key: str) -> str:
-    """``path`` if it is absolute and has no ``.``/``..`` parts, else a ConfigError naming ``key``."""
-    parts = path.split("/")
-    if not path.startswith("/") or any(p in (".", "..") for p in parts) or "\0" in path:
-        raise ConfigError(f"{KEY}.{key}", f"{path!r} must be an absolute path without '.' or '..' parts")
-    return path
 
 
 def read_nvidia_file(path: str) -> NvidiaFileConfig:
@@ -111,30 +98,6 @@ def read_nvidia_file(path: str) -> NvidiaFileConfig:
     return config
 
 
-def _pick(layers: list[Any], *path: str) -> Any:
-    """The first value set along ``path`` in ``layers`` (highest precedence first)."""
-    for layer in layers:
-        node = layer
-        for part in path:
-            node = getattr(node, part, None) if node is not None else None
-        if node is not None:
-            return node
-    return None
-
-
-def qualified(name: str) -> str:
-    """NVIDIA's rule: a name without a ``/`` is in ``nvidia.com/``."""
-    return name if "/" in name else f"{RESOURCE_PREFIX}/{name}"
-
-
-def _checked_name(name: str, key: str) -> str:
-    full = qualified(name)
-    problem = resource_name_problem(full)
-    if problem:
-        raise ConfigError(key, f"resource name {full!r} {problem}")
-    return full
-
-
 def _strategies(value: str | list[str] | None) -> tuple[str, ...]:
     if value is None:
         return ("envvar",)
@@ -147,31 +110,6 @@ def _strategies(value: str | list[str] | None) -> tuple[str, ...]:
     return names
 
 
-def _replica_rules(layers: list[Any], rename_by_default: bool) -> tuple[ReplicaRule, ...]:
-    entries = _pick(layers, "sharing", "time_slicing", "resources") or []
-    rules = []
-    for i, entry in enumerate(entries):
-        where = f"{KEY}.sharing.timeSlicing.resources[{i}]"
-        if entry.replicas < 1:
-            raise ConfigError(f"{where}.replicas", f"must be at least 1, not {entry.replicas}")
-        resource = _checked_name(entry.name, f"{where}.name")
-        if entry.rename:
-            serve_as = _checked_name(entry.rename, f"{where}.rename")
-        elif rename_by_default:
-            serve_as = _checked_name(resource + ".shared", f"{where}.name")
-        else:
-            serve_as = resource
-        devices = entry.devices
-        if isinstance(devices, int) and devices < 1:
-            raise ConfigError(f"{where}.devices", f"a count must be at least 1, not {devices}")
-        if isinstance(devices, list):
-            if not devices:
-                raise ConfigError(f"{where}.devices", "an empty list selects no device")
-            devices = tuple(str(d) for d in devices)
-        rules.append(ReplicaRule(resource, entry.replicas, serve_as, devices, where))
-    return tuple(rules)
-
-
 def resolve(config: NvidiaConfig, environ: Mapping[str, str]) -> Settings:
     """One :class:`Settings` from the driver's section, NVIDIA's variables and NVIDIA's file."""
     file_path = config.config_file or environ.get("CONFIG_FILE") or None
@@ -181,85 +119,85 @@ def resolve(config: NvidiaConfig, environ: Mapping[str, str]) -> Settings:
         plugin=PluginFlags(pass_device_specs=config.pass_device_specs, device_list_strategy=config.device_list_strategy,
                            device_id_strategy=config.device_id_strategy,
                            container_driver_root=config.container_driver_root,
-                           nvidia_ctk_path=config.nvidia_ctk_path)))
+                           nvidia_ctk_path=config.nvidia_ctk_path),
+        mps_root=config.mps_root))
     layers: list[Any] = [shortcuts, config, env_layer(environ)]
     if file_path:
         layers.append(read_nvidia_file(file_path))
     if config.version not in (None, "v1"):
         raise ConfigError(f"{KEY}.version", f"unsupported version {config.version!r} (only v1)")
-    mps = _pick(layers, "sharing", "mps")
-    if mps and mps.get("resources"):
-        raise ConfigError(f"{KEY}.sharing.mps", "MPS sharing is not supported by multidp; use sharing.timeSlicing")
-    notes = [key for key, path in (("flags.mpsRoot", ("flags", "mps_root")), ("flags.gfd", ("flags", "gfd")),
+    notes = [key for key, path in (("flags.gfd", ("flags", "gfd")),
                                    ("flags.useNodeFeatureAPI", ("flags", "use_node_feature_api")),
                                    ("imex", ("imex",)))
-             if _pick(layers, *path) is not None]
-    driver_root = _pick(layers, "flags", "nvidia_driver_root") or "/"
-    rename_by_default = bool(_pick(layers, "sharing", "time_slicing", "rename_by_default"))
-    mig_strategy = _pick(layers, "flags", "mig_strategy") or "none"
+             if pick(layers, *path) is not None]
+    driver_root = pick(layers, "flags", "nvidia_driver_root") or "/"
+    mig_strategy = pick(layers, "flags", "mig_strategy") or "none"
     if mig_strategy not in ("none", "single", "mixed"):
         raise ConfigError("MIG_STRATEGY", f"must be none, single or mixed, not {mig_strategy!r}")
-    id_strategy = _pick(layers, "flags", "plugin", "device_id_strategy") or "uuid"
+    sharing = resolve_sharing(layers, mig_strategy, config.mps_container_root)
+    id_strategy = pick(layers, "flags", "plugin", "device_id_strategy") or "uuid"
     if id_strategy not in ("uuid", "index"):
         raise ConfigError("DEVICE_ID_STRATEGY", f"must be uuid or index, not {id_strategy!r}")
-    gpu_patterns = _pick(layers, "resources", "gpus") or []
-    mig_patterns = _pick(layers, "resources", "mig") or []
-    gpu_resources = tuple((p.pattern, _checked_name(p.name, f"{KEY}.resources.gpus[{i}].name"))
+    gpu_patterns = pick(layers, "resources", "gpus") or []
+    mig_patterns = pick(layers, "resources", "mig") or []
+    gpu_resources = tuple((p.pattern, checked_name(p.name, f"{KEY}.resources.gpus[{i}].name"))
                           for i, p in enumerate(gpu_patterns)) or (("*", f"{RESOURCE_PREFIX}/gpu"),)
-    mig_resources = tuple((p.pattern, _checked_name(p.name, f"{KEY}.resources.mig[{i}].name"))
+    mig_resources = tuple((p.pattern, checked_name(p.name, f"{KEY}.resources.mig[{i}].name"))
                           for i, p in enumerate(mig_patterns))
-    health_enabled = _pick(layers, "health", "enabled")
-    ignored = _pick(layers, "health", "ignored_xids")
+    health_enabled = pick(layers, "health", "enabled")
+    ignored = pick(layers, "health", "ignored_xids")
     ignored_set, only_xids, env_enabled = xid_env(set(DEFAULT_IGNORED_XIDS if ignored is None else ignored), environ)
-    recover_after = _pick(layers, "health", "recover_after")
+    recover_after = pick(layers, "health", "recover_after")
     if recover_after is not None and recover_after < 0:
         raise ConfigError(f"{KEY}.health.recoverAfter", f"must be 0 (never) or more seconds, not {recover_after}")
     if config.poll_interval <= 0:
         raise ConfigError(f"{KEY}.pollInterval", f"must be positive, not {config.poll_interval}")
     # These roots become host paths in Allocate answers and CDI specs: whoever writes the config
     # chooses what GPU containers mount, so only plain absolute paths are taken.
-    driver_root = _root(driver_root, "flags.nvidiaDriverRoot")
-    dev_root = _root(_pick(layers, "flags", "nvidia_dev_root") or driver_root, "flags.nvidiaDevRoot")
-    container_root = _root(_pick(layers, "flags", "plugin", "container_driver_root") or driver_root,
-                           "flags.plugin.containerDriverRoot")
-    _root(config.proc_root, "procRoot")
-    hook_path = _pick(layers, "flags", "plugin", "nvidia_ctk_path")
+    driver_root = plain_root(driver_root, "flags.nvidiaDriverRoot")
+    dev_root = plain_root(pick(layers, "flags", "nvidia_dev_root") or driver_root, "flags.nvidiaDevRoot")
+    container_root = plain_root(pick(layers, "flags", "plugin", "container_driver_root") or driver_root,
+                                "flags.plugin.containerDriverRoot")
+    plain_root(config.proc_root, "procRoot")
+    hook_path = pick(layers, "flags", "plugin", "nvidia_ctk_path")
     hook_path = DEFAULT_CDI_HOOK_PATH if hook_path is None else hook_path
     # The container runtime runs this program as root on the host: only a plain absolute path is taken.
     if hook_path:
-        _root(hook_path, "flags.plugin.nvidiaCTKPath")
+        plain_root(hook_path, "flags.plugin.nvidiaCTKPath")
         if hook_path.endswith("/"):
             raise ConfigError(f"{KEY}.flags.plugin.nvidiaCTKPath", f"{hook_path!r} must name a program, not a folder")
-    annotation_prefix = _pick(layers, "flags", "plugin", "cdi_annotation_prefix") or "cdi.k8s.io/"
+    annotation_prefix = pick(layers, "flags", "plugin", "cdi_annotation_prefix") or "cdi.k8s.io/"
     if not _ANNOTATION_PREFIX.match(annotation_prefix):
         raise ConfigError(f"{KEY}.flags.plugin.cdiAnnotationPrefix",
                           f"{annotation_prefix!r} is not an annotation key prefix (a DNS subdomain and '/')")
     return Settings(
         mig_strategy=mig_strategy,
-        fail_on_init_error=bool(_pick(layers, "flags", "fail_on_init_error")),
+        fail_on_init_error=bool(pick(layers, "flags", "fail_on_init_error")),
         driver_root=driver_root,
         dev_root=dev_root,
         container_driver_root=container_root,
-        pass_device_specs=bool(_pick(layers, "flags", "plugin", "pass_device_specs")),
-        list_strategies=_strategies(_pick(layers, "flags", "plugin", "device_list_strategy")),
+        pass_device_specs=bool(pick(layers, "flags", "plugin", "pass_device_specs")),
+        list_strategies=_strategies(pick(layers, "flags", "plugin", "device_list_strategy")),
         id_strategy=id_strategy,
         cdi_annotation_prefix=annotation_prefix,
         cdi_hook_path=hook_path,
-        gds=bool(_pick(layers, "flags", "gds_enabled")),
-        mofed=bool(_pick(layers, "flags", "mofed_enabled")),
+        gds=bool(pick(layers, "flags", "gds_enabled")),
+        mofed=bool(pick(layers, "flags", "mofed_enabled")),
         gpu_resources=gpu_resources,
         mig_resources=mig_resources,
-        replica_rules=_replica_rules(layers, rename_by_default),
-        fail_requests_greater_than_one=bool(_pick(layers, "sharing", "time_slicing",
-                                                  "fail_requests_greater_than_one")),
+        replica_rules=sharing.rules,
+        fail_requests_greater_than_one=sharing.fail_requests_greater_than_one,
+        mps_root=sharing.mps_root,
+        mps_container_root=sharing.mps_container_root,
         health_enabled=env_enabled if health_enabled is None else health_enabled,
         ignored_xids=frozenset(ignored_set),
         only_xids=only_xids,
-        double_bit_ecc=_pick(layers, "health", "double_bit_ecc") is not False,
+        double_bit_ecc=pick(layers, "health", "double_bit_ecc") is not False,
         recover_after=recover_after,
         replica_policy=config.replica_policy,
         poll_interval=config.poll_interval,
         proc_root=config.proc_root,
         simulated_machine=config.simulated_machine,
         notes=tuple(notes),
+        warnings=sharing.warnings,
     )
