@@ -228,7 +228,9 @@ def test_daemonset_runs_multidp_as_the_design_says(path: Path, tmp_path: Path) -
     # Host paths, where the settings point and with the access they need.
     mounts = {m["name"]: m for m in ctr["volumeMounts"]}
     host = {v["hostPath"]["path"]: mounts[v["name"]] for v in spec["volumes"] if "hostPath" in v}
-    assert set(host) == {"/var/lib/kubelet/device-plugins", "/dev", "/sys", "/var/run/cdi"}
+    assert set(host) - {"/run/nvidia/mps"} == {"/var/lib/kubelet/device-plugins", "/dev", "/sys", "/var/run/cdi"}
+    if "/run/nvidia/mps" in host:  # the MPS daemon's root (gpu-mps): only looked at
+        assert host["/run/nvidia/mps"]["readOnly"] is True
     assert host["/var/lib/kubelet/device-plugins"]["mountPath"] == str(settings.plugin_dir)
     assert host["/var/run/cdi"]["mountPath"] == str(settings.cdi_dir)
     assert host["/dev"]["mountPath"] == str(settings.dev_root) == env["MULTIDP_DEV_ROOT"]
@@ -418,6 +420,48 @@ def test_gpu_node_configs_overlay_mounts_every_named_config(tmp_path: Path) -> N
         assert nvidia["state"] == "ok", f"config {name}: {nvidia['reason']}"
         replicas[name] = {d["replicas"] for d in nvidia["resources"]["nvidia.com/gpu"]}
     assert replicas == {"default": {None}, "ts": {4}}
+
+
+def test_gpu_mps_overlay_serves_replicas_once_the_mps_daemon_is_ready(tmp_path: Path) -> None:
+    """The MPS overlay: NVIDIA's file mounted where the config points, the daemon's root mounted read-only
+    where the readiness check looks; on a simulated node the replicas are Unhealthy, with the reason, until
+    the daemon's files exist, then Healthy."""
+    docs = render(OVERLAYS / "gpu-mps")
+    spec, ctr = pod_spec(docs), container(docs)
+    settings, env = settings_for(docs, tmp_path)
+    nvidia = settings.driver_sections["nvidia"]
+    mounts = {m["mountPath"]: m for m in ctr["volumeMounts"]}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    mps = mounts[nvidia["mpsContainerRoot"]]
+    assert mps["readOnly"] and volumes[mps["name"]]["hostPath"]["path"] == nvidia["mpsRoot"]
+    folder, _, key = nvidia["configFile"].rpartition("/")
+    config_map = volumes[mounts[folder]["name"]]["configMap"]["name"]
+    nvidia_file = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == config_map)["data"][key]
+    assert yaml.safe_load(nvidia_file)["sharing"]["mps"]["resources"][0]["replicas"] == 4
+    (tmp_path / "nvidia.yaml").write_text(nvidia_file)
+    root = tmp_path / "mps"
+    config = yaml.safe_load(config_text(docs))
+    config["drivers"]["nvidia"].update(configFile=str(tmp_path / "nvidia.yaml"), mpsContainerRoot=str(root))
+    (tmp_path / "multidp.yaml").write_text(yaml.safe_dump(config))
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MULTIDP_") and k != "NODE_NAME"}
+    run_env = {**clean, **env, "MULTIDP_CONFIG": str(tmp_path / "multidp.yaml"), "MULTIDP_SIMULATE": "1"}
+
+    def devices() -> list[dict[str, Any]]:
+        done = subprocess.run([sys.executable, "-m", "multidp", "devices", "--json"], env=run_env,
+                              capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        (driver,) = json.loads(done.stdout)["drivers"]
+        assert driver["state"] == "ok", driver["reason"]
+        return driver["resources"]["nvidia.com/gpu"]
+
+    waiting = devices()
+    assert {d["replicas"] for d in waiting} == {4}
+    assert {d["health"] for d in waiting} == {"Unhealthy"}
+    assert all("MPS control daemon not ready" in d["reason"] and ".ready" in d["reason"] for d in waiting)
+    for path in (root / "nvidia.com/gpu" / "pipe", root / "shm"):
+        path.mkdir(parents=True)
+    (root / ".ready").write_text("{}")
+    assert {d["health"] for d in devices()} == {"Healthy"}
 
 
 def test_opt_in_overlay_leaves_every_driver_to_the_node_labels(tmp_path: Path) -> None:
