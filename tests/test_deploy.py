@@ -460,7 +460,7 @@ def test_gpu_mps_overlay_serves_replicas_once_the_mps_daemon_is_ready(tmp_path: 
     assert all("MPS control daemon not ready" in d["reason"] and ".ready" in d["reason"] for d in waiting)
     for path in (root / "nvidia.com/gpu" / "pipe", root / "shm"):
         path.mkdir(parents=True)
-    (root / ".ready").write_text("{}")
+    (root / ".ready").write_text(json.dumps({"resources": [{"name": "nvidia.com/gpu", "replicas": 4}]}))
     assert {d["health"] for d in devices()} == {"Healthy"}
 
 

@@ -212,3 +212,22 @@ def test_answer_parts_name_host_paths_under_mps_root() -> None:
     assert [(m.container_path, m.host_path, m.read_only) for m in mounts] == [
         ("/mps/example.com/gpu-x/pipe", "/var/lib/mps/example.com/gpu-x/pipe", False),
         ("/dev/shm", "/var/lib/mps/shm", False)]
+
+
+def test_a_daemon_started_with_other_replica_counts_keeps_the_devices_unhealthy(nvidia_node: Any,
+                                                                                 tmp_path: Path) -> None:
+    # .ready holds the sharing config the daemon runs (NVIDIA's JSON); its per-client limits follow
+    # its replica count, so a daemon set up for 2 replicas must not serve 4 clients a GPU.
+    root = _daemon(tmp_path / "mps", GPU)
+    (root / ".ready").write_text('{"resources":[{"name":"gpu","devices":"all","replicas":2}]}\n')
+    node = nvidia_node(machines.nvlink8(), {"mpsRoot": str(root), "pollInterval": 0.05,
+                                            **_mps({"name": GPU, "replicas": 4})})
+    ids = list(node.devices(GPU, 32))
+    node.wait_health(GPU, ids[0], "Unhealthy")
+    assert node.driver._mps.problem(GPU) == (
+        f"the MPS control daemon runs another sharing config (nvidia.com/gpu: 4 replicas here, 2 in the "
+        f"daemon's; see {root}/.ready)")
+    (root / ".ready").write_text('{"failRequestsGreaterThanOne":true,"resources":[{"name":"nvidia.com/gpu",'
+                                 '"replicas":4}]}\n')
+    node.wait_health(GPU, ids[0], "Healthy")
+    assert {health for health, _ in node.devices(GPU).values()} == {"Healthy"}

@@ -52,7 +52,8 @@ class NvidiaDriver(Driver):
         self._notify: Notify = lambda: None
         self._said = ""  # the last "nothing to serve" reason logged
         self._missing: set[str] = set()
-        self._mps = MpsReadiness(settings.mps_container_root, log)
+        self._mps = MpsReadiness(settings.mps_container_root, log,
+                                 {r.resource: r.replicas for r in settings.replica_rules if r.mps})
         if settings.fail_on_init_error:
             self._init_nvml()  # raises: NVIDIA's failOnInitError fails this driver at once
 

@@ -15,15 +15,18 @@ Readiness: NVIDIA's current plugin waits for ``/mps/.ready`` (and a responsive p
 it registers, and gives up after five minutes (older ones asked the pipe once). Here the
 resource is served at once and its devices are Unhealthy, with the missing file as the
 reason, until the daemon's files are there; the check is repeated on every poll, with one
-log line per change.
+log line per change. ``.ready`` holds the sharing config the daemon started with (JSON:
+``{"resources": [{"name", "replicas", ...}], ...}``); a daemon set up for other replica counts
+would give each client the wrong share of its GPU, so that keeps the devices Unhealthy too.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import posixpath
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from multidp import Mount
 
@@ -58,18 +61,45 @@ def _missing(path: str) -> str:
     return ""
 
 
+def _full_name(name: str) -> str:
+    return name if "/" in name else f"nvidia.com/{name}"  # as NVIDIA's config loader names resources
+
+
+def daemon_replicas(ready_file: str) -> dict[str, int] | None:
+    """Replicas per resource in the daemon's ``.ready`` file; None when it holds no such config
+    (empty, or written by a daemon that stores none): then only its presence counts."""
+    try:
+        with open(ready_file, encoding="utf-8") as ready:
+            data = json.load(ready)
+        entries = data.get("resources") or []
+        return {_full_name(str(e["name"])): int(e["replicas"]) for e in entries}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
 class MpsReadiness:
     """Per MPS-shared resource: '' when its daemon is ready, else the reason its devices are Unhealthy."""
 
-    def __init__(self, container_root: str, log: logging.Logger) -> None:
+    def __init__(self, container_root: str, log: logging.Logger, replicas: Mapping[str, int] | None = None) -> None:
         self.root = container_root
         self.log = log
+        self.replicas = {_full_name(k): v for k, v in (replicas or {}).items()}  # what this driver serves
         self._problems: dict[str, str] = {}
 
     def check(self, resource: str) -> str:
-        wanted = (posixpath.join(self.root, READY_FILE), pipe_dir(self.root, resource), shm_dir(self.root))
+        ready = posixpath.join(self.root, READY_FILE)
+        wanted = (ready, pipe_dir(self.root, resource), shm_dir(self.root))
         wrong = next((w for w in map(_missing, wanted) if w), "")
-        return f"MPS control daemon not ready: {wrong}" if wrong else ""
+        if wrong:
+            return f"MPS control daemon not ready: {wrong}"
+        theirs = daemon_replicas(ready)
+        if theirs is None:
+            return ""
+        skew = sorted(f"{name}: {count} replicas here, {theirs.get(name, 'none')} in the daemon's"
+                      for name, count in self.replicas.items() if theirs.get(name) != count)
+        if skew:
+            return f"the MPS control daemon runs another sharing config ({'; '.join(skew)}; see {ready})"
+        return ""
 
     def refresh(self, resources: Iterable[str]) -> None:
         """Check each resource again; log once when its state changes."""
