@@ -30,6 +30,8 @@ from collections.abc import Iterable, Mapping
 
 from multidp import Mount
 
+from multidp_nvidia.layering import qualified
+
 CONTAINER_ROOT = "/mps"  # where NVIDIA's answers put the pipe in the workload container
 PIPE_ENV = "CUDA_MPS_PIPE_DIRECTORY"
 READY_FILE = ".ready"
@@ -61,10 +63,6 @@ def _missing(path: str) -> str:
     return ""
 
 
-def _full_name(name: str) -> str:
-    return name if "/" in name else f"nvidia.com/{name}"  # as NVIDIA's config loader names resources
-
-
 def daemon_replicas(ready_file: str) -> dict[str, int] | None:
     """Replicas per resource in the daemon's ``.ready`` file; None when it holds no such config
     (empty, or written by a daemon that stores none): then only its presence counts."""
@@ -72,7 +70,7 @@ def daemon_replicas(ready_file: str) -> dict[str, int] | None:
         with open(ready_file, encoding="utf-8") as ready:
             data = json.load(ready)
         entries = data.get("resources") or []
-        return {_full_name(str(e["name"])): int(e["replicas"]) for e in entries}
+        return {qualified(str(e["name"])): int(e["replicas"]) for e in entries}
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return None
 
@@ -83,7 +81,7 @@ class MpsReadiness:
     def __init__(self, container_root: str, log: logging.Logger, replicas: Mapping[str, int] | None = None) -> None:
         self.root = container_root
         self.log = log
-        self.replicas = {_full_name(k): v for k, v in (replicas or {}).items()}  # what this driver serves
+        self.replicas = {qualified(k): v for k, v in (replicas or {}).items()}  # what this driver serves
         self._problems: dict[str, str] = {}
 
     def check(self, resource: str) -> str:
