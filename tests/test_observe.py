@@ -131,3 +131,21 @@ def test_idle_and_excess_connections_are_bounded(observed):
         for conn in idle:
             conn.close()
     wait_until(lambda: get(base + "/healthz")[0] == 200, what="slots free again")
+
+
+def test_the_per_node_config_each_driver_runs_is_a_metric(socket_dir):
+    by_label = {"label": "example.com/widget-config", "default": "two",
+                "configs": {"two": {"resources": {WIDGET: {"count": 2}}}}}
+    plugins = {"chosen": SamplePlugin(), "plain": SamplePlugin()}
+    drivers = {"chosen": {"resources": {WIDGET: {"count": 1}}, "configByLabel": by_label},
+               "plain": {"resources": {"example.com/plain": {"count": 1}}}}
+    with running_host(socket_dir, plugins, drivers=drivers) as host:
+        server = ObservabilityServer("127.0.0.1:0", host)
+        server.start()
+        try:
+            _, text = get(f"http://127.0.0.1:{server.server_address[1]}/metrics")
+        finally:
+            server.stop()
+    assert metric(text, "multidp_driver_config", driver="chosen", config="two") == 1
+    samples = [s for f in text_string_to_metric_families(text) for s in f.samples if s.name == "multidp_driver_config"]
+    assert [s.labels["driver"] for s in samples] == ["chosen"]  # a driver without configByLabel has none

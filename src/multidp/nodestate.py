@@ -29,6 +29,7 @@ class NodeState:
         self.overrides: Overrides = {}
         self._warned: set[tuple[str, str]] = set()
         self._built: dict[str, str | None] = {}  # driver -> the per-node config its running instance uses
+        self.per_node: dict[str, str] = {}  # drivers with configByLabel -> that config ('' for the section alone)
         self._noted: dict[str, Selection] = {}  # driver -> the selection last logged
 
     def update(self, labels: Mapping[str, str], drivers: Sequence[str]) -> None:
@@ -63,6 +64,10 @@ class NodeState:
     def built(self, name: str, selection: Selection | None) -> str:
         """Record the config a new instance was built with; the status reason to show."""
         self._built[name] = selection.chosen if selection else None
+        if selection is None:
+            self.per_node.pop(name, None)
+        else:
+            self.per_node[name] = selection.chosen or ""
         return self.note(name, selection)
 
     def note(self, name: str, selection: Selection | None) -> str:
@@ -79,4 +84,5 @@ class NodeState:
     def forget(self, name: str) -> None:
         """The driver stopped: a later start logs its selection again."""
         self._built.pop(name, None)
+        self.per_node.pop(name, None)
         self._noted.pop(name, None)

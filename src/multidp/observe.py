@@ -71,13 +71,17 @@ class HostCollector:
         scans = CounterMetricFamily("multidp_driver_scans", "Scans of each driver", labels=["driver"])
         failures = CounterMetricFamily("multidp_driver_scan_failures", "Scans that raised or timed out",
                                        labels=["driver"])
+        per_node = GaugeMetricFamily("multidp_driver_config", "The per-node config (configByLabel) each running "
+                                     "driver was built with; '' for its section alone", labels=["driver", "config"])
+        for name, config in sorted(self.host.node.per_node.items()):
+            per_node.add_metric([name, config], 1)
         for name, status in sorted(self.host.statuses.items()):
             up.add_metric([name, status.state], 1)
             runner = self.host.runners.get(name)
             if runner is not None:
                 scans.add_metric([name], runner.scans)
                 failures.add_metric([name], runner.scan_failures)
-        yield from (up, scans, failures)
+        yield from (up, scans, failures, per_node)
 
 
 class _Handler(BaseHTTPRequestHandler):
