@@ -22,3 +22,9 @@ def test_device_check_rehearsal_matches_all_four_recordings(tmp_path: Path) -> N
         assert report[name]["parity"] == {"equal": True, "differences": []}, name
         assert report[name]["reregister_ms"] is not None
         assert all(r["version"] == "v1beta1" for r in report[name]["registrations"])
+    cdi = report["cdi_cri"]  # no recording to compare: the spec built from the (fake) driver files
+    (spec,) = cdi["cdi_specs"].values()
+    assert spec["kind"] == "k8s.device-plugin.nvidia.com/gpu"
+    assert [h["args"][2] for h in spec["containerEdits"]["hooks"]] == ["create-symlinks", "update-ldcache"]
+    one_gpu = next(iter(cdi["allocate"].values()))
+    assert one_gpu["response"]["cdi_devices"] == [f"k8s.device-plugin.nvidia.com/gpu={spec['devices'][0]['name']}"]
