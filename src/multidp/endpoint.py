@@ -240,9 +240,10 @@ class Endpoint:
             old, self._server = self._server, None
             spare, self._spare = self._spare, None
             try:
-                if spare is None or socket_identity(spare.path) is None:
-                    if spare is not None:
-                        spare.discard()
+                if spare is not None and socket_identity(spare.path) is None:  # its directory went
+                    spare.discard()
+                    spare = None
+                if spare is None:
                     spare = _BoundServer(self.service, self.socket_path.parent, self._pool)
                 self._server = spare.place(self.socket_path)
                 self._served = socket_identity(self.socket_path)
