@@ -84,12 +84,17 @@ class MpsReadiness:
         self.replicas = {qualified(k): v for k, v in (replicas or {}).items()}  # what this driver serves
         self._problems: dict[str, str] = {}
 
-    def check(self, resource: str) -> str:
-        ready = posixpath.join(self.root, READY_FILE)
-        wanted = (ready, pipe_dir(self.root, resource), shm_dir(self.root))
+    def check(self, resource: str, skew: str | None = None) -> str:
+        """Why ``resource``'s daemon is not ready ('' when it is); ``skew``: :meth:`config_skew`, if known."""
+        wanted = (posixpath.join(self.root, READY_FILE), pipe_dir(self.root, resource), shm_dir(self.root))
         wrong = next((w for w in map(_missing, wanted) if w), "")
         if wrong:
             return f"MPS control daemon not ready: {wrong}"
+        return self.config_skew() if skew is None else skew
+
+    def config_skew(self) -> str:
+        """Why the daemon's config (in ``.ready``) does not fit what is served here, or ''."""
+        ready = posixpath.join(self.root, READY_FILE)
         theirs = daemon_replicas(ready)
         if theirs is None:
             return ""
@@ -101,9 +106,11 @@ class MpsReadiness:
 
     def refresh(self, resources: Iterable[str]) -> None:
         """Check each resource again; log once when its state changes."""
-        problems = {}
-        for resource in sorted(set(resources)):
-            problem = problems[resource] = self.check(resource)
+        problems: dict[str, str] = {}
+        names = sorted(set(resources))
+        skew = self.config_skew() if names else ""  # one read of .ready per poll, whatever the resources
+        for resource in names:
+            problem = problems[resource] = self.check(resource, skew)
             before = self._problems.get(resource)
             if problem == before:
                 continue
