@@ -12,23 +12,30 @@ recorded H100 snapshot, fake /sys and /dev trees): the same path, the same repor
 from __future__ import annotations
 
 import json
+import logging
 import os
 import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
-from multidp.api import pb
+from multidp.api import pb, pb_grpc
 from multidp.testing import KubeletStandIn, running_host, short_socket_dir
 
 import multidp_nvidia.plugin as plugin
 
 HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE.parents[1] / "bench"))
+import minimal_plugin  # noqa: E402 - bench/: the baseline the Allocate bar is measured against
+
 FIXTURES = HERE / "tests" / "fixtures"
+SNAPSHOT = HERE / "src" / "multidp_nvidia" / "data" / "h100_nvml_snapshot.json"  # the recorded H100's NVML facts
 CONFIGS = {
     "default": "",
     "timeslice": "version: v1\nflags:\n  migStrategy: none\n  plugin:\n    passDeviceSpecs: true\n"
@@ -63,6 +70,66 @@ def allocate(stub: Any, containers: list[list[str]]) -> tuple[str, Any]:
         return exc.code().name, exc.details()
 
 
+class Baseline(NamedTuple):
+    server: grpc.Server
+    plugin: minimal_plugin.Plugin
+
+    def stop(self) -> None:
+        self.plugin.stop.set()  # ends its ListAndWatch, whose pool thread would otherwise outlive us
+        self.server.stop(None)
+
+
+def start_baseline(kubelet: KubeletStandIn, directory: Path) -> Baseline:
+    """bench/minimal_plugin.py's servicer, served and registered in this process as multidp is."""
+    server = grpc.server(ThreadPoolExecutor(8))
+    plugin = minimal_plugin.Plugin(1)
+    pb_grpc.add_DevicePluginServicer_to_server(plugin, server)
+    server.add_insecure_port(f"unix:{directory / 'minimal.sock'}")
+    server.start()
+    with grpc.insecure_channel(f"unix:{directory / 'kubelet.sock'}") as channel:
+        pb_grpc.RegistrationStub(channel).Register(pb.RegisterRequest(
+            version="v1beta1", endpoint="minimal.sock", resource_name=minimal_plugin.RESOURCE), timeout=10)
+    kubelet.wait_registered(minimal_plugin.RESOURCE)
+    return Baseline(server, plugin)
+
+
+def paired_latency(directory: Path, endpoint: str, device: str) -> dict[str, Any]:
+    """Allocate of one device, in turns with the in-process minimal plugin, timed from a client process of
+    its own (as the kubelet is): ``--latency-client`` below."""
+    done = subprocess.run([sys.executable, __file__, "--latency-client", str(directory / endpoint), device,
+                           str(directory / "minimal.sock"), "dev-0"], capture_output=True, text=True, timeout=120)
+    if done.returncode:
+        return {"error": done.stderr[-2000:]}
+    figures: dict[str, Any] = json.loads(done.stdout)
+    figures["p50_ratio"] = round(figures["multidp_us_p50"] / figures["minimal_us_p50"], 2)
+    figures["p99_ratio"] = round(figures["multidp_us_p99"] / figures["minimal_us_p99"], 2)
+    return figures
+
+
+def latency_client(ours: str, our_device: str, minimal: str, minimal_device: str, blocks: int = 20,
+                   per_block: int = 150, warm_up: int = 200) -> dict[str, Any]:
+    stubs = {who: pb_grpc.DevicePluginStub(grpc.insecure_channel(f"unix:{path}"))
+             for who, path in (("multidp", ours), ("minimal", minimal))}
+    requests = {who: pb.AllocateRequest(container_requests=[pb.ContainerAllocateRequest(devices_ids=[device])])
+                for who, device in (("multidp", our_device), ("minimal", minimal_device))}
+    samples: dict[str, list[float]] = {"multidp": [], "minimal": []}
+    for who in samples:
+        for _ in range(warm_up):
+            stubs[who].Allocate(requests[who], timeout=10)
+    for _ in range(blocks):
+        for who, values in samples.items():
+            for _ in range(per_block):
+                t0 = time.perf_counter()
+                stubs[who].Allocate(requests[who], timeout=10)
+                values.append((time.perf_counter() - t0) * 1e6)
+    figures: dict[str, Any] = {"n": blocks * per_block}
+    for who, values in samples.items():
+        values.sort()
+        figures[f"{who}_us_p50"] = round(values[len(values) // 2], 1)
+        figures[f"{who}_us_p99"] = round(values[int(len(values) * 0.99)], 1)
+    return figures
+
+
 def run(name: str, work: Path, nvidia: Any = plugin, section_extra: dict[str, Any] | None = None,
         **overrides: Any) -> dict[str, Any]:
     directory = short_socket_dir("mdp-dev")
@@ -73,6 +140,7 @@ def run(name: str, work: Path, nvidia: Any = plugin, section_extra: dict[str, An
         (work / f"{name}.yaml").write_text(text)
         section["configFile"] = str(work / f"{name}.yaml")
     out: dict[str, Any] = {"config": section}
+    baseline = start_baseline(kubelet, directory)
     started = time.monotonic()
     try:
         with running_host(directory, {"nvidia": nvidia}, {"nvidia": section}, environ={}, **overrides) as host:
@@ -107,20 +175,14 @@ def run(name: str, work: Path, nvidia: Any = plugin, section_extra: dict[str, An
                                          ("long_id", [["y" * 100_000]]), ("many_containers", [[ids[0]]] * 64)):
                     outcome, resp = allocate(stub, containers)
                     out["bad_input"][case] = {"result": outcome, "details": resp if outcome != "ok" else ""}
-                samples = []
-                for _ in range(2000):
-                    t0 = time.perf_counter()
-                    allocate(stub, [[ids[0]]])
-                    samples.append((time.perf_counter() - t0) * 1e6)
-                samples.sort()
-                out["latency"][res] = {"allocate_us_p50": round(samples[1000], 1),
-                                       "allocate_us_p99": round(samples[1980], 1), "n": 2000}
+                out["latency"][res] = paired_latency(directory, kubelet.resources[res].endpoint, ids[0])
             out["cdi_specs"] = {p.name: json.loads(p.read_text()) for p in sorted((directory / "cdi").glob("*.json"))}
             restarted = time.monotonic()
             kubelet.restart()
             reg = kubelet.wait_registered(resources[0], count=2, timeout=30) if resources else None
             out["reregister_ms"] = round(1000 * (reg.at - restarted), 1) if reg else None
     finally:
+        baseline.stop()
         kubelet.shutdown()
         shutil.rmtree(directory, ignore_errors=True)
     out["rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
@@ -153,9 +215,51 @@ def compare(name: str, ours: dict[str, Any]) -> dict[str, Any]:
     return {"equal": not diffs, "differences": diffs}
 
 
+def nvml_facts(pynvml: Any, dev: Path = Path("/dev")) -> dict[str, Any]:
+    """This machine's NVML facts that the drivers' answers rest on, and how they differ from the snapshot."""
+    def ask(call: Any, *args: Any) -> Any:
+        try:
+            value = call(*args)
+            return value.decode() if isinstance(value, bytes) else value
+        except pynvml.NVMLError as exc:
+            return f"NVMLError: {exc}"
+
+    gpus = []
+    for i in range(pynvml.nvmlDeviceGetCount()):
+        handle = pynvml.nvmlDeviceGetHandleByIndex(i)
+        pci = ask(pynvml.nvmlDeviceGetPciInfo, handle)
+        gpus.append({"name": ask(pynvml.nvmlDeviceGetName, handle), "uuid": ask(pynvml.nvmlDeviceGetUUID, handle),
+                     "minor_number": ask(pynvml.nvmlDeviceGetMinorNumber, handle),
+                     "busId": pci if isinstance(pci, str) else pci.busId.decode() if isinstance(pci.busId, bytes)
+                     else pci.busId,
+                     "mig_mode": ask(lambda h: list(pynvml.nvmlDeviceGetMigMode(h)), handle),
+                     "supported_events": ask(pynvml.nvmlDeviceGetSupportedEventTypes, handle)})
+    dev_nodes = sorted(f"/dev/{p.relative_to(dev)}" for p in [*dev.glob("nvidia*"), *dev.glob("nvidia-caps/*")])
+    snapshot = json.loads(SNAPSHOT.read_text())
+    recorded = {(d["name"], d["minor_number"], tuple(d["mig_mode"]), d["supported_events"])
+                for d in snapshot["devices"]}
+    seen = {(g["name"], g["minor_number"], tuple(g["mig_mode"]) if isinstance(g["mig_mode"], list) else g["mig_mode"],
+             g["supported_events"]) for g in gpus}
+    return {"gpus": gpus, "dev_nodes": dev_nodes,
+            "same_as_snapshot": {"gpus (name, minor, MIG mode, event mask)": seen == recorded,
+                                 "dev nodes": dev_nodes == sorted(snapshot["dev_nodes"])}}
+
+
+def log_to(path: Path) -> None:
+    """The host's and the driver's log lines go to a file that comes back with the report."""
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    logging.getLogger("multidp").addHandler(handler)
+    logging.getLogger("multidp").setLevel(logging.INFO)
+
+
 def main() -> int:
+    if sys.argv[1:2] == ["--latency-client"]:
+        print(json.dumps(latency_client(*sys.argv[2:6])))
+        return 0
     out_dir = Path(os.environ.get("OUT") or "device_check_out")
     out_dir.mkdir(parents=True, exist_ok=True)
+    log_to(out_dir / "device_check.log")
     report: dict[str, Any] = {"python": sys.version.split()[0]}
     import google.protobuf
     import pynvml
@@ -171,8 +275,8 @@ def main() -> int:
         print(report["error"], file=sys.stderr)
         return 2
     report["driver_version"] = str(pynvml.nvmlSystemGetDriverVersion())
-    report["gpus"] = [str(pynvml.nvmlDeviceGetUUID(pynvml.nvmlDeviceGetHandleByIndex(i)))
-                      for i in range(pynvml.nvmlDeviceGetCount())]
+    report["nvml"] = nvml_facts(pynvml)
+    print("NVML facts", json.dumps(report["nvml"]["same_as_snapshot"]), flush=True)
     pynvml.nvmlShutdown()
     with tempfile.TemporaryDirectory() as tmp:
         return run_all(out_dir, report, lambda name: run(name, Path(tmp)))
@@ -200,6 +304,9 @@ def rehearse(out_dir: Path, report: dict[str, Any]) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         machine = recorded_h100()
         roots = write_host_files(machine, Path(tmp) / "node")
+        fake = FakeNvml(machine)
+        fake.nvmlInit()
+        report["nvml"] = nvml_facts(fake, roots["dev"])
         extra = {"procRoot": str(roots["proc"]), "containerDriverRoot": str(roots["driver"])}
 
         def one(name: str) -> dict[str, Any]:
