@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
+import platform
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 
 from multidp_nvidia import machines
+
+from .ld_cache_files import X86_64_LIBC6, write_ld_cache
 
 GPU = "nvidia.com/gpu"
 KIND = "k8s.device-plugin.nvidia.com/gpu"
@@ -56,6 +60,62 @@ def test_cdi_spec_that_cannot_be_built_fails_only_cdi_allocations(nvidia_node: A
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "libcuda.so.580.159.04" in error.details() and "containerDriverRoot" in error.details()
     assert "allocations that use CDI devices will fail" in caplog.text
+
+
+def gke_style_driver(driver_root: Path, version: str, cache_ok: bool = True) -> None:
+    """The driver under /usr/local/nvidia/lib64, known only to ld.so.cache (as on the H100 check machine)."""
+    lib64 = driver_root / "usr/local/nvidia/lib64"
+    lib64.mkdir(parents=True)
+    for lib in ("libcuda.so", "libnvidia-ml.so"):
+        (lib64 / f"{lib}.{version}").touch()
+        (lib64 / f"{lib}.1").symlink_to(f"{lib}.{version}")
+    (driver_root / "usr/lib").mkdir(parents=True)
+    (driver_root / "usr/lib/libcuda.so.1").touch()  # a stray soname link without the versioned file
+    cache = driver_root / "etc/ld.so.cache"
+    if not cache_ok:
+        cache.parent.mkdir(parents=True)
+        cache.write_bytes(b"not a cache")
+        return
+    write_ld_cache(cache, [("libcuda.so.1", "/usr/local/nvidia/../nvidia/lib64/libcuda.so.1", X86_64_LIBC6),
+                           ("libcuda.so.1", "/usr/local/nvidia/lib64/libcuda.so.1", X86_64_LIBC6),
+                           ("libcuda.so.1", "/usr/lib/libcuda.so.1", X86_64_LIBC6),
+                           ("libnvidia-ml.so.1", "/usr/local/nvidia/lib64/libnvidia-ml.so.1", X86_64_LIBC6)])
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="the cache is written for x86-64")
+def test_cdi_spec_finds_the_driver_where_ld_so_cache_says(nvidia_node: Any, tmp_path: Path) -> None:
+    machine = machines.recorded_h100()
+    gke_style_driver(tmp_path / "node/driver", machine.driver_version)
+    node = nvidia_node(machine, {"deviceListStrategy": "cdi-cri", "nvidiaDriverRoot": "/host"}, driver_files=False)
+    [gpu] = node.devices(GPU, 1)
+    assert [c.name for c in node.allocate(GPU, gpu).cdi_devices] == [f"{KIND}={gpu}"]
+    spec = json.loads(node.host.cdi.file_for("nvidia", KIND).read_text())
+    version = machine.driver_version
+    assert [(m["containerPath"], m["hostPath"]) for m in spec["containerEdits"]["mounts"]] == [
+        (f"/usr/local/nvidia/lib64/{lib}{suffix}", f"/host/usr/local/nvidia/lib64/{lib}.{version}")
+        for lib in ("libcuda.so", "libnvidia-ml.so") for suffix in (f".{version}", ".1")]
+    # the entry with a ".." part was skipped: it would have put ".." into the host paths
+    ldcache_hook = spec["containerEdits"]["hooks"][-1]["args"]
+    assert ldcache_hook[-3:] == ["update-ldcache", "--folder", "/usr/local/nvidia/lib64"]
+
+
+def test_a_broken_ld_so_cache_is_named_when_the_driver_is_not_found(nvidia_node: Any, tmp_path: Path) -> None:
+    machine = machines.recorded_h100()
+    gke_style_driver(tmp_path / "node/driver", machine.driver_version, cache_ok=False)
+    node = nvidia_node(machine, {"deviceListStrategy": ["envvar", "cdi-cri"]}, driver_files=False)
+    [gpu] = node.devices(GPU, 1)
+    error = node.allocate_error(GPU, gpu)
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "etc/ld.so.cache: not an ld.so.cache" in error.details()
+
+
+def test_a_broken_ld_so_cache_is_not_needed_when_the_fixed_folders_hold_the_driver(nvidia_node: Any,
+                                                                                   tmp_path: Path) -> None:
+    (tmp_path / "node/driver/etc").mkdir(parents=True)
+    (tmp_path / "node/driver/etc/ld.so.cache").write_bytes(b"garbage")
+    node = nvidia_node(machines.recorded_h100(), {"deviceListStrategy": "cdi-cri"})
+    [gpu] = node.devices(GPU, 1)
+    assert [c.name for c in node.allocate(GPU, gpu).cdi_devices] == [f"{KIND}={gpu}"]
 
 
 def test_driver_and_dev_roots_prefix_host_paths(nvidia_node: Any) -> None:

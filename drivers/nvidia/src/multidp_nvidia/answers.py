@@ -26,6 +26,7 @@ from multidp.preferred import base_id
 from multidp_nvidia import mps
 from multidp_nvidia.cdi_hooks import cdi_hooks
 from multidp_nvidia.inventory import Inventory, Served
+from multidp_nvidia.ldcache import LdCacheError, libraries
 from multidp_nvidia.settings import Settings
 
 VISIBLE = "NVIDIA_VISIBLE_DEVICES"
@@ -34,8 +35,12 @@ CONTROL_NODES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "
 CDI_KIND = "k8s.device-plugin.nvidia.com/gpu"
 ANNOTATION_PLUGIN = "nvidia-device-plugin"
 DEFAULT_PREFIX = "cdi.k8s.io/"
-LIB_DIRS = ("usr/lib/x86_64-linux-gnu", "usr/lib64", "usr/lib/aarch64-linux-gnu", "lib/x86_64-linux-gnu",
-            "lib64", "usr/lib")
+# NVIDIA's toolkit's fixed library folders, then usr/lib; after them, the folders ld.so.cache names
+LIB_DIRS = ("usr/lib/x86_64-linux-gnu", "usr/lib64", "usr/lib/aarch64-linux-gnu",
+            "usr/lib/x86_64-linux-gnu/nvidia/current", "usr/lib/aarch64-linux-gnu/nvidia/current",
+            "lib/x86_64-linux-gnu", "lib64", "lib/aarch64-linux-gnu", "lib/x86_64-linux-gnu/nvidia/current",
+            "lib/aarch64-linux-gnu/nvidia/current", "glibc/lib", "usr/lib")
+LD_CACHE = "etc/ld.so.cache"
 REQUIRED_LIBS = ("libcuda.so", "libnvidia-ml.so")
 OPTIONAL_LIBS = ("libnvidia-ptxjitcompiler.so", "libnvidia-nvvm.so", "libcudadebugger.so", "libnvidia-cfg.so",
                  "libnvidia-gpucomp.so", "libnvidia-allocator.so", "libnvidia-opencl.so")
@@ -106,25 +111,52 @@ class CDISpecError(RuntimeError):
     """The CDI spec cannot be built; only CDI allocations fail."""
 
 
-def _find(root: Path, name: str) -> str | None:
-    for directory in LIB_DIRS:
-        if (root / directory / name).exists():
-            return f"/{directory}/{name}"
-    return None
+class LibraryFinder:
+    """Finds ``<lib>.<version>`` under the driver root: in the fixed folders, then where ld.so.cache says.
+
+    The cache lists the soname links (``libcuda.so.1``); the versioned file sits beside them.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.cache_problem = ""
+        try:
+            self.cached = libraries(root / LD_CACHE)
+        except LdCacheError as exc:  # the fixed folders may still do; the message says why if not
+            self.cached, self.cache_problem = [], str(exc)
+
+    def find(self, lib: str, version: str) -> str | None:
+        name = f"{lib}.{version}"
+        cached_dirs = (posixpath.dirname(path).lstrip("/") for soname, path in self.cached
+                       if (soname == lib or soname.startswith(f"{lib}.")) and _plain_absolute(path))
+        for directory in dict.fromkeys((*LIB_DIRS, *cached_dirs)):
+            if (self.root / directory / name).exists():
+                return f"/{directory}/{name}"
+        return None
+
+    def where_looked(self) -> str:
+        cache = self.cache_problem or f"the folders {self.root / LD_CACHE} names ({len(self.cached)} libraries)"
+        return f"{', '.join(LIB_DIRS)}, then {cache}"
+
+
+def _plain_absolute(path: str) -> bool:
+    """No ``.``/``..`` parts: a cached path becomes a host mount path and must stay under the driver root."""
+    return path.startswith("/") and posixpath.normpath(path) == path
 
 
 def driver_mounts(settings: Settings, version: str) -> list[Mount]:
     """The driver's libraries and tools, found under the container's view of the driver root."""
     root = Path(settings.container_driver_root)
+    finder = LibraryFinder(root)
     mounts: list[Mount] = []
     for lib in (*REQUIRED_LIBS, *OPTIONAL_LIBS):
-        found = _find(root, f"{lib}.{version}")
+        found = finder.find(lib, version)
         if found is None:
             if lib in REQUIRED_LIBS:
                 raise CDISpecError(
                     f"cannot build the CDI spec: {lib}.{version} is not under {root} (looked in "
-                    f"{', '.join(LIB_DIRS)}); set flags.plugin.containerDriverRoot to where the host's driver "
-                    "root is mounted")
+                    f"{finder.where_looked()}); set flags.plugin.containerDriverRoot to where the host's "
+                    "driver root is mounted")
             continue
         host = posixpath.join(settings.driver_root, found.lstrip("/"))
         mounts.append(Mount(found, host, read_only=True))
