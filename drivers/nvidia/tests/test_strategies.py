@@ -13,6 +13,7 @@ import pytest
 
 from multidp_nvidia import machines
 
+from .elf_files import write_elf_library
 from .ld_cache_files import X86_64_LIBC6, write_ld_cache
 
 GPU = "nvidia.com/gpu"
@@ -62,13 +63,19 @@ def test_cdi_spec_that_cannot_be_built_fails_only_cdi_allocations(nvidia_node: A
     assert "allocations that use CDI devices will fail" in caplog.text
 
 
+SONAMES = {"libcuda.so": "libcuda.so.1", "libnvidia-ml.so": "libnvidia-ml.so.1",
+           "libnvidia-nvvm.so": "libnvidia-nvvm.so.4", "libnvidia-gpucomp.so": None}  # None: the versioned name
+
+
 def gke_style_driver(driver_root: Path, version: str, cache_ok: bool = True) -> None:
-    """The driver under /usr/local/nvidia/lib64, known only to ld.so.cache (as on the H100 check machine)."""
+    """The driver under /usr/local/nvidia/lib64, known only to ld.so.cache (as on the H100 check machine),
+    its libraries real ELF files with the sonames that machine showed."""
     lib64 = driver_root / "usr/local/nvidia/lib64"
-    lib64.mkdir(parents=True)
-    for lib in ("libcuda.so", "libnvidia-ml.so"):
-        (lib64 / f"{lib}.{version}").touch()
-        (lib64 / f"{lib}.1").symlink_to(f"{lib}.{version}")
+    for lib, name in SONAMES.items():
+        write_elf_library(lib64 / f"{lib}.{version}", name or f"{lib}.{version}")
+        (lib64 / lib).symlink_to(name or f"{lib}.{version}")  # the host's dev link
+        if name:
+            (lib64 / name).symlink_to(f"{lib}.{version}")
     (driver_root / "usr/lib").mkdir(parents=True)
     (driver_root / "usr/lib/libcuda.so.1").touch()  # a stray soname link without the versioned file
     cache = driver_root / "etc/ld.so.cache"
@@ -78,8 +85,9 @@ def gke_style_driver(driver_root: Path, version: str, cache_ok: bool = True) -> 
         return
     write_ld_cache(cache, [("libcuda.so.1", "/usr/local/nvidia/../nvidia/lib64/libcuda.so.1", X86_64_LIBC6),
                            ("libcuda.so.1", "/usr/local/nvidia/lib64/libcuda.so.1", X86_64_LIBC6),
-                           ("libcuda.so.1", "/usr/lib/libcuda.so.1", X86_64_LIBC6),
-                           ("libnvidia-ml.so.1", "/usr/local/nvidia/lib64/libnvidia-ml.so.1", X86_64_LIBC6)])
+                           ("libcuda.so.1", "/usr/lib/libcuda.so.1", X86_64_LIBC6)] +
+                   [(name or f"{lib}.{version}", f"/usr/local/nvidia/lib64/{name or f'{lib}.{version}'}", X86_64_LIBC6)
+                    for lib, name in SONAMES.items() if lib != "libcuda.so"])
 
 
 @pytest.mark.skipif(platform.machine() != "x86_64", reason="the cache is written for x86-64")
@@ -90,13 +98,19 @@ def test_cdi_spec_finds_the_driver_where_ld_so_cache_says(nvidia_node: Any, tmp_
     [gpu] = node.devices(GPU, 1)
     assert [c.name for c in node.allocate(GPU, gpu).cdi_devices] == [f"{KIND}={gpu}"]
     spec = json.loads(node.host.cdi.file_for("nvidia", KIND).read_text())
-    version = machine.driver_version
+    version, folder = machine.driver_version, "/usr/local/nvidia/lib64"
+    # each library at its versioned name and at its soname read from the file (.so.4 for nvvm; gpucomp's
+    # soname is its versioned name, so it is mounted once); the entry with a ".." part was skipped
     assert [(m["containerPath"], m["hostPath"]) for m in spec["containerEdits"]["mounts"]] == [
-        (f"/usr/local/nvidia/lib64/{lib}{suffix}", f"/host/usr/local/nvidia/lib64/{lib}.{version}")
-        for lib in ("libcuda.so", "libnvidia-ml.so") for suffix in (f".{version}", ".1")]
-    # the entry with a ".." part was skipped: it would have put ".." into the host paths
-    ldcache_hook = spec["containerEdits"]["hooks"][-1]["args"]
-    assert ldcache_hook[-3:] == ["update-ldcache", "--folder", "/usr/local/nvidia/lib64"]
+        (f"{folder}/{name}", f"/host{folder}/{lib}.{version}")
+        for lib in ("libcuda.so", "libnvidia-ml.so", "libnvidia-nvvm.so", "libnvidia-gpucomp.so")
+        for name in dict.fromkeys((f"{lib}.{version}", SONAMES[lib] or f"{lib}.{version}"))]
+    links, ldcache = (hook["args"] for hook in spec["containerEdits"]["hooks"])
+    assert links[3:] == ["--link", f"libcuda.so.1::{folder}/libcuda.so",
+                         "--link", f"libnvidia-ml.so.1::{folder}/libnvidia-ml.so",
+                         "--link", f"libnvidia-nvvm.so.4::{folder}/libnvidia-nvvm.so",
+                         "--link", f"libnvidia-gpucomp.so.{version}::{folder}/libnvidia-gpucomp.so"]
+    assert ldcache[-3:] == ["update-ldcache", "--folder", folder]
 
 
 def test_a_broken_ld_so_cache_is_named_when_the_driver_is_not_found(nvidia_node: Any, tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from multidp import AllocationRefused, AllocationRequest, ContainerAllocation, D
 from multidp.model import CDIDeviceSpec, CDISpec
 from multidp.preferred import base_id
 
-from multidp_nvidia import mps
+from multidp_nvidia import elf, mps
 from multidp_nvidia.cdi_hooks import cdi_hooks
 from multidp_nvidia.inventory import Inventory, Served
 from multidp_nvidia.ldcache import LdCacheError, libraries
@@ -160,7 +160,10 @@ def driver_mounts(settings: Settings, version: str) -> list[Mount]:
             continue
         host = posixpath.join(settings.driver_root, found.lstrip("/"))
         mounts.append(Mount(found, host, read_only=True))
-        mounts.append(Mount(posixpath.join(posixpath.dirname(found), f"{lib}.1"), host, read_only=True))
+        # and at its soname, so that it loads even without the update-ldcache hook (.1 if the file has none)
+        name = elf.soname(root / found.lstrip("/")) or f"{lib}.1"
+        if name != posixpath.basename(found) and "/" not in name:
+            mounts.append(Mount(posixpath.join(posixpath.dirname(found), name), host, read_only=True))
     for tool in BINARIES:
         if (root / "usr/bin" / tool).exists():
             mounts.append(Mount(f"/usr/bin/{tool}", posixpath.join(settings.driver_root, "usr/bin", tool), True))

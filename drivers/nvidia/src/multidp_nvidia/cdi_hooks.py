@@ -1,7 +1,8 @@
 """The createContainer hooks NVIDIA's plugin puts in its CDI spec, for the libraries this driver mounts.
 
 NVIDIA's plugin (through nvidia-container-toolkit's CDI library) adds, to the spec-wide edits:
-``create-symlinks --link libcuda.so.1::<dir>/libcuda.so`` (plus ``.so`` links that exist on the host),
+``create-symlinks --link libcuda.so.1::<dir>/libcuda.so`` (plus ``.so`` links that exist on the host, each
+to its library's soname),
 then ``update-ldcache --folder <dir>`` per library folder, first seen first, so that images whose ld
 cache does not list the mounted folders still find the driver. The program is ``nvidiaCTKPath``
 (``/usr/bin/nvidia-ctk`` by default): ``nvidia-ctk`` takes the hooks under ``hook``, ``nvidia-cdi-hook``
@@ -42,17 +43,19 @@ def _is_library(path: str) -> bool:
 def dev_links(mounts: Sequence[Mount], version: str, driver_root: Path) -> list[str]:
     """``<lib>.so`` links, as ``target::link``, that the mounts do not already provide.
 
-    The mounts give each library its versioned and ``.1`` names; NVIDIA also links ``libcuda.so``
-    (applications dlopen it by that name) and any ``.so`` name that is a symlink on the host.
+    The mounts give each library its versioned name and its soname; NVIDIA also links ``libcuda.so``
+    (applications dlopen it by that name) and any ``.so`` name that is a symlink on the host. A link
+    points at the soname mount, or at the versioned file where that is the soname.
     """
+    names = [posixpath.split(m.container_path) for m in mounts]
     links = []
-    for mount in mounts:
-        folder, name = posixpath.split(mount.container_path)
+    for folder, name in names:
         lib = name.removesuffix(f".{version}")
         if lib == name or not lib.endswith(".so"):
-            continue  # a .1 name or a tool
+            continue  # a soname or a tool
         if lib == "libcuda.so" or (driver_root / folder.lstrip("/") / lib).is_symlink():
-            links.append(f"{lib}.1::{posixpath.join(folder, lib)}")  # to the mounted .1 name
+            target = next((n for f, n in names if f == folder and n.startswith(f"{lib}.") and n != name), name)
+            links.append(f"{target}::{posixpath.join(folder, lib)}")
     return list(dict.fromkeys(links))
 
 
