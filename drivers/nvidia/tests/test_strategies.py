@@ -78,6 +78,10 @@ def gke_style_driver(driver_root: Path, version: str, cache_ok: bool = True) -> 
             (lib64 / name).symlink_to(f"{lib}.{version}")
     (driver_root / "usr/lib").mkdir(parents=True)
     (driver_root / "usr/lib/libcuda.so.1").touch()  # a stray soname link without the versioned file
+    for tool, directory, mode in (("nvidia-smi", "usr/local/bin", 0o755), ("nvidia-debugdump", "usr/bin", 0o644),
+                                  ("nvidia-debugdump", "bin", 0o755)):  # the one in usr/bin cannot be run
+        (driver_root / directory).mkdir(parents=True, exist_ok=True)
+        (driver_root / directory / tool).touch(mode)
     cache = driver_root / "etc/ld.so.cache"
     if not cache_ok:
         cache.parent.mkdir(parents=True)
@@ -104,7 +108,10 @@ def test_cdi_spec_finds_the_driver_where_ld_so_cache_says(nvidia_node: Any, tmp_
     assert [(m["containerPath"], m["hostPath"]) for m in spec["containerEdits"]["mounts"]] == [
         (f"{folder}/{name}", f"/host{folder}/{lib}.{version}")
         for lib in ("libcuda.so", "libnvidia-ml.so", "libnvidia-nvvm.so", "libnvidia-gpucomp.so")
-        for name in dict.fromkeys((f"{lib}.{version}", SONAMES[lib] or f"{lib}.{version}"))]
+        for name in dict.fromkeys((f"{lib}.{version}", SONAMES[lib] or f"{lib}.{version}"))] + [
+        # tools: in NVIDIA's folder order, executable files only
+        ("/usr/local/bin/nvidia-smi", "/host/usr/local/bin/nvidia-smi"),
+        ("/bin/nvidia-debugdump", "/host/bin/nvidia-debugdump")]
     links, ldcache = (hook["args"] for hook in spec["containerEdits"]["hooks"])
     assert links[3:] == ["--link", f"libcuda.so.1::{folder}/libcuda.so",
                          "--link", f"libnvidia-ml.so.1::{folder}/libnvidia-ml.so",

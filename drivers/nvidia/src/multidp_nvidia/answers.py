@@ -46,6 +46,7 @@ OPTIONAL_LIBS = ("libnvidia-ptxjitcompiler.so", "libnvidia-nvvm.so", "libcudadeb
                  "libnvidia-gpucomp.so", "libnvidia-allocator.so", "libnvidia-opencl.so")
 BINARIES = ("nvidia-smi", "nvidia-debugdump", "nvidia-persistenced", "nvidia-cuda-mps-control",
             "nvidia-cuda-mps-server")
+TOOL_DIRS = ("usr/local/sbin", "usr/local/bin", "usr/sbin", "usr/bin", "sbin", "bin")  # NVIDIA's toolkit's order
 
 
 def existing_control_nodes(dev_root: Path) -> tuple[str, ...]:
@@ -165,9 +166,18 @@ def driver_mounts(settings: Settings, version: str) -> list[Mount]:
         if name != posixpath.basename(found) and "/" not in name:
             mounts.append(Mount(posixpath.join(posixpath.dirname(found), name), host, read_only=True))
     for tool in BINARIES:
-        if (root / "usr/bin" / tool).exists():
-            mounts.append(Mount(f"/usr/bin/{tool}", posixpath.join(settings.driver_root, "usr/bin", tool), True))
+        directory = next((d for d in TOOL_DIRS if _is_executable(root / d / tool)), None)
+        if directory is not None:
+            mounts.append(Mount(f"/{directory}/{tool}", posixpath.join(settings.driver_root, directory, tool), True))
     return mounts
+
+
+def _is_executable(path: Path) -> bool:
+    """A regular file with an execute bit (what NVIDIA's toolkit asks of a tool it mounts)."""
+    try:
+        return path.is_file() and bool(path.stat().st_mode & 0o111)
+    except OSError:
+        return False
 
 
 def cdi_spec(inventory: Inventory, settings: Settings, control_nodes: Sequence[str], version: str) -> CDISpec:

@@ -143,4 +143,5 @@ def write_host_files(machine: FakeMachine, root: Path, driver_files: bool = True
         for lib in ("libcuda.so", "libnvidia-ml.so", "libnvidia-ptxjitcompiler.so"):
             _touch(roots["driver"] / LIB_DIR / f"{lib}.{version}")
         _touch(roots["driver"] / "usr/bin/nvidia-smi")
+        (roots["driver"] / "usr/bin/nvidia-smi").chmod(0o755)
     return roots
