@@ -67,6 +67,20 @@ SONAMES = {"libcuda.so": "libcuda.so.1", "libnvidia-ml.so": "libnvidia-ml.so.1",
            "libnvidia-nvvm.so": "libnvidia-nvvm.so.4", "libnvidia-gpucomp.so": None}  # None: the versioned name
 
 
+def test_a_soname_outside_the_librarys_family_is_not_a_mount_path(nvidia_node: Any, tmp_path: Path) -> None:
+    machine = machines.recorded_h100()
+    lib_dir = tmp_path / "node/driver" / machines.LIB_DIR
+    write_elf_library(lib_dir / f"libcuda.so.{machine.driver_version}", "..")
+    write_elf_library(lib_dir / f"libnvidia-ml.so.{machine.driver_version}", "libother.so.3")
+    node = nvidia_node(machine, {"deviceListStrategy": "cdi-cri"}, driver_files=False)
+    [gpu] = node.devices(GPU, 1)
+    node.allocate(GPU, gpu)
+    mounts = json.loads(node.host.cdi.file_for("nvidia", KIND).read_text())["containerEdits"]["mounts"]
+    assert [m["containerPath"].rsplit("/", 1)[1] for m in mounts][:4] == [
+        f"libcuda.so.{machine.driver_version}", "libcuda.so.1", f"libnvidia-ml.so.{machine.driver_version}",
+        "libnvidia-ml.so.1"]
+
+
 def gke_style_driver(driver_root: Path, version: str, cache_ok: bool = True) -> None:
     """The driver under /usr/local/nvidia/lib64, known only to ld.so.cache (as on the H100 check machine),
     its libraries real ELF files with the sonames that machine showed."""

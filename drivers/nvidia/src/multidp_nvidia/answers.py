@@ -161,9 +161,12 @@ def driver_mounts(settings: Settings, version: str) -> list[Mount]:
             continue
         host = posixpath.join(settings.driver_root, found.lstrip("/"))
         mounts.append(Mount(found, host, read_only=True))
-        # and at its soname, so that it loads even without the update-ldcache hook (.1 if the file has none)
-        name = elf.soname(root / found.lstrip("/")) or f"{lib}.1"
-        if name != posixpath.basename(found) and "/" not in name:
+        # and at its soname, so that it loads even without the update-ldcache hook (.1 if the file has none;
+        # a soname outside the library's own family, or with a "/", is not trusted as a container path)
+        name = elf.soname(root / found.lstrip("/")) or ""
+        if not name.startswith(f"{lib}.") or "/" in name:
+            name = f"{lib}.1"
+        if name != posixpath.basename(found):
             mounts.append(Mount(posixpath.join(posixpath.dirname(found), name), host, read_only=True))
     for tool in BINARIES:
         directory = next((d for d in TOOL_DIRS if _is_executable(root / d / tool)), None)
