@@ -29,13 +29,14 @@ from multidp.api import pb, pb_grpc
 from multidp.testing import KubeletStandIn, running_host, short_socket_dir
 
 import multidp_nvidia.plugin as plugin
+from multidp_nvidia import machines
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parents[1] / "bench"))
 import minimal_plugin  # noqa: E402 - bench/: the baseline the Allocate bar is measured against
+from measure import percentile  # noqa: E402
 
 FIXTURES = HERE / "tests" / "fixtures"
-SNAPSHOT = HERE / "src" / "multidp_nvidia" / "data" / "h100_nvml_snapshot.json"  # the recorded H100's NVML facts
 CONFIGS = {
     "default": "",
     "timeslice": "version: v1\nflags:\n  migStrategy: none\n  plugin:\n    passDeviceSpecs: true\n"
@@ -124,9 +125,8 @@ def latency_client(ours: str, our_device: str, minimal: str, minimal_device: str
                 values.append((time.perf_counter() - t0) * 1e6)
     figures: dict[str, Any] = {"n": blocks * per_block}
     for who, values in samples.items():
-        values.sort()
-        figures[f"{who}_us_p50"] = round(values[len(values) // 2], 1)
-        figures[f"{who}_us_p99"] = round(values[int(len(values) * 0.99)], 1)
+        figures[f"{who}_us_p50"] = round(percentile(values, 50), 1)
+        figures[f"{who}_us_p99"] = round(percentile(values, 99), 1)
     return figures
 
 
@@ -235,7 +235,7 @@ def nvml_facts(pynvml: Any, dev: Path = Path("/dev")) -> dict[str, Any]:
                      "mig_mode": ask(lambda h: list(pynvml.nvmlDeviceGetMigMode(h)), handle),
                      "supported_events": ask(pynvml.nvmlDeviceGetSupportedEventTypes, handle)})
     dev_nodes = sorted(f"/dev/{p.relative_to(dev)}" for p in [*dev.glob("nvidia*"), *dev.glob("nvidia-caps/*")])
-    snapshot = json.loads(SNAPSHOT.read_text())
+    snapshot = machines.load_snapshot()  # the recorded H100's NVML facts
     recorded = {(d["name"], d["minor_number"], tuple(d["mig_mode"]), d["supported_events"])
                 for d in snapshot["devices"]}
     seen = {(g["name"], g["minor_number"], tuple(g["mig_mode"]) if isinstance(g["mig_mode"], list) else g["mig_mode"],

@@ -47,6 +47,7 @@ class NvidiaDriver(Driver):
         self._lock = threading.Lock()
         self._machine: Machine | None = None
         self._inventory = Inventory({}, {}, {})
+        self._mps_resources: frozenset[str] = frozenset()  # of the inventory: set at each discovery
         self._control_nodes: tuple[str, ...] = ()
         self._monitor: HealthMonitor | None = None
         self._notify: Notify = lambda: None
@@ -106,7 +107,7 @@ class NvidiaDriver(Driver):
         if self._monitor is not None:
             self._monitor.try_recover(lambda uuid: probe_gpu(nvml, uuid))
         self._control_nodes = answers.existing_control_nodes(self._dev_root)
-        self._mps.refresh(s.resource for s in self._inventory.by_id.values() if s.mps)
+        self._mps.refresh(self._mps_resources)
         return {resource: [self._device(s) for s in items] for resource, items in self._inventory.resources.items()}
 
     def _rediscover(self, nvml: Any) -> None:
@@ -117,6 +118,7 @@ class NvidiaDriver(Driver):
         inventory = build(machine, self.settings, self.log)
         with self._lock:
             self._machine, self._inventory = machine, inventory
+            self._mps_resources = frozenset(s.resource for s in inventory.by_id.values() if s.mps)
         summary = ", ".join(f"{r}: {len(d)}" for r, d in inventory.resources.items()) or "nothing to serve"
         self.log.info("found %d GPU(s), driver %s; serving %s", len(machine.gpus), machine.driver_version, summary)
         if not self.settings.health_enabled:

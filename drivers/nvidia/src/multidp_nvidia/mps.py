@@ -78,19 +78,19 @@ def daemon_replicas(ready_file: str) -> dict[str, int] | None:
 class MpsReadiness:
     """Per MPS-shared resource: '' when its daemon is ready, else the reason its devices are Unhealthy."""
 
-    def __init__(self, container_root: str, log: logging.Logger, replicas: Mapping[str, int] | None = None) -> None:
+    def __init__(self, container_root: str, log: logging.Logger, replicas: Mapping[str, int]) -> None:
         self.root = container_root
         self.log = log
-        self.replicas = {qualified(k): v for k, v in (replicas or {}).items()}  # what this driver serves
+        self.replicas = dict(replicas)  # per MPS-shared resource (already qualified names): what is served here
         self._problems: dict[str, str] = {}
 
-    def check(self, resource: str, skew: str | None = None) -> str:
-        """Why ``resource``'s daemon is not ready ('' when it is); ``skew``: :meth:`config_skew`, if known."""
+    def check(self, resource: str, skew: str) -> str:
+        """Why ``resource``'s daemon is not ready ('' when it is); ``skew``: this poll's :meth:`config_skew`."""
         wanted = (posixpath.join(self.root, READY_FILE), pipe_dir(self.root, resource), shm_dir(self.root))
         wrong = next((w for w in map(_missing, wanted) if w), "")
         if wrong:
             return f"MPS control daemon not ready: {wrong}"
-        return self.config_skew() if skew is None else skew
+        return skew
 
     def config_skew(self) -> str:
         """Why the daemon's config (in ``.ready``) does not fit what is served here, or ''."""

@@ -64,10 +64,6 @@ class Settings:
     def uses_cdi(self) -> bool:
         return any(s.startswith("cdi-") for s in self.list_strategies)
 
-    @property
-    def uses_mps(self) -> bool:
-        return any(r.mps for r in self.replica_rules)
-
 
 _ANNOTATION_PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/$")
 
