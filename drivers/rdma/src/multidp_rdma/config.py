@@ -95,8 +95,10 @@ class RdmaConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_
 
     @property
     def rescan_seconds(self) -> float:
-        """Seconds between full rescans (set by ``__post_init__``; the default if it never ran)."""
-        return DEFAULT_RESCAN_S if isinstance(self.rescan_interval, msgspec.UnsetType) else self.rescan_interval
+        """Seconds between full rescans (``__post_init__``, which msgspec runs on every construction and
+        conversion, has replaced UNSET by then)."""
+        assert not isinstance(self.rescan_interval, msgspec.UnsetType)
+        return self.rescan_interval
 
 
 def _from_periodic(seconds: int, where: str, notes: list[str]) -> float:

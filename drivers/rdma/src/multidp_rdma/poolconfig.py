@@ -15,6 +15,8 @@ from typing import Literal
 import msgspec
 from multidp.names import resource_name_problem
 
+from multidp_rdma.sysfs import PCI_ADDRESS
+
 DEFAULT_PREFIX = "rdma"
 DEFAULT_RESOURCE = "rdma/hca"
 DEFAULT_HCA_MAX = 1000
@@ -25,7 +27,6 @@ _LINK_TYPE_ALIASES = {
 # "ens1f0", "ens1f0#3", "ens1f0#0-3", "ens1f0#0,2-7,9" (the SR-IOV plugin's syntax).
 _PF_RANGE = re.compile(r"^(?P<name>[^#]+)(?:#(?P<indices>\d+(?:-\d+)?(?:,\d+(?:-\d+)?)*))?$")
 _SHORT_PCI = re.compile(r"^[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$")
-_FULL_PCI = re.compile(r"^[0-9a-fA-F]{4,8}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$")
 
 
 class Selectors(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
@@ -155,7 +156,7 @@ def _pci_address(value: str) -> str | None:
     text = value.strip().lower()
     if _SHORT_PCI.match(text):
         text = f"0000:{text}"
-    return text if _FULL_PCI.match(text) else None
+    return text if PCI_ADDRESS.match(text) else None
 
 
 def pci_addresses(values: list[str], key: str) -> frozenset[str]:
