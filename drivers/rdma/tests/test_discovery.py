@@ -200,3 +200,31 @@ def test_every_device_gone_withdraws_the_resource(standard: FakeRdmaNode, make_d
     for name in list(standard.rdma):
         standard.remove_rdma(name)
     assert driver.scan() == {}
+
+
+def test_a_half_made_device_is_looked_at_again_soon_then_less_often(node: FakeRdmaNode, make_driver,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import multidp_rdma.driver as driver_module
+
+    function = node.add_function("0000:3b:00.0")
+    node.add_rdma("mlx5_0", "0000:3b:00.0")
+    node.write(function / "numa_node", "not a number")  # a problem that does not go away by itself
+    clock = [1000.0]
+    discoveries: list[float] = []
+
+    def counted(*args: object) -> object:
+        discoveries.append(clock[0])
+        return discover(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(driver_module.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(driver_module, "discover", counted)
+    driver = make_driver(node, rescanInterval=30)
+    for second in range(0, 62):  # one poll a second for a minute and more
+        clock[0] = 1000.0 + second
+        driver.scan()
+    # 1 s after the first look, then 2, 4, 8 and 16 s, then the 30 s rescan interval
+    assert [t - 1000.0 for t in discoveries] == [0, 1, 3, 7, 15, 31, 61]
+    node.write(function / "numa_node", "0")  # fixed: the next look finds it whole, and the quick looks stop
+    clock[0] += 30
+    driver.scan()
+    assert driver._retry_in is None

@@ -30,7 +30,7 @@ from multidp_rdma.pools import assign, numa_then_parent
 from multidp_rdma.sysfs import ProblemLog, SysfsRoot
 
 _SHARED_REASON_LIMIT = 3
-PROBLEM_RESCAN_S = 1.0  # how soon a half-seen device is looked at again
+PROBLEM_RESCAN_S = 1.0  # how soon a half-seen device is first looked at again (then twice as long each time)
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,7 @@ class RdmaDriver(Driver):
         self._rediscover = threading.Event()
         self._signature: tuple[tuple[str, int, str], ...] | None = None
         self._discovered_at = 0.0
+        self._retry_in: float | None = None  # set when the last discovery saw a device half-made
         self._discovery = Discovery()
         self._members: dict[str, list[RdmaDevice]] = {}
         self._verdicts: dict[str, tuple[bool, str]] = {}
@@ -93,7 +94,7 @@ class RdmaDriver(Driver):
         now = time.monotonic()
         since = now - self._discovered_at
         if (self._rediscover.is_set() or signature != self._signature or since >= self.config.rescan_seconds
-                or (since >= PROBLEM_RESCAN_S and self._discovery_incomplete())):
+                or (self._retry_in is not None and since >= self._retry_in)):
             self._rediscover.clear()
             self._run_discovery()
             self._signature = signature
@@ -102,11 +103,13 @@ class RdmaDriver(Driver):
         self._state = state
         return {resource: list(ps.devices) for resource, ps in state.items() if ps.members}
 
-    def _discovery_incomplete(self) -> bool:
-        """A device seen half-made (no ports, a file missing): look again soon, not at the
-        next full rescan; a device being re-created settles in a moment."""
-        discovery = self._discovery
-        return bool(discovery.skipped) or any(d.problems or not d.ports for d in discovery.devices)
+    def _next_retry(self, discovery: Discovery) -> float | None:
+        """A device seen half-made (no ports, a file missing): look again soon, not at the next full
+        rescan, since a device being re-created settles in a moment; back off while it stays so, up to
+        the rescan interval, so that a file that never becomes readable costs no discovery per second."""
+        if not discovery.skipped and not any(d.problems or not d.ports for d in discovery.devices):
+            return None
+        return PROBLEM_RESCAN_S if self._retry_in is None else min(self._retry_in * 2, self.config.rescan_seconds)
 
     def _run_discovery(self) -> None:
         before = {d.name: d.id for d in self._discovery.devices}
@@ -120,6 +123,7 @@ class RdmaDriver(Driver):
             if removed:
                 self.log.info("RDMA devices gone: %s", ", ".join(f"{n} ({i})" for n, i in removed))
         self._discovery = discovery
+        self._retry_in = self._next_retry(discovery)
         self._members = assign(discovery.devices, self.pools)
         for pool in self.pools:
             if pool.default and not self._members[pool.resource] and discovery.devices:
