@@ -30,6 +30,8 @@ def test_valid_resource_names(name):
     ("nvidia.com/", "empty"),
     ("nvidia.com/" + "g" * 64, "64 characters long (at most 63)"),
     ("nvidia.com/-gpu", "must start and end with a letter or digit"),
+    ("nvidia.com\n/gpu", "not a lowercase DNS-1123 subdomain"),  # "$" alone would let a final newline through
+    ("nvidia.com/gpu\n", "must start and end with a letter or digit"),
 ])
 def test_invalid_resource_names(name, problem):
     assert problem in (resource_name_problem(name) or "")

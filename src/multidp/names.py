@@ -12,8 +12,9 @@ REPLICA_SEPARATOR = "::"
 MAX_DEVICE_ID_BYTES = 1024
 
 _DNS1123_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
-_DNS1123_SUBDOMAIN = re.compile(rf"^{_DNS1123_LABEL}(\.{_DNS1123_LABEL})*$")
-_QUALIFIED_NAME_PART = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+# Use with fullmatch: "$" with match would also take a trailing newline.
+DNS1123_SUBDOMAIN = re.compile(rf"{_DNS1123_LABEL}(\.{_DNS1123_LABEL})*")
+QUALIFIED_NAME_PART = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")  # label values, label and resource names
 
 
 def resource_name_problem(name: str) -> str | None:
@@ -32,13 +33,13 @@ def resource_name_problem(name: str) -> str | None:
     if name.startswith("requests."):
         return "must not start with 'requests.'"
     # The kubelet checks "requests." + name as a qualified name: 253 bytes at most.
-    if not prefix or len(prefix) > 244 or not _DNS1123_SUBDOMAIN.match(prefix):
+    if not prefix or len(prefix) > 244 or not DNS1123_SUBDOMAIN.fullmatch(prefix):
         return f"prefix {prefix!r} is not a lowercase DNS-1123 subdomain"
     if not short:
         return "the part after '/' is empty"
     if len(short) > 63:
         return f"the part after '/' is {len(short)} characters long (at most 63)"
-    if not _QUALIFIED_NAME_PART.match(short):
+    if not QUALIFIED_NAME_PART.fullmatch(short):
         return (
             f"the part after '/' ({short!r}) may hold only letters, digits, '-', '_' "
             "and '.', and must start and end with a letter or digit"
