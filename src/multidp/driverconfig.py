@@ -23,9 +23,15 @@ import msgspec
 
 from multidp.config import split_validation_error
 from multidp.errors import ConfigError
-from multidp.nodeconfig import CONFIG_BY_LABEL, ConfigByLabel, Selection, apply, parse_config_by_label, select
-
-HOST_KEYS = ("enabled", CONFIG_BY_LABEL)
+from multidp.nodeconfig import (
+    CONFIG_BY_LABEL,
+    HOST_KEYS,
+    ConfigByLabel,
+    Selection,
+    apply,
+    parse_config_by_label,
+    select,
+)
 
 
 def declared_keys(config_type: Any) -> list[str]:

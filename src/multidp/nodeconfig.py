@@ -11,22 +11,19 @@ naming no config: one error line, and the section alone (see the operator guide)
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from multidp.errors import ConfigError
 from multidp.labels import LABEL_PREFIX
+from multidp.names import DNS1123_SUBDOMAIN, QUALIFIED_NAME_PART
 
 CONFIG_BY_LABEL = "configByLabel"
 NAMED_FALLBACK = "default"
 
-_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
-_DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
-_DNS_SUBDOMAIN = re.compile(rf"{_DNS_LABEL}(\.{_DNS_LABEL})*")
 _KEYS = ("label", "default", "configs")
-_RESERVED = ("enabled", CONFIG_BY_LABEL)  # the host's keys cannot vary per node this way
+HOST_KEYS = ("enabled", CONFIG_BY_LABEL)  # the host's keys: not the driver's, and not per node
 
 
 @dataclass(frozen=True)
@@ -76,9 +73,9 @@ def label_key_problem(key: str) -> str | None:
     prefix, _, name = key.rpartition("/")
     if "/" in prefix:
         return "has more than one '/'"
-    if "/" in key and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.fullmatch(prefix)):
+    if "/" in key and (not prefix or len(prefix) > 253 or not DNS1123_SUBDOMAIN.fullmatch(prefix)):
         return f"prefix {prefix!r} is not a DNS subdomain (lower case, digits, '-' and '.', at most 253)"
-    if not name or len(name) > 63 or not _NAME.fullmatch(name):
+    if not name or len(name) > 63 or not QUALIFIED_NAME_PART.fullmatch(name):
         return (f"name {name!r} must be 1-63 characters of letters, digits, '-', '_' and '.', "
                 "starting and ending with a letter or digit")
     return None
@@ -123,7 +120,7 @@ def _kind(value: Any) -> str:
 def _config_name(name: Any, where: str, source: str | None) -> str:
     # YAML reads `1:` as an int; the label value is the string "1".
     text = str(name) if isinstance(name, int) and not isinstance(name, bool) else name
-    if not isinstance(text, str) or len(text) > 63 or not _NAME.fullmatch(text):
+    if not isinstance(text, str) or len(text) > 63 or not QUALIFIED_NAME_PART.fullmatch(text):
         raise ConfigError(f"{where}.{name}", "a config name must be a label value: 1-63 letters, digits, '-', '_' "
                           "and '.', starting and ending with a letter or digit", source)
     return text
@@ -134,9 +131,9 @@ def _overlay(body: Any, where: str, source: str | None) -> dict[str, Any]:
         return {}
     if not isinstance(body, Mapping):
         raise ConfigError(where, f"must be a mapping of the driver's keys, not {type(body).__name__}", source)
-    for key in _RESERVED:
+    for key in HOST_KEYS:
         if key in body:
-            raise ConfigError(f"{where}.{key}", "cannot be set per config (the node label multidp.io/<driver> "
+            raise ConfigError(f"{where}.{key}", f"cannot be set per config (the node label {LABEL_PREFIX}<driver> "
                               "turns a driver on and off)", source)
     return dict(body)
 
@@ -183,7 +180,7 @@ def with_host_keys(section: dict[str, Any], defs: Mapping[str, Any]) -> dict[str
         overlay["propertyNames"] = {"enum": keys}
     host = {
         "enabled": {"type": "boolean", "default": True,
-                    "description": "the host's: the default that the node label multidp.io/<driver> overrides"},
+                    "description": f"the host's: the default that the node label {LABEL_PREFIX}<driver> overrides"},
         CONFIG_BY_LABEL: {
             "type": "object",
             "description": "the host's: a per-node config, chosen by the value of a node label",
@@ -191,7 +188,7 @@ def with_host_keys(section: dict[str, Any], defs: Mapping[str, Any]) -> dict[str
                 "label": {"type": "string", "description": "a node label key, e.g. nvidia.com/device-plugin.config"},
                 "default": {"type": "string", "description": "the config for nodes without the label"},
                 "configs": {"type": "object", "minProperties": 1,
-                            "propertyNames": {"pattern": f"^{_NAME.pattern}$", "maxLength": 63},
+                            "propertyNames": {"pattern": f"^{QUALIFIED_NAME_PART.pattern}$", "maxLength": 63},
                             "additionalProperties": {"anyOf": [overlay, {"type": "null"}]}},
             },
             "required": ["label", "configs"],

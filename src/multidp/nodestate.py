@@ -28,8 +28,8 @@ class NodeState:
         self.labels: Labels | None = None
         self.overrides: Overrides = {}
         self._warned: set[tuple[str, str]] = set()
-        self._built: dict[str, str | None] = {}  # driver -> the per-node config its running instance uses
-        self.per_node: dict[str, str] = {}  # drivers with configByLabel -> that config ('' for the section alone)
+        # drivers with configByLabel -> the config their running instance was built with ('': the section alone)
+        self.per_node: dict[str, str] = {}
         self._noted: dict[str, Selection] = {}  # driver -> the selection last logged
 
     def update(self, labels: Mapping[str, str], drivers: Sequence[str]) -> None:
@@ -59,11 +59,10 @@ class NodeState:
     def config_changed(self, name: str, factory: DriverFactory) -> bool:
         """Whether a running driver's per-node config is no longer the one the labels select."""
         selection = self.selection(name, factory)
-        return (selection.chosen if selection else None) != self._built.get(name)
+        return (selection.chosen if selection else None) != (self.per_node.get(name) or None)
 
     def built(self, name: str, selection: Selection | None) -> str:
         """Record the config a new instance was built with; the status reason to show."""
-        self._built[name] = selection.chosen if selection else None
         if selection is None:
             self.per_node.pop(name, None)
         else:
@@ -83,6 +82,5 @@ class NodeState:
 
     def forget(self, name: str) -> None:
         """The driver stopped: a later start logs its selection again."""
-        self._built.pop(name, None)
         self.per_node.pop(name, None)
         self._noted.pop(name, None)

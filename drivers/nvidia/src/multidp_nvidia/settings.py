@@ -9,7 +9,6 @@ error is a :class:`multidp.ConfigError` naming the key, variable or file.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 import msgspec
 from multidp import ConfigError
+from multidp.names import DNS1123_SUBDOMAIN
 
 from multidp_nvidia.config import DEFAULT_IGNORED_XIDS, Flags, NvidiaConfig, NvidiaFileConfig, PluginFlags
 from multidp_nvidia.layering import KEY, RESOURCE_PREFIX, checked_name, pick, plain_root
@@ -65,7 +65,6 @@ class Settings:
         return any(s.startswith("cdi-") for s in self.list_strategies)
 
 
-_ANNOTATION_PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/$")
 
 
 def read_nvidia_file(path: str) -> NvidiaFileConfig:
@@ -163,7 +162,7 @@ def resolve(config: NvidiaConfig, environ: Mapping[str, str]) -> Settings:
         if hook_path.endswith("/"):
             raise ConfigError(f"{KEY}.flags.plugin.nvidiaCTKPath", f"{hook_path!r} must name a program, not a folder")
     annotation_prefix = pick(layers, "flags", "plugin", "cdi_annotation_prefix") or "cdi.k8s.io/"
-    if not _ANNOTATION_PREFIX.match(annotation_prefix):
+    if not (annotation_prefix.endswith("/") and DNS1123_SUBDOMAIN.fullmatch(annotation_prefix[:-1])):
         raise ConfigError(f"{KEY}.flags.plugin.cdiAnnotationPrefix",
                           f"{annotation_prefix!r} is not an annotation key prefix (a DNS subdomain and '/')")
     return Settings(
