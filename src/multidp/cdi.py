@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -146,8 +147,6 @@ class CDIRegistry:
 
     @staticmethod
     def _write(path: Path, document: dict[str, Any]) -> None:
-        import tempfile  # only drivers with CDI specs need it
-
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".multidp-", suffix=".tmp")
         try:

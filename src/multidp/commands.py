@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 
 from multidp.config import FileConfig, Settings
+from multidp.driverconfig import check_section
 from multidp.drivers import (
     DISABLED,
     FAILED,
@@ -21,6 +22,7 @@ from multidp.drivers import (
     with_deadline,
 )
 from multidp.errors import ConfigError
+from multidp.nodeconfig import with_host_keys
 from multidp.registry import PluginRegistry
 
 EXIT_OK, EXIT_USAGE = 0, 2
@@ -51,8 +53,7 @@ def scan_all(settings: Settings, registry: PluginRegistry) -> list[dict[str, Any
             entry: dict[str, Any] = {"driver": name, "state": "ok", "reason": "", "resources": {}}
             report.append(entry)
             try:
-                enabled, _ = factory.enabled(name)
-                if not enabled:
+                if not factory.enabled(name):
                     entry.update(state=DISABLED, reason="disabled in config")
                     continue
                 driver = factory.create(name)
@@ -118,14 +119,12 @@ def driver_report(settings: Settings, registry: PluginRegistry) -> list[dict[str
         else:
             registry.load([name])
             try:
-                enabled, _ = factory.enabled(name)
+                enabled = factory.enabled(name)
                 if info.error:
                     entry.update(status=FAILED, reason=info.error)
                 elif not enabled:
                     entry.update(status=DISABLED, reason="disabled in config")
                 else:  # the section alone and with each per-node config, as some node may see it
-                    from multidp.driverconfig import check_section
-
                     check_section(name, settings.driver_sections.get(name, {}), factory.environ,
                                   registry.call(name, "multidp_config_type"), factory.source)
             except ConfigError as exc:
@@ -150,8 +149,6 @@ def list_drivers(settings: Settings, as_json: bool) -> int:
 def config_schema(settings: Settings) -> int:
     """The config file's JSON schema, with every loadable driver's section."""
     registry = PluginRegistry()
-    from multidp.nodeconfig import with_host_keys
-
     registry.load(registry.names)
     schema = msgspec.json.schema(FileConfig)
     defs = schema["$defs"]

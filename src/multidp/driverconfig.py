@@ -130,16 +130,23 @@ def check_section(
 ) -> None:
     """Validate the section as every node can see it: alone, and with each per-node config."""
     by_label, env = _by_label_and_env(name, section, environ, config_type, source)
-    resolved = _compose(name, section, by_label, None, env)
-    convert_section(name, resolved.own, config_type, source)
+    convert_resolved(name, _compose(name, section, by_label, None, env), config_type, source)
     if by_label is None:
         return
-    for chosen, overlay in by_label.configs.items():
+    for chosen in by_label.configs:
         selection = Selection(by_label.label, chosen, chosen, tuple(by_label.configs))
-        try:
-            convert_section(name, _compose(name, section, by_label, selection, env).own, config_type, source)
-        except ConfigError as exc:
-            raise in_config(exc, name, chosen, overlay) from exc
+        convert_resolved(name, _compose(name, section, by_label, selection, env), config_type, source)
+
+
+def convert_resolved(name: str, resolved: Resolved, config_type: Any, source: str | None) -> Any:
+    """The driver's config object; an error in a key the per-node config sets names that config's key."""
+    chosen = resolved.selection.chosen if resolved.selection else None
+    try:
+        return convert_section(name, resolved.own, config_type, source)
+    except ConfigError as exc:
+        if resolved.by_label is None or chosen is None:
+            raise
+        raise in_config(exc, name, chosen, resolved.by_label.configs[chosen]) from exc
 
 
 def in_config(exc: ConfigError, name: str, chosen: str, overlay: Mapping[str, Any]) -> ConfigError:
@@ -155,10 +162,9 @@ def in_config(exc: ConfigError, name: str, chosen: str, overlay: Mapping[str, An
 
 def driver_section(
     name: str, section: Mapping[str, Any], environ: Mapping[str, str], config_type: Any,
-    labels: Mapping[str, str] | None = None,
 ) -> tuple[bool, dict[str, Any]]:
     """(enabled, the driver's own keys) with the per-node config and environment variables applied."""
-    resolved = resolve_section(name, section, environ, config_type, labels)
+    resolved = resolve_section(name, section, environ, config_type)
     return resolved.enabled, resolved.own
 
 

@@ -19,8 +19,9 @@ from typing import Any
 
 from multidp.config import Settings
 from multidp.driver import Driver, DriverContext, Simulation
-from multidp.driverconfig import Resolved, convert_section, in_config, resolve_section
+from multidp.driverconfig import Resolved, convert_resolved, resolve_section
 from multidp.errors import ConfigError
+from multidp.nodeconfig import Selection
 from multidp.registry import PluginInfo, PluginRegistry
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,12 @@ class DriverStatus:
     origin: str
     state: str
     reason: str = ""
+
+
+@dataclass(frozen=True)
+class Created:
+    driver: Driver
+    selection: Selection | None  # the per-node config the labels selected (None: no configByLabel)
 
 
 class UnknownDrivers(ValueError):
@@ -69,11 +76,10 @@ class DriverFactory:
     def info(self, name: str) -> PluginInfo:
         return self.registry.plugins[name]
 
-    def enabled(self, name: str) -> tuple[bool, dict[str, Any]]:
-        """Whether config enables the driver (the default labels override), and its keys on this node."""
+    def enabled(self, name: str) -> bool:
+        """Whether config enables the driver on this node (the default that labels override)."""
         config_type = self._config_type(name) if self.info(name).loaded else None
-        resolved = self.resolve(name, config_type)
-        return resolved.enabled, resolved.own
+        return self.resolve(name, config_type).enabled
 
     def resolve(self, name: str, config_type: Any = None) -> Resolved:
         """The driver's section on this node: the per-node config its labels select, then variables."""
@@ -89,18 +95,16 @@ class DriverFactory:
 
     def create(self, name: str) -> Driver:
         """Load, configure and create one driver; raise with a clear reason on failure."""
+        return self.create_selected(name).driver
+
+    def create_selected(self, name: str) -> Created:
+        """:meth:`create`, also saying which per-node config the node's labels selected for it."""
         info = self.registry.load([name])[0]
         if not info.loaded:
             raise RuntimeError(info.error)
         config_type = self._config_type(name)
         resolved = self.resolve(name, config_type)
-        chosen = resolved.selection.chosen if resolved.selection else None
-        try:
-            config = convert_section(name, resolved.own, config_type, self.source)
-        except ConfigError as exc:
-            if resolved.by_label is None or chosen is None:
-                raise
-            raise in_config(exc, name, chosen, resolved.by_label.configs[chosen]) from exc
+        config = convert_resolved(name, resolved, config_type, self.source)
         simulation = self._simulate(name) if self.settings.simulate else None
         context = DriverContext(
             name=name,
@@ -117,7 +121,7 @@ class DriverFactory:
         )
         if not isinstance(driver, Driver):
             raise TypeError(f"multidp_create_driver returned {type(driver).__name__}, not a multidp Driver")
-        return driver
+        return Created(driver, resolved.selection)
 
     def _simulate(self, name: str) -> Simulation | None:
         workdir = self.workdir / name

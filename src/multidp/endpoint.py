@@ -30,6 +30,7 @@ from pathlib import Path
 import grpc
 
 from multidp.later import Later
+from multidp.names import PRIVATE_DIR_PREFIX
 from multidp.registration import (
     Identity,
     KubeletChanged,
@@ -55,7 +56,7 @@ class _BoundServer:
     """A started gRPC server on a socket in a private 0700 directory, not yet in place."""
 
     def __init__(self, service: DevicePluginService, directory: Path, pool: ThreadPoolExecutor) -> None:
-        self.private = Path(tempfile.mkdtemp(prefix=".mdp-", dir=directory))
+        self.private = Path(tempfile.mkdtemp(prefix=PRIVATE_DIR_PREFIX, dir=directory))
         self.path = self.private / "s"
         try:
             self.server = grpc.server(pool, options=SERVER_OPTIONS)

@@ -31,7 +31,7 @@ from multidp.drivers import (
 )
 from multidp.endpoint import Endpoint
 from multidp.model import Device
-from multidp.names import SOCKET_PREFIX
+from multidp.names import PRIVATE_DIR_PREFIX, SOCKET_PREFIX
 from multidp.nodestate import NodeState
 from multidp.registration import is_socket
 from multidp.registry import PluginRegistry
@@ -124,7 +124,7 @@ class Host:
         previous = self.runners.get(name)
         try:
             enabled, why_not = self._desired(name)
-            created = self.factory.create(name) if enabled else None
+            created = self.factory.create_selected(name) if enabled else None
         except Exception as exc:  # noqa: BLE001 - any failure of one driver stays with it
             reason = describe_failure(exc)
             if previous is not None:
@@ -138,8 +138,8 @@ class Host:
             self.statuses[name] = DriverStatus(name, origin, DISABLED, why_not)
             return
         origin = self.factory.info(name).origin
-        selected = self.node.built(name, self.node.selection(name, self.factory))
-        runner = DriverRunner(name, created, self.settings.timeouts, self._on_inventory)
+        selected = self.node.built(name, created.selection)
+        runner = DriverRunner(name, created.driver, self.settings.timeouts, self._on_inventory)
         with self._lock:
             self.runners[name] = runner
             self.table.rebind(name, runner)
@@ -210,12 +210,13 @@ class Host:
             self._labels_seen.set()
             if not self._started or self._stopped.is_set():
                 return  # start() brings drivers up with these labels
-            starting = [n for n in names if self._desired(n)[0] and n not in self.runners]
-            stopping = [n for n in names if not self._desired(n)[0] and n in self.runners]
+            desired = {n: self._desired(n) for n in names}  # (run it?, why not)
+            starting = [n for n in names if desired[n][0] and n not in self.runners]
+            stopping = [n for n in names if not desired[n][0] and n in self.runners]
             staying = [n for n in names if n in self.runners and n not in stopping]
             rebuilding = [n for n in staying if self.node.config_changed(n, self.factory)]
             for name in stopping:
-                reason = self._desired(name)[1]
+                reason = desired[name][1]
                 log.info("driver %s: %s; stopping it", name, reason)
                 self._retire(name)
                 self.statuses[name] = DriverStatus(name, self.factory.info(name).origin, DISABLED, reason)
@@ -242,7 +243,7 @@ class Host:
             if is_socket(path):
                 log.info("removing stale socket %s", path)
                 path.unlink(missing_ok=True)
-        for path in plugin_dir.glob(".mdp-*"):
+        for path in plugin_dir.glob(f"{PRIVATE_DIR_PREFIX}*"):
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)
 

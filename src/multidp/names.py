@@ -8,6 +8,7 @@ import re
 API_VERSION = "v1beta1"
 KUBELET_SOCKET_NAME = "kubelet.sock"
 SOCKET_PREFIX = "multidp-"
+PRIVATE_DIR_PREFIX = ".mdp-"  # an endpoint's 0700 directory, where its spare server's socket is bound
 REPLICA_SEPARATOR = "::"
 MAX_DEVICE_ID_BYTES = 1024
 

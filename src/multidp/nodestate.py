@@ -42,7 +42,7 @@ class NodeState:
         if label is not None:
             return label, f"disabled by node label {LABEL_PREFIX}{name}=false"
         try:
-            enabled, _ = factory.enabled(name)
+            enabled = factory.enabled(name)
         except ConfigError:
             return True, ""  # creating it reports the error, and fails it alone
         return enabled, "disabled in config"
