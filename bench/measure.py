@@ -63,6 +63,18 @@ def plugin_process(command: list[str], env: dict[str, str], kubelet_dir: Path) -
                 proc.kill()
 
 
+def bench_env(site: Path, **variables: str) -> dict[str, str]:
+    """The bench driver's site on the path (its entry point), and its MULTIDP_BENCH_* settings."""
+    return {"PYTHONPATH": os.pathsep.join([str(site), str(HERE), os.environ.get("PYTHONPATH", "")]), **variables}
+
+
+def plugin_command(target: str, directory: Path, devices: int) -> list[str]:
+    """How to start ``target``: multidp with the bench driver, or the minimal plugin."""
+    if target == "multidp":
+        return multidp_command(directory, "--drivers", "bench")
+    return [sys.executable, str(HERE / "minimal_plugin.py"), str(directory), str(devices)]
+
+
 def multidp_command(directory: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "multidp", "run", "--plugin-dir", str(directory), "--cdi-dir",
             str(directory / "cdi"), "--log-level", "warning", *extra]
@@ -77,10 +89,8 @@ class Running:
         self.kubelet = KubeletStandIn(self.directory).start()
         self.fifo = self.directory / "events.fifo"
         os.mkfifo(self.fifo)
-        env = {"PYTHONPATH": os.pathsep.join([str(site), str(HERE), os.environ.get("PYTHONPATH", "")]),
-               "MULTIDP_BENCH_FIFO": str(self.fifo), "MULTIDP_BENCH_COUNT": str(size)}
-        command = (multidp_command(self.directory, "--drivers", "bench") if target == "multidp"
-                   else [sys.executable, str(HERE / "minimal_plugin.py"), str(self.directory), str(size)])
+        env = bench_env(site, MULTIDP_BENCH_FIFO=str(self.fifo), MULTIDP_BENCH_COUNT=str(size))
+        command = plugin_command(target, self.directory, size)
         self.result: dict[str, Any] = {"target": target, "devices": size}
         started = time.monotonic()
         self.proc = subprocess.Popen(command, env={**os.environ, **env}, stderr=subprocess.DEVNULL)
@@ -154,15 +164,13 @@ def run_pair(size: int, calls: int, restarts: int, site: Path) -> list[dict[str,
 
 def start_times(site: Path, runs: int) -> dict[str, Any]:
     """start → registered over ``runs`` spawns of each plugin, taken in turns (one spawn is noisy)."""
-    env = {"PYTHONPATH": os.pathsep.join([str(site), str(HERE), os.environ.get("PYTHONPATH", "")]),
-           "MULTIDP_BENCH_COUNT": "1"}
+    env = bench_env(site, MULTIDP_BENCH_COUNT="1")
     samples: dict[str, list[float]] = {"minimal": [], "multidp": []}
     for _ in range(runs):
         for target in samples:
             directory = short_socket_dir("mdpt")
             kubelet = KubeletStandIn(directory).start()
-            command = (multidp_command(directory, "--drivers", "bench") if target == "multidp"
-                       else [sys.executable, str(HERE / "minimal_plugin.py"), str(directory), "1"])
+            command = plugin_command(target, directory, 1)
             started = time.monotonic()
             try:
                 with plugin_process(command, env, directory):
@@ -200,7 +208,7 @@ def reregistration(kubelet: KubeletStandIn, restarts: int, resource: str = RESOU
     """New kubelet.sock served → Register received, over ``restarts`` kubelet restarts."""
     samples = []
     for _ in range(restarts):
-        count = sum(r.resource == resource for r in kubelet.registrations)
+        count = kubelet.registration_count(resource)
         kubelet.restart()
         reg = kubelet.wait_registered(resource, count + 1, WAIT_S)
         samples.append((reg.at - kubelet.restarts[-1]) * 1e3)
@@ -256,8 +264,7 @@ def reregistration_many(site: Path, count: int, restarts: int) -> dict[str, Any]
     """Kubelet restarts with ``count`` resources: when the first and the last registered again."""
     directory = short_socket_dir("mdpg")
     kubelet = KubeletStandIn(directory).start()
-    env = {"PYTHONPATH": os.pathsep.join([str(site), str(HERE), os.environ.get("PYTHONPATH", "")]),
-           "MULTIDP_BENCH_COUNT": "1", "MULTIDP_BENCH_RESOURCES": str(count)}
+    env = bench_env(site, MULTIDP_BENCH_COUNT="1", MULTIDP_BENCH_RESOURCES=str(count))
     first: list[float] = []
     last: list[float] = []
     try:
@@ -265,7 +272,7 @@ def reregistration_many(site: Path, count: int, restarts: int) -> dict[str, Any]
             kubelet.wait_for(lambda: len(kubelet.resources) == count and
                              all(v.capacity for v in kubelet.resources.values()), WAIT_S, f"{count} resources")
             for _ in range(restarts):
-                counts = {r: sum(x.resource == r for x in kubelet.registrations) for r in kubelet.resources}
+                counts = {r: kubelet.registration_count(r) for r in kubelet.resources}
                 kubelet.restart()
                 times = [(kubelet.wait_registered(r, n + 1, WAIT_S).at - kubelet.restarts[-1]) * 1e3
                          for r, n in counts.items()]
@@ -283,8 +290,7 @@ def many_resources(count: int, site: Path, env_extra: dict[str, str] | None = No
     """Memory with ``count`` resources of 8 devices (bench driver), optionally in node-label mode."""
     directory = short_socket_dir("mdpm")
     kubelet = KubeletStandIn(directory).start()
-    env = {"PYTHONPATH": os.pathsep.join([str(site), str(HERE), os.environ.get("PYTHONPATH", "")]),
-           "MULTIDP_BENCH_COUNT": "8", "MULTIDP_BENCH_RESOURCES": str(count), **(env_extra or {})}
+    env = bench_env(site, MULTIDP_BENCH_COUNT="8", MULTIDP_BENCH_RESOURCES=str(count), **(env_extra or {}))
     try:
         with plugin_process(multidp_command(directory, "--drivers", "bench"), env, directory) as proc:
             kubelet.wait_for(lambda: len(kubelet.resources) == count and

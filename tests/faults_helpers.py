@@ -45,9 +45,6 @@ def expected_sockets(driver: str = "sample", resources: tuple[str, ...] = RESOUR
     return sorted(socket_name(driver, r) for r in resources)
 
 
-def registrations(kubelet, resource: str) -> int:
-    return sum(r.resource == resource for r in kubelet.registrations)
-
 
 class Daemon:
     """``python -m multidp run`` in a subprocess; its stderr (the log) is collected line by line."""

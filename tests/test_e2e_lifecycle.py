@@ -15,9 +15,6 @@ SHARED = "example.com/widget-shared"
 RESOURCES = (WIDGET, SHARED)
 
 
-def registrations(kubelet: KubeletStandIn, resource: str) -> int:
-    return sum(r.resource == resource for r in kubelet.registrations)
-
 
 def our_sockets(directory) -> list[str]:
     return sorted(p.name for p in directory.iterdir() if p.name.startswith("multidp-"))
@@ -117,7 +114,7 @@ def test_a_stalled_registration_does_not_hold_back_other_resources(socket_dir, s
     try:
         with running_host(socket_dir, {"sample": sample}, timeouts={"register": 30}):
             kubelet.wait_devices(SHARED, lambda v: v.capacity == 4)
-            assert registrations(kubelet, WIDGET) == 0
+            assert kubelet.registration_count(WIDGET) == 0
     finally:
         kubelet.shutdown()
 
@@ -128,7 +125,7 @@ def test_own_socket_deleted_is_served_and_registered_again(kubelet, multidp_host
     (kubelet.directory / socket_name("sample", WIDGET)).unlink()
     kubelet.wait_registered(WIDGET, count=2)
     kubelet.wait_devices(WIDGET, lambda v: v.allocatable == 4 and v.stream_open)
-    assert registrations(kubelet, SHARED) == 1
+    assert kubelet.registration_count(SHARED) == 1
 
 
 def test_a_resource_that_goes_away_sends_an_empty_list_then_stops(kubelet, multidp_host, sample):
@@ -190,7 +187,7 @@ def test_reload_applies_new_config_without_reregistering(kubelet, sample):
         host.reload(new)
         kubelet.wait_devices(WIDGET, lambda v: v.capacity == 2, what="the new inventory")
         kubelet.wait_devices(SHARED, lambda v: v.capacity == 0, what="the dropped resource withdrawn")
-        assert registrations(kubelet, WIDGET) == 1
+        assert kubelet.registration_count(WIDGET) == 1
         assert sample.drivers[0].closed and not sample.drivers[1].closed
         new_disabled = make_settings(kubelet.directory, {"sample": {"enabled": False}})
         new_disabled.drivers = ["sample"]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import faults_helpers
 import pytest
-from faults_helpers import RESOURCES, SHARED, START_S, WIDGET, expected_sockets, our_sockets, registrations, wait_full
+from faults_helpers import RESOURCES, SHARED, START_S, WIDGET, expected_sockets, our_sockets, wait_full
 
 from multidp.testing import KubeletStandIn, wait_until
 
@@ -73,7 +73,7 @@ def test_kubelet_absent_at_start_then_arriving(socket_dir, daemons):
     try:
         wait_full(kubelet)
         assert kubelet.allocate(WIDGET, 1).envs["WIDGET_DEVICES"]
-        assert [registrations(kubelet, r) for r in RESOURCES] == [1, 1]
+        assert [kubelet.registration_count(r) for r in RESOURCES] == [1, 1]
         assert kubelet.errors == []
     finally:
         kubelet.shutdown()
@@ -102,12 +102,12 @@ def test_kubelet_accepting_but_never_answering_register(socket_dir, tmp_path, da
             assert kubelet.allocate(SHARED, 1).envs["WIDGET_SHARED_DEVICES"] == "widget-shared-0"
         for resource in stuck:  # it keeps trying (the reason is logged once, not at every retry)
             kubelet.wait_for(lambda r=resource: kubelet.arrivals.count(r) >= 3, START_S, f"{resource} retried")
-        assert all(registrations(kubelet, r) == 0 for r in stuck)
+        assert all(kubelet.registration_count(r) == 0 for r in stuck)
         # The kubelet answers again (the handlers it left hanging are let go).
         kubelet.stall, kubelet.hang = set(), False
         kubelet._stop_hang.set()
         wait_full(kubelet)
-        assert [registrations(kubelet, r) for r in RESOURCES] == [1, 1]  # once each, no duplicate Register
+        assert [kubelet.registration_count(r) for r in RESOURCES] == [1, 1]  # once each, no duplicate Register
         assert kubelet.allocate(WIDGET, 2).envs["WIDGET_DEVICES"]
         assert kubelet.errors == []
     finally:
@@ -170,7 +170,7 @@ def test_a_hundred_kubelet_restarts_in_a_row_lose_nothing(socket_dir, daemons, r
         assert after == before, f"restart {round_ + 1}"
     # One Register per kubelet and resource, and never a dial that failed (the races that once
     # broke this are pinned down by their own tests below).
-    assert [registrations(kubelet, r) for r in RESOURCES] == [101, 101]
+    assert [kubelet.registration_count(r) for r in RESOURCES] == [101, 101]
     assert kubelet.errors == []
     assert kubelet.allocate(WIDGET, 4).envs["WIDGET_DEVICES"]
     assert kubelet.allocate(SHARED, 1).envs["WIDGET_SHARED_DEVICES"] == "widget-shared-0"

@@ -160,9 +160,6 @@ class RebuildingPlugin(SamplePlugin):
         return super().multidp_create_driver(context)
 
 
-def registrations(kubelet: KubeletStandIn, resource: str) -> int:
-    return sum(r.resource == resource for r in kubelet.registrations)
-
 
 def test_label_selects_the_per_node_config_live(kubelet: KubeletStandIn, api, tmp_path, caplog):
     alpha = RebuildingPlugin()
@@ -204,10 +201,10 @@ def test_label_selects_the_per_node_config_live(kubelet: KubeletStandIn, api, tm
         kubelet.wait_devices(WIDGET, lambda v: v.capacity == 2, what="back to the default config")
 
         # Widget stayed throughout: same registration, rebuilt drivers took over its endpoint.
-        assert registrations(kubelet, WIDGET) == 1 and registrations(kubelet, GIZMO) == 1
+        assert kubelet.registration_count(WIDGET) == 1 and kubelet.registration_count(GIZMO) == 1
         assert kubelet.resources[WIDGET].stream_open
         # beta was never touched.
-        assert gadget.stream_open and gadget.updates == gadget_updates and registrations(kubelet, GADGET) == 1
+        assert gadget.stream_open and gadget.updates == gadget_updates and kubelet.registration_count(GADGET) == 1
 
 
 def test_label_present_at_start_is_used_from_the_first_scan(kubelet, api, tmp_path):

@@ -233,9 +233,13 @@ class KubeletStandIn(pb_grpc.RegistrationServicer):
             if not self._cond.wait_for(predicate, timeout):
                 raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
+    def registration_count(self, resource: str) -> int:
+        """How many Register calls for ``resource`` this stand-in has taken (restarts included)."""
+        return sum(r.resource == resource for r in self.registrations)
+
     def wait_registered(self, resource: str, count: int = 1, timeout: float = 10.0) -> Registration:
         def done() -> bool:
-            return sum(r.resource == resource for r in self.registrations) >= count
+            return self.registration_count(resource) >= count
 
         self.wait_for(done, timeout, f"{resource} registered {count} time(s)")
         return [r for r in self.registrations if r.resource == resource][-1]
