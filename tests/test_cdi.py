@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 import multidp
-from multidp.cdi import CDI_VERSION, CDIRegistry, spec_document
 from multidp.model import CDI_HOOK_NAMES, CDIDeviceSpec, CDIHook, CDISpec, DeviceNode
+from multidp.serving.cdi import CDI_VERSION, CDIRegistry, spec_document
 
 DRIVER_DOC = Path(__file__).resolve().parents[1] / "docs" / "writing-a-driver.md"
 KIND = "example.com/widget"

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from multidp.config import load_settings, parse_bool
-from multidp.driverconfig import convert_section, driver_section
+from multidp.config.sections import convert_section, driver_section
+from multidp.config.settings import load_settings, parse_bool
 from multidp.errors import ConfigError
 from multidp.testing import SampleConfig
 

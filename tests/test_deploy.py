@@ -35,8 +35,8 @@ from typing import Any
 import pytest
 import yaml
 
-from multidp.config import load_settings
-from multidp.driverconfig import driver_section
+from multidp.config.sections import driver_section
+from multidp.config.settings import load_settings
 from multidp.testing import KubeletStandIn, short_socket_dir, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -490,7 +490,7 @@ def guide_yaml_blocks() -> list[Any]:
 
 
 def guide_configs() -> list[Doc]:
-    from multidp.config import FileConfig
+    from multidp.config.settings import FileConfig
 
     keys = set(FileConfig.__struct_encode_fields__)
     return [b for b in guide_yaml_blocks() if isinstance(b, dict) and "drivers" in b and b.keys() <= keys]

@@ -187,7 +187,7 @@ def test_one_register_per_kubelet_when_the_deletion_event_comes_late(socket_dir,
     deletion of our old socket only once the endpoint, woken by the new kubelet.sock, is serving again."""
     import os
 
-    from multidp.endpoint import Endpoint
+    from multidp.serving.endpoint import Endpoint
     from multidp.testing import KubeletStandIn, running_host
 
     resources = (WIDGET, "example.com/widget-shared")

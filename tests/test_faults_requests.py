@@ -137,7 +137,7 @@ def test_undecodable_requests_leave_memory_as_it_was(kubelet, daemons):
     assert outcomes == {("undecodable", "INVALID_ARGUMENT"): 3_000}
     assert kubelet.allocate(WIDGET, 1).envs["WIDGET_DEVICES"]
     # grpcio keeps each call whose deserializer raised (about 20 kB) and logs a traceback for it:
-    # fixed in 6e43c64 by parsing leniently in multidp.service.add_to_server.
+    # fixed in 6e43c64 by parsing leniently in multidp.serving.service.add_to_server.
     assert after - before < 5 * 1024, f"VmRSS grew from {before} kB to {after} kB after 3,000 undecodable requests"
     assert daemon.stop() == 0
     assert daemon.problems() == []

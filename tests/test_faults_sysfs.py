@@ -78,7 +78,7 @@ def allocate(stub, device_id: str) -> pb.ContainerAllocateResponse:
 def check_log(records: list[logging.LogRecord], root: Path) -> None:
     """Problems are logged by the driver naming a file under the tree (or a device), never with a traceback."""
     assert [r.getMessage() for r in records if r.exc_info] == []
-    assert [r.getMessage() for r in records if r.name == "multidp.runner" and r.levelno >= logging.ERROR] == []
+    assert [r.getMessage() for r in records if r.name == "multidp.plugins.runner" and r.levelno >= logging.ERROR] == []
     driver_lines = [r.getMessage() for r in records if r.name.startswith("multidp.driver.") and r.levelno >= 30]
     assert driver_lines, "the vanished files were not logged"
     unclear = [line for line in driver_lines if str(root) not in line and "device" not in line]

@@ -12,15 +12,15 @@ import pytest
 import yaml
 from fake_apiserver import FakeApiServer
 
-from multidp.commands import driver_report
-from multidp.config import load_settings
+from multidp.cli.commands import driver_report
+from multidp.config.bylabel import merge, parse_config_by_label, select
+from multidp.config.sections import resolve_section
+from multidp.config.settings import load_settings
 from multidp.driver import Driver, DriverContext
-from multidp.driverconfig import resolve_section
 from multidp.errors import ConfigError
 from multidp.hookspecs import hookimpl
-from multidp.labels import overrides_from
-from multidp.nodeconfig import merge, parse_config_by_label, select
-from multidp.registry import PluginRegistry
+from multidp.host.labels import overrides_from
+from multidp.plugins.registry import PluginRegistry
 from multidp.testing import KubeletStandIn, SampleConfig, SamplePlugin, running_host, wait_until
 from multidp.testing.host import make_settings
 

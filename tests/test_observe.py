@@ -12,7 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from multidp.api import pb
-from multidp.observe import ObservabilityServer
+from multidp.observe.metrics import ObservabilityServer
 from multidp.testing import AllocationFailed, KubeletStandIn, SamplePlugin, running_host, wait_until
 
 WIDGET = "example.com/widget"
@@ -106,7 +106,7 @@ def test_unknown_path_is_404(observed):
 
 
 def test_metrics_address_in_use_is_a_clear_error(socket_dir):
-    from multidp.cli import main
+    from multidp.cli.main import main
 
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

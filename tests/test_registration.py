@@ -9,8 +9,8 @@ import threading
 import pytest
 
 from multidp.api import pb
-from multidp.later import Later
-from multidp.registration import KubeletChanged, KubeletClient, RegistrationError, socket_identity
+from multidp.serving.later import Later
+from multidp.serving.registration import KubeletChanged, KubeletClient, RegistrationError, socket_identity
 from multidp.testing import KubeletStandIn, wait_until
 
 RESOURCE = "example.com/widget"

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from multidp.config import Settings
-from multidp.drivers import UnknownDrivers, selected_names
-from multidp.registry import PluginRegistry
+from multidp.config.settings import Settings
+from multidp.plugins.factory import UnknownDrivers, selected_names
+from multidp.plugins.registry import PluginRegistry
 from multidp.testing import fake_distribution
 
 

@@ -6,13 +6,13 @@ import json
 
 import pytest
 
-from multidp.cdi import CDIRegistry, spec_document
-from multidp.contract import allocation_requests, preference_requests
 from multidp.errors import InvalidRequest
 from multidp.model import CDIDeviceSpec, CDISpec, Device, DeviceNode, Health, Mount, PreferenceRequest
 from multidp.names import list_some, resource_name_problem, shorten, socket_name
 from multidp.preferred import base_id, pack_replicas, repaired, spread_replicas
-from multidp.resource import ResourceState
+from multidp.serving.cdi import CDIRegistry, spec_document
+from multidp.serving.contract import allocation_requests, preference_requests
+from multidp.serving.resource import ResourceState
 
 
 @pytest.mark.parametrize("name", ["nvidia.com/gpu", "fpga.intel.com/af-695.d84.aVKNtusxV3qMNmj5-qCB9thCTcSko8QT-J5D",
@@ -148,7 +148,7 @@ def test_cdi_document_and_registry(tmp_path):
 
 def test_list_encoder_matches_protobuf_and_reuses_entries():
     from multidp.api import pb
-    from multidp.wire import ListEncoder
+    from multidp.serving.wire import ListEncoder
 
     state = ResourceState("example.com/w", "t")
     state.update([Device("a", numa_nodes=(0, 1)), Device("b", replicas=2), Device("é" * 200, numa_nodes=(300,))])
@@ -170,7 +170,7 @@ def test_call_pool_grows_only_when_busy_and_drops_abandoned_calls():
     import threading
     import time
 
-    from multidp.calls import CallPool, CallTimeout, PoolClosed
+    from multidp.plugins.calls import CallPool, CallTimeout, PoolClosed
 
     pool = CallPool("t", 3)
     assert pool.call(lambda x: x * 2, 21, timeout=5) == 42
@@ -202,7 +202,7 @@ def test_json_log_lines(capsys):
     import json
     import logging
 
-    from multidp.logsetup import setup_logging
+    from multidp.cli.logsetup import setup_logging
 
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)

@@ -2,6 +2,6 @@
 
 import sys
 
-from multidp.cli import main
+from multidp.cli.main import main
 
 sys.exit(main())

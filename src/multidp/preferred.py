@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from multidp.model import PreferenceRequest
 from multidp.names import REPLICA_SEPARATOR
-from multidp.resource import Snapshot
+from multidp.serving.resource import Snapshot
 
 NO_NUMA: tuple[int, ...] = ()
 K = TypeVar("K", bound=Hashable)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from multidp.driverconfig import convert_section, driver_section
+from multidp.config.sections import convert_section, driver_section
 from multidp.errors import ConfigError
 
 from multidp_fpga import plugin

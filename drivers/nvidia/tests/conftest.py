@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 import pytest
 from multidp.api import pb
-from multidp.host import Host
+from multidp.host.host import Host
 from multidp.testing import KubeletStandIn
 
 from multidp_nvidia.fake_nvml import FakeMachine, FakeNvml

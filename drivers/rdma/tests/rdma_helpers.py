@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from multidp.config.sections import convert_section
 from multidp.driver import DriverContext
-from multidp.driverconfig import convert_section
 
 import multidp_rdma.plugin
 from multidp_rdma.driver import RdmaDriver

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from multidp.driverconfig import convert_section
+from multidp.config.sections import convert_section
 from multidp.errors import ConfigError
 from rdma_helpers import LOGGER, create_driver, health
 
@@ -229,7 +229,7 @@ def test_config_file_with_pools_or_config_list_is_refused(tmp_path: Path) -> Non
 
 
 def test_config_check_reports_a_bad_file_like_any_rdma_config_error(tmp_path: Path, capsys) -> None:
-    from multidp.cli import main
+    from multidp.cli.main import main
 
     bad = _file(tmp_path, '{"resourceList": [{"resourceName": "a", "selectors": {"isRdma": true, "vendor": []}}]}')
     config = tmp_path / "multidp.yaml"

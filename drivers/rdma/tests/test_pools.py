@@ -153,7 +153,7 @@ def test_bad_config_names_the_key(standard: FakeRdmaNode, config: dict[str, Any]
 
 
 def test_config_check_catches_what_driver_creation_catches(tmp_path) -> None:
-    from multidp.cli import main
+    from multidp.cli.main import main
 
     config = tmp_path / "multidp.yaml"
     config.write_text("drivers:\n  rdma:\n    pools:\n      - resourceName: hca\n"

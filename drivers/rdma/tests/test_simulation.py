@@ -7,7 +7,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
-from multidp.cli import main
+from multidp.cli.main import main
 from rdma_helpers import health
 
 import multidp_rdma.plugin

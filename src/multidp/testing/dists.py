@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from multidp.registry import ENTRY_POINT_GROUP
+from multidp.plugins.registry import ENTRY_POINT_GROUP
 
 
 def fake_distribution(root: Path, name: str, entry_points: Mapping[str, str], version: str = "1.0") -> Path:

@@ -9,9 +9,9 @@ from typing import Any
 
 import msgspec
 
-from multidp.config import Settings, Timeouts
-from multidp.host import Host
-from multidp.registry import PluginRegistry
+from multidp.config.settings import Settings, Timeouts
+from multidp.host.host import Host
+from multidp.plugins.registry import PluginRegistry
 
 
 def make_settings(plugin_dir: Path, drivers: Mapping[str, Any] | None = None, **overrides: Any) -> Settings:

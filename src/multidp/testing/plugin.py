@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from multidp.host import Host
+from multidp.host.host import Host
 from multidp.testing.host import running_host
 from multidp.testing.kubelet import KubeletStandIn
 from multidp.testing.util import short_socket_dir

@@ -1,13 +1,13 @@
-"""What /healthz and /readyz answer (served by :mod:`multidp.observe`)."""
+"""What /healthz and /readyz answer (served by :mod:`multidp.observe.metrics`)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from multidp.drivers import FAILED, RUNNING
+from multidp.plugins.factory import FAILED, RUNNING
 
 if TYPE_CHECKING:
-    from multidp.host import Host
+    from multidp.host.host import Host
 
 
 def health(host: Host) -> tuple[bool, dict[str, Any]]:

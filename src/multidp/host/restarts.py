@@ -13,10 +13,10 @@ import logging
 import threading
 from pathlib import Path
 
-from multidp.config import Settings
+from multidp.config.settings import Settings
+from multidp.host.table import ResourceTable
+from multidp.host.watch import DirWatcher
 from multidp.names import SOCKET_PREFIX
-from multidp.table import ResourceTable
-from multidp.watch import DirWatcher
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 The config file is YAML. Its host keys are camelCase (``pluginDir``); each
 driver's section lives under ``drivers.<name>`` and is validated against the
-type the driver declares (see :mod:`multidp.driverconfig`). Every error names
+type the driver declares (see :mod:`multidp.config.sections`). Every error names
 the key and what is wrong, and is a :class:`multidp.errors.ConfigError`.
 """
 
@@ -16,8 +16,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from multidp.config.bylabel import CONFIG_BY_LABEL, parse_config_by_label
 from multidp.errors import ConfigError
-from multidp.nodeconfig import CONFIG_BY_LABEL, parse_config_by_label
 
 DEFAULT_PLUGIN_DIR = Path("/var/lib/kubelet/device-plugins")
 DEFAULT_CDI_DIR = Path("/var/run/cdi")

@@ -40,9 +40,9 @@ def _limit_malloc_arenas(arenas: int = 2) -> None:
         libc.mallopt(-8, arenas)  # M_ARENA_MAX
 
 from multidp import __version__  # noqa: E402
-from multidp.config import Settings, load_settings, parse_bool, parse_driver_list  # noqa: E402
+from multidp.cli.logsetup import setup_logging  # noqa: E402
+from multidp.config.settings import Settings, load_settings, parse_bool, parse_driver_list  # noqa: E402
 from multidp.errors import ConfigError  # noqa: E402
-from multidp.logsetup import setup_logging  # noqa: E402
 
 log = logging.getLogger("multidp")
 
@@ -130,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
-        from multidp.demo import run_demo
+        from multidp.cli.demo import run_demo
 
         return run_demo(drivers=args.drivers, with_sample=args.sample)
     flags = flags_from(args)
@@ -138,7 +138,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     setup_logging(settings.log_format, settings.log_level if args.command == "run" else "warning")
     if args.command == "run":
         return run_daemon(settings, flags)
-    from multidp import commands  # the one-shot commands; the daemon does not pay for them
+    from multidp.cli import commands  # the one-shot commands; the daemon does not pay for them
 
     if args.command == "devices":
         return commands.list_devices(settings, args.json)
@@ -158,8 +158,8 @@ def run_daemon(settings: Settings, flags: dict[str, Any], registry: Any = None) 
     to one of gRPC's threads would leave a main thread blocked in a wait
     asleep for good (seen: SIGTERM ignored until the kubelet's SIGKILL).
     """
-    from multidp.host import Host
-    from multidp.registry import PluginRegistry
+    from multidp.host.host import Host
+    from multidp.plugins.registry import PluginRegistry
 
     signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
     host = Host(settings, registry or PluginRegistry())
@@ -177,7 +177,7 @@ def run_daemon(settings: Settings, flags: dict[str, Any], registry: Any = None) 
 def _observability(settings: Settings, host: Any) -> Any:
     if not settings.metrics_address:
         return None
-    from multidp.observe import ObservabilityServer
+    from multidp.observe.metrics import ObservabilityServer
 
     try:
         observer = ObservabilityServer(settings.metrics_address, host)
@@ -188,7 +188,7 @@ def _observability(settings: Settings, host: Any) -> Any:
 
 
 def _serve(host: Any, settings: Settings, flags: dict[str, Any]) -> int:
-    from multidp.drivers import UnknownDrivers
+    from multidp.plugins.factory import UnknownDrivers
 
     try:
         host.start()

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from multidp.config import Settings
+from multidp.config.bylabel import Selection
+from multidp.config.sections import Resolved, convert_resolved, resolve_section
+from multidp.config.settings import Settings
 from multidp.driver import Driver, DriverContext, Simulation
-from multidp.driverconfig import Resolved, convert_resolved, resolve_section
 from multidp.errors import ConfigError
-from multidp.nodeconfig import Selection
-from multidp.registry import PluginInfo, PluginRegistry
+from multidp.plugins.registry import PluginInfo, PluginRegistry
 
 log = logging.getLogger(__name__)
 

@@ -14,17 +14,17 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from multidp.cdi import CDIRegistry
-from multidp.config import Settings
-from multidp.endpoint import Endpoint
+from multidp.config.settings import Settings
 from multidp.errors import DriverCallError
-from multidp.later import Later
 from multidp.model import Device
 from multidp.names import resource_name_problem, socket_name
-from multidp.registration import KubeletClient
-from multidp.resource import ResourceState
-from multidp.runner import DriverRunner
-from multidp.service import DevicePluginService
+from multidp.plugins.runner import DriverRunner
+from multidp.serving.cdi import CDIRegistry
+from multidp.serving.endpoint import Endpoint
+from multidp.serving.later import Later
+from multidp.serving.registration import KubeletClient
+from multidp.serving.resource import ResourceState
+from multidp.serving.service import DevicePluginService
 
 log = logging.getLogger(__name__)
 

@@ -2,10 +2,10 @@
 
 Drivers are selected (``--drivers``), enabled (node label, else config),
 created and run each in isolation; their scans feed the resource table
-(:mod:`multidp.table`), which keeps one endpoint per resource. SIGHUP reloads
+(:mod:`multidp.host.table`), which keeps one endpoint per resource. SIGHUP reloads
 every driver; a node label change starts or stops one driver, or rebuilds one
-whose per-node config it selects (:mod:`multidp.nodestate`), without touching
-the others. Kubelet restarts are followed by :mod:`multidp.restarts`.
+whose per-node config it selects (:mod:`multidp.host.nodestate`), without touching
+the others. Kubelet restarts are followed by :mod:`multidp.host.restarts`.
 """
 
 from __future__ import annotations
@@ -17,9 +17,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from multidp.cdi import CDIRegistry
-from multidp.config import Settings
-from multidp.drivers import (
+from multidp.config.settings import Settings
+from multidp.host.nodestate import NodeState
+from multidp.host.restarts import KubeletRestarts
+from multidp.host.table import ResourceTable
+from multidp.model import Device
+from multidp.names import PRIVATE_DIR_PREFIX, SOCKET_PREFIX
+from multidp.plugins.factory import (
     DISABLED,
     FAILED,
     NOT_SELECTED,
@@ -29,18 +33,14 @@ from multidp.drivers import (
     describe_failure,
     selected_names,
 )
-from multidp.endpoint import Endpoint
-from multidp.model import Device
-from multidp.names import PRIVATE_DIR_PREFIX, SOCKET_PREFIX
-from multidp.nodestate import NodeState
-from multidp.registration import is_socket
-from multidp.registry import PluginRegistry
-from multidp.restarts import KubeletRestarts
-from multidp.runner import DriverRunner
-from multidp.table import ResourceTable
+from multidp.plugins.registry import PluginRegistry
+from multidp.plugins.runner import DriverRunner
+from multidp.serving.cdi import CDIRegistry
+from multidp.serving.endpoint import Endpoint
+from multidp.serving.registration import is_socket
 
 if TYPE_CHECKING:
-    from multidp.labels import NodeLabelWatcher
+    from multidp.host.labels import NodeLabelWatcher
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ class Host:
         node = self.factory.environ.get("NODE_NAME")
         if not node:
             return
-        from multidp.labels import NodeLabelWatcher
+        from multidp.host.labels import NodeLabelWatcher
 
         watcher = NodeLabelWatcher(node, self.apply_labels, self.factory.environ)
         if watcher.start():

@@ -1,8 +1,8 @@
-"""The DevicePlugin gRPC service of one resource (registered by :func:`multidp.wire.add_to_server`).
+"""The DevicePlugin gRPC service of one resource (registered by :func:`multidp.serving.wire.add_to_server`).
 
 This is the only place where driver dataclasses become v1beta1 messages. Each
 RPC validates against the resource's current snapshot (the error contract in
-:mod:`multidp.contract`), calls the driver through its runner (deadline,
+:mod:`multidp.serving.contract`), calls the driver through its runner (deadline,
 isolation) and converts the answer, de-duplicating device nodes and mounts.
 """
 
@@ -17,16 +17,16 @@ from typing import Any
 import grpc
 
 from multidp.api import pb, pb_grpc
-from multidp.cdi import ANNOTATION_PREFIX, CDIRegistry
-from multidp.contract import allocation_requests, invalid, preference_requests
 from multidp.driver import Driver
 from multidp.errors import AllocationRefused, DriverCallError, InvalidRequest
 from multidp.model import ContainerAllocation
+from multidp.plugins.runner import DriverRunner
 from multidp.preferred import numa_pick, repaired
-from multidp.resource import ResourceState, Snapshot
-from multidp.runner import DriverRunner
-from multidp.stats import ResourceStats
-from multidp.wire import ListEncoder
+from multidp.serving.cdi import ANNOTATION_PREFIX, CDIRegistry
+from multidp.serving.contract import allocation_requests, invalid, preference_requests
+from multidp.serving.resource import ResourceState, Snapshot
+from multidp.serving.stats import ResourceStats
+from multidp.serving.wire import ListEncoder
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Imported only when the address is set (prometheus-client costs about 4 MB).
 Metrics are read from the host's own state at scrape time (see
-:mod:`multidp.stats`), so nothing on the gRPC paths talks to prometheus-client.
+:mod:`multidp.serving.stats`), so nothing on the gRPC paths talks to prometheus-client.
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from multidp import __version__, probes
+from multidp import __version__
 from multidp.model import Health
+from multidp.observe import probes
 
 if TYPE_CHECKING:
-    from multidp.host import Host
+    from multidp.host.host import Host
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from multidp.errors import InvalidRequest
 from multidp.model import AllocationRequest, PreferenceRequest
 from multidp.names import MAX_DEVICE_ID_BYTES, list_some, shorten
-from multidp.resource import Snapshot
+from multidp.serving.resource import Snapshot
 
 
 def invalid(kind: str, resource: str, problem: str) -> InvalidRequest:

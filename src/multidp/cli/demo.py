@@ -15,8 +15,8 @@ import time
 from collections.abc import Sequence
 
 from multidp.api import pb
-from multidp.host import Host
-from multidp.registry import PluginRegistry
+from multidp.host.host import Host
+from multidp.plugins.registry import PluginRegistry
 from multidp.testing.host import make_settings
 from multidp.testing.kubelet import AllocationFailed, KubeletStandIn
 from multidp.testing.sample import SamplePlugin

@@ -6,7 +6,7 @@ With ``NODE_NAME`` set and API access (in-cluster service account, or
 hands the host the node's labels whenever they change; the host derives what
 they mean: which drivers run (:func:`overrides_from`; an absent label, or one
 that is neither true nor false, a warning, leaves the config default) and which
-per-node config each driver uses (:mod:`multidp.nodeconfig`).
+per-node config each driver uses (:mod:`multidp.config.bylabel`).
 API unreachable or watch broken: the last known labels stay in force and the
 watch is retried with backoff, with a log line saying why.
 """

@@ -21,9 +21,7 @@ from typing import Any
 
 import msgspec
 
-from multidp.config import split_validation_error
-from multidp.errors import ConfigError
-from multidp.nodeconfig import (
+from multidp.config.bylabel import (
     CONFIG_BY_LABEL,
     HOST_KEYS,
     ConfigByLabel,
@@ -32,6 +30,8 @@ from multidp.nodeconfig import (
     parse_config_by_label,
     select,
 )
+from multidp.config.settings import split_validation_error
+from multidp.errors import ConfigError
 
 
 def declared_keys(config_type: Any) -> list[str]:

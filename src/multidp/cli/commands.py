@@ -9,9 +9,11 @@ from typing import Any
 
 import msgspec
 
-from multidp.config import FileConfig, Settings
-from multidp.driverconfig import check_section
-from multidp.drivers import (
+from multidp.config.bylabel import with_host_keys
+from multidp.config.sections import check_section
+from multidp.config.settings import FileConfig, Settings
+from multidp.errors import ConfigError
+from multidp.plugins.factory import (
     DISABLED,
     FAILED,
     NOT_SELECTED,
@@ -21,9 +23,7 @@ from multidp.drivers import (
     selected_names,
     with_deadline,
 )
-from multidp.errors import ConfigError
-from multidp.nodeconfig import with_host_keys
-from multidp.registry import PluginRegistry
+from multidp.plugins.registry import PluginRegistry
 
 EXIT_OK, EXIT_USAGE = 0, 2
 
@@ -32,7 +32,7 @@ def _selected(settings: Settings, registry: PluginRegistry) -> list[str]:
     try:
         return selected_names(settings, registry)
     except UnknownDrivers as exc:
-        from multidp.cli import UsageError
+        from multidp.cli.main import UsageError
 
         raise UsageError(str(exc)) from None
 

@@ -3,7 +3,7 @@
 Serve first, then register: the kubelet dials back inside Register. Each
 endpoint has its own thread for registering, so a kubelet that is absent, slow
 or refusing delays only the endpoint talking to it. File events (see
-:mod:`multidp.restarts`) wake it when the kubelet restarts; failures are
+:mod:`multidp.host.restarts`) wake it when the kubelet restarts; failures are
 retried with a growing delay and a log line saying why.
 
 Serving again when our socket disappears never waits for a Register in flight:
@@ -29,17 +29,17 @@ from pathlib import Path
 
 import grpc
 
-from multidp.later import Later
 from multidp.names import PRIVATE_DIR_PREFIX
-from multidp.registration import (
+from multidp.serving.later import Later
+from multidp.serving.registration import (
     Identity,
     KubeletChanged,
     KubeletClient,
     RegistrationError,
     socket_identity,
 )
-from multidp.service import DevicePluginService
-from multidp.wire import add_to_server
+from multidp.serving.service import DevicePluginService
+from multidp.serving.wire import add_to_server
 
 log = logging.getLogger(__name__)
 

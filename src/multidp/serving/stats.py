@@ -1,7 +1,7 @@
 """Counters the gRPC paths keep for metrics, without importing a metrics library.
 
 Allocate records a call, its outcome and its duration here (about a
-microsecond); the Prometheus collector in :mod:`multidp.observe` reads them at
+microsecond); the Prometheus collector in :mod:`multidp.observe.metrics` reads them at
 scrape time, so a host without ``--metrics-address`` never imports
 prometheus-client and pays nothing more.
 """

@@ -14,11 +14,11 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from multidp.calls import CallPool, CallTimeout, PoolClosed
-from multidp.config import Timeouts
+from multidp.config.settings import Timeouts
 from multidp.driver import Driver
 from multidp.errors import DriverCallError
 from multidp.model import Device
+from multidp.plugins.calls import CallPool, CallTimeout, PoolClosed
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from multidp.errors import ConfigError
-from multidp.labels import LABEL_PREFIX
+from multidp.host.labels import LABEL_PREFIX
 from multidp.names import DNS1123_SUBDOMAIN, QUALIFIED_NAME_PART
 
 CONFIG_BY_LABEL = "configByLabel"

@@ -1,9 +1,9 @@
 """What this node's labels mean for the host: which drivers run, which per-node config each uses.
 
-The label watcher (:mod:`multidp.labels`) reports the node's labels; the host
+The label watcher (:mod:`multidp.host.labels`) reports the node's labels; the host
 keeps them here and asks, per driver, whether it should run
 (``multidp.io/<driver>``, else ``drivers.<name>.enabled``) and whether the
-per-node config its labels select (:mod:`multidp.nodeconfig`) differs from the
+per-node config its labels select (:mod:`multidp.config.bylabel`) differs from the
 one its running instance was built with, in which case it is rebuilt the way
 a reload rebuilds it.
 """
@@ -13,12 +13,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 
-from multidp.drivers import DriverFactory
+from multidp.config.bylabel import Selection
 from multidp.errors import ConfigError
-from multidp.labels import LABEL_PREFIX, Labels, Overrides, overrides_from
-from multidp.nodeconfig import Selection
+from multidp.host.labels import LABEL_PREFIX, Labels, Overrides, overrides_from
+from multidp.plugins.factory import DriverFactory
 
-log = logging.getLogger("multidp.host")
+log = logging.getLogger("multidp.host.host")
 
 
 class NodeState:

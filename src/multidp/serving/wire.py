@@ -18,10 +18,10 @@ from google.protobuf.message import Message
 
 from multidp.api import pb
 from multidp.model import Health
-from multidp.resource import Snapshot
+from multidp.serving.resource import Snapshot
 
 if TYPE_CHECKING:
-    from multidp.service import DevicePluginService
+    from multidp.serving.service import DevicePluginService
 
 
 def _varint(value: int) -> bytes:

@@ -1,0 +1,1 @@
+"""The ``multidp`` command: ``run``, ``devices``, ``drivers``, ``config`` and ``demo``."""
