@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from multidp.names import socket_name
+from multidp.serving.sockets import socket_name
 from multidp.testing import KubeletStandIn, fake_distribution
 
 WIDGET = "example.com/widget"

@@ -10,7 +10,7 @@ import pytest
 
 from multidp.api import pb
 from multidp.model import Device
-from multidp.names import socket_name
+from multidp.serving.sockets import socket_name
 from multidp.testing import KubeletStandIn, SamplePlugin, wait_until
 
 WIDGET = "example.com/widget"

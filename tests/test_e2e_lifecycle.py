@@ -7,7 +7,7 @@ import shutil
 import socket
 import stat
 
-from multidp.names import socket_name
+from multidp.serving.sockets import socket_name
 from multidp.testing import KubeletStandIn, running_host, wait_until
 
 WIDGET = "example.com/widget"

@@ -21,7 +21,7 @@ import grpc
 from faults_helpers import START_S, WIDGET, free_port, wait_full
 
 from multidp.api import pb
-from multidp.names import socket_name
+from multidp.serving.sockets import socket_name
 
 site, daemons = faults_helpers.site, faults_helpers.daemons  # fixtures
 

@@ -22,7 +22,7 @@ import grpc
 import pytest
 
 from multidp.api import pb
-from multidp.names import socket_name
+from multidp.serving.sockets import socket_name
 from multidp.testing import wait_until
 
 BOUND_S = 30.0

@@ -8,11 +8,13 @@ import pytest
 
 from multidp.errors import InvalidRequest
 from multidp.model import CDIDeviceSpec, CDISpec, Device, DeviceNode, Health, Mount, PreferenceRequest
-from multidp.names import list_some, resource_name_problem, shorten, socket_name
-from multidp.preferred import base_id, pack_replicas, repaired, spread_replicas
+from multidp.names import base_id, list_some, resource_name_problem, shorten
+from multidp.preferred import pack_replicas, spread_replicas
 from multidp.serving.cdi import CDIRegistry, spec_document
 from multidp.serving.contract import allocation_requests, preference_requests
+from multidp.serving.picking import repaired
 from multidp.serving.resource import ResourceState
+from multidp.serving.sockets import socket_name
 
 
 @pytest.mark.parametrize("name", ["nvidia.com/gpu", "fpga.intel.com/af-695.d84.aVKNtusxV3qMNmj5-qCB9thCTcSko8QT-J5D",
@@ -94,7 +96,7 @@ def test_preference_requests_validation_and_folding():
 
 def test_pack_by_numa_prefers_must_include_node_then_best_fit():
     snap = snapshot_of(*(Device(f"d{i}", numa_nodes=(n,)) for i, n in enumerate([0, 0, 0, 1, 1, 2])))
-    from multidp.preferred import numa_pick
+    from multidp.serving.picking import numa_pick
 
     req = PreferenceRequest("r", tuple(f"d{i}" for i in range(6)), (), 2)
     assert numa_pick(req, snap) == ["d3", "d4"]  # the smallest node that fits both

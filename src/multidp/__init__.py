@@ -1,13 +1,23 @@
 """multidp: a Kubernetes device plugin host with drivers as plugins.
 
-What drivers use: the dataclasses in :mod:`multidp.model`, the
-:class:`Driver` base class, the hook markers, and the errors.
+This package's top level is the driver API, and the only part of multidp a
+driver imports (its tests may also import :mod:`multidp.testing`): the
+dataclasses a driver returns, the :class:`Driver` base class, the hook marker,
+the errors, and helpers for names, replica IDs and preferred allocations.
+Everything else (``multidp.config``, ``multidp.serving``, ...) is the host's
+and may change without notice; ``make test`` fails a driver that imports it.
+
+``DRIVER_API_VERSION`` is the version of this API, ``major.minor``. A plugin
+module may declare the version it was written for as ``MULTIDP_DRIVER_API``;
+the host refuses a plugin written for another major version or a newer minor
+one, and says so in ``multidp drivers`` (docs/writing-a-driver.md).
 """
 
 from multidp.driver import Driver, DriverContext, Notify, Simulation
-from multidp.errors import AllocationRefused, ConfigError
+from multidp.errors import AllocationRefused, ConfigError, MultidpError, split_validation_error
 from multidp.hookspecs import hookimpl
 from multidp.model import (
+    CDI_HOOK_NAMES,
     AllocationRequest,
     CDIDeviceSpec,
     CDIHook,
@@ -19,10 +29,33 @@ from multidp.model import (
     Mount,
     PreferenceRequest,
 )
+from multidp.names import (
+    DNS1123_SUBDOMAIN,
+    LABEL_PREFIX,
+    MAX_DEVICE_ID_BYTES,
+    QUALIFIED_NAME_PART,
+    REPLICA_SEPARATOR,
+    base_id,
+    list_some,
+    replica_id,
+    resource_name_problem,
+    shorten,
+)
+from multidp.preferred import pack, pack_replicas, spread_replicas
 
 __version__ = "0.1.0"
 
+# 1.0: the contract as first published (hooks, Driver, model, errors, helpers above).
+DRIVER_API_VERSION = "1.0"
+
 __all__ = [
+    "CDI_HOOK_NAMES",
+    "DNS1123_SUBDOMAIN",
+    "DRIVER_API_VERSION",
+    "LABEL_PREFIX",
+    "MAX_DEVICE_ID_BYTES",
+    "QUALIFIED_NAME_PART",
+    "REPLICA_SEPARATOR",
     "AllocationRefused",
     "AllocationRequest",
     "CDIDeviceSpec",
@@ -36,9 +69,19 @@ __all__ = [
     "DriverContext",
     "Health",
     "Mount",
+    "MultidpError",
     "Notify",
     "PreferenceRequest",
     "Simulation",
+    "base_id",
     "hookimpl",
+    "list_some",
+    "pack",
+    "pack_replicas",
+    "replica_id",
+    "resource_name_problem",
+    "shorten",
+    "spread_replicas",
+    "split_validation_error",
     "__version__",
 ]

@@ -26,6 +26,17 @@ class AllocationRefused(MultidpError):
     """
 
 
+def split_validation_error(exc: Exception, prefix: str = "") -> tuple[str, str]:
+    """Turn a msgspec.ValidationError's ``Message - at `$.a.b``` into (``prefix.a.b``, message)."""
+    text = str(exc)
+    message, sep, where = text.rpartition(" - at `$")
+    if not sep:
+        return prefix, text
+    path = where.rstrip("`").lstrip(".")
+    key = ".".join(p for p in (prefix, path) if p).replace(".[", "[")
+    return key, message
+
+
 class InvalidRequest(MultidpError):
     """A request from the kubelet breaks the error contract (INVALID_ARGUMENT)."""
 

@@ -1,15 +1,11 @@
-"""Names the kubelet checks, and the names multidp gives its sockets."""
+"""Names the kubelet checks, replica IDs, and short texts for messages (part of the driver API)."""
 
 from __future__ import annotations
 
-import hashlib
 import re
 
-API_VERSION = "v1beta1"
-KUBELET_SOCKET_NAME = "kubelet.sock"
-SOCKET_PREFIX = "multidp-"
-PRIVATE_DIR_PREFIX = ".mdp-"  # an endpoint's 0700 directory, where its spare server's socket is bound
 REPLICA_SEPARATOR = "::"
+LABEL_PREFIX = "multidp.io/"  # the node label multidp.io/<driver> turns a driver on or off
 MAX_DEVICE_ID_BYTES = 1024
 
 _DNS1123_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
@@ -48,15 +44,15 @@ def resource_name_problem(name: str) -> str | None:
     return None
 
 
-def socket_name(driver: str, resource: str) -> str:
-    """The stable socket file name of one resource's endpoint.
+def replica_id(device_id: str, index: int) -> str:
+    """The advertised ID of replica ``index`` of a shared device (``GPU-1``, 3 → ``GPU-1::3``)."""
+    return f"{device_id}{REPLICA_SEPARATOR}{index}"
 
-    Short whatever the resource name (unix socket paths stop at 107 bytes):
-    ``multidp-<driver>-<first 8 hex of sha256(resource)>.sock``.
-    """
-    digest = hashlib.sha256(resource.encode()).hexdigest()[:8]
-    return f"{SOCKET_PREFIX}{driver}-{digest}.sock"
 
+def base_id(advertised_id: str) -> str:
+    """The device behind a replica ID (``GPU-1::3`` → ``GPU-1``); any other ID as it is."""
+    base, sep, index = advertised_id.rpartition(REPLICA_SEPARATOR)
+    return base if sep and index.isdigit() else advertised_id
 
 
 def shorten(text: str, limit: int = 64) -> str:

@@ -1,10 +1,8 @@
-"""Picking devices for GetPreferredAllocation: the host's fallback and helpers.
+"""Helpers for a driver's ``preferred_allocation`` (part of the driver API).
 
-The kubelet fails a pod on any GetPreferredAllocation error, so the host always
-has an answer: when a driver offers no preference (or raises, hangs, or answers
-something unusable) the host packs by NUMA node. Drivers may call these helpers
-for their own policy (``spread_replicas`` and ``pack_replicas`` for shared
-devices).
+``pack`` fills a request from as few groups as possible (the host's own NUMA
+pick uses it too); ``pack_replicas`` and ``spread_replicas`` are the two
+policies for shared devices.
 """
 
 from __future__ import annotations
@@ -14,10 +12,8 @@ from collections.abc import Callable, Hashable, Sequence
 from typing import TypeVar
 
 from multidp.model import PreferenceRequest
-from multidp.names import REPLICA_SEPARATOR
-from multidp.serving.resource import Snapshot
+from multidp.names import base_id
 
-NO_NUMA: tuple[int, ...] = ()
 K = TypeVar("K", bound=Hashable)
 
 
@@ -56,23 +52,6 @@ def pack(request: PreferenceRequest, key: Callable[[str], Hashable]) -> list[str
     return chosen
 
 
-def numa_pick(request: PreferenceRequest, snapshot: Snapshot) -> list[str]:
-    """The host's own pick: pack by NUMA node."""
-    by_id = snapshot.by_id
-
-    def numa(device_id: str) -> Hashable:
-        device = by_id.get(device_id)
-        return device.numa_nodes if device else NO_NUMA
-
-    return pack(request, numa)
-
-
-def base_id(advertised_id: str) -> str:
-    """The device behind a replica ID (``GPU-1::3`` → ``GPU-1``)."""
-    base, sep, index = advertised_id.rpartition(REPLICA_SEPARATOR)
-    return base if sep and index.isdigit() else advertised_id
-
-
 def pack_replicas(request: PreferenceRequest) -> list[str]:
     """Replicas from as few devices as possible (fewer devices busy)."""
     return pack(request, base_id)
@@ -99,34 +78,3 @@ def spread_replicas(request: PreferenceRequest) -> list[str]:
         chosen.append(free[least].pop(0))
         load[least] += 1
     return chosen
-
-
-def repaired(request: PreferenceRequest, answer: Sequence[str], fallback: list[str]) -> tuple[list[str], str]:
-    """Make a driver's answer valid; return it and what was wrong ('' when nothing).
-
-    Keeps the must-include devices and the driver's valid picks, drops what
-    does not fit, and fills up from ``fallback``.
-    """
-    available = set(request.available)
-    problems = []
-    picks = list(dict.fromkeys(answer))
-    if len(picks) != len(answer):
-        problems.append("repeated IDs")
-    valid = [i for i in picks if i in available]
-    if len(valid) != len(picks):
-        problems.append(f"{len(picks) - len(valid)} IDs not available")
-    valid_set = set(valid)
-    if any(i not in valid_set for i in request.must_include):
-        problems.append("must-include IDs left out")
-    must = set(request.must_include)
-    others = [i for i in valid if i not in must]
-    room = request.size - len(request.must_include)
-    if len(others) > room:
-        problems.append("too many IDs")
-        others = others[:room]
-    result = [*request.must_include, *others]
-    if len(result) < request.size:
-        problems.append("too few IDs")
-        chosen = set(result)
-        result += [i for i in fallback if i not in chosen][: request.size - len(result)]
-    return result, ", ".join(problems)

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from multidp.errors import ConfigError
-from multidp.host.labels import LABEL_PREFIX
-from multidp.names import DNS1123_SUBDOMAIN, QUALIFIED_NAME_PART
+from multidp.names import DNS1123_SUBDOMAIN, LABEL_PREFIX, QUALIFIED_NAME_PART
 
 CONFIG_BY_LABEL = "configByLabel"
 NAMED_FALLBACK = "default"

@@ -30,8 +30,7 @@ from multidp.config.bylabel import (
     parse_config_by_label,
     select,
 )
-from multidp.config.settings import split_validation_error
-from multidp.errors import ConfigError
+from multidp.errors import ConfigError, split_validation_error
 
 
 def declared_keys(config_type: Any) -> list[str]:

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import msgspec
 
 from multidp.config.bylabel import CONFIG_BY_LABEL, parse_config_by_label
-from multidp.errors import ConfigError
+from multidp.errors import ConfigError, split_validation_error
 
 DEFAULT_PLUGIN_DIR = Path("/var/lib/kubelet/device-plugins")
 DEFAULT_CDI_DIR = Path("/var/run/cdi")
@@ -125,17 +125,6 @@ def read_config_file(path: Path) -> FileConfig:
     except msgspec.ValidationError as exc:
         key, message = split_validation_error(exc)
         raise ConfigError(key, message, str(path)) from exc
-
-
-def split_validation_error(exc: msgspec.ValidationError, prefix: str = "") -> tuple[str, str]:
-    """Turn msgspec's ``Message - at `$.a.b``` into (``prefix.a.b``, message)."""
-    text = str(exc)
-    message, sep, where = text.rpartition(" - at `$")
-    if not sep:
-        return prefix, text
-    path = where.rstrip("`").lstrip(".")
-    key = ".".join(p for p in (prefix, path) if p).replace(".[", "[")
-    return key, message
 
 
 def load_settings(flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Settings:

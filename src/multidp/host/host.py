@@ -22,7 +22,6 @@ from multidp.host.nodestate import NodeState
 from multidp.host.restarts import KubeletRestarts
 from multidp.host.table import ResourceTable
 from multidp.model import Device
-from multidp.names import PRIVATE_DIR_PREFIX, SOCKET_PREFIX
 from multidp.plugins.factory import (
     DISABLED,
     FAILED,
@@ -38,6 +37,7 @@ from multidp.plugins.runner import DriverRunner
 from multidp.serving.cdi import CDIRegistry
 from multidp.serving.endpoint import Endpoint
 from multidp.serving.registration import is_socket
+from multidp.serving.sockets import PRIVATE_DIR_PREFIX, SOCKET_PREFIX
 
 if TYPE_CHECKING:
     from multidp.host.labels import NodeLabelWatcher

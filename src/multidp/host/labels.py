@@ -18,9 +18,10 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from multidp.names import LABEL_PREFIX
+
 log = logging.getLogger(__name__)
 
-LABEL_PREFIX = "multidp.io/"
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 30.0
 

@@ -15,7 +15,8 @@ from collections.abc import Mapping, Sequence
 
 from multidp.config.bylabel import Selection
 from multidp.errors import ConfigError
-from multidp.host.labels import LABEL_PREFIX, Labels, Overrides, overrides_from
+from multidp.host.labels import Labels, Overrides, overrides_from
+from multidp.names import LABEL_PREFIX
 from multidp.plugins.factory import DriverFactory
 
 log = logging.getLogger("multidp.host.host")

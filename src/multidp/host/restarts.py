@@ -16,7 +16,7 @@ from pathlib import Path
 from multidp.config.settings import Settings
 from multidp.host.table import ResourceTable
 from multidp.host.watch import DirWatcher
-from multidp.names import SOCKET_PREFIX
+from multidp.serving.sockets import SOCKET_PREFIX
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from multidp.config.settings import Settings
 from multidp.errors import DriverCallError
 from multidp.model import Device
-from multidp.names import resource_name_problem, socket_name
+from multidp.names import resource_name_problem
 from multidp.plugins.runner import DriverRunner
 from multidp.serving.cdi import CDIRegistry
 from multidp.serving.endpoint import Endpoint
@@ -25,6 +25,7 @@ from multidp.serving.later import Later
 from multidp.serving.registration import KubeletClient
 from multidp.serving.resource import ResourceState
 from multidp.serving.service import DevicePluginService
+from multidp.serving.sockets import socket_name
 
 log = logging.getLogger(__name__)
 

@@ -16,11 +16,12 @@ from typing import Any
 
 import pluggy
 
-from multidp import hookspecs
+from multidp import DRIVER_API_VERSION, __version__, hookspecs
 
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "multidp"
+API_VERSION_ATTRIBUTE = "MULTIDP_DRIVER_API"  # declared by a plugin module (or object)
 
 
 @dataclass
@@ -55,6 +56,39 @@ def _installed_entry_points() -> dict[str, importlib.metadata.EntryPoint]:
             continue
         found[ep.name] = ep
     return found
+
+
+def api_version_problem(plugin: Any) -> str | None:
+    """Why this host cannot run ``plugin``'s declared driver API version, or None.
+
+    A plugin declares ``MULTIDP_DRIVER_API = "major.minor"`` (none: "1.0", the
+    first version). The host runs a plugin written for its own major version
+    and any minor version up to its own.
+    """
+    declared = getattr(plugin, API_VERSION_ATTRIBUTE, None)
+    if declared is None:
+        return None
+    wanted = _parse_version(declared)
+    if wanted is None:
+        return (f"{API_VERSION_ATTRIBUTE} = {declared!r} is not a driver API version "
+                f"(write \"major.minor\", e.g. \"{DRIVER_API_VERSION}\")")
+    offered = _parse_version(DRIVER_API_VERSION)
+    assert offered is not None
+    if wanted[0] != offered[0] or wanted[1] > offered[1]:
+        return (f"it was written for multidp driver API {declared}, and this multidp "
+                f"({__version__}) offers {DRIVER_API_VERSION}: "
+                + ("install a multidp that offers it" if wanted > offered else "install a version of the driver "
+                   f"written for {offered[0]}.x"))
+    return None
+
+
+def _parse_version(value: Any) -> tuple[int, int] | None:
+    if not isinstance(value, str):
+        return None
+    major, dot, minor = value.partition(".")
+    if not (dot and major.isdigit() and minor.isdigit()):
+        return None
+    return int(major), int(minor)
 
 
 class PluginRegistry:
@@ -95,11 +129,16 @@ class PluginRegistry:
             return info
         try:
             plugin = self._extra[name] if name in self._extra else self._entry_points[name].load()
+        except Exception as exc:  # noqa: BLE001 - any import failure
+            return self._refuse(info, f"cannot load: {type(exc).__name__}: {exc}")
+        # Before registering: a plugin for a newer API may implement hooks this host does not know.
+        problem = api_version_problem(plugin)
+        if problem:
+            return self._refuse(info, f"cannot load: {problem}")
+        try:
             self.manager.register(plugin, name=name)
-        except Exception as exc:  # noqa: BLE001 - any import or validation failure
-            info.error = f"cannot load: {type(exc).__name__}: {exc}"
-            log.error("driver %s (%s) %s", name, info.origin, info.error)
-            return info
+        except Exception as exc:  # noqa: BLE001 - pluggy's validation, or a plugin object that breaks it
+            return self._refuse(info, f"cannot load: {type(exc).__name__}: {exc}")
         try:
             self.manager.check_pending()
             if not self.manager.subset_hook_caller(
@@ -108,10 +147,14 @@ class PluginRegistry:
                 raise pluggy.PluginValidationError(plugin, "it has no multidp_create_driver hook")
         except pluggy.PluginValidationError as exc:
             self.manager.unregister(name=name)
-            info.error = f"invalid plugin: {exc}"
-            log.error("driver %s (%s) %s", name, info.origin, info.error)
-            return info
+            return self._refuse(info, f"invalid plugin: {exc}")
         info.loaded = True
+        return info
+
+    @staticmethod
+    def _refuse(info: PluginInfo, error: str) -> PluginInfo:
+        info.error = error
+        log.error("driver %s (%s) %s", info.name, info.origin, error)
         return info
 
     def _others(self, name: str) -> list[Any]:

@@ -29,7 +29,6 @@ from pathlib import Path
 
 import grpc
 
-from multidp.names import PRIVATE_DIR_PREFIX
 from multidp.serving.later import Later
 from multidp.serving.registration import (
     Identity,
@@ -39,6 +38,7 @@ from multidp.serving.registration import (
     socket_identity,
 )
 from multidp.serving.service import DevicePluginService
+from multidp.serving.sockets import PRIVATE_DIR_PREFIX
 from multidp.serving.wire import add_to_server
 
 log = logging.getLogger(__name__)

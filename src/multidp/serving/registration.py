@@ -15,7 +15,7 @@ from pathlib import Path
 import grpc
 
 from multidp.api import pb, pb_grpc
-from multidp.names import API_VERSION
+from multidp.serving.sockets import API_VERSION
 
 Identity = tuple[int, int, int]
 

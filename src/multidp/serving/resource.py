@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from multidp.model import Device, Health
-from multidp.names import MAX_DEVICE_ID_BYTES, REPLICA_SEPARATOR, shorten
+from multidp.names import MAX_DEVICE_ID_BYTES, REPLICA_SEPARATOR, replica_id, shorten
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def _make_snapshot(version: int, devices: list[Device]) -> Snapshot:
             by_id[device.id] = device
         else:
             for n in range(device.replicas):
-                rid = f"{device.id}{REPLICA_SEPARATOR}{n}"
+                rid = replica_id(device.id, n)
                 ids.append(rid)
                 by_id[rid] = device
     return Snapshot(version, tuple(devices), tuple(ids), by_id)

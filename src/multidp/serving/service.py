@@ -21,9 +21,9 @@ from multidp.driver import Driver
 from multidp.errors import AllocationRefused, DriverCallError, InvalidRequest
 from multidp.model import ContainerAllocation
 from multidp.plugins.runner import DriverRunner
-from multidp.preferred import numa_pick, repaired
 from multidp.serving.cdi import ANNOTATION_PREFIX, CDIRegistry
 from multidp.serving.contract import allocation_requests, invalid, preference_requests
+from multidp.serving.picking import numa_pick, repaired
 from multidp.serving.resource import ResourceState, Snapshot
 from multidp.serving.stats import ResourceStats
 from multidp.serving.wire import ListEncoder

@@ -23,7 +23,8 @@ from pathlib import Path
 import grpc
 
 from multidp.api import pb, pb_grpc
-from multidp.names import API_VERSION, KUBELET_SOCKET_NAME, resource_name_problem
+from multidp.names import resource_name_problem
+from multidp.serving.sockets import API_VERSION, KUBELET_SOCKET_NAME
 
 DIAL_TIMEOUT_S = 10.0
 

@@ -23,3 +23,13 @@ def short_socket_dir(prefix: str = "mdp") -> Path:
     """A fresh directory with a short path (unix socket paths stop at 107 bytes)."""
     base = "/tmp" if os.path.isdir("/tmp") else None
     return Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+
+
+def run_command(*argv: str) -> int:
+    """The ``multidp`` command in this process (``run_command("devices", "--json")``); its exit code.
+
+    Output goes to this process's stdout and stderr (pytest's ``capsys`` reads it).
+    """
+    from multidp.cli.main import main  # the command's modules only when a test runs one
+
+    return main(list(argv))

@@ -1,0 +1,67 @@
+"""Creating a driver, or only its config, the way the host does on a node.
+
+Drivers' tests call these instead of building a ``DriverContext`` by hand, so
+that what they test is what a node runs: the plugin is loaded and checked
+(declared API version, hooks), the section is resolved (per-node config by
+label, ``MULTIDP_<NAME>_<KEY>`` variables) and converted to the plugin's config
+type, and a simulation is built when asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from multidp.config.sections import convert_resolved, resolve_section
+from multidp.config.settings import Settings
+from multidp.driver import Driver
+from multidp.plugins.factory import DriverFactory
+from multidp.plugins.registry import PluginRegistry
+
+
+def _factory(plugin: Any, name: str, section: Mapping[str, Any] | None, environ: Mapping[str, str] | None,
+             labels: Mapping[str, str] | None, workdir: Path | None = None, **settings: Any) -> DriverFactory:
+    registry = PluginRegistry(extra={name: plugin})
+    info = registry.load([name])[0]
+    if not info.loaded:
+        raise RuntimeError(f"driver {name}: {info.error}")
+    configured = Settings(drivers=[name], driver_sections={name: dict(section or {})},
+                          **{k: v for k, v in settings.items() if v is not None})
+    factory = DriverFactory(configured, registry, dict(environ or {}), workdir)
+    factory.labels = None if labels is None else dict(labels)
+    return factory
+
+
+def driver_config(plugin: Any, section: Mapping[str, Any] | None = None, *, name: str = "driver",
+                  environ: Mapping[str, str] | None = None, labels: Mapping[str, str] | None = None,
+                  source: str | None = None) -> Any:
+    """The config object ``plugin``'s driver would get on a node (``ConfigError`` naming the key if bad).
+
+    ``section`` is ``drivers.<name>`` of the config file; ``labels`` are the
+    node's labels (for ``configByLabel``); ``source`` names the file in errors.
+    """
+    factory = _factory(plugin, name, section, environ, labels)
+    config_type = factory.registry.call(name, "multidp_config_type")
+    resolved = resolve_section(name, dict(section or {}), factory.environ, config_type, factory.labels, source)
+    return convert_resolved(name, resolved, config_type, source)
+
+
+def create_driver(plugin: Any, section: Mapping[str, Any] | None = None, *, name: str = "driver",
+                  sysfs_root: Path | str | None = None, dev_root: Path | str | None = None,
+                  environ: Mapping[str, str] | None = None, labels: Mapping[str, str] | None = None,
+                  simulate_in: Path | str | None = None) -> Driver:
+    """``plugin``'s driver, created as the host creates it on a node.
+
+    ``simulate_in``: build the plugin's simulation in that folder first (as
+    ``--simulate`` does); its roots then replace ``sysfs_root`` / ``dev_root``.
+    The caller closes the driver (``driver.close()``).
+    """
+    factory = _factory(
+        plugin, name, section, environ, labels,
+        sysfs_root=Path(sysfs_root) if sysfs_root is not None else None,
+        dev_root=Path(dev_root) if dev_root is not None else None,
+        simulate=simulate_in is not None,
+        workdir=Path(simulate_in) if simulate_in is not None else None,
+    )
+    return factory.create(name)
