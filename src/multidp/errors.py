@@ -1,4 +1,9 @@
-"""Exceptions shared by the host and drivers."""
+"""multidp's exceptions.
+
+Drivers raise :class:`ConfigError` and :class:`AllocationRefused` (both in the
+driver API); the others are the host's. Which gRPC status each gets is decided
+in one place, :mod:`multidp.serving.status`.
+"""
 
 from __future__ import annotations
 
@@ -42,10 +47,37 @@ class InvalidRequest(MultidpError):
 
 
 class DriverCallError(MultidpError):
-    """A driver call raised or missed its deadline."""
+    """A driver call raised (or, as :class:`DriverTimeout`, missed its deadline)."""
 
-    def __init__(self, driver: str, call: str, message: str, timed_out: bool = False) -> None:
+    def __init__(self, driver: str, call: str, message: str) -> None:
         self.driver = driver
         self.call = call
-        self.timed_out = timed_out
         super().__init__(message)
+
+    @property
+    def timed_out(self) -> bool:
+        return isinstance(self, DriverTimeout)
+
+
+class DriverTimeout(DriverCallError):
+    """A driver call did not answer within its deadline (it may still be running)."""
+
+
+class DriverRefused(DriverCallError):
+    """A driver call raised :class:`AllocationRefused`: a policy answer, not a failure."""
+
+    def __init__(self, driver: str, call: str, reason: str) -> None:
+        self.reason = reason
+        super().__init__(driver, call, f"driver {driver}: {call} refused: {reason}")
+
+
+class BadDriverAnswer(MultidpError):
+    """A driver call returned something the host cannot use (wrong type, invalid fields)."""
+
+
+class CdiUnavailable(MultidpError):
+    """An allocation names CDI devices that no spec written by multidp holds."""
+
+
+class PluginLoadError(MultidpError):
+    """A driver plugin could not be imported or registered (the message says why)."""

@@ -21,7 +21,7 @@ from multidp.config.bylabel import Selection
 from multidp.config.sections import Resolved, convert_resolved, resolve_section
 from multidp.config.settings import Settings
 from multidp.driver import Driver, DriverContext, Simulation
-from multidp.errors import ConfigError
+from multidp.errors import ConfigError, PluginLoadError
 from multidp.plugins.registry import PluginInfo, PluginRegistry
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ class DriverFactory:
         """:meth:`create`, also saying which per-node config the node's labels selected for it."""
         info = self.registry.load([name])[0]
         if not info.loaded:
-            raise RuntimeError(info.error)
+            raise PluginLoadError(info.error)
         config_type = self._config_type(name)
         resolved = self.resolve(name, config_type)
         config = convert_resolved(name, resolved, config_type, self.source)
@@ -149,8 +149,8 @@ class DriverFactory:
 def describe_failure(exc: BaseException) -> str:
     if isinstance(exc, ConfigError):
         return f"bad config: {exc}"
-    if isinstance(exc, RuntimeError) and str(exc).startswith(("cannot load", "invalid plugin")):
-        return str(exc)
+    if isinstance(exc, PluginLoadError):
+        return str(exc)  # already says what failed: "cannot load: ...", "invalid plugin: ..."
     return f"{type(exc).__name__}: {exc}"
 
 

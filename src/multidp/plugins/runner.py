@@ -3,7 +3,8 @@
 Each driver gets its own threads: one that scans (on a timer, and at once when
 the driver calls ``notify``) and a small pool for the calls the kubelet causes.
 A call that raises or misses its deadline becomes a :class:`DriverCallError`
-for that call only; a hung call keeps its thread, never another driver's.
+(:class:`DriverTimeout`; :class:`DriverRefused` for a policy refusal) for that
+call only; a hung call keeps its thread, never another driver's.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any, TypeVar
 
 from multidp.config.settings import Timeouts
 from multidp.driver import Driver
-from multidp.errors import DriverCallError
+from multidp.errors import AllocationRefused, DriverCallError, DriverRefused, DriverTimeout
 from multidp.model import Device
 from multidp.plugins.calls import CallPool, CallTimeout, PoolClosed
 
@@ -82,9 +83,11 @@ class DriverRunner:
             return result
         except CallTimeout:
             message = f"driver {self.name}: {what} did not answer within {timeout:g} s"
-            raise DriverCallError(self.name, what, message, timed_out=True) from None
+            raise DriverTimeout(self.name, what, message) from None
         except PoolClosed as exc:
             raise DriverCallError(self.name, what, f"driver {self.name} is stopping") from exc
+        except AllocationRefused as exc:
+            raise DriverRefused(self.name, what, str(exc)) from exc
         except Exception as exc:  # noqa: BLE001 - the driver's own failure, reported
             message = f"driver {self.name}: {what} failed: {type(exc).__name__}: {exc}"
             raise DriverCallError(self.name, what, message) from exc

@@ -12,23 +12,28 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 
-from multidp.api import pb, pb_grpc
+from multidp.api import pb
 from multidp.driver import Driver
-from multidp.errors import AllocationRefused, DriverCallError, InvalidRequest
+from multidp.errors import BadDriverAnswer, CdiUnavailable, DriverCallError, MultidpError
 from multidp.model import ContainerAllocation
 from multidp.plugins.runner import DriverRunner
 from multidp.serving.cdi import ANNOTATION_PREFIX, CDIRegistry
-from multidp.serving.contract import allocation_requests, invalid, preference_requests
+from multidp.serving.contract import allocation_requests, preference_requests
 from multidp.serving.picking import numa_pick, repaired
 from multidp.serving.resource import ResourceState, Snapshot
 from multidp.serving.stats import ResourceStats
+from multidp.serving.status import answer
 from multidp.serving.wire import ListEncoder
 
 log = logging.getLogger(__name__)
+
+# What each RPC is called in the kubelet-facing messages.
+CALLS = {"Allocate": "allocation", "GetPreferredAllocation": "preferred allocation",
+         "PreStartContainer": "pre-start", "GetDevicePluginOptions": "options", "ListAndWatch": "list"}
 
 # How often an idle ListAndWatch stream checks that its peer is still there
 # (a safety net: cancellation normally wakes it at once through a callback).
@@ -61,17 +66,13 @@ def container_response(alloc: ContainerAllocation) -> pb.ContainerAllocateRespon
     return response
 
 
-class Refused(Exception):
-    """An RPC answered with an error status (recorded, then passed to context.abort)."""
+class DevicePluginService:
+    """Serves one resource of one driver: a method per RPC of the v1beta1 DevicePlugin service.
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-class DevicePluginService(pb_grpc.DevicePluginServicer):
-    """Serves one resource of one driver."""
+    Registered by :func:`multidp.serving.wire.add_to_server`, which finds the
+    methods through the service descriptor: an RPC without a method here fails
+    registration (and so the tests) instead of answering UNIMPLEMENTED.
+    """
 
     def __init__(self, state: ResourceState, runner: DriverRunner, cdi: CDIRegistry) -> None:
         self.state = state
@@ -83,7 +84,16 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
         self._encoder = ListEncoder()
         self._cached: tuple[int, bytes] | None = None
         self._cache_lock = threading.Lock()
-        self._driver_prefers = type(runner.driver).preferred_allocation is not Driver.preferred_allocation
+        self._driver_prefers = self._prefers(runner)
+
+    @staticmethod
+    def _prefers(runner: DriverRunner) -> bool:
+        return type(runner.driver).preferred_allocation is not Driver.preferred_allocation
+
+    def use_runner(self, runner: DriverRunner) -> None:
+        """Call the driver through ``runner`` from now on (see :meth:`Endpoint.rebind`)."""
+        self._driver_prefers = self._prefers(runner)
+        self.runner = runner
 
     @property
     def resource(self) -> str:
@@ -134,37 +144,37 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
             with self._cache_lock:
                 self.streams -= 1
 
-    def _driver_error(self, exc: DriverCallError) -> Refused:
-        if isinstance(exc.__cause__, AllocationRefused):
-            message = str(invalid("allocation", self.resource, str(exc.__cause__)))
-            return Refused(grpc.StatusCode.INVALID_ARGUMENT, message)
-        code = grpc.StatusCode.DEADLINE_EXCEEDED if exc.timed_out else grpc.StatusCode.INTERNAL
-        log.error("resource %s: %s", self.resource, exc)
-        return Refused(code, f'allocation for "{self.resource}" failed: {exc}')
+    def refuse(self, call: str, error: MultidpError, context: grpc.ServicerContext) -> NoReturn:
+        """End the RPC with the status the error table gives ``error``; log what is the driver's fault."""
+        code, message = answer(error, call, self.resource)
+        if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNKNOWN):
+            log.error("resource %s: %s", self.resource, message)
+        context.abort(code, message)
+        raise AssertionError("context.abort returned")  # grpc raises; for type checkers
+
+    def refuse_undecodable(self, method: str, error: MultidpError, context: grpc.ServicerContext) -> NoReturn:
+        """A request protobuf could not parse (see :mod:`multidp.serving.wire`)."""
+        if method == "Allocate":
+            self.stats.record(0.0, answer(error, "allocation", self.resource)[0].name)
+        self.refuse(CALLS.get(method, method), error, context)
 
     def Allocate(self, request: pb.AllocateRequest, context: grpc.ServicerContext) -> pb.AllocateResponse:
         started = time.perf_counter()
         try:
             response = self._allocate(request)
-        except Refused as refusal:
-            self.stats.record(time.perf_counter() - started, refusal.code.name)
-            context.abort(refusal.code, refusal.message)
+        except MultidpError as error:
+            self.stats.record(time.perf_counter() - started, answer(error, "allocation", self.resource)[0].name)
+            self.refuse("allocation", error, context)
         self.stats.record(time.perf_counter() - started)
         return response
 
     def _allocate(self, request: pb.AllocateRequest) -> pb.AllocateResponse:
         containers = [list(c.devices_ids) for c in request.container_requests]
-        try:
-            requests = allocation_requests(self.resource, self.state.snapshot, containers)
-        except InvalidRequest as exc:
-            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+        requests = allocation_requests(self.resource, self.state.snapshot, containers)
         runner = self.runner
         responses = []
         for req in requests:
-            try:
-                alloc = runner.call("allocate", runner.driver.allocate, req, timeout=runner.timeouts.allocate)
-            except DriverCallError as exc:
-                raise self._driver_error(exc) from None
+            alloc = runner.call("allocate", runner.driver.allocate, req, timeout=runner.timeouts.allocate)
             responses.append(self._convert(alloc))
         return pb.AllocateResponse(container_responses=responses)
 
@@ -173,15 +183,13 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
         if not isinstance(alloc, ContainerAllocation):
             problem = f"allocate returned a {type(alloc).__name__}, not a ContainerAllocation"
         elif alloc.cdi_devices and (cdi_problem := self.cdi.problem(driver, alloc.cdi_devices)):
-            message = f'allocation for "{self.resource}" needs CDI devices, but {cdi_problem}'
-            raise Refused(grpc.StatusCode.FAILED_PRECONDITION, message)
+            raise CdiUnavailable(f'allocation for "{self.resource}" needs CDI devices, but {cdi_problem}')
         else:
             try:
                 return container_response(alloc)
             except (TypeError, ValueError) as exc:
                 problem = f"allocate returned an invalid answer: {exc}"
-        log.error("resource %s: driver %s %s", self.resource, driver, problem)
-        raise Refused(grpc.StatusCode.INTERNAL, f'allocation for "{self.resource}" failed: driver {driver} {problem}')
+        raise BadDriverAnswer(f'allocation for "{self.resource}" failed: driver {driver} {problem}')
 
     def GetPreferredAllocation(
         self, request: pb.PreferredAllocationRequest, context: grpc.ServicerContext
@@ -193,8 +201,8 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
         ]
         try:
             requests = preference_requests(self.resource, snapshot, containers)
-        except InvalidRequest as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except MultidpError as error:
+            self.refuse("preferred allocation", error, context)
         response = pb.PreferredAllocationResponse()
         for req in requests:
             response.container_responses.add(deviceIDs=self._prefer(req, snapshot))
@@ -205,7 +213,7 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
             return numa_pick(req, snapshot)
         runner = self.runner
         try:
-            answer = runner.call(
+            picked = runner.call(
                 "preferred allocation",
                 runner.driver.preferred_allocation,
                 req,
@@ -214,11 +222,11 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
         except DriverCallError as exc:
             log.warning("resource %s: %s; picking by NUMA instead", self.resource, exc)
             return numa_pick(req, snapshot)
-        if answer is None:
+        if picked is None:
             return numa_pick(req, snapshot)
-        if isinstance(answer, str):
-            answer = [answer]
-        ids, problem = repaired(req, list(answer), numa_pick(req, snapshot))
+        if isinstance(picked, str):
+            picked = [picked]
+        ids, problem = repaired(req, list(picked), numa_pick(req, snapshot))
         if problem:
             log.warning("resource %s: driver %s preferred %s; answer repaired", self.resource, runner.name, problem)
         return ids
@@ -233,14 +241,10 @@ class DevicePluginService(pb_grpc.DevicePluginServicer):
         ids = list(request.devices_ids)
         try:
             requests = allocation_requests(self.resource, snapshot, [ids])
-        except InvalidRequest as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        try:
             runner.call(
                 "pre-start", runner.driver.pre_start, self.resource, requests[0].device_ids,
                 timeout=runner.timeouts.pre_start,
             )
-        except DriverCallError as exc:
-            code = grpc.StatusCode.DEADLINE_EXCEEDED if exc.timed_out else grpc.StatusCode.INTERNAL
-            context.abort(code, f'pre-start for "{self.resource}" failed: {exc}')
+        except MultidpError as error:
+            self.refuse("pre-start", error, context)
         return pb.PreStartContainerResponse()

@@ -2,26 +2,32 @@
 
 - :class:`ListEncoder`: ListAndWatch messages built from cached per-device
   encodings, so a change in a 10,000-device resource re-encodes one device.
-- :func:`add_to_server`: the DevicePlugin service registered like the generated
-  code does, except that requests protobuf cannot parse are refused through
-  the normal path (grpcio keeps the state of a call whose deserializer
-  raises), and ListAndWatch's pre-encoded bytes go out as they are.
+- :func:`add_to_server`: the DevicePlugin service registered from its
+  descriptor, like the generated code does, except that requests protobuf
+  cannot parse are refused through the normal path (grpcio keeps the state of
+  a call whose deserializer raises), and ListAndWatch's pre-encoded bytes go
+  out as they are.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, NoReturn, Protocol
 
 import grpc
 from google.protobuf.message import Message
+from google.protobuf.message_factory import GetMessageClass
 
 from multidp.api import pb
+from multidp.errors import InvalidRequest, MultidpError
 from multidp.model import Health
 from multidp.serving.resource import Snapshot
 
-if TYPE_CHECKING:
-    from multidp.serving.service import DevicePluginService
+RAW_RESPONSES = frozenset({"ListAndWatch"})  # RPCs whose behaviour yields serialized bytes
+
+
+class UndecodableRequest(InvalidRequest):
+    """A request protobuf could not parse (handed to the handler instead of failing in gRPC)."""
 
 
 def _varint(value: int) -> bytes:
@@ -81,15 +87,7 @@ class ListEncoder:
         return b"".join(parts)
 
 
-class Undecodable:
-    """A request protobuf could not parse (handed to the handler instead of failing in gRPC)."""
-
-    def __init__(self, message: type[Message], error: Exception) -> None:
-        self.message = message.DESCRIPTOR.full_name
-        self.error = error
-
-
-def _lenient(message: type[Message]) -> Callable[[bytes], Message | Undecodable]:
+def _lenient(message: type[Message]) -> Callable[[bytes], Message | UndecodableRequest]:
     """A request deserializer that never fails.
 
     When a deserializer raises, grpcio's sync server answers INTERNAL but keeps
@@ -97,50 +95,56 @@ def _lenient(message: type[Message]) -> Callable[[bytes], Message | Undecodable]
     1.85): a client sending garbage would grow the host without bound. The
     handler answers INVALID_ARGUMENT instead, through the normal path.
     """
+    name = message.DESCRIPTOR.full_name
 
-    def parse(data: bytes) -> Message | Undecodable:
+    def parse(data: bytes) -> Message | UndecodableRequest:
         try:
             return message.FromString(data)
         except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError and friends
-            return Undecodable(message, exc)
+            return UndecodableRequest(f"the request is not a valid {name}: {exc}")
 
     return parse
 
 
-def _checked(method: Callable[[Any, grpc.ServicerContext], Any],
-             refused: Callable[[], None] | None = None) -> Callable[[Any, grpc.ServicerContext], Any]:
-    """Answer an :class:`Undecodable` request INVALID_ARGUMENT (telling ``refused``), else call ``method``."""
+class Servicer(Protocol):
+    """What :func:`add_to_server` needs besides one method per RPC, named as the RPC."""
+
+    def refuse_undecodable(self, method: str, error: MultidpError, context: grpc.ServicerContext) -> NoReturn: ...
+
+
+Behaviour = Callable[[Any, grpc.ServicerContext], Any]
+
+
+def _checked(servicer: Servicer, method: str, behaviour: Behaviour) -> Behaviour:
+    """Hand an undecodable request to the servicer's refusal, any other to ``behaviour``."""
 
     def handler(request: Any, context: grpc.ServicerContext) -> Any:
-        if isinstance(request, Undecodable):
-            if refused is not None:
-                refused()
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                          f"the request is not a valid {request.message}: {request.error}")
-        return method(request, context)
+        if isinstance(request, UndecodableRequest):
+            servicer.refuse_undecodable(method, request, context)
+        return behaviour(request, context)
 
     return handler
 
 
-def add_to_server(service: DevicePluginService, server: grpc.Server) -> None:
-    """Register ``service`` like the generated code does, except that requests that do not
-    parse are answered INVALID_ARGUMENT (see :func:`_lenient`), and ListAndWatch sends its
-    pre-serialized bytes as they are (no response serializer)."""
-    name = pb.DESCRIPTOR.services_by_name["DevicePlugin"].full_name
-    unary, stream = grpc.unary_unary_rpc_method_handler, grpc.unary_stream_rpc_method_handler
-    handlers = {
-        "GetDevicePluginOptions": unary(_checked(service.GetDevicePluginOptions), _lenient(pb.Empty),
-                                        pb.DevicePluginOptions.SerializeToString),
-        "ListAndWatch": stream(_checked(service.ListAndWatch), _lenient(pb.Empty), None),
-        "GetPreferredAllocation": unary(_checked(service.GetPreferredAllocation),
-                                        _lenient(pb.PreferredAllocationRequest),
-                                        pb.PreferredAllocationResponse.SerializeToString),
-        # An Allocate that does not parse is a refused allocation in the metrics too.
-        "Allocate": unary(_checked(service.Allocate, lambda: service.stats.record(0.0, "INVALID_ARGUMENT")),
-                          _lenient(pb.AllocateRequest),
-                          pb.AllocateResponse.SerializeToString),
-        "PreStartContainer": unary(_checked(service.PreStartContainer), _lenient(pb.PreStartContainerRequest),
-                                   pb.PreStartContainerResponse.SerializeToString),
-    }
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
-    server.add_registered_method_handlers(name, handlers)
+def add_to_server(servicer: Servicer, server: grpc.Server, service: str = "DevicePlugin",
+                  raw_responses: frozenset[str] = RAW_RESPONSES) -> None:
+    """Register ``servicer`` for every RPC of the v1beta1 ``service``, as the descriptor lists them.
+
+    As the generated code does, except: requests that do not parse are refused
+    through ``servicer.refuse_undecodable`` (see :func:`_lenient`), and the RPCs
+    in ``raw_responses`` return bytes already serialized (ListAndWatch's
+    :class:`ListEncoder` output). An RPC the servicer has no method for is an
+    AttributeError here, so a new RPC can never go unanswered unnoticed.
+    """
+    descriptor = pb.DESCRIPTOR.services_by_name[service]
+    handlers = {}
+    for method in descriptor.methods:
+        if method.client_streaming:
+            raise NotImplementedError(f"{method.full_name}: client streaming is not in v1beta1")
+        behaviour = getattr(servicer, method.name)
+        request = GetMessageClass(method.input_type)
+        serialize = None if method.name in raw_responses else GetMessageClass(method.output_type).SerializeToString
+        make = grpc.unary_stream_rpc_method_handler if method.server_streaming else grpc.unary_unary_rpc_method_handler
+        handlers[method.name] = make(_checked(servicer, method.name, behaviour), _lenient(request), serialize)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(descriptor.full_name, handlers),))
+    server.add_registered_method_handlers(descriptor.full_name, handlers)

@@ -16,6 +16,7 @@ from typing import Any
 from multidp.config.sections import convert_resolved, resolve_section
 from multidp.config.settings import Settings
 from multidp.driver import Driver
+from multidp.errors import PluginLoadError
 from multidp.plugins.factory import DriverFactory
 from multidp.plugins.registry import PluginRegistry
 
@@ -25,7 +26,7 @@ def _factory(plugin: Any, name: str, section: Mapping[str, Any] | None, environ:
     registry = PluginRegistry(extra={name: plugin})
     info = registry.load([name])[0]
     if not info.loaded:
-        raise RuntimeError(f"driver {name}: {info.error}")
+        raise PluginLoadError(f"driver {name}: {info.error}")
     configured = Settings(drivers=[name], driver_sections={name: dict(section or {})},
                           **{k: v for k, v in settings.items() if v is not None})
     factory = DriverFactory(configured, registry, dict(environ or {}), workdir)
