@@ -9,6 +9,7 @@ from typing import Any
 
 import msgspec
 
+from multidp.cli.exits import EXIT_OK, EXIT_USAGE, UsageError
 from multidp.config.bylabel import with_host_keys
 from multidp.config.sections import check_section
 from multidp.config.settings import FileConfig, Settings
@@ -25,15 +26,11 @@ from multidp.plugins.factory import (
 )
 from multidp.plugins.registry import PluginRegistry
 
-EXIT_OK, EXIT_USAGE = 0, 2
-
 
 def _selected(settings: Settings, registry: PluginRegistry) -> list[str]:
     try:
         return selected_names(settings, registry)
     except UnknownDrivers as exc:
-        from multidp.cli.main import UsageError
-
         raise UsageError(str(exc)) from None
 
 

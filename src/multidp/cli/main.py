@@ -40,18 +40,12 @@ def _limit_malloc_arenas(arenas: int = 2) -> None:
         libc.mallopt(-8, arenas)  # M_ARENA_MAX
 
 from multidp import __version__  # noqa: E402
+from multidp.cli.exits import EXIT_DRIVER_FAILED, EXIT_OK, EXIT_USAGE, UsageError  # noqa: E402
 from multidp.cli.logsetup import setup_logging  # noqa: E402
 from multidp.config.settings import Settings, load_settings, parse_bool, parse_driver_list  # noqa: E402
 from multidp.errors import ConfigError  # noqa: E402
 
 log = logging.getLogger("multidp")
-
-EXIT_OK, EXIT_DRIVER_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-class UsageError(Exception):
-    pass
-
 
 def _bool_flag(text: str) -> bool:
     try:
