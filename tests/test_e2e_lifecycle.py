@@ -8,7 +8,7 @@ import socket
 import stat
 
 from multidp.serving.sockets import socket_name
-from multidp.testing import KubeletStandIn, running_host, wait_until
+from multidp.testing import KubeletStandIn, running_host, v1beta1, wait_until
 
 WIDGET = "example.com/widget"
 SHARED = "example.com/widget-shared"
@@ -174,6 +174,34 @@ def test_clean_shutdown_removes_our_sockets(kubelet, sample):
     assert list(kubelet.directory.glob(".mdp-*")) == []  # the spares' private dirs too
     kubelet.wait_devices(WIDGET, lambda v: not v.stream_open, what="stream closed")
     assert sample.driver.closed
+
+
+def test_a_reload_that_turns_pre_start_on_registers_again_with_the_new_options(kubelet, sample):
+    """The kubelet reads the options only while registering: a reload that changes them must register
+    again, or the kubelet never calls PreStartContainer (or keeps calling one the driver lost)."""
+    from multidp.testing.host import make_settings
+
+    with running_host(kubelet.directory, {"sample": sample}) as host:
+        first = kubelet.wait_registered(WIDGET)
+        assert first.options.pre_start_required is False
+        for pre_start, registrations in ((True, 2), (False, 3)):
+            new = make_settings(kubelet.directory, {"sample": {"preStart": pre_start}})
+            new.drivers = ["sample"]
+            host.reload(new)
+            again = kubelet.wait_registered(WIDGET, count=registrations)
+            assert again.options.pre_start_required is pre_start
+            view = kubelet.wait_devices(WIDGET, lambda v: v.stream_open and v.allocatable == 4 and
+                                        v.options is not None and v.options.pre_start_required is pre_start,
+                                        what="the new stream")
+            assert view.options.pre_start_required is pre_start
+        # pre_start is the driver's, so its other resource registered again too.
+        kubelet.wait_registered(SHARED, count=3)
+        new = make_settings(kubelet.directory, {"sample": {"preStart": True}})
+        new.drivers = ["sample"]
+        host.reload(new)
+        kubelet.wait_registered(WIDGET, count=4)
+        kubelet.stub(WIDGET).PreStartContainer(v1beta1.PreStartContainerRequest(devices_ids=["widget-1"]), timeout=5)
+        assert ("pre_start", (WIDGET, ("widget-1",))) in sample.drivers[-1].calls
 
 
 def test_reload_applies_new_config_without_reregistering(kubelet, sample):

@@ -70,7 +70,7 @@ class ResourceTable:
         """Point a driver's endpoints at its new runner (after a reload)."""
         with self._lock:
             for resource in self.resources_of(driver):
-                self.endpoints[resource].service.runner = runner
+                self.endpoints[resource].rebind(runner)
 
     def report(self, runner: DriverRunner, inventory: Mapping[str, Sequence[Device]] | None, error: str) -> None:
         """Apply one scan of ``runner``'s driver (``inventory`` None: the scan failed with ``error``)."""
@@ -80,7 +80,7 @@ class ResourceTable:
             owned = self.resources_of(driver)
             if inventory is None:
                 for resource in owned:
-                    self.endpoints[resource].service.state.mark_unhealthy(error)
+                    self.endpoints[resource].mark_unhealthy(error)
                 return
             claimed = self._claims(driver, inventory)
             for resource, devices in claimed.items():
@@ -89,7 +89,7 @@ class ResourceTable:
                     self._add(driver, resource, runner, devices)
                     changed = True
                 else:
-                    changed |= endpoint.service.state.update(devices)
+                    changed |= endpoint.update(devices)
             gone = [r for r in owned if r not in claimed]
         if gone:
             log.info("driver %s no longer reports %s", driver, ", ".join(gone))

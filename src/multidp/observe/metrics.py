@@ -51,12 +51,11 @@ class HostCollector:
         reregistrations = CounterMetricFamily("multidp_reregistrations",
                                               "Registrations after the first (kubelet restarts)", labels=["resource"])
         for resource, endpoint in sorted(host.endpoints.items()):
-            service, driver = endpoint.service, endpoint.service.state.driver
-            snapshot = service.state.snapshot
+            driver, snapshot = endpoint.driver, endpoint.snapshot
             healthy = len(snapshot.healthy_ids)
             devices.add_metric([resource, driver, Health.HEALTHY.value], healthy)
             devices.add_metric([resource, driver, Health.UNHEALTHY.value], len(snapshot.ids) - healthy)
-            stats = service.stats
+            stats = endpoint.stats
             allocations.add_metric([resource], stats.allocations)
             for code, count in sorted(stats.errors.items()):
                 errors.add_metric([resource, code], count)

@@ -22,13 +22,15 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
 import grpc
 
+from multidp.model import Device
+from multidp.plugins.runner import DriverRunner
 from multidp.serving.later import Later
 from multidp.serving.registration import (
     Identity,
@@ -37,8 +39,10 @@ from multidp.serving.registration import (
     RegistrationError,
     socket_identity,
 )
+from multidp.serving.resource import Snapshot
 from multidp.serving.service import DevicePluginService
 from multidp.serving.sockets import PRIVATE_DIR_PREFIX
+from multidp.serving.stats import ResourceStats
 from multidp.serving.wire import add_to_server
 
 log = logging.getLogger(__name__)
@@ -111,6 +115,54 @@ class Endpoint:
     @property
     def resource(self) -> str:
         return self.service.resource
+
+    @property
+    def driver(self) -> str:
+        return self.service.state.driver
+
+    @property
+    def snapshot(self) -> Snapshot:
+        """What the kubelet is told now (or is about to be)."""
+        return self.service.state.snapshot
+
+    @property
+    def stats(self) -> ResourceStats:
+        """The Allocate counters of this resource (read by the metrics collector)."""
+        return self.service.stats
+
+    # The resource's devices and driver -----------------------------------------
+
+    def update(self, devices: Sequence[Device]) -> bool:
+        """Take a scan's devices; True when the kubelet hears of a change."""
+        return self.service.state.update(devices)
+
+    def mark_unhealthy(self, reason: str) -> bool:
+        """Keep the known devices but vouch for none (the driver's scan failed or hung)."""
+        return self.service.state.mark_unhealthy(reason)
+
+    def rebind(self, runner: DriverRunner) -> None:
+        """Serve through ``runner`` from now on (a reload created the driver again).
+
+        The kubelet reads the options (pre-start, preferred allocation) only while
+        registering, so when they change the endpoint serves on a fresh server and
+        registers again; the old server stops first, ending the kubelet's stream
+        before the new registration (a stream ending after it could knock the new
+        one out: kubernetes#121994).
+        """
+        before = self.service.options()
+        self.service.use_runner(runner)
+        if self.service.options() == before:
+            return
+        log.info("resource %s: its options changed (%s); registering again", self.resource,
+                 str(self.service.options()).replace("\n", " ").strip())
+        with self._serve_lock:
+            if self._stopping.is_set():
+                return
+            server, self._server = self._server, None
+            self._served = None  # the endpoint thread serves and registers anew
+        if server is not None:
+            server.stop(grace=None)
+        self._wake.set()
 
     def start(self) -> None:
         if len(str(self.socket_path).encode()) > MAX_SOCKET_PATH:
