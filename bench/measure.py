@@ -19,16 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from multidp.api import pb
-from multidp.testing import KubeletStandIn, short_socket_dir
+from multidp.testing import KubeletStandIn, percentile, short_socket_dir
 
 HERE = Path(__file__).resolve().parent
 RESOURCE = "bench.multidp.io/dev"
 WAIT_S = 60.0
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
 def rss_mb(pid: int) -> float:

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # fake_apiserver
 
 from measure import (  # noqa: E402
     HERE,
@@ -38,7 +37,7 @@ from measure import (  # noqa: E402
     start_times,
 )
 
-from multidp.testing import fake_distribution, short_socket_dir  # noqa: E402
+from multidp.testing import FakeApiServer, fake_distribution, short_socket_dir  # noqa: E402
 
 
 def render(rows: list[list[str]], header: list[str]) -> str:
@@ -143,8 +142,6 @@ def compile_bytecode() -> None:
 
 
 def label_mode(site: Path) -> dict[str, Any]:
-    from fake_apiserver import FakeApiServer
-
     api = FakeApiServer("bench-node")
     config_dir = short_socket_dir("mdpk")
     try:

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
 from multidp.testing import SamplePlugin
-
-sys.path.insert(0, str(Path(__file__).parent))  # test helpers such as fake_apiserver
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""CDI hooks: the JSON the host writes for them, the names it refuses, and the driver docs that cover them."""
+"""CDI documents and the registry that checks them; hooks: the JSON the host writes for them, the names it
+refuses, and the driver docs that cover them."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import multidp
-from multidp.model import CDI_HOOK_NAMES, CDIDeviceSpec, CDIHook, CDISpec, DeviceNode
+from multidp.model import CDI_HOOK_NAMES, CDIDeviceSpec, CDIHook, CDISpec, DeviceNode, Mount
 from multidp.serving.cdi import CDI_VERSION, CDIRegistry, spec_document
 
 DRIVER_DOC = Path(__file__).resolve().parents[1] / "docs" / "writing-a-driver.md"
@@ -87,3 +88,25 @@ def test_driver_doc_covers_every_cdi_field() -> None:
                for f in dataclasses.fields(cls) if f.name not in text]
     assert missing == [], f"CDI fields missing from {DRIVER_DOC.name}: {missing}"
     assert all(name in text for name in CDI_HOOK_NAMES)
+
+
+def test_cdi_document_and_registry(tmp_path: Path) -> None:
+    spec = CDISpec("example.com/widget", [CDIDeviceSpec("w0", [DeviceNode("/dev/w0", "/dev/w0", "rw")],
+                                                        {"W": "0"}, [Mount("/c", "/h", read_only=True)])],
+                   common_device_nodes=[DeviceNode.same_path("/dev/wctl")])
+    doc = spec_document(spec)
+    assert doc["devices"][0]["containerEdits"] == {
+        "deviceNodes": [{"path": "/dev/w0", "hostPath": "/dev/w0", "permissions": "rw"}],
+        "env": ["W=0"],
+        "mounts": [{"hostPath": "/h", "containerPath": "/c", "options": ["ro", "nosuid", "nodev", "bind"]}],
+    }
+    assert doc["containerEdits"]["deviceNodes"][0]["path"] == "/dev/wctl"
+    registry = CDIRegistry(tmp_path / "cdi")
+    registry.publish("t", [spec])
+    written = json.loads(registry.file_for("t", "example.com/widget").read_text())
+    assert written == doc
+    assert registry.problem("t", ["example.com/widget=w0"]) is None
+    assert "holds example.com/widget=w9" in registry.problem("t", ["example.com/widget=w9"])
+    assert registry.problem("t", ["other.com/gpu=0"]) is None  # another tool's kind: not ours to check
+    registry.publish("t", [CDISpec("Bad Kind", [])])
+    assert "is not vendor/class" in registry.problem("t", ["example.com/widget=w0"])

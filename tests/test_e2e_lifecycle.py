@@ -190,8 +190,8 @@ def test_a_reload_that_turns_pre_start_on_registers_again_with_the_new_options(k
             host.reload(new)
             again = kubelet.wait_registered(WIDGET, count=registrations)
             assert again.options.pre_start_required is pre_start
-            view = kubelet.wait_devices(WIDGET, lambda v: v.stream_open and v.allocatable == 4 and
-                                        v.options is not None and v.options.pre_start_required is pre_start,
+            view = kubelet.wait_devices(WIDGET, lambda v, want=pre_start: v.stream_open and v.allocatable == 4 and
+                                        v.options is not None and v.options.pre_start_required is want,
                                         what="the new stream")
             assert view.options.pre_start_required is pre_start
         # pre_start is the driver's, so its other resource registered again too.

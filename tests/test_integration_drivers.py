@@ -10,9 +10,8 @@ import importlib.util
 import time
 
 import pytest
-from fake_apiserver import FakeApiServer
 
-from multidp.testing import KubeletStandIn, running_host
+from multidp.testing import FakeApiServer, KubeletStandIn, running_host
 
 pytestmark = pytest.mark.skipif(
     not all(importlib.util.find_spec(m) for m in ("multidp_rdma", "multidp_fpga")),

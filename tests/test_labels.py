@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 import yaml
-from fake_apiserver import FakeApiServer
 
 from multidp.cli.commands import driver_report
 from multidp.config.bylabel import merge, parse_config_by_label, select
@@ -21,7 +20,7 @@ from multidp.errors import ConfigError
 from multidp.hookspecs import hookimpl
 from multidp.host.labels import overrides_from
 from multidp.plugins.registry import PluginRegistry
-from multidp.testing import KubeletStandIn, SampleConfig, SamplePlugin, running_host, wait_until
+from multidp.testing import FakeApiServer, KubeletStandIn, SampleConfig, SamplePlugin, running_host, wait_until
 from multidp.testing.host import make_settings
 
 WIDGET = "example.com/widget"

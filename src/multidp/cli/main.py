@@ -45,7 +45,7 @@ from multidp.cli.logsetup import setup_logging  # noqa: E402
 from multidp.config.settings import Settings, load_settings, parse_bool, parse_driver_list  # noqa: E402
 from multidp.errors import ConfigError  # noqa: E402
 
-log = logging.getLogger("multidp")
+log = logging.getLogger(__name__)
 
 def _bool_flag(text: str) -> bool:
     try:

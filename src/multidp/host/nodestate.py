@@ -19,7 +19,7 @@ from multidp.host.labels import Labels, Overrides, overrides_from
 from multidp.names import LABEL_PREFIX
 from multidp.plugins.factory import DriverFactory
 
-log = logging.getLogger("multidp.host.host")
+log = logging.getLogger(__name__)
 
 
 class NodeState:

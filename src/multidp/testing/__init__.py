@@ -6,7 +6,6 @@ A driver's tests import only :mod:`multidp` and this package.
 - :func:`running_host`: a whole multidp host in-process, pointed at a stand-in.
 - :func:`create_driver`, :func:`driver_config`: a driver, or its config, made
   as the host makes them on a node.
-- :func:`run_command`: the ``multidp`` command in-process.
 - :data:`v1beta1` and helpers: the wire messages, for talking to an endpoint.
 - :class:`SamplePlugin`: a small in-memory driver (not an installed entry point).
 - The pytest plugin (:mod:`multidp.testing.plugin`, loaded automatically once
@@ -22,16 +21,18 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 from multidp.host.host import Host  # noqa: E402
 from multidp.plugins.registry import PluginInfo, PluginRegistry  # noqa: E402
 from multidp.serving.sockets import socket_name  # noqa: E402
+from multidp.testing.apiserver import FakeApiServer  # noqa: E402
 from multidp.testing.dists import fake_distribution  # noqa: E402
 from multidp.testing.drivers import create_driver, driver_config
 from multidp.testing.host import running_host
 from multidp.testing.kubelet import AllocationFailed, KubeletStandIn, ResourceView
 from multidp.testing.sample import SampleConfig, SampleDriver, SampleHardware, SamplePlugin
-from multidp.testing.util import run_command, short_socket_dir, wait_until
+from multidp.testing.util import percentile, short_socket_dir, wait_until
 from multidp.testing.wire import allocate_request, preferred_request, response_dict, v1beta1, v1beta1_grpc
 
 __all__ = [
     "AllocationFailed",
+    "FakeApiServer",
     "Host",
     "KubeletStandIn",
     "PluginInfo",
@@ -45,9 +46,9 @@ __all__ = [
     "create_driver",
     "driver_config",
     "fake_distribution",
+    "percentile",
     "preferred_request",
     "response_dict",
-    "run_command",
     "running_host",
     "short_socket_dir",
     "socket_name",

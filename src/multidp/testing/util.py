@@ -1,4 +1,4 @@
-"""Small helpers for tests: waiting for state without a condition, short socket dirs."""
+"""Small helpers for tests: waiting for state without a condition, short socket dirs, percentiles."""
 
 from __future__ import annotations
 
@@ -25,11 +25,8 @@ def short_socket_dir(prefix: str = "mdp") -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix, dir=base))
 
 
-def run_command(*argv: str) -> int:
-    """The ``multidp`` command in this process (``run_command("devices", "--json")``); its exit code.
 
-    Output goes to this process's stdout and stderr (pytest's ``capsys`` reads it).
-    """
-    from multidp.cli.main import main  # the command's modules only when a test runs one
-
-    return main(list(argv))
+def percentile(values: list[float], q: float) -> float:
+    """The ``q``-th percentile (0 to 100) of ``values``: the nearest sample, none interpolated."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]

@@ -1,4 +1,10 @@
-"""A local stand-in for the Kubernetes API server: one Node, its GET and its watch stream.
+"""A fake Kubernetes API server, for testing node-label mode without a cluster.
+
+:class:`FakeApiServer` serves one Node on 127.0.0.1 (a free port) from a thread
+of its own, and writes a kubeconfig that points at it: the host's real
+lightkube client reads and watches the Node's labels as it would on a node.
+multidp's node-label tests and ``bench/run.py`` use it; so may a driver's tests
+that turn it on and off by label.
 
 Enough of the real protocol for lightkube: GET /api/v1/nodes/<name> answers the
 Node; GET /api/v1/nodes?watch=true&fieldSelector=metadata.name=<name> streams
@@ -12,10 +18,17 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 
 class FakeApiServer(ThreadingHTTPServer):
+    """One Node named ``node`` with ``labels``, served from the moment it is made; :meth:`close` when done.
+
+    ``url`` is its address, :meth:`kubeconfig` a kubeconfig for it (``KUBECONFIG``). Tests may change
+    ``forbidden`` (True: every request answered 403) and read ``requests`` (every path asked for).
+    """
+
     daemon_threads = True
 
     def __init__(self, node: str, labels: dict[str, str] | None = None) -> None:
@@ -33,7 +46,8 @@ class FakeApiServer(ThreadingHTTPServer):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}"
 
-    def node_object(self) -> dict:
+    def node_object(self) -> dict[str, Any]:
+        """The Node as the API server answers it (its labels, its resourceVersion)."""
         return {"apiVersion": "v1", "kind": "Node",
                 "metadata": {"name": self.node, "resourceVersion": str(self.version), "labels": dict(self.labels)}}
 
@@ -51,11 +65,13 @@ class FakeApiServer(ThreadingHTTPServer):
             self.cond.notify_all()
 
     def drop_watches(self) -> None:
+        """End every open watch as a broken connection would (the client must watch again)."""
         with self.cond:
             self._generation += 1
             self.cond.notify_all()
 
     def kubeconfig(self, directory: Path) -> Path:
+        """Write a kubeconfig for this server into ``directory``; its path."""
         path = directory / "kubeconfig"
         path.write_text(json.dumps({
             "apiVersion": "v1", "kind": "Config", "current-context": "test",
@@ -66,6 +82,7 @@ class FakeApiServer(ThreadingHTTPServer):
         return path
 
     def close(self) -> None:
+        """Drop the watches, stop serving and close the socket."""
         self.drop_watches()
         self.shutdown()
         self.server_close()
@@ -94,7 +111,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._watch(int(query.get("resourceVersion", ["0"])[0]))
         return self._json(404, {"kind": "Status", "code": 404, "message": "not found"})
 
-    def _json(self, code: int, body: dict) -> None:
+    def _json(self, code: int, body: dict[str, Any]) -> None:
         data = json.dumps(body).encode()
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
@@ -112,7 +129,11 @@ class _Handler(BaseHTTPRequestHandler):
             generation, sent = api._generation, since
         while True:
             with api.cond:
-                api.cond.wait_for(lambda last=sent: api.version > last or api._generation != generation, timeout=30)
+
+                def changed(last: int = sent) -> bool:
+                    return api.version > last or api._generation != generation
+
+                api.cond.wait_for(changed, timeout=30)
                 if api._generation != generation:
                     self.close_connection = True
                     return  # dropped: no terminating chunk, as a broken connection

@@ -1,0 +1,30 @@
+"""multidp.serving.resource: snapshot versions change only for what the kubelet sees; replicas."""
+
+from __future__ import annotations
+
+from snapshot_helpers import snapshot_of
+
+from multidp.model import Device, Health
+from multidp.serving.contract import allocation_requests
+from multidp.serving.resource import ResourceState
+
+
+def test_snapshot_versions_change_only_for_what_the_kubelet_sees():
+    state = ResourceState("example.com/w", "t")
+    assert state.update([Device("a"), Device("b", numa_nodes=(1,))])
+    first = state.snapshot.version
+    assert not state.update([Device("a", info={"model": "x"}), Device("b", numa_nodes=(1,), reason="note")])
+    assert state.snapshot.version == first
+    assert state.snapshot.by_id["a"].info == {"model": "x"}
+    assert state.update([Device("a", health=Health.UNHEALTHY), Device("b", numa_nodes=(1,))])
+    assert state.mark_unhealthy("scan failed") is True
+    assert all(d.reason == "scan failed" for _, d in state.snapshot.advertised())
+    assert state.withdraw() == state.snapshot.version and state.snapshot.ids == ()
+
+
+def test_replicas_are_advertised_and_map_back():
+    snap = snapshot_of(Device("gpu-0", replicas=3), Device("gpu-1"))
+    assert snap.ids == ("gpu-0::0", "gpu-0::1", "gpu-0::2", "gpu-1")
+    [request] = allocation_requests("r", snap, [["gpu-0::2", "gpu-1", "gpu-0::0", "gpu-1"]])
+    assert request.device_ids == ("gpu-0", "gpu-1")
+    assert request.requested_ids == ("gpu-0::2", "gpu-1", "gpu-0::0")
