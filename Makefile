@@ -23,9 +23,10 @@ test: lint typecheck pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench $(DRIVERS)
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
-	$(BIN)/mypy src/multidp
+	$(BIN)/mypy src/multidp $(foreach d,$(DRIVERS),$(d)/src)
 
 # Each test folder runs on its own: the drivers' tests are separate distributions.
 pytest: $(STAMP)

@@ -11,6 +11,7 @@ recorded H100 snapshot, fake /sys and /dev trees): the same path, the same repor
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -25,16 +26,33 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import grpc
-from multidp.api import pb, pb_grpc
-from multidp.testing import KubeletStandIn, running_host, short_socket_dir
+from multidp.testing import (
+    KubeletStandIn,
+    allocate_request,
+    percentile,
+    running_host,
+    short_socket_dir,
+    v1beta1,
+    v1beta1_grpc,
+)
 
 import multidp_nvidia.plugin as plugin
 from multidp_nvidia import machines
 
 HERE = Path(__file__).parent
-sys.path.insert(0, str(HERE.parents[1] / "bench"))
-import minimal_plugin  # noqa: E402 - bench/: the baseline the Allocate bar is measured against
-from measure import percentile  # noqa: E402
+
+
+def _load_minimal_plugin() -> Any:
+    """bench/minimal_plugin.py, the bench's baseline, loaded from its file (it is a script, not a package)."""
+    path = HERE.parents[1] / "bench" / "minimal_plugin.py"
+    spec = importlib.util.spec_from_file_location("bench_minimal_plugin", path)
+    assert spec is not None and spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+minimal_plugin = _load_minimal_plugin()
 
 FIXTURES = HERE / "tests" / "fixtures"
 CONFIGS = {
@@ -54,7 +72,7 @@ UNRECORDED = {
 }
 
 
-def answer(r: pb.ContainerAllocateResponse) -> dict[str, Any]:
+def answer(r: v1beta1.ContainerAllocateResponse) -> dict[str, Any]:
     return {"envs": dict(r.envs), "annotations": dict(r.annotations),
             "mounts": [{"container_path": m.container_path, "host_path": m.host_path, "read_only": m.read_only}
                        for m in r.mounts],
@@ -64,7 +82,7 @@ def answer(r: pb.ContainerAllocateResponse) -> dict[str, Any]:
 
 
 def allocate(stub: Any, containers: list[list[str]]) -> tuple[str, Any]:
-    request = pb.AllocateRequest(container_requests=[pb.ContainerAllocateRequest(devices_ids=c) for c in containers])
+    request = allocate_request(*containers)
     try:
         return "ok", stub.Allocate(request, timeout=10)
     except grpc.RpcError as exc:
@@ -73,7 +91,7 @@ def allocate(stub: Any, containers: list[list[str]]) -> tuple[str, Any]:
 
 class Baseline(NamedTuple):
     server: grpc.Server
-    plugin: minimal_plugin.Plugin
+    plugin: Any  # bench/minimal_plugin.py's Plugin
 
     def stop(self) -> None:
         self.plugin.stop.set()  # ends its ListAndWatch, whose pool thread would otherwise outlive us
@@ -81,14 +99,14 @@ class Baseline(NamedTuple):
 
 
 def start_baseline(kubelet: KubeletStandIn, directory: Path) -> Baseline:
-    """bench/minimal_plugin.py's servicer, served and registered in this process as multidp is."""
+    """The minimal plugin (bench/minimal_plugin.py's servicer), served and registered in this process as multidp is."""
     server = grpc.server(ThreadPoolExecutor(8))
     plugin = minimal_plugin.Plugin(1)
-    pb_grpc.add_DevicePluginServicer_to_server(plugin, server)
+    v1beta1_grpc.add_DevicePluginServicer_to_server(plugin, server)
     server.add_insecure_port(f"unix:{directory / 'minimal.sock'}")
     server.start()
     with grpc.insecure_channel(f"unix:{directory / 'kubelet.sock'}") as channel:
-        pb_grpc.RegistrationStub(channel).Register(pb.RegisterRequest(
+        v1beta1_grpc.RegistrationStub(channel).Register(v1beta1.RegisterRequest(
             version="v1beta1", endpoint="minimal.sock", resource_name=minimal_plugin.RESOURCE), timeout=10)
     kubelet.wait_registered(minimal_plugin.RESOURCE)
     return Baseline(server, plugin)
@@ -109,9 +127,9 @@ def paired_latency(directory: Path, endpoint: str, device: str) -> dict[str, Any
 
 def latency_client(ours: str, our_device: str, minimal: str, minimal_device: str, blocks: int = 20,
                    per_block: int = 150, warm_up: int = 200) -> dict[str, Any]:
-    stubs = {who: pb_grpc.DevicePluginStub(grpc.insecure_channel(f"unix:{path}"))
+    stubs = {who: v1beta1_grpc.DevicePluginStub(grpc.insecure_channel(f"unix:{path}"))
              for who, path in (("multidp", ours), ("minimal", minimal))}
-    requests = {who: pb.AllocateRequest(container_requests=[pb.ContainerAllocateRequest(devices_ids=[device])])
+    requests = {who: allocate_request([device])
                 for who, device in (("multidp", our_device), ("minimal", minimal_device))}
     samples: dict[str, list[float]] = {"multidp": [], "minimal": []}
     for who in samples:
@@ -160,8 +178,8 @@ def run(name: str, work: Path, nvidia: Any = plugin, section_extra: dict[str, An
                 stub = kubelet.stub(res)
                 for label, n in ((res, 1), (f"{res}#all", len(ids))):
                     t0 = time.perf_counter()
-                    request = pb.PreferredAllocationRequest(container_requests=[
-                        pb.ContainerPreferredAllocationRequest(available_deviceIDs=ids, allocation_size=n)])
+                    request = v1beta1.PreferredAllocationRequest(container_requests=[
+                        v1beta1.ContainerPreferredAllocationRequest(available_deviceIDs=ids, allocation_size=n)])
                     pref = stub.GetPreferredAllocation(request, timeout=10)
                     pref_ms = 1000 * (time.perf_counter() - t0)
                     picked = list(pref.container_responses[0].deviceIDs)

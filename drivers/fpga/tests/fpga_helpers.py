@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from multidp.model import AllocationRequest, Device
+from multidp import AllocationRequest, Device
 
 from multidp_fpga.driver import FpgaDriver
 

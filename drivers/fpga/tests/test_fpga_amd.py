@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 import pytest
-from multidp.model import Health
+from multidp import Health
 
 from fpga_helpers import U200, U200_RES, U250, U250_RES, allocate, by_id, ids, nodes_of
 from multidp_fpga.amd import qdma_instance

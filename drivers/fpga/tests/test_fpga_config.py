@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import pytest
-from multidp.config.sections import convert_section, driver_section
-from multidp.errors import ConfigError
+from multidp import ConfigError
+from multidp.testing import driver_config
 
 from multidp_fpga import plugin
 from multidp_fpga.config import FpgaConfig, validate
 
 
 def convert(section: dict, environ: dict | None = None) -> FpgaConfig:
-    config_type = plugin.multidp_config_type()
-    _, own = driver_section("fpga", section, environ or {}, config_type)
-    return validate(convert_section("fpga", own, config_type, "test.yaml"))
+    return validate(driver_config(plugin, section, name="fpga", environ=environ or {}, source="test.yaml"))
 
 
 def test_defaults():

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from multidp.api import pb
-from multidp.names import socket_name
+from multidp.testing import preferred_request, socket_name
 
 import multidp_fpga.plugin
 from fpga_helpers import (
@@ -105,8 +104,7 @@ def test_preferred_allocation_packs_by_numa(kubelet, multidp_host, node):
         node.dfl_card(f"0000:{0x5e + i:02x}:00.0", IFACE, [AFU], numa=numa)
     start(multidp_host, node)
     view = kubelet.wait_devices(AF_IFACE_AFU, lambda v: v.capacity == 4)
-    request = pb.PreferredAllocationRequest(container_requests=[pb.ContainerPreferredAllocationRequest(
-        available_deviceIDs=list(view.devices), allocation_size=2)])
+    request = preferred_request(list(view.devices), 2)
     answer = kubelet.stub(AF_IFACE_AFU).GetPreferredAllocation(request, timeout=5)
     picked = list(answer.container_responses[0].deviceIDs)
     assert len(picked) == 2

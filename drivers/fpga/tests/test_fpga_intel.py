@@ -6,8 +6,7 @@ import logging
 import os
 
 import pytest
-from multidp.errors import AllocationRefused
-from multidp.model import Health
+from multidp import AllocationRefused, Health
 
 from fpga_helpers import (
     AF_IFACE2_AFU2,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from multidp.names import resource_name_problem
+from multidp import resource_name_problem
 
 from fpga_helpers import AF_IFACE2_AFU2, AF_IFACE_AFU, AFU, AFU2, IFACE, IFACE2
 from multidp_fpga.naming import amd_resource, intel_af_resource, intel_region_resource

@@ -7,9 +7,8 @@ import os
 import subprocess
 import sys
 
-from multidp.driver import DriverContext
-from multidp.model import Health
-from multidp.plugins.registry import PluginRegistry
+from multidp import DriverContext, Health
+from multidp.testing import PluginRegistry
 
 from fpga_helpers import AF_IFACE_AFU, U200_RES, by_id
 from multidp_fpga import plugin
@@ -17,7 +16,7 @@ from multidp_fpga.config import FpgaConfig
 from multidp_fpga.simulate import FpgaSimulation
 
 # The console script's own code path, from this interpreter (whatever its bin folder holds).
-MULTIDP = [sys.executable, "-m", "multidp.cli.main"]
+MULTIDP = [sys.executable, "-m", "multidp"]
 
 
 def test_entry_point_is_installed_and_loads():

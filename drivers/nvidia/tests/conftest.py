@@ -11,9 +11,7 @@ from typing import Any
 
 import grpc
 import pytest
-from multidp.api import pb
-from multidp.host.host import Host
-from multidp.testing import KubeletStandIn
+from multidp.testing import Host, KubeletStandIn, allocate_request, preferred_request, v1beta1
 
 from multidp_nvidia.fake_nvml import FakeMachine, FakeNvml
 from multidp_nvidia.machines import write_host_files
@@ -48,8 +46,8 @@ class Node:
         self.kubelet.wait_devices(resource, lambda v: v.devices.get(device_id, ("",))[0] == health, timeout,
                                   f"{device_id} {health}")
 
-    def allocate(self, resource: str, *ids: str) -> pb.ContainerAllocateResponse:
-        request = pb.AllocateRequest(container_requests=[pb.ContainerAllocateRequest(devices_ids=list(ids))])
+    def allocate(self, resource: str, *ids: str) -> v1beta1.ContainerAllocateResponse:
+        request = allocate_request(list(ids))
         return self.kubelet.stub(resource).Allocate(request, timeout=10).container_responses[0]
 
     def allocate_error(self, resource: str, *ids: str) -> grpc.RpcError:
@@ -58,23 +56,9 @@ class Node:
         return caught.value
 
     def preferred(self, resource: str, available: list[str], size: int, must: list[str] | None = None) -> list[str]:
-        request = pb.PreferredAllocationRequest(container_requests=[pb.ContainerPreferredAllocationRequest(
-            available_deviceIDs=available, must_include_deviceIDs=must or [], allocation_size=size)])
+        request = preferred_request(available, size, must)
         answer = self.kubelet.stub(resource).GetPreferredAllocation(request, timeout=10)
         return list(answer.container_responses[0].deviceIDs)
-
-
-def response_dict(response: pb.ContainerAllocateResponse) -> dict[str, Any]:
-    """An Allocate answer in the recordings' shape."""
-    return {
-        "envs": dict(response.envs),
-        "annotations": dict(response.annotations),
-        "mounts": [{"container_path": m.container_path, "host_path": m.host_path, "read_only": m.read_only}
-                   for m in response.mounts],
-        "devices": [{"container_path": d.container_path, "host_path": d.host_path, "permissions": d.permissions}
-                    for d in response.devices],
-        "cdi_devices": [c.name for c in response.cdi_devices],
-    }
 
 
 @pytest.fixture

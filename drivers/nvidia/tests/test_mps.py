@@ -10,13 +10,14 @@ import grpc
 import msgspec
 import pytest
 from multidp import ConfigError
+from multidp.testing import response_dict
 
 from multidp_nvidia import machines
 from multidp_nvidia.config import NvidiaConfig
 from multidp_nvidia.mps import answer_parts
 from multidp_nvidia.settings import resolve
 
-from .conftest import poll_until, response_dict, write_yaml
+from .conftest import poll_until, write_yaml
 
 GPU = "nvidia.com/gpu"
 

@@ -15,11 +15,11 @@ from typing import Any
 
 import grpc
 import pytest
-from multidp.api import pb
+from multidp.testing import allocate_request, response_dict
 
 from multidp_nvidia.machines import recorded_h100
 
-from .conftest import Node, recording, response_dict, write_yaml
+from .conftest import Node, recording, write_yaml
 
 OTHER_VM_UUID = "GPU-eee1c3c8-424e-0171-d02a-a13648e847f7"
 
@@ -112,8 +112,7 @@ def _check_bad_input(node: Node, rec: dict[str, Any]) -> None:
         "many_containers": [[known] for _ in range(64)],
     }
     for case in rec["bad_input"]:
-        request = pb.AllocateRequest(container_requests=[pb.ContainerAllocateRequest(devices_ids=ids)
-                                                         for ids in cases[case["case"]]])
+        request = allocate_request(*cases[case["case"]])
         try:
             answer = stub.Allocate(request, timeout=10)
         except grpc.RpcError as exc:

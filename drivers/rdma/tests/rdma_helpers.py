@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import logging
+import os
+import subprocess
+import sys
 from typing import Any
 
-from multidp.config.sections import convert_section
-from multidp.driver import DriverContext
+from multidp.testing import create_driver as create_on_node
 
 import multidp_rdma.plugin
 from multidp_rdma.driver import RdmaDriver
@@ -15,12 +16,17 @@ from multidp_rdma.faketree import FakeRdmaNode
 LOGGER = "multidp.driver.rdma"
 
 
+def multidp_command(*args: str, **variables: str) -> subprocess.CompletedProcess[str]:
+    """``multidp ARGS`` in a process of its own, as an operator runs it (MULTIDP_* only from ``variables``)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MULTIDP_")}
+    env.update(GRPC_VERBOSITY="ERROR", **variables)
+    return subprocess.run([sys.executable, "-m", "multidp", *args], env=env, capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
 def create_driver(fake: FakeRdmaNode | Any, **config: Any) -> RdmaDriver:
-    """A driver over ``fake`` (anything with ``sys`` and ``dev`` paths), its config validated as the host does."""
-    converted = convert_section("rdma", dict(config), multidp_rdma.plugin.multidp_config_type(), None)
-    context = DriverContext(name="rdma", config=converted, sysfs_root=fake.sys, dev_root=fake.dev,
-                            log=logging.getLogger(LOGGER))
-    driver = multidp_rdma.plugin.multidp_create_driver(context=context)
+    """A driver over ``fake`` (anything with ``sys`` and ``dev`` paths), created as the host creates it."""
+    driver = create_on_node(multidp_rdma.plugin, config, name="rdma", sysfs_root=fake.sys, dev_root=fake.dev)
     assert isinstance(driver, RdmaDriver)
     return driver
 

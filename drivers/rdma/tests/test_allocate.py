@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from multidp.errors import AllocationRefused
-from multidp.model import AllocationRequest, PreferenceRequest
+from multidp import AllocationRefused, AllocationRequest, PreferenceRequest
 from rdma_helpers import create_driver
 
 from multidp_rdma.allocation import env_key

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from multidp.model import AllocationRequest
+from multidp import AllocationRequest
 from rdma_helpers import LOGGER, device, health
 
 from multidp_rdma.discovery import discover

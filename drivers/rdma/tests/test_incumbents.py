@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from multidp.config.sections import convert_section
-from multidp.errors import ConfigError
-from rdma_helpers import LOGGER, create_driver, health
+from multidp import ConfigError
+from multidp.testing import driver_config
+from rdma_helpers import LOGGER, create_driver, health, multidp_command
 
+import multidp_rdma.plugin
 from multidp_rdma.config import RdmaConfig, resolve_pools
 from multidp_rdma.faketree import FakeRdmaNode
 
@@ -85,7 +86,7 @@ SRIOV_NATIVE = {"pools": [
 
 
 def _config(**section: Any) -> RdmaConfig:
-    config = convert_section("rdma", dict(section), RdmaConfig, None)
+    config = driver_config(multidp_rdma.plugin, section, name="rdma")
     assert isinstance(config, RdmaConfig)
     return config
 
@@ -228,14 +229,14 @@ def test_config_file_with_pools_or_config_list_is_refused(tmp_path: Path) -> Non
     assert _refusal(tmp_path, MELLANOX, configList=[]).startswith("configFile and configList: give only one")
 
 
-def test_config_check_reports_a_bad_file_like_any_rdma_config_error(tmp_path: Path, capsys) -> None:
-    from multidp.cli.main import main
-
+def test_config_check_reports_a_bad_file_like_any_rdma_config_error(tmp_path: Path) -> None:
     bad = _file(tmp_path, '{"resourceList": [{"resourceName": "a", "selectors": {"isRdma": true, "vendor": []}}]}')
     config = tmp_path / "multidp.yaml"
     config.write_text(f"drivers:\n  rdma:\n    configFile: {bad}\n")
-    assert main(["config", "check", "--config", str(config), "--drivers", "rdma"]) == 2
+    result = multidp_command("config", "check", "--config", str(config), "--drivers", "rdma")
+    assert result.returncode == 2
     assert (f"driver rdma: bad config: drivers.rdma: configFile: {bad}: resourceList[0].selectors: Object contains "
-            f"unknown field `vendor` (in {config})") in capsys.readouterr().err
+            f"unknown field `vendor` (in {config})") in result.stderr
     config.write_text(f"drivers:\n  rdma:\n    configFile: {_file(tmp_path, MELLANOX, 'good.json')}\n")
-    assert main(["config", "check", "--config", str(config), "--drivers", "rdma"]) == 0
+    result = multidp_command("config", "check", "--config", str(config), "--drivers", "rdma")
+    assert result.returncode == 0, result.stderr

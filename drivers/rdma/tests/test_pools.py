@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from multidp.errors import ConfigError
-from rdma_helpers import create_driver, device, health
+from multidp import ConfigError
+from rdma_helpers import create_driver, device, health, multidp_command
 
 from multidp_rdma.faketree import FakeRdmaNode
 
@@ -153,9 +153,8 @@ def test_bad_config_names_the_key(standard: FakeRdmaNode, config: dict[str, Any]
 
 
 def test_config_check_catches_what_driver_creation_catches(tmp_path) -> None:
-    from multidp.cli.main import main
-
     config = tmp_path / "multidp.yaml"
     config.write_text("drivers:\n  rdma:\n    pools:\n      - resourceName: hca\n"
                       "        selectors: {vendors: [mellanox]}\n")
-    assert main(["config", "check", "--config", str(config), "--drivers", "rdma"]) == 2
+    result = multidp_command("config", "check", "--config", str(config), "--drivers", "rdma")
+    assert result.returncode == 2, result.stderr

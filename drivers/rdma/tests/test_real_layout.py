@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from types import SimpleNamespace
 
-from multidp.model import AllocationRequest
+from multidp import AllocationRequest
 from rdma_helpers import device, health
 
 IB = "devices/pci0000:3a/0000:3a:00.0/0000:3b:00.0"

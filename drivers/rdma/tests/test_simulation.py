@@ -6,9 +6,7 @@ import json
 from importlib.metadata import entry_points
 from pathlib import Path
 
-import pytest
-from multidp.cli.main import main
-from rdma_helpers import health
+from rdma_helpers import health, multidp_command
 
 import multidp_rdma.plugin
 from multidp_rdma.faketree import RdmaSimulation
@@ -34,12 +32,10 @@ def test_simulation_fault_is_a_port_going_down_in_sysfs(tmp_path: Path, make_dri
     assert set(health(driver.scan()).values()) == {"Healthy"}
 
 
-def test_devices_command_lists_simulated_devices(monkeypatch: pytest.MonkeyPatch,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setenv("MULTIDP_SIMULATE", "1")
-    monkeypatch.setenv("MULTIDP_DRIVERS", "rdma")
-    assert main(["devices", "--json"]) == 0
-    (entry,) = json.loads(capsys.readouterr().out)["drivers"]
+def test_devices_command_lists_simulated_devices() -> None:
+    result = multidp_command("devices", "--json", MULTIDP_SIMULATE="1", MULTIDP_DRIVERS="rdma")
+    assert result.returncode == 0, result.stderr
+    (entry,) = json.loads(result.stdout)["drivers"]
     assert entry["state"] == "ok"
     devices = entry["resources"]["rdma/hca"]
     assert {d["id"] for d in devices} == {"0000:3b:00.0", "0000:5e:00.0", "0000:86:00.0", "0000:86:00.2",

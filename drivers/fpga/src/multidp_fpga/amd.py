@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from multidp.model import DeviceNode, Mount
+from multidp import DeviceNode, Mount
 
 from multidp_fpga.inventory import Grant, Observed
 from multidp_fpga.naming import amd_resource
@@ -123,7 +123,7 @@ class AmdScanner:
             try:
                 instance = read_attribute(card.mgmt / "instance")
                 if not instance.isdigit():
-                    raise SysfsError(f"{card.mgmt / 'instance'} holds {instance!r}, not a number")
+                    raise SysfsError(card.mgmt / "instance", f"holds {instance!r}, not a number")
             except SysfsError as exc:
                 problems[f"mgmt:{address}"] = f"Alveo card {address}: management node left out: {exc}"
             else:

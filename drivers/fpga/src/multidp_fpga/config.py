@@ -9,8 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import msgspec
-from multidp.errors import ConfigError
-from multidp.names import resource_name_problem
+from multidp import ConfigError, resource_name_problem
 
 SECTION = "drivers.fpga"
 Mode = Literal["af", "region", "regiondevel"]

@@ -7,9 +7,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from multidp.driver import Driver
-from multidp.errors import AllocationRefused
-from multidp.model import AllocationRequest, ContainerAllocation, Device
+from multidp import AllocationRefused, AllocationRequest, ContainerAllocation, Device, Driver
 
 from multidp_fpga.amd import AmdScanner
 from multidp_fpga.config import FpgaConfig

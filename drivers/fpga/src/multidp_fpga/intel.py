@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from multidp.model import DeviceNode
+from multidp import DeviceNode
 
 from multidp_fpga.inventory import Grant, Observed
 from multidp_fpga.naming import REGION_MODE_ANNOTATION, REGION_MODE_VALUE, intel_af_resource, intel_region_resource

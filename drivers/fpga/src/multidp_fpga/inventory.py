@@ -14,8 +14,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from multidp.model import Device, DeviceNode, Health, Mount
-from multidp.names import resource_name_problem
+from multidp import Device, DeviceNode, Health, Mount, resource_name_problem
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from multidp import hookimpl
-from multidp.driver import Driver, DriverContext, Simulation
+from multidp import Driver, DriverContext, Simulation, hookimpl
 
 from multidp_fpga.config import FpgaConfig, validate
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from multidp.driver import Simulation
+from multidp import Simulation
 
 from multidp_fpga.fakesys import FakeNode
 from multidp_fpga.sysfs import ALL_F

@@ -12,18 +12,24 @@ import os
 import re
 from pathlib import Path
 
-#: A PCI function's sysfs name: domain:bus:device.function.
-PCI_ADDRESS = re.compile(r"^[0-9a-fA-F]{4,}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$")
+#: A PCI function's sysfs name as the kernel writes it ("%04x:%02x:%02x.%d"): domain (a 32-bit
+#: number, 4 to 8 hex digits), bus, device, function, in lowercase hex.
+PCI_ADDRESS = re.compile(r"^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 _HEX_UUID = re.compile(r"^[0-9a-f]{32}$")
 ALL_F = "f" * 32
 
-#: Attribute files are a page at most; ids and names are far shorter.
+#: A sysfs attribute is a page at most; anything longer is not one.
 MAX_ATTRIBUTE_BYTES = 4096
-_MAX_LINKS = 40
+_MAX_LINKS = 40  # the kernel's own limit on nested links
 
 
 class SysfsError(Exception):
-    """A sysfs attribute that is missing, unreadable or malformed; the message names the file."""
+    """A sysfs file that is missing, unreadable or malformed: ``str()`` is "<path> <problem>"."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"{path} {problem}")
 
 
 def read_attribute(path: Path) -> str:
@@ -32,17 +38,17 @@ def read_attribute(path: Path) -> str:
         with open(path, "rb") as handle:
             data = handle.read(MAX_ATTRIBUTE_BYTES + 1)
     except FileNotFoundError:
-        raise SysfsError(f"{path} is missing") from None
+        raise SysfsError(path, "is missing") from None
     except IsADirectoryError:
-        raise SysfsError(f"{path} is a directory, not an attribute file") from None
+        raise SysfsError(path, "is a directory, not an attribute file") from None
     except OSError as exc:
-        raise SysfsError(f"{path} cannot be read: {exc.strerror or exc}") from None
+        raise SysfsError(path, f"cannot be read: {exc.strerror or exc}") from None
     if len(data) > MAX_ATTRIBUTE_BYTES:
-        raise SysfsError(f"{path} is longer than {MAX_ATTRIBUTE_BYTES} bytes, not a sysfs attribute")
+        raise SysfsError(path, f"is longer than {MAX_ATTRIBUTE_BYTES} bytes, not a sysfs attribute")
     try:
         return data.decode("ascii").strip()
     except UnicodeDecodeError:
-        raise SysfsError(f"{path} holds bytes that are not ASCII text") from None
+        raise SysfsError(path, "holds bytes that are not ASCII text") from None
 
 
 def normalise_uuid(text: str) -> str:
@@ -55,7 +61,7 @@ def read_uuid(path: Path) -> str:
     value = normalise_uuid(read_attribute(path))
     if not _HEX_UUID.match(value):
         shown = value if len(value) <= 40 else value[:40] + "…"
-        raise SysfsError(f"{path} holds {shown!r}, not a 128-bit id (32 hex digits)")
+        raise SysfsError(path, f"holds {shown!r}, not a 128-bit id (32 hex digits)")
     return value
 
 

@@ -19,9 +19,16 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from multidp import AllocationRefused, AllocationRequest, ContainerAllocation, DeviceNode, Mount
-from multidp.model import CDIDeviceSpec, CDISpec
-from multidp.preferred import base_id
+from multidp import (
+    AllocationRefused,
+    AllocationRequest,
+    CDIDeviceSpec,
+    CDISpec,
+    ContainerAllocation,
+    DeviceNode,
+    Mount,
+    base_id,
+)
 
 from multidp_nvidia import elf, mps
 from multidp_nvidia.cdi_hooks import cdi_hooks

@@ -17,7 +17,7 @@ import posixpath
 from collections.abc import Sequence
 from pathlib import Path
 
-from multidp.model import CDIHook, Mount
+from multidp import CDIHook, Mount
 
 CREATE_CONTAINER = "createContainer"
 

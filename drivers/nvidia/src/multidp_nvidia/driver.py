@@ -15,9 +15,19 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from multidp import AllocationRequest, ContainerAllocation, Device, Driver, Health, Notify, PreferenceRequest
-from multidp.model import CDISpec
-from multidp.preferred import base_id, pack_replicas, spread_replicas
+from multidp import (
+    AllocationRequest,
+    CDISpec,
+    ContainerAllocation,
+    Device,
+    Driver,
+    Health,
+    Notify,
+    PreferenceRequest,
+    base_id,
+    pack_replicas,
+    spread_replicas,
+)
 
 from multidp_nvidia import answers
 from multidp_nvidia.discovery import Machine, discover

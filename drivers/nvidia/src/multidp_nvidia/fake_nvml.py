@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
-import pynvml
+import pynvml  # type: ignore[import-untyped]  # nvidia-ml-py ships neither stubs nor py.typed
 
 from multidp_nvidia.fake_hardware import CI_SLICES, H100_GI_PROFILES, FakeGpu, FakeMachine, FakeMig
 

@@ -12,8 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from multidp import ConfigError
-from multidp.names import resource_name_problem
+from multidp import ConfigError, resource_name_problem
 
 KEY = "drivers.nvidia"
 RESOURCE_PREFIX = "nvidia.com"

@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import pynvml
+import pynvml  # type: ignore[import-untyped]  # nvidia-ml-py ships neither stubs nor py.typed
 
 from multidp_nvidia.fake_nvml import FakeGpu, FakeMachine, FakeMig
 
@@ -30,7 +30,7 @@ def load_snapshot() -> dict[str, Any]:
 
 
 def recorded_h100(uuid: str | None = None) -> FakeMachine:
-    """The H100 of shared/fixtures/h100 as NVML reported it (optionally with another UUID)."""
+    """The recorded H100 (data/h100_nvml_snapshot.json) as NVML reported it (optionally with another UUID)."""
     snap = load_snapshot()
     dev = snap["devices"][0]
     gpu = FakeGpu(

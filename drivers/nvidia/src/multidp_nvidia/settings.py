@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from multidp import ConfigError
-from multidp.names import DNS1123_SUBDOMAIN
+from multidp import DNS1123_SUBDOMAIN, ConfigError
 
 from multidp_nvidia.config import DEFAULT_IGNORED_XIDS, Flags, NvidiaConfig, NvidiaFileConfig, PluginFlags
 from multidp_nvidia.layering import KEY, RESOURCE_PREFIX, checked_name, pick, plain_root

@@ -13,8 +13,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from multidp.errors import AllocationRefused
-from multidp.model import ContainerAllocation, DeviceNode
+from multidp import AllocationRefused, ContainerAllocation, DeviceNode
 
 from multidp_rdma.config import Pool
 from multidp_rdma.health import node_exists

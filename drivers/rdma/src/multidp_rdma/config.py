@@ -125,12 +125,14 @@ def _from_periodic(seconds: int, where: str, notes: list[str]) -> float:
 def resolve_pools(config: RdmaConfig) -> list[Pool]:
     """The configured pools, or the default one (the config was checked when it was built)."""
     if config.pools is None:
-        return [Pool(DEFAULT_RESOURCE, DEFAULT_PREFIX, "hca", False, 1, False, (Selection(),), default=True)]
+        return [Pool(resource=DEFAULT_RESOURCE, prefix=DEFAULT_PREFIX, short_name="hca", shared=False, replicas=1,
+                     include_issm=False, selections=(Selection(),), default=True)]
     pools: list[Pool] = []
     for pool in config.pools:
         shared = pool.mode == "shared"
         replicas = pool.rdma_hca_max if pool.rdma_hca_max is not None else DEFAULT_HCA_MAX
         prefix, _, short = pool.resource.partition("/")
-        pools.append(Pool(pool.resource, prefix, short, shared, replicas if shared else 1, pool.include_issm,
-                          pool.selections()))
+        pools.append(Pool(resource=pool.resource, prefix=prefix, short_name=short, shared=shared,
+                          replicas=replicas if shared else 1, include_issm=pool.include_issm,
+                          selections=pool.selections()))
     return pools

@@ -1,6 +1,6 @@
 """Discovery: every RDMA device under a sysfs root, with its PCI function, ports and char devices.
 
-Layout read (reference/rdma.md): ``class/infiniband/<dev>`` links into
+Layout read (the kernel's InfiniBand sysfs): ``class/infiniband/<dev>`` links into
 ``devices/``; ``<dev>/device`` leads to the PCI function, directly (older
 kernels) or through an auxiliary device such as ``mlx5_core.rdma.0`` whose
 parent is the function (kernels since 5.11); ``class/infiniband_verbs/uverbsN``

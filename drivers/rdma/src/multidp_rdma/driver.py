@@ -16,9 +16,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from multidp.driver import Driver, Notify
-from multidp.errors import AllocationRefused
-from multidp.model import AllocationRequest, ContainerAllocation, Device, Health, PreferenceRequest
+from multidp import (
+    AllocationRefused,
+    AllocationRequest,
+    ContainerAllocation,
+    Device,
+    Driver,
+    Health,
+    Notify,
+    PreferenceRequest,
+)
 
 from multidp_rdma.allocation import container_allocation
 from multidp_rdma.bindings import UdevWatch, VerbsReader

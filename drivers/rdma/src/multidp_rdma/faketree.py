@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from multidp.driver import Simulation
+from multidp import Simulation
 
 from multidp_rdma.inventory import PHYS_STATES, PORT_STATES
 

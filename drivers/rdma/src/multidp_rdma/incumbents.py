@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import msgspec
-from multidp.config.settings import split_validation_error
+from multidp import split_validation_error
 
 from multidp_rdma.poolconfig import PoolConfig, Selectors
 

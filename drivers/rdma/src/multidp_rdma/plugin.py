@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import multidp
-from multidp.driver import Driver, DriverContext, Simulation
+from multidp import Driver, DriverContext, Simulation
 
 from multidp_rdma.config import RdmaConfig, resolve_pools
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import msgspec
-from multidp.names import resource_name_problem
+from multidp import resource_name_problem
 
 from multidp_rdma.sysfs import PCI_ADDRESS
 
@@ -26,7 +26,7 @@ _LINK_TYPE_ALIASES = {
 }
 # "ens1f0", "ens1f0#3", "ens1f0#0-3", "ens1f0#0,2-7,9" (the SR-IOV plugin's syntax).
 _PF_RANGE = re.compile(r"^(?P<name>[^#]+)(?:#(?P<indices>\d+(?:-\d+)?(?:,\d+(?:-\d+)?)*))?$")
-_SHORT_PCI = re.compile(r"^[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$")
+_SHORT_PCI = re.compile(r"^[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")  # bus:device.function, matched lowercased
 
 
 class Selectors(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
@@ -128,9 +128,9 @@ class Selection:
     pfs_with_vfs: bool | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Pool:
-    """One resource this driver serves, ready to match devices (a device passing any selection)."""
+    """One resource this driver serves, ready to match devices (a device passing any selection; keywords only)."""
 
     resource: str
     prefix: str

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
 
-from multidp.model import PreferenceRequest
-from multidp.preferred import pack
+from multidp import PreferenceRequest, pack
 
 from multidp_rdma.inventory import PciFunction, RdmaDevice
 from multidp_rdma.poolconfig import PfName, Pool, Selection

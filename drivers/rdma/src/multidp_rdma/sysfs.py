@@ -13,14 +13,17 @@ import os
 import re
 from pathlib import Path
 
-PCI_ADDRESS = re.compile(r"^[0-9a-fA-F]{4,8}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$")
+# A PCI function's sysfs name as the kernel writes it ("%04x:%02x:%02x.%d"): domain (a 32-bit
+# number, 4 to 8 hex digits), bus, device, function, in lowercase hex.
+PCI_ADDRESS = re.compile(r"^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 _NUMBERED = re.compile(r"^\s*(\d+)\s*(?::\s*(\S.*?))?\s*$")
 # A sysfs attribute is a page at most; anything longer is not one.
 MAX_ATTRIBUTE_BYTES = 4096
+_MAX_LINKS = 40  # the kernel's own limit on nested links
 
 
 class SysfsError(Exception):
-    """A sysfs file that is missing, unreadable or malformed."""
+    """A sysfs file that is missing, unreadable or malformed: ``str()`` is "<path> <problem>"."""
 
     def __init__(self, path: Path, problem: str) -> None:
         self.path = path
@@ -29,7 +32,7 @@ class SysfsError(Exception):
 
 
 def read_text(path: Path) -> str:
-    """The attribute's text without its trailing newline."""
+    """The stripped text of one small sysfs attribute, or SysfsError naming the file."""
     try:
         with open(path, "rb") as handle:
             data = handle.read(MAX_ATTRIBUTE_BYTES + 1)
@@ -37,16 +40,14 @@ def read_text(path: Path) -> str:
         raise SysfsError(path, "is missing") from None
     except IsADirectoryError:
         raise SysfsError(path, "is a directory, not an attribute file") from None
-    except PermissionError:
-        raise SysfsError(path, "cannot be read: permission denied") from None
     except OSError as exc:
         raise SysfsError(path, f"cannot be read: {exc.strerror or exc}") from None
     if len(data) > MAX_ATTRIBUTE_BYTES:
         raise SysfsError(path, f"is longer than {MAX_ATTRIBUTE_BYTES} bytes, not a sysfs attribute")
     try:
-        return data.decode("utf-8").rstrip("\n").strip()
+        return data.decode("ascii").strip()
     except UnicodeDecodeError:
-        raise SysfsError(path, "does not hold text") from None
+        raise SysfsError(path, "holds bytes that are not ASCII text") from None
 
 
 def read_optional(path: Path) -> str | None:
@@ -132,7 +133,7 @@ class SysfsRoot:
     def resolve(self, path: Path) -> Path:
         """Where ``path`` leads after following links (the path itself if it is none)."""
         current = Path(os.path.realpath(path.parent)) / path.name
-        for _ in range(40):  # the kernel's own limit on nested links
+        for _ in range(_MAX_LINKS):
             try:
                 target = os.readlink(current)
             except OSError:
