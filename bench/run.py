@@ -9,7 +9,7 @@ Measured side by side with a minimal grpcio plugin (minimal_plugin.py):
   GetPreferredAllocation on the simulated 8-GPU NVLink machine;
 - resident memory with 50 resources, and with node-label mode on (lightkube against a local API server).
 
-Each figure is printed with the bar it is held to (design.md). Usage:
+Each figure is printed with the bar it is held to (docs/design.md, "Performance bars"). Usage:
   python bench/run.py [--sizes 1,1000,10000] [--calls 3000] [--restarts 10] [--json PATH]
 """
 

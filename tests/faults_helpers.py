@@ -130,7 +130,7 @@ class Daemon:
 
         Left out: watchdog's "queue_events() called when the thread is inactive", which
         watchdog itself logs at ERROR now and then when its observer stops (a race in
-        watchdog; see the report of issue 6). Its own test would be flaky, not strict.
+        watchdog's observer shutdown, not in multidp). Its own test would be flaky, not strict.
         """
         return [line for line in self.lines if (" ERROR " in line or "Traceback" in line)
                 and WATCHDOG_STOP_RACE not in line]

@@ -171,7 +171,7 @@ def test_the_schemas_are_strict_and_reach_into_the_pod_template() -> None:
 
 
 def test_deploy_root_renders_the_base() -> None:
-    """`kubectl kustomize deploy/` (issue 5's check) gives exactly the base."""
+    """`kubectl kustomize deploy/` gives exactly the base (so `kubectl apply -k deploy/` installs it)."""
     assert _render(DEPLOY) == _render(DEPLOY / "base")
 
 

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import ast
+import importlib
 import json
 import os
 import subprocess
@@ -129,3 +130,12 @@ def test_multidp_drivers_reports_the_version_problem(tmp_path):
     assert report["future"]["status"] == "failed"
     assert "written for multidp driver API 2.0" in report["future"]["reason"]
     assert f"offers {multidp.DRIVER_API_VERSION}" in report["future"]["reason"]
+
+
+def test_the_installed_drivers_declare_the_api_they_are_written_for():
+    registry = PluginRegistry()
+    for name in ("nvidia", "rdma", "fpga"):
+        info = registry.load([name])[0]
+        assert info.loaded, info.error
+        module = importlib.import_module(info.entry_point)
+        assert module.MULTIDP_DRIVER_API == multidp.DRIVER_API_VERSION

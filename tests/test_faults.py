@@ -1,4 +1,4 @@
-"""Faults a real node sees, against the real ``multidp run`` process (issue 6, part 3).
+"""Faults a real node sees, against the real ``multidp run`` process (docs/security.md).
 
 Each test starts the daemon as the DaemonSet does (a subprocess, its drivers
 found through entry points) and plays the kubelet with the stand-in. Every wait

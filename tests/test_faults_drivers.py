@@ -1,4 +1,4 @@
-"""Faults inside the host process: drivers that hang or raise, resources that come and go (issue 6, part 3).
+"""Faults inside the host process: drivers that hang or raise, resources that come and go (docs/security.md).
 
 What test_isolation.py and test_e2e_errors.py leave out: many calls hung at once
 (three times the driver's call workers), every RPC of the broken resource answered

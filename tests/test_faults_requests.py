@@ -1,4 +1,4 @@
-"""10,000 bad Allocate requests against the real ``multidp run`` process (issue 6, part 3).
+"""10,000 bad Allocate requests against the real ``multidp run`` process (docs/security.md).
 
 Every kind of bad request the error contract names, bytes that are no request
 at all, and what gRPC refuses itself, sent as raw bytes as a broken or hostile

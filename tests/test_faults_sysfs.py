@@ -1,4 +1,4 @@
-"""sysfs files vanishing mid-scan, under the real rdma and fpga drivers (issue 6, part 3).
+"""sysfs files vanishing mid-scan, under the real rdma and fpga drivers (docs/security.md).
 
 A thread deletes device directories, attribute files, class links and device
 nodes of some devices and puts them back, in a loop, while the host polls every

@@ -1,4 +1,4 @@
-"""The host with the real drivers (simulated hardware), as a node runs them: issue 5's label flip.
+"""The host with the real drivers (simulated hardware), as a node runs them: a node label flipped live.
 
 These need the drivers installed next to the host (``make test`` installs them);
 without them the tests are skipped, with the reason.

@@ -1,4 +1,4 @@
-"""Trees written by hand from reference/fpga.md, without the builder the other tests use.
+"""Trees written by hand from the sysfs layouts in drivers/fpga/README.md, without the builder the others use.
 
 The class entries and bus links are written both as the kernel writes them
 (relative) and as a tree copied with absolute links (``/sys/devices/...``)

@@ -1,4 +1,4 @@
-"""The error contract for Allocate and GetPreferredAllocation (design.md).
+"""The error contract for Allocate and GetPreferredAllocation (docs/design.md, "The error contract").
 
 Checked in this order, each failure an :class:`InvalidRequest` (INVALID_ARGUMENT)
 naming the resource and a few offending IDs with a count, with nothing in the

@@ -55,7 +55,7 @@ class ListEncoder:
     The first list of a 10,000-device resource and every list after a change
     must reach the kubelet within the 50 ms bar, which building 10,000
     protobuf messages does not meet (about 8 µs each). The v1beta1 layout of
-    these messages is fixed (reference/kubelet.md): ListAndWatchResponse.devices = 1;
+    these messages is fixed (the v1beta1 .proto in multidp/api): ListAndWatchResponse.devices = 1;
     Device.ID = 1, health = 2, topology = 3; TopologyInfo.nodes = 1; NUMANode.ID = 1
     (a varint, left out when 0 as proto3 does). Each device's entry is encoded
     once and reused while its ID, health and NUMA nodes stay the same; a test

@@ -1,6 +1,6 @@
 """A kubelet stand-in for tests: the kubelet's side of the Device Plugin API v1beta1.
 
-It behaves as the kubelet's device manager does (reference/kubelet.md): serves
+It behaves as the kubelet's device manager does (docs/design.md, "Endpoints and the kubelet"): serves
 Registration on ``kubelet.sock``; checks the version and the resource name and
 answers UNKNOWN when they are wrong; dials the plugin back (10 s) and asks
 GetDevicePluginOptions before Register returns; consumes ListAndWatch in the

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from multidp.driver import Driver, DriverContext, Simulation
-from multidp.hookspecs import hookimpl
+from multidp import DRIVER_API_VERSION, Driver, DriverContext, Simulation, hookimpl
 from multidp.testing.sample import SamplePlugin
 
+MULTIDP_DRIVER_API = DRIVER_API_VERSION  # shipped with the host: always the host's own version
 PLUGIN = SamplePlugin()
 
 

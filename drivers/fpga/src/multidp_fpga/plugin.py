@@ -8,6 +8,8 @@ from multidp import Driver, DriverContext, Simulation, hookimpl
 
 from multidp_fpga.config import FpgaConfig, validate
 
+MULTIDP_DRIVER_API = "1.0"  # the multidp driver API this plugin is written for
+
 
 @hookimpl
 def multidp_config_type() -> type:

@@ -20,6 +20,8 @@ from multidp_nvidia.driver import NvidiaDriver, NvmlUnavailable
 from multidp_nvidia.nvml import load_pynvml
 from multidp_nvidia.settings import resolve
 
+MULTIDP_DRIVER_API = "1.0"  # the multidp driver API this plugin is written for
+
 
 def create(context: DriverContext, nvml_source: Callable[[], Any] | None = None,
            recover_after: float | None = None) -> NvidiaDriver:

@@ -10,6 +10,8 @@ from multidp import Driver, DriverContext, Simulation
 
 from multidp_rdma.config import RdmaConfig, resolve_pools
 
+MULTIDP_DRIVER_API = "1.0"  # the multidp driver API this plugin is written for
+
 
 @multidp.hookimpl
 def multidp_config_type() -> Any:
