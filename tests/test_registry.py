@@ -86,3 +86,54 @@ def test_unknown_driver_names_list_the_installed_ones(site):
     with pytest.raises(UnknownDrivers, match=r"unknown driver\(s\): gpu \(installed: .*widgets"):
         selected_names(Settings(drivers=["widgets", "gpu"]), registry)
     assert selected_names(Settings(drivers=["widgets"]), registry) == ["widgets"]
+
+
+def test_an_unmarked_hook_is_refused_naming_the_decorator(site):
+    write_module(site, "unmarked_driver", """
+        def multidp_create_driver(context):
+            return None
+    """)
+    fake_distribution(site, "multidp-unmarked", {"unmarked": "unmarked_driver"})
+    info = PluginRegistry().load(["unmarked"])[0]
+    assert not info.loaded
+    assert info.error == ("invalid plugin: multidp_create_driver is not marked with @multidp.hookimpl, "
+                          "so the host would never call it")
+
+
+def test_an_unmarked_typo_is_refused_not_ignored(site):
+    write_module(site, "typo2_driver", """
+        from multidp import hookimpl
+
+        @hookimpl
+        def multidp_create_driver(context):
+            return None
+
+        def multidp_simulte(workdir):
+            return None
+    """)
+    fake_distribution(site, "multidp-typo2", {"typo2": "typo2_driver"})
+    info = PluginRegistry().load(["typo2"])[0]
+    assert not info.loaded
+    assert info.error.startswith("invalid plugin: multidp_simulte is not a multidp hook (the hooks: ")
+    assert "multidp_simulate" in info.error
+
+
+def test_other_names_with_the_prefix_are_left_alone(site):
+    write_module(site, "prefixed_driver", """
+        import multidp_sibling_module_that_is_not_callable as multidp_helpers  # noqa: F401
+        from multidp import hookimpl
+
+        MULTIDP_DRIVER_API = "1.0"
+        multidp_limit = 3
+
+
+        class multidp_Thing:  # a class is not a hook
+            pass
+
+        @hookimpl
+        def multidp_create_driver(context):
+            return None
+    """)
+    write_module(site, "multidp_sibling_module_that_is_not_callable", "X = 1\n")
+    fake_distribution(site, "multidp-prefixed", {"prefixed": "prefixed_driver"})
+    assert PluginRegistry().load(["prefixed"])[0].loaded

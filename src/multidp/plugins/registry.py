@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "multidp"
 API_VERSION_ATTRIBUTE = "MULTIDP_DRIVER_API"  # declared by a plugin module (or object)
+HOOK_PREFIX = f"{hookspecs.PROJECT}_"
+IMPL_MARK = f"{hookspecs.PROJECT}_impl"  # the attribute pluggy's HookimplMarker sets on a marked function
 
 
 @dataclass
@@ -82,6 +84,25 @@ def api_version_problem(plugin: Any) -> str | None:
     return None
 
 
+def hook_name_problem(plugin: Any) -> str | None:
+    """Why a ``multidp_*`` function of ``plugin`` would never be called, or None.
+
+    pluggy registers only functions marked with ``@multidp.hookimpl`` and, for
+    those, refuses unknown names; an unmarked function (a forgotten decorator,
+    a typo such as ``multidp_simulte``) it ignores without a word.
+    """
+    known = sorted(name for name in dir(hookspecs) if name.startswith(HOOK_PREFIX))
+    for attribute in sorted(dir(plugin)):
+        value = getattr(plugin, attribute, None) if attribute.startswith(HOOK_PREFIX) else None
+        if value is None or not callable(value) or isinstance(value, type):
+            continue
+        if attribute not in known:
+            return f"{attribute} is not a multidp hook (the hooks: {', '.join(known)})"
+        if not hasattr(value, IMPL_MARK):
+            return f"{attribute} is not marked with @multidp.hookimpl, so the host would never call it"
+    return None
+
+
 def _parse_version(value: Any) -> tuple[int, int] | None:
     if not isinstance(value, str):
         return None
@@ -135,6 +156,9 @@ class PluginRegistry:
         problem = api_version_problem(plugin)
         if problem:
             return self._refuse(info, f"cannot load: {problem}")
+        problem = hook_name_problem(plugin)
+        if problem:
+            return self._refuse(info, f"invalid plugin: {problem}")
         try:
             self.manager.register(plugin, name=name)
         except Exception as exc:  # noqa: BLE001 - pluggy's validation, or a plugin object that breaks it
