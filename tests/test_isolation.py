@@ -95,7 +95,8 @@ def test_invalid_resource_names_and_devices_are_refused_with_a_reason(kubelet, m
     multidp_host({"sample": SamplePlugin(Sloppy)})
     view = kubelet.wait_devices(WIDGET, lambda v: v.capacity == 4)
     assert sorted(view.devices) == ["widget-0", "widget-1", "widget-2", "widget-3"]
-    assert "resource 'not-a-resource-name' refused: it must contain exactly one '/'" in caplog.text
+    assert ("resource 'not-a-resource-name' refused: it is not an extended resource name: must contain exactly "
+            "one '/'") in caplog.text
     assert "device widget-0 is listed twice" in caplog.text
     assert "is a str, not a multidp Device" in caplog.text
     assert "has an empty or over-long ID (2000 bytes)" in caplog.text

@@ -102,7 +102,11 @@ class ResourceTable:
         the first by name serves it, taking it over if the other got there first."""
         claimed: dict[str, Sequence[Device]] = {}
         for resource, devices in inventory.items():
-            problem = resource_name_problem(resource) if isinstance(resource, str) else "is not a string"
+            if isinstance(resource, str):
+                name_problem = resource_name_problem(resource)
+                problem = f"it is not an extended resource name: {name_problem}" if name_problem else None
+            else:
+                problem = f"its name is a {type(resource).__name__}, not a string"
             owner = self._owner.get(resource)
             if problem is None and owner is not None and owner != driver:
                 if driver < owner:
@@ -113,11 +117,11 @@ class ResourceTable:
                     self.endpoints.pop(resource).stop(withdraw=False)
                     del self._owner[resource]
                 else:
-                    problem = f"is already served by driver {owner} (the first by name serves it)"
+                    problem = f"it is already served by driver {owner} (the first by name serves it)"
             if problem:
                 if (driver, str(resource)) not in self._refused:
                     self._refused.add((driver, str(resource)))
-                    log.error("driver %s: resource %r refused: it %s", driver, resource, problem)
+                    log.error("driver %s: resource %r refused: %s", driver, resource, problem)
                 continue
             claimed[resource] = devices
         return claimed
