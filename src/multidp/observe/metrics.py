@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -20,7 +18,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from multidp import __version__
 from multidp.model import Health
-from multidp.observe import probes
+from multidp.observe import httpserver, probes
+from multidp.observe.httpserver import Answer, BoundedHTTPServer
 
 if TYPE_CHECKING:
     from multidp.host.host import Host
@@ -84,68 +83,45 @@ class HostCollector:
         yield from (up, scans, failures, per_node)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: ObservabilityServer
-    timeout = 10  # seconds a client may stay silent before its connection (and thread) is dropped
+class ObservabilityServer:
+    """The HTTP server behind ``--metrics-address``: /metrics, /healthz and /readyz.
 
-    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
-        path = self.path.split("?", 1)[0]
-        if path == "/metrics":
-            self._send(200, generate_latest(self.server.registry), CONTENT_TYPE_LATEST)
-        elif path in ("/healthz", "/readyz"):
-            ok, detail = (probes.health if path == "/healthz" else probes.readiness)(self.server.host)
-            body = json.dumps({"ok": ok, **detail}, indent=1).encode()
-            self._send(200 if ok else 503, body, "application/json")
-        else:
-            self._send(404, b"not found: try /metrics, /healthz or /readyz\n", "text/plain")
-
-    def _send(self, code: int, body: bytes, content_type: str) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's signature
-        log.debug("http: " + format, *args)
-
-
-class ObservabilityServer(ThreadingHTTPServer):
-    """The HTTP server behind ``--metrics-address``.
-
-    It has no authentication (bind it to a trusted network); it bounds what a
-    client can hold: a silent connection is dropped after the handler's timeout,
-    and beyond ``MAX_CONNECTIONS`` at once new ones are closed unanswered.
+    It has no authentication (bind it to a trusted network). What a client can hold, and why
+    the probes stay answerable whatever other clients do, is :mod:`multidp.observe.httpserver`'s
+    business; the probes have their own lane, so they never wait behind a scrape.
     """
 
-    daemon_threads = True
-    MAX_CONNECTIONS = 16
+    MAX_CONNECTIONS = httpserver.MAX_CONNECTIONS
 
     def __init__(self, address: str, host: Host) -> None:
         bind_host, _, port = address.rpartition(":")
-        super().__init__((bind_host, int(port)), _Handler)
         self.host = host
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(HostCollector(host))
-        self._slots = threading.BoundedSemaphore(self.MAX_CONNECTIONS)
-        self._thread = threading.Thread(target=self.serve_forever, name="metrics", daemon=True)
+        lanes = {"probes": {"/healthz": self._health, "/readyz": self._readiness},
+                 "scrape": {"/metrics": self._metrics}}
+        self._http = BoundedHTTPServer((bind_host, int(port)), lanes, NOT_FOUND, name="metrics")
+        self.server_address = self._http.server_address
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            self.shutdown_request(request)  # too many at once: refuse, do not queue
-            return
-        super().process_request(request, client_address)
+    def _metrics(self) -> Answer:
+        return Answer(200, CONTENT_TYPE_LATEST, generate_latest(self.registry))
 
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
+    def _health(self) -> Answer:
+        return _probe_answer(*probes.health(self.host))
+
+    def _readiness(self) -> Answer:
+        return _probe_answer(*probes.readiness(self.host))
 
     def start(self) -> None:
-        self._thread.start()
+        self._http.start()
         log.info("metrics, /healthz and /readyz on http://%s:%d", *self.server_address[:2])
 
     def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
+        self._http.stop()
+
+
+NOT_FOUND = Answer(404, "text/plain", b"not found: try /metrics, /healthz or /readyz\n")
+
+
+def _probe_answer(ok: bool, detail: dict[str, Any]) -> Answer:
+    return Answer(200 if ok else 503, "application/json", json.dumps({"ok": ok, **detail}, indent=1).encode())

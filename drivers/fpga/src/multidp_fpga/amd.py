@@ -17,7 +17,16 @@ from multidp import DeviceNode, Mount
 
 from multidp_fpga.inventory import Grant, Observed
 from multidp_fpga.naming import amd_resource
-from multidp_fpga.sysfs import PCI_ADDRESS, Resolver, SysfsError, listdir, natural_key, numa_node, read_attribute
+from multidp_fpga.sysfs import (
+    PCI_ADDRESS,
+    Resolver,
+    SysfsError,
+    listdir,
+    natural_key,
+    numa_node,
+    read_attribute,
+    read_dir,
+)
 
 #: Xilinx, AWS (F1), Arista, Advantech: the vendors XRT cards come under.
 VENDORS = frozenset({"0x10ee", "0x1d0f", "0x3475", "0x13fe"})
@@ -66,7 +75,12 @@ class AmdScanner:
         devices_dir = self.sysfs_root / "bus/pci/devices"
         cards: dict[str, Card] = {}
         vendors: dict[tuple[str, Path], str] = {}
-        for address in listdir(devices_dir):
+        try:
+            addresses = read_dir(devices_dir)
+        except SysfsError as exc:
+            problems[f"pci:{devices_dir}"] = f"Alveo cards are not looked for: {exc}"
+            addresses = []
+        for address in addresses:
             if not PCI_ADDRESS.match(address):
                 continue
             real = self.resolve(devices_dir / address)

@@ -21,10 +21,10 @@ from multidp_fpga.sysfs import (
     ALL_F,
     Resolver,
     SysfsError,
-    listdir,
     natural_key,
     numa_node,
     pci_function_of,
+    read_dir,
     read_uuid,
 )
 
@@ -101,22 +101,35 @@ class IntelScanner:
         self.layout = pick_layout(self.sysfs_root)
         if self.layout is None:
             return []
-        ports = self._ports(self.layout)
+        ports = self._ports(self.layout, problems)
         if self.mode in ("region", "regiondevel"):
             return self._region_devices(ports, problems)
         return [self._af_device(port) for port in ports]
 
     # Discovery -------------------------------------------------------------------
 
-    def _ports(self, layout: Layout) -> list[Port]:
+    def _ports(self, layout: Layout, problems: dict[str, str]) -> list[Port]:
         class_dir = self.sysfs_root / layout.class_dir
         fmes: dict[Path, Fme] = {}
         ports: list[Port] = []
-        for entry in sorted(listdir(class_dir), key=natural_key):
+        try:
+            entries = read_dir(class_dir)
+        except SysfsError as exc:
+            problems[f"class:{class_dir}"] = f"Intel FPGAs ({layout.name}) are not served: {exc}"
+            return ports
+        for entry in sorted(entries, key=natural_key):
             if not layout.device_re.match(entry):
                 continue
             device_dir = self.resolve(class_dir / entry)
-            for name in sorted(listdir(device_dir), key=natural_key):
+            try:
+                names = read_dir(device_dir)
+            except SysfsError as exc:
+                # Its ports cannot even be listed: an empty list here would hide a whole card.
+                problems[f"class:{class_dir / entry}"] = (
+                    f"Intel {layout.name} class entry {class_dir / entry} is not read: {exc}; "
+                    "the ports under it, if any, are not served")
+                continue
+            for name in sorted(names, key=natural_key):
                 if layout.port_re.match(name):
                     ports.append(self._port(layout, device_dir / name, fmes))
         return ports
@@ -133,7 +146,12 @@ class IntelScanner:
             return port
         # A VF's port belongs to the FME of its physical function.
         physfn = pci_dir / "physfn"
-        owner = self.resolve(physfn) if physfn.exists() else pci_dir
+        owner = pci_dir
+        if physfn.is_symlink():
+            owner = self.resolve(physfn)
+            if not owner.is_dir():
+                port.fme_problem = f"{physfn} is a dangling link: the physical function of this VF is missing"
+                return port
         candidates = sorted(owner.glob(layout.fme_glob), key=lambda p: natural_key(p.name))
         if not candidates:
             port.fme_problem = f"no FME found under {owner / layout.fme_glob}"

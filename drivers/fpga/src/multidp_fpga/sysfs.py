@@ -182,6 +182,22 @@ def listdir(path: Path) -> list[str]:
         return []
 
 
+def read_dir(path: Path) -> list[str]:
+    """Sorted entry names of a directory that should be there, or SysfsError naming it.
+
+    For directories whose absence hides devices (a class entry's target, the PCI
+    device list): those must be reported, not read as empty.
+    """
+    try:
+        return sorted(os.listdir(path))
+    except FileNotFoundError:
+        raise SysfsError(path, "is missing") from None
+    except NotADirectoryError:
+        raise SysfsError(path, "is not a directory") from None
+    except OSError as exc:
+        raise SysfsError(path, f"cannot be listed: {exc.strerror or exc}") from None
+
+
 def natural_key(name: str) -> tuple[object, ...]:
     """Sort ``dfl-port.10`` after ``dfl-port.9``."""
     return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))
