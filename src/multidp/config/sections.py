@@ -30,6 +30,7 @@ from multidp.config.bylabel import (
     parse_config_by_label,
     select,
 )
+from multidp.config.settings import parse_yaml
 from multidp.errors import ConfigError, split_validation_error
 
 
@@ -58,8 +59,6 @@ def env_overrides(
     prefix = f"MULTIDP_{name.upper().replace('-', '_')}_"
     if not any(var.startswith(prefix) for var in environ):
         return {}
-    import yaml  # values are YAML scalars
-
     by_norm = {_normalise(k): k for k in [*known_keys, *section.keys(), *HOST_KEYS]}
     found: dict[str, Any] = {}
     for var, text in environ.items():
@@ -69,10 +68,8 @@ def env_overrides(
         key = by_norm.get(_normalise(raw_key), raw_key.lower())
         if variables is not None:
             variables[key] = var
-        try:
-            found[key] = yaml.safe_load(text) if text.strip() else ""
-        except yaml.YAMLError as exc:
-            raise ConfigError(var, f"is not a YAML scalar: {exc}") from exc
+        # Read as strictly as the file: nesting, duplicate keys and non-finite numbers are refused.
+        found[key] = parse_yaml(text, var, None) if text.strip() else ""
         if isinstance(found[key], (dict, list)) and not text.lstrip().startswith(("{", "[")):
             raise ConfigError(var, "must be a single value")
     return found

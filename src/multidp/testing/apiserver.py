@@ -6,19 +6,24 @@ lightkube client reads and watches the Node's labels as it would on a node.
 multidp's node-label tests and ``bench/run.py`` use it; so may a driver's tests
 that turn it on and off by label.
 
-Enough of the real protocol for lightkube: GET /api/v1/nodes/<name> answers the
+Enough of the real protocol for a client: GET /api/v1/nodes/<name> answers the
 Node; GET /api/v1/nodes?watch=true&fieldSelector=metadata.name=<name> streams
-JSON lines ({"type": "MODIFIED", "object": <Node>}) as labels change. Tests can
-change labels, drop the watch connection, or answer 403 to everything.
+JSON lines ({"type": "MODIFIED", "object": <Node>}) as labels change, and ends
+the watch after ``timeoutSeconds`` (with a BOOKMARK first when the client
+allows them), as the real API server does. Tests can change labels, drop the
+watch connections, answer 403 to everything, and misbehave: accept a request
+and never answer it (a half-open connection), or end every watch at once, with
+410 Gone, with an expired-version ERROR event, or with garbage.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qs, urlparse
 
 
@@ -27,6 +32,12 @@ class FakeApiServer(ThreadingHTTPServer):
 
     ``url`` is its address, :meth:`kubeconfig` a kubeconfig for it (``KUBECONFIG``). Tests may change
     ``forbidden`` (True: every request answered 403) and read ``requests`` (every path asked for).
+
+    Misbehaviour: ``stall_gets`` / ``stall_watches`` (True: such a request is read and never answered,
+    not even after the switch is turned off again, until :meth:`drop_watches` or :meth:`close`; ``stalled``
+    counts them); ``watch_answer``: ``"end"`` (every watch ends at once without an event), ``"gone"``
+    (410 Gone), ``"expired"`` (an ERROR event saying 410, as for a too old resourceVersion) or
+    ``"garbage"`` (a line that is not JSON, then the end).
     """
 
     daemon_threads = True
@@ -37,6 +48,10 @@ class FakeApiServer(ThreadingHTTPServer):
         self.labels = dict(labels or {})
         self.version = 1
         self.forbidden = False
+        self.stall_gets = False
+        self.stall_watches = False
+        self.stalled = 0
+        self.watch_answer: Literal["end", "gone", "expired", "garbage"] | None = None
         self.requests: list[str] = []
         self.cond = threading.Condition()
         self._generation = 0  # bumped to drop every open watch
@@ -104,12 +119,41 @@ class _Handler(BaseHTTPRequestHandler):
             status = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403,
                       "message": f'nodes "{api.node}" is forbidden: User "system:serviceaccount:x:y" cannot get'}
             return self._json(403, status)
+        watch = url.path == "/api/v1/nodes" and query.get("watch") == ["true"]
+        if (api.stall_watches if watch else api.stall_gets):
+            return self._stall()
         if url.path == f"/api/v1/nodes/{api.node}":
             with api.cond:
                 return self._json(200, api.node_object())
-        if url.path == "/api/v1/nodes" and query.get("watch") == ["true"]:
-            return self._watch(int(query.get("resourceVersion", ["0"])[0]))
+        if watch and api.watch_answer is not None:
+            return self._misbehave(api.watch_answer)
+        if watch:
+            timeout = float(query["timeoutSeconds"][0]) if "timeoutSeconds" in query else None
+            return self._watch(int(query.get("resourceVersion", ["0"])[0]), timeout,
+                               query.get("allowWatchBookmarks") == ["true"])
         return self._json(404, {"kind": "Status", "code": 404, "message": "not found"})
+
+    def _stall(self) -> None:
+        """Say nothing, as over a half-open connection, until the watches are dropped or the server closes."""
+        api = self.server
+        with api.cond:
+            api.stalled += 1
+            generation = api._generation
+            api.cond.wait_for(lambda: api._generation != generation)
+        self.close_connection = True
+
+    def _misbehave(self, how: str) -> None:
+        if how == "gone":
+            return self._json(410, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Gone",
+                                    "code": 410, "message": "too old resource version"})
+        self._start_stream()
+        if how == "expired":
+            self._send_line({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                                         "reason": "Expired", "code": 410,
+                                                         "message": "too old resource version: 1 (2)"}})
+        elif how == "garbage":
+            self._send_chunk(b"<html>502 Bad Gateway</html>\n")
+        self._send_chunk(b"")  # the terminating chunk: a clean end
 
     def _json(self, code: int, body: dict[str, Any]) -> None:
         data = json.dumps(body).encode()
@@ -119,12 +163,23 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _watch(self, since: int) -> None:
-        api = self.server
+    def _start_stream(self) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
+
+    def _send_chunk(self, data: bytes) -> None:
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
+
+    def _send_line(self, event: dict[str, Any]) -> None:
+        self._send_chunk(json.dumps(event).encode() + b"\n")
+
+    def _watch(self, since: int, timeout: float | None, bookmarks: bool) -> None:
+        api = self.server
+        self._start_stream()
+        deadline = time.monotonic() + timeout if timeout is not None else None
         with api.cond:
             generation, sent = api._generation, since
         while True:
@@ -133,13 +188,18 @@ class _Handler(BaseHTTPRequestHandler):
                 def changed(last: int = sent) -> bool:
                     return api.version > last or api._generation != generation
 
-                api.cond.wait_for(changed, timeout=30)
+                left = deadline - time.monotonic() if deadline is not None else 30.0
+                api.cond.wait_for(changed, timeout=max(left, 0))
                 if api._generation != generation:
                     self.close_connection = True
                     return  # dropped: no terminating chunk, as a broken connection
                 if api.version <= sent:
-                    continue
-                sent, line = api.version, json.dumps({"type": "MODIFIED", "object": api.node_object()}) + "\n"
-            data = line.encode()
-            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-            self.wfile.flush()
+                    if deadline is None or time.monotonic() < deadline:
+                        continue
+                    bookmark = {"kind": "Node", "apiVersion": "v1", "metadata": {"resourceVersion": str(sent)}}
+                    break  # timeoutSeconds passed: end the watch cleanly
+                sent, event = api.version, {"type": "MODIFIED", "object": api.node_object()}
+            self._send_line(event)
+        if bookmarks:
+            self._send_line({"type": "BOOKMARK", "object": bookmark})
+        self._send_chunk(b"")
