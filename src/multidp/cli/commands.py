@@ -1,7 +1,13 @@
-"""The one-shot commands: ``multidp devices``, ``drivers`` and ``config``."""
+"""The one-shot commands: ``multidp devices``, ``drivers`` and ``config``.
+
+Driver code (imports, hooks, scan, close) runs on helper threads (``with_deadline`` and the
+factory), so a driver that raises SystemExit or KeyboardInterrupt is reported failed in the
+output instead of ending the command; the user's own Ctrl-C still ends it.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from collections.abc import Sequence
@@ -13,7 +19,8 @@ from multidp.cli.exits import EXIT_OK, EXIT_USAGE, UsageError
 from multidp.config.bylabel import with_host_keys
 from multidp.config.sections import check_section
 from multidp.config.settings import FileConfig, Settings
-from multidp.errors import ConfigError
+from multidp.driver import Driver
+from multidp.errors import PluginLoadError
 from multidp.plugins.factory import (
     DISABLED,
     FAILED,
@@ -25,6 +32,8 @@ from multidp.plugins.factory import (
     with_deadline,
 )
 from multidp.plugins.registry import PluginRegistry
+
+CLOSE_TIMEOUT_S = 5.0
 
 
 def _selected(settings: Settings, registry: PluginRegistry) -> list[str]:
@@ -56,8 +65,11 @@ def scan_all(settings: Settings, registry: PluginRegistry) -> list[dict[str, Any
                 driver = factory.create(name)
                 try:
                     inventory = with_deadline(f"driver {name}: scan", settings.timeouts.scan, driver.scan)
-                finally:
-                    driver.close()
+                except Exception:
+                    with contextlib.suppress(Exception):  # the scan's failure is the one to report
+                        _close(name, driver)
+                    raise
+                _close(name, driver)
             except Exception as exc:  # noqa: BLE001 - reported per driver
                 entry.update(state=FAILED, reason=describe_failure(exc))
                 continue
@@ -78,6 +90,10 @@ def scan_all(settings: Settings, registry: PluginRegistry) -> list[dict[str, Any
     finally:
         factory.cleanup()
     return report
+
+
+def _close(name: str, driver: Driver) -> None:
+    with_deadline(f"driver {name}: close", CLOSE_TIMEOUT_S, driver.close)
 
 
 def list_devices(settings: Settings, as_json: bool) -> int:
@@ -114,18 +130,22 @@ def driver_report(settings: Settings, registry: PluginRegistry) -> list[dict[str
         if name not in selected:
             entry.update(status=NOT_SELECTED, reason="not in --drivers")
         else:
-            registry.load([name])
+            try:
+                factory.load(name)
+                load_error = ""
+            except PluginLoadError as exc:
+                load_error = str(exc)
             try:
                 enabled = factory.enabled(name)
-                if info.error:
-                    entry.update(status=FAILED, reason=info.error)
+                if load_error:
+                    entry.update(status=FAILED, reason=load_error)
                 elif not enabled:
                     entry.update(status=DISABLED, reason="disabled in config")
                 else:  # the section alone and with each per-node config, as some node may see it
                     check_section(name, settings.driver_sections.get(name, {}), factory.environ,
-                                  registry.call(name, "multidp_config_type"), factory.source)
-            except ConfigError as exc:
-                entry.update(status=FAILED, reason=f"bad config: {exc}")
+                                  factory.config_type(name), factory.source)
+            except Exception as exc:  # noqa: BLE001 - a bad config, or a config type hook that failed
+                entry.update(status=FAILED, reason=describe_failure(exc))
         report.append(entry)
     return report
 
@@ -146,14 +166,17 @@ def list_drivers(settings: Settings, as_json: bool) -> int:
 def config_schema(settings: Settings) -> int:
     """The config file's JSON schema, with every loadable driver's section."""
     registry = PluginRegistry()
-    registry.load(registry.names)
+    factory = DriverFactory(settings, registry)
     schema = msgspec.json.schema(FileConfig)
     defs = schema["$defs"]
     drivers: dict[str, Any] = {}
     for name in registry.names:
-        if not registry.plugins[name].loaded:
+        try:
+            factory.load(name)
+            config_type = factory.config_type(name)
+        except Exception as exc:  # noqa: BLE001 - that driver is left out, and the user told why
+            print(f"multidp: driver {name} left out of the schema: {describe_failure(exc)}", file=sys.stderr)
             continue
-        config_type = registry.call(name, "multidp_config_type")
         if config_type is None:
             drivers[name] = with_host_keys({"type": "object"}, defs)
             continue

@@ -13,7 +13,8 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from typing import Any
 
 # gRPC's C core logs connection details to stderr at INFO; keep only errors.
@@ -181,13 +182,57 @@ def _observability(settings: Settings, host: Any) -> Any:
     return observer
 
 
+SIGNAL_POLL_S = 0.1  # how often the main thread looks whether start-up or a reload is done, meanwhile
+
+
+class _InBackground:
+    """``fn()`` on its own thread, so that the main thread keeps taking signals meanwhile: a
+    driver whose creation hangs (up to ``timeouts.create``) must not hold SIGTERM back."""
+
+    def __init__(self, fn: Callable[[], object], name: str) -> None:
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+        # A daemon, and so are the bring-up threads it starts: exiting never waits for a hung create.
+        threading.Thread(target=self._run, args=(fn,), name=name, daemon=True).start()
+
+    def _run(self, fn: Callable[[], object]) -> None:
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - raised again in the main thread
+            self.error = exc
+        finally:
+            self.done.set()
+
+
+def _taking_signals(what: str, fn: Callable[[], object]) -> tuple[bool, bool]:
+    """Run ``fn`` while taking signals: (it finished, a SIGHUP came meanwhile). It has not
+    finished when SIGTERM/SIGINT came first; what it raised is raised here."""
+    work = _InBackground(fn, f"host-{what}")
+    reload_asked = False
+    while not work.done.is_set():
+        info = signal.sigtimedwait(SIGNALS, SIGNAL_POLL_S)
+        if info is None:
+            continue
+        if info.si_signo == signal.SIGHUP:
+            log.info("SIGHUP during %s: reloading once it is done", what)
+            reload_asked = True
+            continue
+        log.info("stopping during %s; drivers still being created are not waited for", what)
+        return False, reload_asked
+    if work.error is not None:
+        raise work.error
+    return True, reload_asked
+
+
 def _serve(host: Any, settings: Settings, flags: dict[str, Any]) -> int:
     from multidp.plugins.factory import UnknownDrivers
 
     try:
-        host.start()
+        started, reload_asked = _taking_signals("start-up", host.start)
     except UnknownDrivers as exc:
         raise UsageError(str(exc)) from None
+    if not started:
+        return EXIT_OK
     if settings.strict and host.failed_drivers:
         log.error("--strict: driver(s) failed to load: %s; exiting", ", ".join(s.name for s in host.failed_drivers))
         return EXIT_DRIVER_FAILED
@@ -198,8 +243,10 @@ def _serve(host: Any, settings: Settings, flags: dict[str, Any]) -> int:
     libc = _libc()
     if libc is not None and hasattr(libc, "malloc_trim"):
         libc.malloc_trim(0)  # give back what start-up (imports, first scans) freed
-    while signal.sigwait(SIGNALS) == signal.SIGHUP:
-        _reload(host, flags)
+    while reload_asked or signal.sigwait(SIGNALS) == signal.SIGHUP:
+        finished, reload_asked = _taking_signals("reload", lambda: _reload(host, flags))
+        if not finished:
+            return EXIT_OK
     log.info("stopping")
     return EXIT_OK
 

@@ -11,13 +11,16 @@ the others. Kubelet restarts are followed by :mod:`multidp.host.restarts`.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from multidp.config.settings import Settings
+from multidp.errors import ConfigError
 from multidp.host.nodestate import NodeState
 from multidp.host.restarts import KubeletRestarts
 from multidp.host.table import ResourceTable
@@ -35,9 +38,9 @@ from multidp.plugins.factory import (
 from multidp.plugins.registry import PluginRegistry
 from multidp.plugins.runner import DriverRunner
 from multidp.serving.cdi import CDIRegistry
-from multidp.serving.endpoint import Endpoint
+from multidp.serving.endpoint import MAX_SOCKET_PATH, Endpoint
 from multidp.serving.registration import is_socket
-from multidp.serving.sockets import PRIVATE_DIR_PREFIX, SOCKET_PREFIX
+from multidp.serving.sockets import PRIVATE_DIR_PREFIX, SOCKET_PREFIX, socket_name
 
 if TYPE_CHECKING:
     from multidp.host.labels import NodeLabelWatcher
@@ -45,6 +48,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LABELS_FIRST_WAIT_S = 2.0
+SPARE_SOCKET_NAME = f"{PRIVATE_DIR_PREFIX}XXXXXXXX/s"  # a spare server's socket: mkdtemp's 8 characters, then "s"
 
 
 class Host:
@@ -93,7 +97,7 @@ class Host:
                 self.settings.kubelet_socket_path,
                 plugin_dir,
             )
-        plugin_dir.mkdir(parents=True, exist_ok=True)
+        self._check_paths(names)
         self._remove_stale_sockets()
         self._restarts.start()
         self._follow_node_labels()
@@ -106,6 +110,23 @@ class Host:
             self._started = True
         if not self.endpoints:
             log.warning("nothing to serve yet: no enabled driver found devices; waiting for changes")
+
+    def _check_paths(self, drivers: Sequence[str]) -> None:
+        """Refuse at once (ConfigError, exit 2) a plugin dir no endpoint could ever serve in: one that
+        cannot be created or written, or where one of our socket paths would pass the 107 bytes a
+        unix socket path may have (the endpoints would fail for ever, and the probes with them)."""
+        plugin_dir = self.settings.plugin_dir.absolute()
+        ours = [plugin_dir / name for name in [SPARE_SOCKET_NAME, *(socket_name(d, "") for d in drivers)]]
+        for key, path in [*(("pluginDir", p) for p in ours), ("kubeletSocket", self.settings.kubelet_socket_path)]:
+            size = len(str(path.absolute()).encode())
+            if size > MAX_SOCKET_PATH:
+                raise ConfigError(key, f"the socket path {path.absolute()} would be {size} bytes, over the "
+                                       f"{MAX_SOCKET_PATH} a unix socket path may have; use a shorter path")
+        try:
+            plugin_dir.mkdir(parents=True, exist_ok=True)
+            os.rmdir(tempfile.mkdtemp(prefix=PRIVATE_DIR_PREFIX, dir=plugin_dir))  # as a spare server does
+        except OSError as exc:
+            raise ConfigError("pluginDir", f"cannot create or write in {plugin_dir}: {exc.strerror or exc}") from None
 
     @staticmethod
     def _in_parallel(step: Callable[[str], None], names: Sequence[str]) -> None:
@@ -141,9 +162,14 @@ class Host:
         selected = self.node.built(name, created.selection)
         runner = DriverRunner(name, created.driver, self.settings.timeouts, self._on_inventory)
         with self._lock:
-            self.runners[name] = runner
-            self.table.rebind(name, runner)
-            self.statuses[name] = DriverStatus(name, origin, RUNNING, selected)
+            stopping = self._stopped.is_set()  # SIGTERM while this driver was being created
+            if not stopping:
+                self.runners[name] = runner
+                self.table.rebind(name, runner)
+                self.statuses[name] = DriverStatus(name, origin, RUNNING, selected)
+        if stopping:
+            runner.stop()
+            return
         if previous is not None:
             previous.stop()
         log.info("driver %s (%s) running", name, origin)

@@ -52,7 +52,7 @@ class KubeletRestarts:
             log.warning("plugin dir %s is back; serving again", path)
             self._files.restart()
             for endpoint in self.table.all():
-                endpoint.check()
+                endpoint.socket_deleted()  # it went with the dir; serve now, not after a retry delay
 
     def _deleted(self, path: Path) -> None:
         if path.parent == self.plugin_dir and path.name.startswith(SOCKET_PREFIX):
@@ -63,7 +63,8 @@ class KubeletRestarts:
             log.warning("plugin dir %s was removed; waiting for it to come back", path)
 
     def _safety_net(self) -> None:
-        """Catch what file events missed: a new kubelet.sock, a socket of ours gone."""
+        """Catch what file events missed: a new kubelet.sock, a socket of ours gone (not a retry:
+        each endpoint retries a failure at its own growing delay)."""
         while not self._stopped.wait(SAFETY_NET_S):
             for endpoint in self.table.all():
                 endpoint.check()

@@ -5,6 +5,11 @@ queue, a few worker threads, and one lock per call that the worker releases
 when the answer is ready (about 20 µs against about 30-50 µs for
 ``executor.submit(...).result(timeout)``). A call whose caller gave up before
 a worker took it is dropped, not run late.
+
+Whatever driver code raises reaches the caller as an :class:`Exception`: a
+``SystemExit`` or ``KeyboardInterrupt`` raised by the driver on its own thread
+is the driver's failure, not a request to end the host, so it arrives wrapped
+in :class:`DriverAborted` and the caller treats it like any other failure.
 """
 
 from __future__ import annotations
@@ -22,6 +27,27 @@ class CallTimeout(Exception):
 
 class PoolClosed(Exception):
     """The pool was closed (its driver is stopping)."""
+
+
+class DriverAborted(Exception):
+    """Driver code raised a BaseException that is not an Exception (SystemExit, KeyboardInterrupt...).
+
+    Only ever made on a thread that runs driver code and nothing else, so the
+    host's own signals (taken with sigwait in the main thread) are never mistaken
+    for it. ``error`` is what the driver raised.
+    """
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+        text = str(error)
+        super().__init__(f"{type(error).__name__}: {text}" if text else type(error).__name__)
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``Type: message`` of what driver code raised (a DriverAborted shows what it wraps)."""
+    if isinstance(exc, DriverAborted):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
 class _Call:
@@ -50,7 +76,8 @@ class CallPool:
         self._lock = threading.Lock()
 
     def call(self, fn: Callable[..., Any], *args: Any, timeout: float) -> Any:
-        """``fn(*args)`` on a worker; its exception re-raised; CallTimeout after ``timeout``."""
+        """``fn(*args)`` on a worker; its exception re-raised (see :class:`DriverAborted`);
+        CallTimeout after ``timeout``."""
         if self._closed:
             raise PoolClosed(f"{self.name} is closed")
         if self._idle <= 0 and self._started < self.workers:  # read unlocked: _grow checks again
@@ -60,8 +87,11 @@ class CallPool:
         if not call.done.acquire(timeout=timeout):
             call.abandoned = True
             raise CallTimeout(f"no answer within {timeout:g} s")
-        if call.error is not None:
-            raise call.error
+        error = call.error
+        if error is not None:
+            if isinstance(error, Exception):
+                raise error
+            raise DriverAborted(error) from error
         return call.value
 
     def _grow(self) -> None:

@@ -3,7 +3,11 @@
 Every step that runs a plugin's code is guarded: a failure marks that driver
 failed, with its name, distribution and reason (log line, ``multidp drivers``),
 and the other drivers carry on. The caller decides whether a failure is fatal
-(``--strict``).
+(``--strict``). Plugin code (import, hooks) runs on a helper thread under the
+``timeouts.create`` deadline, so that whatever it raises, ``SystemExit`` and
+``KeyboardInterrupt`` included, reaches the caller as an ordinary exception
+(:class:`~multidp.plugins.calls.DriverAborted`), and a caller's own Ctrl-C is
+still its own.
 """
 
 from __future__ import annotations
@@ -12,19 +16,22 @@ import logging
 import os
 import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from multidp.config.bylabel import Selection
 from multidp.config.sections import Resolved, convert_resolved, resolve_section
 from multidp.config.settings import Settings
 from multidp.driver import Driver, DriverContext, Simulation
 from multidp.errors import ConfigError, PluginLoadError
+from multidp.plugins.calls import DriverAborted, describe_exception
 from multidp.plugins.registry import PluginInfo, PluginRegistry
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 RUNNING, FAILED, DISABLED, NOT_SELECTED = "running", "failed", "disabled", "not selected"
 
@@ -70,6 +77,7 @@ class DriverFactory:
         self.environ = os.environ if environ is None else environ
         self._workdir = workdir
         self._own_workdir: tempfile.TemporaryDirectory[str] | None = None
+        self._workdir_lock = threading.Lock()
         self.simulations: dict[str, Simulation] = {}
         self.labels: Mapping[str, str] | None = None  # this node's labels; None: not known (the defaults apply)
 
@@ -78,7 +86,7 @@ class DriverFactory:
 
     def enabled(self, name: str) -> bool:
         """Whether config enables the driver on this node (the default that labels override)."""
-        config_type = self._config_type(name) if self.info(name).loaded else None
+        config_type = self.config_type(name) if self.info(name).loaded else None
         return self.resolve(name, config_type).enabled
 
     def resolve(self, name: str, config_type: Any = None) -> Resolved:
@@ -90,8 +98,24 @@ class DriverFactory:
     def source(self) -> str | None:
         return str(self.settings.config_path) if self.settings.config_path else None
 
-    def _config_type(self, name: str) -> Any:
-        return self.registry.call(name, "multidp_config_type")
+    def config_type(self, name: str) -> Any:
+        """The type the plugin declares for its config section (its ``multidp_config_type`` hook)."""
+        return self._hook(name, "multidp_config_type")
+
+    def _hook(self, name: str, hook: str, **kwargs: Any) -> Any:
+        return with_deadline(f"driver {name}: {hook}", self.settings.timeouts.create,
+                             lambda: self.registry.call(name, hook, **kwargs))
+
+    def load(self, name: str) -> PluginInfo:
+        """Import and register the driver's plugin; PluginLoadError (``cannot load: ...``) if that fails."""
+        try:
+            info: PluginInfo = with_deadline(f"driver {name}: importing it", self.settings.timeouts.create,
+                                             lambda: self.registry.load([name])[0])
+        except (DriverAborted, TimeoutError) as exc:  # what the registry cannot catch on its own
+            raise PluginLoadError(f"cannot load: {describe_exception(exc)}") from exc
+        if not info.loaded:
+            raise PluginLoadError(info.error)
+        return info
 
     def create(self, name: str) -> Driver:
         """Load, configure and create one driver; raise with a clear reason on failure."""
@@ -99,10 +123,8 @@ class DriverFactory:
 
     def create_selected(self, name: str) -> Created:
         """:meth:`create`, also saying which per-node config the node's labels selected for it."""
-        info = self.registry.load([name])[0]
-        if not info.loaded:
-            raise PluginLoadError(info.error)
-        config_type = self._config_type(name)
+        self.load(name)
+        config_type = self.config_type(name)
         resolved = self.resolve(name, config_type)
         config = convert_resolved(name, resolved, config_type, self.source)
         simulation = self._simulate(name) if self.settings.simulate else None
@@ -117,7 +139,7 @@ class DriverFactory:
         )
         driver = with_deadline(
             f"driver {name}: creating it", self.settings.timeouts.create,
-            lambda: self.registry.call(name, "multidp_create_driver", context=context),
+            lambda: self.registry.call(name, "multidp_create_driver", context=context), "driver-create",
         )
         if not isinstance(driver, Driver):
             raise TypeError(f"multidp_create_driver returned {type(driver).__name__}, not a multidp Driver")
@@ -126,7 +148,7 @@ class DriverFactory:
     def _simulate(self, name: str) -> Simulation | None:
         workdir = self.workdir / name
         workdir.mkdir(parents=True, exist_ok=True)
-        simulation: Simulation | None = self.registry.call(name, "multidp_simulate", workdir=workdir)
+        simulation: Simulation | None = self._hook(name, "multidp_simulate", workdir=workdir)
         if simulation is None:
             log.warning("driver %s cannot simulate hardware; it runs against the real node", name)
         else:
@@ -135,10 +157,13 @@ class DriverFactory:
 
     @property
     def workdir(self) -> Path:
-        if self._workdir is None:
-            self._own_workdir = tempfile.TemporaryDirectory(prefix="multidp-sim-")
-            self._workdir = Path(self._own_workdir.name)
-        return self._workdir
+        # Drivers come up in parallel. Unlocked, two could each make a folder, and the one
+        # dropped was deleted by its finalizer under the tree a driver was still building there.
+        with self._workdir_lock:
+            if self._workdir is None:
+                self._own_workdir = tempfile.TemporaryDirectory(prefix="multidp-sim-")
+                self._workdir = Path(self._own_workdir.name)
+            return self._workdir
 
     def cleanup(self) -> None:
         if self._own_workdir is not None:
@@ -151,12 +176,19 @@ def describe_failure(exc: BaseException) -> str:
         return f"bad config: {exc}"
     if isinstance(exc, PluginLoadError):
         return str(exc)  # already says what failed: "cannot load: ...", "invalid plugin: ..."
-    return f"{type(exc).__name__}: {exc}"
+    return describe_exception(exc)
 
 
-def with_deadline(what: str, timeout: float, fn: Any) -> Any:
-    """Run ``fn()`` in a helper thread; raise TimeoutError if it takes too long."""
-    result: list[Any] = []
+def with_deadline(what: str, timeout: float | None, fn: Callable[[], T], thread_name: str = "driver-hook") -> T:
+    """Run ``fn()`` (driver code) in a helper thread; TimeoutError if it takes longer than ``timeout``
+    (None: no deadline).
+
+    What ``fn`` raises is raised here as an Exception: a BaseException that is not one
+    (``sys.exit()`` in a driver) arrives as DriverAborted. The helper thread runs nothing
+    but ``fn``, so that is always the driver's doing; a KeyboardInterrupt of the caller's
+    own (Ctrl-C in the main thread, waiting here) still ends the caller.
+    """
+    result: list[T] = []
     error: list[BaseException] = []
 
     def run() -> None:
@@ -165,11 +197,13 @@ def with_deadline(what: str, timeout: float, fn: Any) -> Any:
         except BaseException as exc:  # noqa: BLE001 - handed to the caller
             error.append(exc)
 
-    thread = threading.Thread(target=run, name="driver-create", daemon=True)
+    thread = threading.Thread(target=run, name=thread_name, daemon=True)
     thread.start()
     thread.join(timeout)
     if thread.is_alive():
         raise TimeoutError(f"{what} took longer than {timeout:g} s")
     if error:
-        raise error[0]
+        if isinstance(error[0], Exception):
+            raise error[0]
+        raise DriverAborted(error[0]) from error[0]
     return result[0]

@@ -4,7 +4,10 @@ Each driver gets its own threads: one that scans (on a timer, and at once when
 the driver calls ``notify``) and a small pool for the calls the kubelet causes.
 A call that raises or misses its deadline becomes a :class:`DriverCallError`
 (:class:`DriverTimeout`; :class:`DriverRefused` for a policy refusal) for that
-call only; a hung call keeps its thread, never another driver's.
+call only; a hung call keeps its thread, never another driver's. ``SystemExit``
+and ``KeyboardInterrupt`` from driver code are failures like any other (see
+:class:`~multidp.plugins.calls.DriverAborted`): the call is answered, and the
+poll thread goes on scanning.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from multidp.config.settings import Timeouts
 from multidp.driver import Driver
 from multidp.errors import AllocationRefused, DriverCallError, DriverRefused, DriverTimeout
 from multidp.model import Device
-from multidp.plugins.calls import CallPool, CallTimeout, PoolClosed
+from multidp.plugins.calls import CallPool, CallTimeout, PoolClosed, describe_exception
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +32,7 @@ Inventory = Mapping[str, Sequence[Device]]
 InventorySink = Callable[["DriverRunner", Inventory | None, str], None]
 
 CALL_WORKERS = 4
+DEFAULT_POLL_S = 5.0
 
 
 class DriverRunner:
@@ -88,8 +92,8 @@ class DriverRunner:
             raise DriverCallError(self.name, what, f"driver {self.name} is stopping") from exc
         except AllocationRefused as exc:
             raise DriverRefused(self.name, what, str(exc)) from exc
-        except Exception as exc:  # noqa: BLE001 - the driver's own failure, reported
-            message = f"driver {self.name}: {what} failed: {type(exc).__name__}: {exc}"
+        except Exception as exc:  # noqa: BLE001 - the driver's own failure (DriverAborted included), reported
+            message = f"driver {self.name}: {what} failed: {describe_exception(exc)}"
             raise DriverCallError(self.name, what, message) from exc
 
     def scan_now(self) -> None:
@@ -130,11 +134,21 @@ class DriverRunner:
         except Exception:  # noqa: BLE001 - a host bug must not end the poll thread
             log.exception("driver %s: handling its scan failed", self.name)
 
+    def _poll_interval(self) -> float:
+        try:
+            return max(0.01, float(getattr(self.driver, "poll_interval", DEFAULT_POLL_S)))
+        except Exception:  # noqa: BLE001 - a driver attribute that is not a number
+            return DEFAULT_POLL_S
+
     def _loop(self) -> None:
+        # Never ends before stop(): a thread that died here would leave the devices as the
+        # last scan saw them, Healthy for good, with nothing in the log.
         while not self._stopped.is_set():
-            interval = max(0.01, float(getattr(self.driver, "poll_interval", 5.0)))
-            self._wake.wait(interval)
+            self._wake.wait(self._poll_interval())
             self._wake.clear()
             if self._stopped.is_set():
                 return
-            self.scan_now()
+            try:
+                self.scan_now()
+            except Exception:  # noqa: BLE001 - a host bug must not end polling
+                log.exception("driver %s: scanning failed in the host; trying again at the next poll", self.name)

@@ -16,7 +16,7 @@ import os
 import re
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,85 @@ log = logging.getLogger(__name__)
 # 0.5.0 brought hostPath on device nodes; hooks are older (0.3.0) and need no newer version.
 CDI_VERSION = "0.6.0"
 ANNOTATION_PREFIX = "cdi.k8s.io/"
-_KIND = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[a-zA-Z0-9]([-a-zA-Z0-9_.]*[a-zA-Z0-9])?$")
+# CDI's own rules (cncf-tags/container-device-interface: pkg/parser/parser.go and
+# api/producer/identifiers.go, validator-default.go): a kind's vendor and class start with a
+# letter, end with a letter or digit, and hold letters, digits, '_', '-' and '.' (the vendor we
+# keep to a lowercase DNS-like name); a device name holds letters, digits, '_', '-', '.' and ':'
+# and starts and ends with a letter or digit; a spec names each device once; an env entry is
+# KEY=value with a KEY. A runtime refuses a whole spec file that breaks one of them.
+_KIND = re.compile(r"[a-z]([-a-z0-9.]*[a-z0-9])?/[A-Za-z]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
+_DEVICE_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.:]*[A-Za-z0-9])?")
+
+
+class SpecRefused(ValueError):
+    """A driver's CDI spec breaks CDI's rules or ours; the message names the device and the field."""
+
+
+def _text(where: str, value: object) -> str:
+    # Paths, names and values go into the spec as they are: no NUL (cut short by C code) and no
+    # newline (a second line in the runtime's logs and tools).
+    if not isinstance(value, str):
+        raise SpecRefused(f"{where} is a {type(value).__name__}, not a string")
+    if "\0" in value or "\n" in value:
+        raise SpecRefused(f"{where} {value!r} holds a NUL or newline")
+    return value
+
+
+def _absolute(where: str, value: object) -> None:
+    if not _text(where, value).startswith("/"):
+        raise SpecRefused(f"{where} {value!r} is not an absolute path")
+
+
+def _check_env(where: str, env: Mapping[str, str]) -> None:
+    for key, value in env.items():
+        if not _text(f"{where} key {key!r}", key) or "=" in key:
+            raise SpecRefused(f"{where} key {key!r} is not a variable name")
+        _text(f"{where}[{key!r}]", value)
+
+
+def _check_edits(nodes: Sequence[DeviceNode], env: Mapping[str, str], mounts: Sequence[Mount],
+                 hooks: Sequence[CDIHook]) -> None:
+    for i, node in enumerate(nodes):
+        _absolute(f"device_nodes[{i}].container_path", node.container_path)
+        _absolute(f"device_nodes[{i}].host_path", node.host_path)
+        if not set(_text(f"device_nodes[{i}].permissions", node.permissions)) <= set("rwm"):
+            raise SpecRefused(f"device_nodes[{i}].permissions {node.permissions!r} is not made of r, w and m")
+    _check_env("env", env)
+    for i, mount in enumerate(mounts):
+        _absolute(f"mounts[{i}].container_path", mount.container_path)
+        _absolute(f"mounts[{i}].host_path", mount.host_path)
+    for i, hook in enumerate(hooks):
+        _absolute(f"hooks[{i}].path", hook.path)
+        for j, arg in enumerate(hook.args):
+            _text(f"hooks[{i}].args[{j}]", arg)
+        _check_env(f"hooks[{i}].env", hook.env)
+
+
+def check_spec(spec: CDISpec) -> None:
+    """Raise SpecRefused, naming the device and the field, if ``spec`` must not be written."""
+    if not isinstance(spec, CDISpec):
+        raise SpecRefused(f"a {type(spec).__name__} is not a CDISpec")
+    if not _KIND.fullmatch(_text("kind", spec.kind)):
+        raise SpecRefused(f"kind {spec.kind!r} is not vendor/class as CDI defines them (letters, digits, "
+                          "'_', '-', '.'; each starting with a letter and ending with a letter or digit)")
+    try:
+        _check_edits(spec.common_device_nodes, spec.common_env, spec.common_mounts, spec.common_hooks)
+    except SpecRefused as exc:
+        raise SpecRefused(f"common edits: {exc}") from None
+    seen: set[str] = set()
+    for device in spec.devices:
+        name = device.name
+        where = f"device {name!r}"
+        if not _DEVICE_NAME.fullmatch(_text(f"{where}: name", name)):
+            raise SpecRefused(f"{where}: name must be letters, digits, '_', '-', '.' and ':', starting and "
+                              "ending with a letter or digit")
+        if name in seen:
+            raise SpecRefused(f"{where}: name is listed twice")
+        seen.add(name)
+        try:
+            _check_edits(device.device_nodes, device.env, device.mounts, device.hooks)
+        except SpecRefused as exc:
+            raise SpecRefused(f"{where}: {exc}") from None
 
 
 def _hook(hook: CDIHook) -> dict[str, Any]:
@@ -107,13 +185,28 @@ class CDIRegistry:
         return self.directory / f"multidp-{driver}-{kind.replace('/', '_')}.json"
 
     def publish(self, driver: str, specs: Sequence[CDISpec]) -> None:
-        """Write ``specs`` for ``driver``; record the names or the reason it failed."""
+        """Write ``specs`` for ``driver``; record the names or the reason it failed.
+
+        Every spec is checked before any is written: one that breaks CDI's rules (or holds
+        a relative path, a NUL or a newline) is refused with the driver, kind, device and
+        field named, nothing is written, and allocations naming the driver's CDI devices
+        fail until it gives good specs.
+        """
+        documents: list[tuple[CDISpec, dict[str, Any]]] = []
+        for spec in specs:
+            kind = getattr(spec, "kind", None)
+            try:
+                check_spec(spec)
+                if any(spec.kind == other.kind for other, _ in documents):
+                    raise SpecRefused("that kind is given twice")
+                documents.append((spec, spec_document(spec)))
+            except (SpecRefused, ValueError, TypeError) as exc:  # spec_document's checks raise ValueError
+                self.fail(driver, f"driver {driver}: CDI spec of kind {kind!r} refused: {exc}")
+                return
         names: set[str] = set()
         try:
-            for spec in specs:
-                if not _KIND.match(spec.kind):
-                    raise ValueError(f"CDI kind {spec.kind!r} is not vendor/class")
-                self._write(self.file_for(driver, spec.kind), spec_document(spec))
+            for spec, document in documents:
+                self._write(self.file_for(driver, spec.kind), document)
                 names.update(spec.qualified_name(d.name) for d in spec.devices)
         except (OSError, ValueError, TypeError) as exc:
             self.fail(driver, f"cannot write CDI spec to {self.directory}: {exc}")
@@ -127,7 +220,8 @@ class CDIRegistry:
     def fail(self, driver: str, reason: str) -> None:
         with self._lock:
             if self._errors.get(driver) != reason:
-                log.error("driver %s: %s; allocations that use CDI devices will fail", driver, reason)
+                named = reason if reason.startswith(f"driver {driver}: ") else f"driver {driver}: {reason}"
+                log.error("%s; allocations that use CDI devices will fail", named)
             self._errors[driver] = reason
             self._names.pop(driver, None)
 

@@ -107,6 +107,7 @@ class Endpoint:
         self._served: Identity | None = None  # the identity of the socket we serve
         self._serve_lock = threading.Lock()  # bind → rename → identity, and every look at them
         self._registered_for: tuple[Identity, Identity] | None = None  # (kubelet.sock, ours)
+        self._kubelet_refused: Identity | None = None  # the kubelet.sock our last failed Register went to
         self._registering = False
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -209,9 +210,17 @@ class Endpoint:
         self._wake.set()
 
     def check(self) -> None:
-        """A safety net for missed file events: serve or register again if needed."""
-        self.socket_deleted()
-        if not self.registered:
+        """A safety net for missed file events: our socket gone from under our server, or a
+        kubelet.sock we have not tried to register with. A failure the endpoint already knows
+        of is left to its growing retry delay: waking it here would retry at this check's
+        pace instead (every 2 s, never backing off to 5 s)."""
+        with self._serve_lock:
+            lost = self._server is not None and not self._stopping.is_set() and not self._ours()
+        if lost:
+            self.socket_deleted()
+            return
+        kubelet = socket_identity(self.kubelet_socket)
+        if kubelet is not None and kubelet != self._kubelet_refused and not self.registered:
             self._wake.set()
 
     # The endpoint's thread ------------------------------------------------------
@@ -258,6 +267,7 @@ class Endpoint:
                 retry_at = time.monotonic()
                 continue
             except RegistrationError as exc:
+                self._kubelet_refused = kubelet
                 self._note(f"registration failed, retrying in {delay:.2f} s: {exc}")
                 retry_at, delay = time.monotonic() + delay, min(delay * 2, BACKOFF_MAX_S)
                 continue

@@ -100,7 +100,9 @@ class SampleDriver(Driver):
     """Serves the widgets of a :class:`SampleHardware`; ``faults`` make it misbehave.
 
     ``faults`` maps a call name (``scan``, ``allocate``, ``preferred``,
-    ``pre_start``, ``cdi``) to ``"raise"`` or a number of seconds to hang.
+    ``pre_start``, ``cdi``) to ``"raise"`` (a RuntimeError), ``"exit"``
+    (SystemExit, as ``sys.exit()`` in driver code), ``"interrupt"``
+    (KeyboardInterrupt) or a number of seconds to hang.
     """
 
     def __init__(self, config: SampleConfig, hardware: SampleHardware) -> None:
@@ -115,6 +117,10 @@ class SampleDriver(Driver):
         fault = self.faults.get(call)
         if fault == "raise":
             raise RuntimeError(f"sample driver told to fail in {call}")
+        if fault == "exit":
+            raise SystemExit(f"sample driver told to exit in {call}")
+        if fault == "interrupt":
+            raise KeyboardInterrupt(f"sample driver told to interrupt {call}")
         if isinstance(fault, (int, float)):
             time.sleep(fault)
 
