@@ -79,5 +79,9 @@ class CdiUnavailable(MultidpError):
     """An allocation names CDI devices that no spec written by multidp holds."""
 
 
+class TooManyStreams(MultidpError):
+    """A client opened more ListAndWatch streams on one resource than the host allows."""
+
+
 class PluginLoadError(MultidpError):
     """A driver plugin could not be imported or registered (the message says why)."""

@@ -7,6 +7,11 @@ import re
 REPLICA_SEPARATOR = "::"
 LABEL_PREFIX = "multidp.io/"  # the node label multidp.io/<driver> turns a driver on or off
 MAX_DEVICE_ID_BYTES = 1024
+# Replicas one device may ask for. Neither NVIDIA's plugin nor Mellanox's has a cap, so the real bound
+# is the kubelet's 4 MiB per ListAndWatch message, checked on the whole list (serving/resource.py) before
+# any replica ID is made. This cap only keeps one number sane: 100,000 replicas of a short ID (a PCI
+# address) still fit in one message; more never can.
+MAX_REPLICAS = 100_000
 
 _DNS1123_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 # Use with fullmatch: "$" with match would also take a trailing newline.

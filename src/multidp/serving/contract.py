@@ -2,20 +2,28 @@
 
 Checked in this order, each failure an :class:`InvalidRequest` (INVALID_ARGUMENT)
 naming the resource and a few offending IDs with a count, with nothing in the
-host changed: no containers or a container without IDs; an ID over 1,024
-bytes; an ID the resource does not have. Duplicates are folded, not refused.
-The text keeps NVIDIA's wording (``invalid allocation request for "R": invalid
-request: unknown device: X``), which operators know.
+host changed: no containers, more than 1,024 containers, or a container without
+IDs; an ID over 1,024 bytes; an ID the resource does not have. Duplicates are
+folded, not refused. The text keeps NVIDIA's wording (``invalid allocation
+request for "R": invalid request: unknown device: X``), which operators know.
+
+The other side of the contract is the driver's: :func:`allocation_problem` says
+what is wrong with an Allocate answer (BadDriverAnswer, INTERNAL), checking
+every type before anything is converted.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from multidp.errors import InvalidRequest
-from multidp.model import AllocationRequest, PreferenceRequest
+from multidp.model import AllocationRequest, ContainerAllocation, DeviceNode, Mount, PreferenceRequest
 from multidp.names import MAX_DEVICE_ID_BYTES, list_some, shorten
 from multidp.serving.resource import Snapshot
+
+# Containers per Allocate or GetPreferredAllocation request. The kubelet sends one; each costs a
+# driver call, so 10,000 of them (well inside gRPC's 4 MiB) would run 10,000 calls.
+MAX_CONTAINERS = 1024
 
 
 def invalid(kind: str, resource: str, problem: str) -> InvalidRequest:
@@ -29,6 +37,8 @@ def _fold(ids: Sequence[str]) -> list[str]:
 def _check_ids(kind: str, resource: str, snapshot: Snapshot, containers: Sequence[Sequence[str]]) -> None:
     if not containers:
         raise invalid(kind, resource, "no container requests")
+    if len(containers) > MAX_CONTAINERS:
+        raise invalid(kind, resource, f"{len(containers)} container requests (at most {MAX_CONTAINERS})")
     for index, ids in enumerate(containers):
         if not ids:
             raise invalid(kind, resource, f"container request {index} names no devices")
@@ -81,3 +91,57 @@ def preference_requests(
             )
         requests.append(PreferenceRequest(resource, avail, must, size))
     return requests
+
+
+def _type(value: object) -> str:
+    return type(value).__name__
+
+
+def _mapping_problem(name: str, value: object) -> str | None:
+    if not isinstance(value, Mapping):
+        return f"{name} as a {_type(value)}, not a mapping of str to str"
+    for key, item in value.items():
+        if not isinstance(key, str) or not isinstance(item, str):
+            return f"{name} with a {_type(key)} key and a {_type(item)} value, not str to str"
+    return None
+
+
+# The fields of each list item in an answer, and the type each must have.
+_ITEM_FIELDS: dict[type, tuple[tuple[str, type], ...]] = {
+    DeviceNode: (("container_path", str), ("host_path", str), ("permissions", str)),
+    Mount: (("container_path", str), ("host_path", str), ("read_only", bool)),
+}
+
+
+def _list_problem(name: str, value: object, item_type: type) -> str | None:
+    if not isinstance(value, (list, tuple)):
+        return f"{name} as a {_type(value)}, not a list of {item_type.__name__}"
+    for index, item in enumerate(value):
+        if not isinstance(item, item_type):
+            return f"{name}[{index}] as a {_type(item)}, not a {item_type.__name__}"
+        for attribute, wanted in _ITEM_FIELDS.get(item_type, ()):
+            got = getattr(item, attribute)
+            if not isinstance(got, wanted):
+                return f"{name}[{index}].{attribute} as a {_type(got)}, not {wanted.__name__}"
+    return None
+
+
+def allocation_problem(alloc: object) -> str | None:
+    """What is wrong with a driver's Allocate answer, or None; every type checked, nothing converted.
+
+    The text follows "allocate returned ..." and names the field, never a value,
+    so that one problem logs one line however many calls hit it.
+    """
+    if not isinstance(alloc, ContainerAllocation):
+        return f"a {_type(alloc)}, not a ContainerAllocation"
+    problem = (_mapping_problem("envs", alloc.envs) or _mapping_problem("annotations", alloc.annotations)
+               or _list_problem("device_nodes", alloc.device_nodes, DeviceNode)
+               or _list_problem("mounts", alloc.mounts, Mount)
+               or _list_problem("cdi_devices", alloc.cdi_devices, str))
+    if problem:
+        return problem
+    if not isinstance(alloc.cdi_field, bool):
+        return f"cdi_field as a {_type(alloc.cdi_field)}, not bool"
+    if alloc.cdi_annotation_key is not None and not isinstance(alloc.cdi_annotation_key, str):
+        return f"cdi_annotation_key as a {_type(alloc.cdi_annotation_key)}, not str or None"
+    return None

@@ -28,6 +28,16 @@ def numa_pick(request: PreferenceRequest, snapshot: Snapshot) -> list[str]:
     return pack(request, numa)
 
 
+def answer_problem(answer: object) -> str | None:
+    """Why a driver's preferred answer is no list of device IDs, or None (the text names types only)."""
+    if not isinstance(answer, (list, tuple)):
+        return f"a {type(answer).__name__}, not a list of device IDs"
+    for item in answer:
+        if not isinstance(item, str):
+            return f"a list holding a {type(item).__name__}, not only device IDs"
+    return None
+
+
 def repaired(request: PreferenceRequest, answer: Sequence[str], fallback: list[str]) -> tuple[list[str], str]:
     """Make a driver's answer valid; return it and what was wrong ('' when nothing).
 

@@ -4,6 +4,8 @@ This is the only place where driver dataclasses become v1beta1 messages. Each
 RPC validates against the resource's current snapshot (the error contract in
 :mod:`multidp.serving.contract`), calls the driver through its runner (deadline,
 isolation) and converts the answer, de-duplicating device nodes and mounts.
+An answer of the wrong shape is refused (Allocate) or replaced by the host's
+pick (GetPreferredAllocation), logged once per problem; streams are capped.
 """
 
 from __future__ import annotations
@@ -12,22 +14,21 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import grpc
 
 from multidp.api import pb
 from multidp.driver import Driver
-from multidp.errors import BadDriverAnswer, CdiUnavailable, DriverCallError, MultidpError
+from multidp.errors import BadDriverAnswer, CdiUnavailable, DriverCallError, MultidpError, TooManyStreams
 from multidp.model import ContainerAllocation
 from multidp.plugins.runner import DriverRunner
 from multidp.serving.cdi import ANNOTATION_PREFIX, CDIRegistry
-from multidp.serving.contract import allocation_requests, preference_requests
-from multidp.serving.picking import numa_pick, repaired
+from multidp.serving.contract import allocation_problem, allocation_requests, preference_requests
+from multidp.serving.picking import answer_problem, numa_pick, repaired
 from multidp.serving.resource import ResourceState, Snapshot
 from multidp.serving.stats import ResourceStats
 from multidp.serving.status import answer
-from multidp.serving.wire import ListEncoder
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,31 @@ CALLS = {"Allocate": "allocation", "GetPreferredAllocation": "preferred allocati
 # How often an idle ListAndWatch stream checks that its peer is still there
 # (a safety net: cancellation normally wakes it at once through a callback).
 STREAM_CHECK_S = 1.0
+
+# ListAndWatch streams one resource serves at once. The kubelet keeps one (two for a moment when it
+# registers again). Each open stream holds a gRPC thread, and gRPC's pool keeps the threads it
+# started: 4,200 streams from one client left 2,806 threads and 188 MB behind once they closed.
+MAX_STREAMS = 8
+
+
+class _LogOnce:
+    """Log each distinct message once, until :meth:`forget` (the driver answered well again)."""
+
+    remembered = 256  # distinct messages kept; past that all are forgotten and logged afresh
+
+    def __init__(self) -> None:
+        self._said: set[str] = set()
+
+    def __call__(self, level: int, message: str) -> None:
+        if message in self._said:
+            return
+        if len(self._said) >= self.remembered:
+            self._said.clear()
+        self._said.add(message)
+        log.log(level, message)
+
+    def forget(self) -> None:
+        self._said.clear()
 
 
 def container_response(alloc: ContainerAllocation) -> pb.ContainerAllocateResponse:
@@ -81,9 +107,10 @@ class DevicePluginService:
         self.stopping = threading.Event()
         self.streams = 0  # ListAndWatch streams open now
         self.stats = ResourceStats()
-        self._encoder = ListEncoder()
-        self._cached: tuple[int, bytes] | None = None
-        self._cache_lock = threading.Lock()
+        self._streams_lock = threading.Lock()
+        self._streams_warned = False  # a refused stream is logged once until the streams are down to one
+        self._allocate_problems = _LogOnce()
+        self._preference_problems = _LogOnce()
         self._driver_prefers = self._prefers(runner)
 
     @staticmethod
@@ -107,14 +134,31 @@ class DevicePluginService:
     def GetDevicePluginOptions(self, request: pb.Empty, context: grpc.ServicerContext) -> pb.DevicePluginOptions:
         return self.options()
 
-    def _message(self, snapshot: Snapshot) -> bytes:
-        with self._cache_lock:
-            if self._cached is None or self._cached[0] != snapshot.version:
-                self._cached = (snapshot.version, self._encoder.encode(snapshot))
-            return self._cached[1]
-
     def ListAndWatch(self, request: pb.Empty, context: grpc.ServicerContext) -> Iterator[bytes]:
         """Full list at once, then again on every change (already serialized, see add_to_server)."""
+        self._open_stream(context)
+        try:
+            yield from self._watch(context)
+        finally:
+            with self._streams_lock:
+                self.streams -= 1
+                self._streams_warned &= self.streams > 1  # warn again after the flood
+
+    def _open_stream(self, context: grpc.ServicerContext) -> None:
+        """Count a new stream in, or refuse it (RESOURCE_EXHAUSTED) when MAX_STREAMS are open."""
+        with self._streams_lock:
+            open_now = self.streams
+            if open_now < MAX_STREAMS:
+                self.streams += 1
+                return
+            warn, self._streams_warned = not self._streams_warned, True
+        if warn:
+            log.warning("resource %s: %d ListAndWatch streams are open; refusing more (at most %d per resource, "
+                        "the kubelet needs one)", self.resource, open_now, MAX_STREAMS)
+        self.refuse("list", TooManyStreams(f'list for "{self.resource}" refused: {open_now} ListAndWatch streams '
+                                           f"are open already (at most {MAX_STREAMS} per resource)"), context)
+
+    def _watch(self, context: grpc.ServicerContext) -> Iterator[bytes]:
         gone = threading.Event()
 
         def peer_gone() -> None:
@@ -127,27 +171,23 @@ class DevicePluginService:
         def stop() -> bool:
             return gone.is_set() or self.stopping.is_set()
 
-        with self._cache_lock:
-            self.streams += 1
-        try:
-            version = -1
-            while not stop():
-                snapshot = self.state.wait_newer(version, STREAM_CHECK_S, stop)
-                if stop() or not context.is_active():
-                    return
-                if snapshot.version == version:
-                    continue
-                version = snapshot.version
-                yield self._message(snapshot)
-                self.state.mark_sent(version)
-        finally:
-            with self._cache_lock:
-                self.streams -= 1
+        version = -1
+        while not stop():
+            snapshot = self.state.wait_newer(version, STREAM_CHECK_S, stop)
+            if stop() or not context.is_active():
+                return
+            if snapshot.version == version:
+                continue
+            version = snapshot.version
+            yield snapshot.message  # encoded when the snapshot was made (see ResourceState)
+            self.state.mark_sent(version)
 
     def refuse(self, call: str, error: MultidpError, context: grpc.ServicerContext) -> NoReturn:
         """End the RPC with the status the error table gives ``error``; log what is the driver's fault."""
         code, message = answer(error, call, self.resource)
-        if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNKNOWN):
+        if isinstance(error, BadDriverAnswer):
+            self._allocate_problems(logging.ERROR, f"resource {self.resource}: {message}")
+        elif code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNKNOWN):
             log.error("resource %s: %s", self.resource, message)
         context.abort(code, message)
         raise AssertionError("context.abort returned")  # grpc raises; for type checkers
@@ -179,17 +219,21 @@ class DevicePluginService:
         return pb.AllocateResponse(container_responses=responses)
 
     def _convert(self, alloc: Any) -> pb.ContainerAllocateResponse:
+        """The driver's answer as a message; BadDriverAnswer (INTERNAL, logged once per problem) if unusable."""
         driver = self.runner.name
-        if not isinstance(alloc, ContainerAllocation):
-            problem = f"allocate returned a {type(alloc).__name__}, not a ContainerAllocation"
-        elif alloc.cdi_devices and (cdi_problem := self.cdi.problem(driver, alloc.cdi_devices)):
-            raise CdiUnavailable(f'allocation for "{self.resource}" needs CDI devices, but {cdi_problem}')
-        else:
+        problem = allocation_problem(alloc)
+        if problem is None:
+            alloc = cast(ContainerAllocation, alloc)  # allocation_problem checked it
+            if alloc.cdi_devices and (cdi_problem := self.cdi.problem(driver, alloc.cdi_devices)):
+                raise CdiUnavailable(f'allocation for "{self.resource}" needs CDI devices, but {cdi_problem}')
             try:
-                return container_response(alloc)
-            except (TypeError, ValueError) as exc:
-                problem = f"allocate returned an invalid answer: {exc}"
-        raise BadDriverAnswer(f'allocation for "{self.resource}" failed: driver {driver} {problem}')
+                response = container_response(alloc)
+            except Exception as exc:  # noqa: BLE001 - protobuf refusing a value the type checks let through
+                problem = f"an invalid answer ({type(exc).__name__}: {exc})"
+            else:
+                self._allocate_problems.forget()
+                return response
+        raise BadDriverAnswer(f'allocation for "{self.resource}" failed: driver {driver} allocate returned {problem}')
 
     def GetPreferredAllocation(
         self, request: pb.PreferredAllocationRequest, context: grpc.ServicerContext
@@ -220,15 +264,23 @@ class DevicePluginService:
                 timeout=runner.timeouts.preferred_allocation,
             )
         except DriverCallError as exc:
-            log.warning("resource %s: %s; picking by NUMA instead", self.resource, exc)
+            self._preference_problems(logging.WARNING, f"resource {self.resource}: {exc}; picking by NUMA instead")
             return numa_pick(req, snapshot)
         if picked is None:
             return numa_pick(req, snapshot)
         if isinstance(picked, str):
             picked = [picked]
+        wrong = answer_problem(picked)
+        if wrong:
+            self._preference_problems(logging.WARNING, f"resource {self.resource}: driver {runner.name} preferred "
+                                                       f"allocation returned {wrong}; picking by NUMA instead")
+            return numa_pick(req, snapshot)
         ids, problem = repaired(req, list(picked), numa_pick(req, snapshot))
         if problem:
-            log.warning("resource %s: driver %s preferred %s; answer repaired", self.resource, runner.name, problem)
+            self._preference_problems(logging.WARNING, f"resource {self.resource}: driver {runner.name} "
+                                                       f"preferred {problem}; answer repaired")
+        else:
+            self._preference_problems.forget()
         return ids
 
     def PreStartContainer(

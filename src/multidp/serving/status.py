@@ -19,6 +19,7 @@ from multidp.errors import (
     DriverTimeout,
     InvalidRequest,
     MultidpError,
+    TooManyStreams,
 )
 from multidp.serving.contract import invalid
 
@@ -30,6 +31,7 @@ STATUS_CODES: tuple[tuple[type[MultidpError], grpc.StatusCode], ...] = (
     (DriverTimeout, grpc.StatusCode.DEADLINE_EXCEEDED),  # the driver missed its deadline
     (DriverCallError, grpc.StatusCode.INTERNAL),  # the driver raised
     (BadDriverAnswer, grpc.StatusCode.INTERNAL),  # the driver answered something unusable
+    (TooManyStreams, grpc.StatusCode.RESOURCE_EXHAUSTED),  # past the ListAndWatch streams a resource allows
 )
 
 

@@ -1,7 +1,8 @@
 """The v1beta1 wire, where multidp does more than the generated code.
 
 - :class:`ListEncoder`: ListAndWatch messages built from cached per-device
-  encodings, so a change in a 10,000-device resource re-encodes one device.
+  encodings, so a change in a 10,000-device resource re-encodes one device;
+  and the kubelet's 4 MiB limit on them, which ResourceState enforces.
 - :func:`add_to_server`: the DevicePlugin service registered from its
   descriptor, like the generated code does, except that requests protobuf
   cannot parse are refused through the normal path (grpcio keeps the state of
@@ -11,7 +12,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NoReturn, Protocol
 
 import grpc
@@ -20,8 +21,7 @@ from google.protobuf.message_factory import GetMessageClass
 
 from multidp.api import pb
 from multidp.errors import InvalidRequest, MultidpError
-from multidp.model import Health
-from multidp.serving.resource import Snapshot
+from multidp.model import Device, Health
 
 RAW_RESPONSES = frozenset({"ListAndWatch"})  # RPCs whose behaviour yields serialized bytes
 
@@ -48,6 +48,27 @@ def _field(tag: int, payload: bytes) -> bytes:
 _HEALTH = {health: _field(0x12, health.value.encode()) for health in Health}  # Device.health = 2
 _NODES = {0: b"\x0a\x00", **{n: _field(0x0A, b"\x08" + bytes((n,))) for n in range(1, 64)}}  # common NUMA ids
 
+# The kubelet receives at most 4 MiB per message (gRPC's default), so a bigger list never arrives:
+# its stream fails and the resource reads 0 devices.
+KUBELET_MESSAGE_LIMIT = 4 * 1024 * 1024
+# An entry is at least its ID plus 13 bytes (two tags and lengths, and health "Healthy" as 9 bytes),
+# which bounds a list's size from below before anything is built.
+ENTRY_OVERHEAD_MIN = 13
+# How much an entry can grow when its device turns Unhealthy: 2 bytes of text, plus 1 when its
+# length no longer fits one varint byte. A failed scan marks every device Unhealthy, and that list
+# must fit too.
+UNHEALTHY_GROWTH_MAX = 3
+
+
+class Listing(Protocol):
+    """What :class:`ListEncoder` reads of a snapshot (:class:`multidp.serving.resource.Snapshot`)."""
+
+    @property
+    def ids(self) -> tuple[str, ...]: ...
+
+    @property
+    def by_id(self) -> Mapping[str, Device]: ...
+
 
 class ListEncoder:
     """Serialized ListAndWatchResponse bytes for a snapshot, reusing each device's encoding.
@@ -59,7 +80,8 @@ class ListEncoder:
     Device.ID = 1, health = 2, topology = 3; TopologyInfo.nodes = 1; NUMANode.ID = 1
     (a varint, left out when 0 as proto3 does). Each device's entry is encoded
     once and reused while its ID, health and NUMA nodes stay the same; a test
-    checks the bytes against protobuf's own parser.
+    checks the bytes against protobuf's own parser. ResourceState encodes each
+    new snapshot here, so a list that does not encode never reaches a stream.
     """
 
     def __init__(self) -> None:
@@ -73,7 +95,7 @@ class ListEncoder:
             body += _field(0x1A, b"".join(_NODES.get(n) or _field(0x0A, b"\x08" + _varint(n)) for n in numa_nodes))
         return b"\x0a" + _varint(len(body)) + body
 
-    def encode(self, snapshot: Snapshot) -> bytes:
+    def encode(self, snapshot: Listing) -> bytes:
         previous, current = self._entries, {}
         parts = []
         by_id = snapshot.by_id
