@@ -6,7 +6,7 @@ import grpc
 import pytest
 
 from multidp.api import pb
-from multidp.testing import KubeletStandIn, SampleDriver, SamplePlugin
+from multidp.testing import KubeletStandIn, SampleDriver, SamplePlugin, wait_until
 
 WIDGET = "example.com/widget"
 SHARED = "example.com/widget-shared"
@@ -137,6 +137,10 @@ def test_cdi_failure_costs_only_cdi_allocations(kubelet, multidp_host, sample):
     sample_config = {"sample": {}}
     host = multidp_host({"sample": sample}, drivers=sample_config)
     kubelet.wait_devices(WIDGET, lambda v: v.capacity == 4)
+    kubelet.wait_devices(SHARED, lambda v: v.capacity > 0)
+    # The first scan's spec is written after its endpoints start: fail only once it is there, or the
+    # first write would clear the failure.
+    wait_until(lambda: any((kubelet.directory / "cdi").glob("*.json")), what="the sample driver's CDI spec")
     host.cdi.fail("sample", "cannot write CDI spec to /nowhere: read-only file system")
     err = rpc_error(allocate, kubelet.stub(WIDGET), ["widget-0"])
     assert err.code() is grpc.StatusCode.FAILED_PRECONDITION
