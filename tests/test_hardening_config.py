@@ -21,7 +21,8 @@ import pytest
 from faults_helpers import SHARED, WIDGET, wait_full
 
 from multidp.config.sections import driver_section
-from multidp.config.settings import MAX_CONFIG_BYTES, load_settings
+from multidp.config.settings import load_settings
+from multidp.configfiles import MAX_CONFIG_BYTES
 from multidp.errors import ConfigError
 from multidp.testing import SampleConfig
 

@@ -13,6 +13,7 @@ the host refuses a plugin written for another major version or a newer minor
 one, and says so in ``multidp drivers`` (docs/writing-a-driver.md).
 """
 
+from multidp.configfiles import parse_yaml, read_small_file
 from multidp.driver import Driver, DriverContext, Notify, Simulation
 from multidp.errors import AllocationRefused, ConfigError, MultidpError, split_validation_error
 from multidp.hookspecs import hookimpl
@@ -80,6 +81,8 @@ __all__ = [
     "list_some",
     "pack",
     "pack_replicas",
+    "parse_yaml",
+    "read_small_file",
     "replica_id",
     "resource_name_problem",
     "shorten",

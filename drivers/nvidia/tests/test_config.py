@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,35 @@ def test_unreadable_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         _resolve({"configFile": str(tmp_path / "missing.yaml")})
     assert caught.value.key == "drivers.nvidia.configFile" and "missing.yaml" in str(caught.value)
+
+
+@pytest.mark.parametrize(("make", "words"), [
+    (lambda d: _write(d, "[" * 20_000), "nested deeper than 100 levels"),
+    (lambda d: _write(d, "version: v1\nflags: {}\nflags: {}\n"), "key 'flags' is given twice"),
+    (lambda d: _write(d, "# padding\n" * 120_000), "over the limit of 1 MiB"),
+    (lambda d: _fifo(d), "not a regular file (a FIFO)"),
+    (lambda d: "/dev/zero", "not a regular file (a character device)"),
+])
+def test_nvidia_file_is_read_with_the_hosts_limits(tmp_path: Path, make: Any, words: str) -> None:
+    # The same bounded reader and strict YAML as the host's own config: never a hang, a traceback or a
+    # gigabyte read, whatever configFile points at.
+    path = make(tmp_path)
+    with pytest.raises(ConfigError) as caught:
+        _resolve({"configFile": str(path)})
+    assert caught.value.key == "drivers.nvidia.configFile"
+    assert str(path) in str(caught.value) and words in str(caught.value)
+
+
+def _write(directory: Path, text: str) -> Path:
+    path = directory / "nvidia.yaml"
+    path.write_text(text)
+    return path
+
+
+def _fifo(directory: Path) -> Path:
+    path = directory / "fifo.yaml"
+    os.mkfifo(path)
+    return path
 
 
 def test_bad_rename_is_refused() -> None:  # MPS's own refusals are in test_mps.py

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -179,10 +180,21 @@ def _refusal(tmp_path: Path, text: str | None, **section: Any) -> str:
     return caught.value.message.replace(path, "FILE")
 
 
+def test_a_file_that_is_no_regular_file_is_refused_unread(tmp_path: Path) -> None:
+    fifo = tmp_path / "config.json"
+    os.mkfifo(fifo)  # reading it would block for ever
+    for path in (str(fifo), "/dev/zero"):
+        with pytest.raises(ConfigError) as caught:
+            _config(configFile=path)
+        assert f"{path}: cannot read config file: not a regular file" in caught.value.message
+
+
 @pytest.mark.parametrize(
     ("text", "words"),
     [
-        (None, "configFile: FILE: cannot read it: No such file or directory"),
+        (None, "configFile: FILE: cannot read config file: No such file or directory"),
+        ("[" * 20_000, "configFile: FILE: not valid JSON: nested too deeply to read"),
+        ("{}" + " " * (1 << 20), "configFile: FILE: cannot read config file: over the limit of 1 MiB"),
         ('{"configList": [{"resourceName": "a", "rdmaHcaMax": 5,\n  "selectors": {"vendors": ["15b3"]},}]}',
          "configFile: FILE: not valid JSON: Expecting property name enclosed in double quotes at line 2 column 38"),
         ("[]", "configFile: FILE: the top level must be a JSON object, not list"),

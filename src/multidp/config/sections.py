@@ -30,7 +30,7 @@ from multidp.config.bylabel import (
     parse_config_by_label,
     select,
 )
-from multidp.config.settings import parse_yaml
+from multidp.configfiles import parse_yaml
 from multidp.errors import ConfigError, split_validation_error
 
 

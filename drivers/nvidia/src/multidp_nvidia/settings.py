@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import msgspec
-from multidp import DNS1123_SUBDOMAIN, ConfigError
+from multidp import DNS1123_SUBDOMAIN, ConfigError, parse_yaml, read_small_file
 
 from multidp_nvidia.config import DEFAULT_IGNORED_XIDS, Flags, NvidiaConfig, NvidiaFileConfig, PluginFlags
 from multidp_nvidia.layering import KEY, RESOURCE_PREFIX, checked_name, pick, plain_root
@@ -70,15 +69,11 @@ def read_nvidia_file(path: str) -> NvidiaFileConfig:
     """NVIDIA's config file; errors name the file and the key."""
     where = f"{KEY}.configFile"
     try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise ConfigError(where, f"cannot read NVIDIA config file {path}: {exc.strerror or exc}") from exc
-    import yaml  # only when NVIDIA's config file is used
-
-    try:
-        raw = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(where, f"{path} is not valid YAML: {exc}") from exc
+        # The host's bounded reader and strict YAML: a FIFO, /dev/zero, deep nesting or a key given
+        # twice is a one-line error, never a hang, a traceback or a gigabyte read.
+        raw = parse_yaml(read_small_file(path)) or {}
+    except ConfigError as exc:
+        raise ConfigError(where, f"NVIDIA config file {path}: {exc.message}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(where, f"{path} must hold a mapping, not a {type(raw).__name__}")
     try:

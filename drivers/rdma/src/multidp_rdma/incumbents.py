@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import msgspec
-from multidp import split_validation_error
+from multidp import ConfigError, read_small_file, split_validation_error
 
 from multidp_rdma.poolconfig import PoolConfig, Selectors
 
@@ -103,15 +102,18 @@ class Incumbent:
 def load_file(path: str) -> Incumbent:
     """Read an incumbent's config file; ValueError says what is wrong, starting with the file name."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ValueError(f"{path}: cannot read it: {exc.strerror or exc}") from None
+        # The host's bounded reader: a FIFO, /dev/zero or a huge file is refused, never read.
+        text = read_small_file(path).decode("utf-8")
+    except ConfigError as exc:
+        raise ValueError(f"{path}: {exc.message}") from None
     except UnicodeDecodeError as exc:
         raise ValueError(f"{path}: is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise ValueError(f"{path}: not valid JSON: nested too deeply to read") from None
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: the top level must be a JSON object, not {type(raw).__name__}")
     if "configList" in raw and "resourceList" in raw:
