@@ -222,3 +222,22 @@ def test_reload_applies_new_config_without_reregistering(kubelet, sample):
         host.reload(new_disabled)
         kubelet.wait_devices(WIDGET, lambda v: v.capacity == 0 and not v.stream_open, what="driver disabled")
         assert host.statuses["sample"].state == "disabled"
+
+
+def test_a_reload_under_simulate_keeps_the_simulation_folder_until_stop(kubelet, sample):
+    # The folder belongs to the host's driver factory; a reload makes a new factory, and the old one,
+    # once dropped, used to delete the folder under the drivers still running on its trees.
+    import gc
+
+    from multidp.testing.host import make_settings
+
+    with running_host(kubelet.directory, {"sample": sample}, simulate=True) as host:
+        kubelet.wait_devices(WIDGET, lambda v: v.capacity == 4)
+        folder = host.factory.workdir
+        assert folder.is_dir()
+        new = make_settings(kubelet.directory, {"sample": {}}, simulate=True)
+        new.drivers = ["sample"]
+        host.reload(new)
+        gc.collect()
+        assert host.factory.workdir == folder and folder.is_dir()
+    assert not folder.exists()  # removed at stop, as before

@@ -196,7 +196,7 @@ class Host:
         settings.plugin_dir, settings.kubelet_socket = old.plugin_dir, old.kubelet_socket
         settings.simulate = old.simulate
         self.settings = settings
-        self.factory = DriverFactory(settings, self.registry, self.factory.environ, self.factory.workdir)
+        self.factory = self.factory.successor(settings)
         self.table.use_settings(settings)
         self.cdi.directory = settings.cdi_dir
         names = selected_names(settings, self.registry)

@@ -165,6 +165,14 @@ class DriverFactory:
                 self._workdir = Path(self._own_workdir.name)
             return self._workdir
 
+    def successor(self, settings: Settings) -> DriverFactory:
+        """The factory a reload uses: same plugins and environment, and this one's simulation folder,
+        which it now owns (dropped with this factory, the folder would go under running drivers)."""
+        successor = DriverFactory(settings, self.registry, self.environ, self._workdir)
+        with self._workdir_lock:
+            successor._own_workdir, self._own_workdir = self._own_workdir, None
+        return successor
+
     def cleanup(self) -> None:
         if self._own_workdir is not None:
             self._own_workdir.cleanup()
