@@ -9,6 +9,7 @@ are back near where they were, measured in /proc like an operator would.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import faults_helpers
@@ -17,6 +18,7 @@ import pytest
 from faults_helpers import WIDGET, wait_full
 
 from multidp.api import pb, pb_grpc
+from multidp.plugins.runner import CALL_WORKERS
 from multidp.serving.sockets import socket_name
 from multidp.testing import KubeletStandIn, SamplePlugin, wait_until
 
@@ -140,3 +142,54 @@ def test_preferred_allocation_with_too_many_containers_is_refused(kubelet, multi
         kubelet.stub(WIDGET).GetPreferredAllocation(request, timeout=30)
     assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert f"{CONTAINER_LIMIT + 1} container requests (at most {CONTAINER_LIMIT})" in err.value.details()
+
+
+def pool_threads() -> int:
+    return sum(1 for thread in threading.enumerate() if thread.name.startswith("grpc_"))
+
+
+def test_a_simultaneous_burst_leaves_no_threads_behind(kubelet, monkeypatch):
+    # Calls arriving at the same instant each hold one of the gRPC pool's threads (here: Allocate
+    # calls to a driver that hangs, answered DEADLINE_EXCEEDED after 1 s). Once the burst is over,
+    # the pool must let go of all but the threads it keeps; every other thread is back where it was.
+    import multidp.host.table as table
+
+    monkeypatch.setattr(table, "GRPC_WORKER_IDLE_S", 0.5)
+    from multidp.testing import running_host
+
+    sample = SamplePlugin()
+    with running_host(kubelet.directory, {"sample": sample}, timeouts={"allocate": 1}):
+        wait_full(kubelet)
+        wait_until(lambda: kubelet.resources[WIDGET].stream_open, what="the kubelet's stream")
+        baseline, baseline_pool = threading.active_count(), pool_threads()
+        sample.driver.faults["allocate"] = 5.0
+        socket = kubelet.directory / socket_name("sample", WIDGET)
+        clients = 100
+        go = threading.Barrier(clients)
+        codes: list[grpc.StatusCode] = []
+
+        def one_call() -> None:
+            with grpc.insecure_channel(f"unix:{socket}") as channel:
+                go.wait(10)
+                request = pb.AllocateRequest(container_requests=[pb.ContainerAllocateRequest(devices_ids=["widget-0"])])
+                try:
+                    pb_grpc.DevicePluginStub(channel).Allocate(request, timeout=20)
+                except grpc.RpcError as exc:
+                    codes.append(exc.code())
+
+        threads = [threading.Thread(target=one_call) for _ in range(clients)]
+        for thread in threads:
+            thread.start()
+        wait_until(lambda: pool_threads() >= clients // 2, timeout=20, what="the burst holding pool threads")
+        peak = pool_threads()
+        for thread in threads:
+            thread.join(30)
+        assert codes and set(codes) == {grpc.StatusCode.DEADLINE_EXCEEDED}, set(codes)
+        sample.driver.faults.clear()
+        kept = max(table.GRPC_WORKERS_KEPT, baseline_pool)
+        wait_until(lambda: pool_threads() <= kept, timeout=20,
+                   what=f"the gRPC pool back to {kept} threads (now {pool_threads()}, {peak} at the peak)")
+        # Besides the pool: the driver's own call workers (started on demand, at most CALL_WORKERS).
+        others = baseline - baseline_pool + CALL_WORKERS
+        wait_until(lambda: threading.active_count() - pool_threads() <= others, timeout=20,
+                   what=f"the other threads back to {others} (now {threading.active_count() - pool_threads()})")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from multidp.config.settings import Settings
@@ -21,6 +20,7 @@ from multidp.names import resource_name_problem
 from multidp.plugins.runner import DriverRunner
 from multidp.serving.cdi import CDIRegistry
 from multidp.serving.endpoint import Endpoint
+from multidp.serving.executor import ElasticExecutor
 from multidp.serving.later import Later
 from multidp.serving.registration import KubeletClient
 from multidp.serving.resource import ResourceState
@@ -30,6 +30,8 @@ from multidp.serving.sockets import socket_name
 log = logging.getLogger(__name__)
 
 GRPC_WORKERS_MAX = 4096
+GRPC_WORKERS_KEPT = 16  # never stopped: the kubelet's streams and calls never wait for a thread start
+GRPC_WORKER_IDLE_S = 30.0  # a thread beyond those, idle this long, exits (a burst leaves nothing behind)
 
 
 class ResourceTable:
@@ -44,8 +46,9 @@ class ResourceTable:
         self._lock = threading.RLock()
         # One pool for every endpoint's gRPC server. Each ListAndWatch stream holds
         # a thread for its lifetime, so the limit is far above what is ever used;
-        # threads are started only when none is idle.
-        self._grpc_pool = ThreadPoolExecutor(GRPC_WORKERS_MAX, thread_name_prefix="grpc")
+        # threads are started only when none is idle, and those beyond the kept ones
+        # exit after idling (a burst of calls leaves no threads behind).
+        self._grpc_pool = ElasticExecutor(GRPC_WORKERS_MAX, GRPC_WORKERS_KEPT, GRPC_WORKER_IDLE_S, "grpc")
         self.kubelet = KubeletClient(settings.kubelet_socket_path, settings.timeouts.register)
         self._later = Later("endpoints-later")
 

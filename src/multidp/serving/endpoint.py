@@ -23,7 +23,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from functools import partial
 from pathlib import Path
 
@@ -59,7 +59,7 @@ SERVER_OPTIONS = [("grpc.so_reuseport", 0)]
 class _BoundServer:
     """A started gRPC server on a socket in a private 0700 directory, not yet in place."""
 
-    def __init__(self, service: DevicePluginService, directory: Path, pool: ThreadPoolExecutor) -> None:
+    def __init__(self, service: DevicePluginService, directory: Path, pool: Executor) -> None:
         self.private = Path(tempfile.mkdtemp(prefix=PRIVATE_DIR_PREFIX, dir=directory))
         self.path = self.private / "s"
         try:
@@ -93,7 +93,7 @@ class Endpoint:
     """Serves one :class:`DevicePluginService` and keeps it registered."""
 
     def __init__(self, service: DevicePluginService, socket_path: Path, kubelet: KubeletClient,
-                 pool: ThreadPoolExecutor, later: Later) -> None:
+                 pool: Executor, later: Later) -> None:
         self.service = service
         self.socket_path = socket_path
         self.kubelet = kubelet
