@@ -102,3 +102,19 @@ def test_driver_section_errors_name_the_driver_key():
 
 def test_driver_without_a_config_type_gets_a_plain_dict():
     assert convert_section("x", {"a": 1}, None, None) == {"a": 1}
+
+
+@pytest.mark.parametrize(("env", "variable", "words"), [
+    ({"MULTIDP_SAMPLE_COLOUR": "blue"}, "MULTIDP_SAMPLE_COLOUR", "unknown field `colour` (sets drivers.sample.colour)"),
+    ({"MULTIDP_SAMPLE_POLL_INTERVAL": "soon"}, "MULTIDP_SAMPLE_POLL_INTERVAL",
+     "Expected `float`, got `str` (sets drivers.sample.pollInterval)"),
+])
+def test_a_bad_variable_is_named_not_only_its_key(env, variable, words):
+    # A stray or mistyped MULTIDP_<DRIVER>_<KEY> fails the driver: the operator must learn which variable.
+    from multidp.config.sections import convert_resolved, resolve_section
+
+    resolved = resolve_section("sample", {}, env, SampleConfig)
+    with pytest.raises(ConfigError) as caught:
+        convert_resolved("sample", resolved, SampleConfig, None)
+    assert caught.value.key == variable
+    assert words in caught.value.message

@@ -224,7 +224,8 @@ def test_reload_applies_new_config_without_reregistering(kubelet, sample):
         assert host.statuses["sample"].state == "disabled"
 
 
-def test_a_reload_under_simulate_keeps_the_simulation_folder_until_stop(kubelet, sample):
+def test_a_reload_under_simulate_keeps_the_simulation_folder_until_stop(kubelet, sample, caplog):
+    caplog.set_level(logging.INFO, logger="multidp.plugins.factory")
     # The folder belongs to the host's driver factory; a reload makes a new factory, and the old one,
     # once dropped, used to delete the folder under the drivers still running on its trees.
     import gc
@@ -235,6 +236,7 @@ def test_a_reload_under_simulate_keeps_the_simulation_folder_until_stop(kubelet,
         kubelet.wait_devices(WIDGET, lambda v: v.capacity == 4)
         folder = host.factory.workdir
         assert folder.is_dir()
+        assert f"driver sample: simulated hardware in {folder / 'sample'}" in caplog.text  # where to look
         new = make_settings(kubelet.directory, {"sample": {}}, simulate=True)
         new.drivers = ["sample"]
         host.reload(new)

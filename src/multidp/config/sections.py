@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -83,6 +83,7 @@ class Resolved:
     own: dict[str, Any]
     by_label: ConfigByLabel | None = None
     selection: Selection | None = None
+    variables: Mapping[str, str] = field(default_factory=dict)  # key -> the MULTIDP_<NAME>_<KEY> that set it
 
 
 def resolve_section(
@@ -90,48 +91,49 @@ def resolve_section(
     labels: Mapping[str, str] | None = None, source: str | None = None,
 ) -> Resolved:
     """The section, the per-node config ``labels`` select merged over it, then variables."""
-    by_label, env = _by_label_and_env(name, section, environ, config_type, source)
+    by_label, env, variables = _by_label_and_env(name, section, environ, config_type, source)
     selection = select(by_label, labels) if by_label else None
-    return _compose(name, section, by_label, selection, env)
+    return _compose(name, section, by_label, selection, env, variables)
 
 
 def _by_label_and_env(
     name: str, section: Mapping[str, Any], environ: Mapping[str, str], config_type: Any, source: str | None,
-) -> tuple[ConfigByLabel | None, dict[str, Any]]:
+) -> tuple[ConfigByLabel | None, dict[str, Any], dict[str, str]]:
     env: dict[str, Any] = {}
     variables: dict[str, str] = {}
     prefix = f"MULTIDP_{name.upper().replace('-', '_')}_"
     if any(var.startswith(prefix) for var in environ):
         env = env_overrides(name, environ, declared_keys(config_type), section, variables)
     if CONFIG_BY_LABEL in env:  # a variable replaces the file's configByLabel as a whole
-        return parse_config_by_label(name, env.pop(CONFIG_BY_LABEL), variables[CONFIG_BY_LABEL]), env
+        by_label = parse_config_by_label(name, env.pop(CONFIG_BY_LABEL), variables[CONFIG_BY_LABEL])
+        return by_label, env, variables
     if section.get(CONFIG_BY_LABEL) is not None:
         where = f"drivers.{name}.{CONFIG_BY_LABEL}"
-        return parse_config_by_label(name, section[CONFIG_BY_LABEL], where, source), env
-    return None, env
+        return parse_config_by_label(name, section[CONFIG_BY_LABEL], where, source), env, variables
+    return None, env, variables
 
 
 def _compose(name: str, section: Mapping[str, Any], by_label: ConfigByLabel | None, selection: Selection | None,
-             env: Mapping[str, Any]) -> Resolved:
+             env: Mapping[str, Any], variables: Mapping[str, str]) -> Resolved:
     merged = apply(section, by_label, selection.chosen if selection else None)
     merged.update(env)
     enabled = merged.pop("enabled", True)
     if not isinstance(enabled, bool):
         raise ConfigError(f"drivers.{name}.enabled", f"must be true or false, not {enabled!r}")
-    return Resolved(enabled, merged, by_label, selection)
+    return Resolved(enabled, merged, by_label, selection, variables)
 
 
 def check_section(
     name: str, section: Mapping[str, Any], environ: Mapping[str, str], config_type: Any, source: str | None,
 ) -> None:
     """Validate the section as every node can see it: alone, and with each per-node config."""
-    by_label, env = _by_label_and_env(name, section, environ, config_type, source)
-    convert_resolved(name, _compose(name, section, by_label, None, env), config_type, source)
+    by_label, env, variables = _by_label_and_env(name, section, environ, config_type, source)
+    convert_resolved(name, _compose(name, section, by_label, None, env, variables), config_type, source)
     if by_label is None:
         return
     for chosen in by_label.configs:
         selection = Selection(by_label.label, chosen, chosen, tuple(by_label.configs))
-        convert_resolved(name, _compose(name, section, by_label, selection, env), config_type, source)
+        convert_resolved(name, _compose(name, section, by_label, selection, env, variables), config_type, source)
 
 
 def convert_resolved(name: str, resolved: Resolved, config_type: Any, source: str | None) -> Any:
@@ -140,17 +142,30 @@ def convert_resolved(name: str, resolved: Resolved, config_type: Any, source: st
     try:
         return convert_section(name, resolved.own, config_type, source)
     except ConfigError as exc:
+        variable = _set_in(exc, name, resolved.variables)
+        if variable is not None:  # the variable's value is what is wrong: name the variable
+            var = resolved.variables[variable]
+            raise ConfigError(var, f"{exc.message} (sets drivers.{name}.{variable})") from exc
         if resolved.by_label is None or chosen is None:
             raise
         raise in_config(exc, name, chosen, resolved.by_label.configs[chosen]) from exc
+
+
+def _set_in(exc: ConfigError, name: str, keys: Mapping[str, Any]) -> str | None:
+    """The top-level key among ``keys`` that the error is in (for an unknown field: that names it), or None."""
+    prefix = f"drivers.{name}"
+    rest = exc.key[len(prefix):].lstrip(".") if exc.key.startswith(prefix) else ""
+    top = re.split(r"[.\[]", rest, maxsplit=1)[0]
+    if top:
+        return top if top in keys else None
+    return next((key for key in keys if f"`{key}`" in exc.message), None)
 
 
 def in_config(exc: ConfigError, name: str, chosen: str, overlay: Mapping[str, Any]) -> ConfigError:
     """Name the per-node config's key when the error is in a key it sets."""
     prefix = f"drivers.{name}"
     rest = exc.key[len(prefix):].lstrip(".") if exc.key.startswith(prefix) else ""
-    top = re.split(r"[.\[]", rest, maxsplit=1)[0]
-    if top in overlay or (not top and any(f"`{key}`" in exc.message for key in overlay)):
+    if _set_in(exc, name, overlay) is not None:
         key = f"{prefix}.{CONFIG_BY_LABEL}.configs.{chosen}" + (f".{rest}" if rest else "")
         return ConfigError(key, exc.message, exc.source)
     return ConfigError(exc.key, f"{exc.message} (with the per-node config {chosen!r})", exc.source)

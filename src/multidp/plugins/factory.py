@@ -153,6 +153,8 @@ class DriverFactory:
             log.warning("driver %s cannot simulate hardware; it runs against the real node", name)
         else:
             self.simulations[name] = simulation
+            # Said, so that an operator or a vendor can change the simulated files of a running daemon.
+            log.info("driver %s: simulated hardware in %s", name, workdir)
         return simulation
 
     @property
