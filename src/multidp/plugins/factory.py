@@ -117,6 +117,12 @@ class DriverFactory:
             raise PluginLoadError(info.error)
         return info
 
+    def configured(self, name: str) -> tuple[Any, Resolved]:
+        """The loaded driver's config object on this node, and the resolved section it was made from."""
+        config_type = self.config_type(name)
+        resolved = self.resolve(name, config_type)
+        return convert_resolved(name, resolved, config_type, self.source), resolved
+
     def create(self, name: str) -> Driver:
         """Load, configure and create one driver; raise with a clear reason on failure."""
         return self.create_selected(name).driver
@@ -124,9 +130,7 @@ class DriverFactory:
     def create_selected(self, name: str) -> Created:
         """:meth:`create`, also saying which per-node config the node's labels selected for it."""
         self.load(name)
-        config_type = self.config_type(name)
-        resolved = self.resolve(name, config_type)
-        config = convert_resolved(name, resolved, config_type, self.source)
+        config, resolved = self.configured(name)
         simulation = self._simulate(name) if self.settings.simulate else None
         context = DriverContext(
             name=name,

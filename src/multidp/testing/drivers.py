@@ -13,24 +13,19 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from multidp.config.sections import convert_resolved, resolve_section
 from multidp.config.settings import Settings
 from multidp.driver import Driver
-from multidp.errors import PluginLoadError
 from multidp.plugins.factory import DriverFactory
 from multidp.plugins.registry import PluginRegistry
 
 
 def _factory(plugin: Any, name: str, section: Mapping[str, Any] | None, environ: Mapping[str, str] | None,
              labels: Mapping[str, str] | None, workdir: Path | None = None, **settings: Any) -> DriverFactory:
-    registry = PluginRegistry(extra={name: plugin})
-    info = registry.load([name])[0]
-    if not info.loaded:
-        raise PluginLoadError(f"driver {name}: {info.error}")
     configured = Settings(drivers=[name], driver_sections={name: dict(section or {})},
                           **{k: v for k, v in settings.items() if v is not None})
-    factory = DriverFactory(configured, registry, dict(environ or {}), workdir)
+    factory = DriverFactory(configured, PluginRegistry(extra={name: plugin}), dict(environ or {}), workdir)
     factory.labels = None if labels is None else dict(labels)
+    factory.load(name)  # PluginLoadError naming what is wrong, as on a node
     return factory
 
 
@@ -42,10 +37,8 @@ def driver_config(plugin: Any, section: Mapping[str, Any] | None = None, *, name
     ``section`` is ``drivers.<name>`` of the config file; ``labels`` are the
     node's labels (for ``configByLabel``); ``source`` names the file in errors.
     """
-    factory = _factory(plugin, name, section, environ, labels)
-    config_type = factory.registry.call(name, "multidp_config_type")
-    resolved = resolve_section(name, dict(section or {}), factory.environ, config_type, factory.labels, source)
-    return convert_resolved(name, resolved, config_type, source)
+    factory = _factory(plugin, name, section, environ, labels, config_path=Path(source) if source else None)
+    return factory.configured(name)[0]
 
 
 def create_driver(plugin: Any, section: Mapping[str, Any] | None = None, *, name: str = "driver",
