@@ -32,8 +32,7 @@ from multidp.plugins.factory import (
     with_deadline,
 )
 from multidp.plugins.registry import PluginRegistry
-
-CLOSE_TIMEOUT_S = 5.0
+from multidp.plugins.runner import CLOSE_TIMEOUT_S
 
 
 def _selected(settings: Settings, registry: PluginRegistry) -> list[str]:
@@ -136,14 +135,15 @@ def driver_report(settings: Settings, registry: PluginRegistry) -> list[dict[str
             except PluginLoadError as exc:
                 load_error = str(exc)
             try:
-                enabled = factory.enabled(name)
+                config_type = None if load_error else factory.config_type(name)  # the hook runs once
+                enabled = factory.resolve(name, config_type).enabled
                 if load_error:
                     entry.update(status=FAILED, reason=load_error)
                 elif not enabled:
                     entry.update(status=DISABLED, reason="disabled in config")
                 else:  # the section alone and with each per-node config, as some node may see it
                     check_section(name, settings.driver_sections.get(name, {}), factory.environ,
-                                  factory.config_type(name), factory.source)
+                                  config_type, factory.source)
             except Exception as exc:  # noqa: BLE001 - a bad config, or a config type hook that failed
                 entry.update(status=FAILED, reason=describe_failure(exc))
         report.append(entry)

@@ -241,8 +241,8 @@ class NodeLabelWatcher:
     def _apply(self, labels: Mapping[str, str] | None) -> None:
         current = dict(labels or {})
         if current != self.current:  # status updates arrive often; label changes rarely
-            self.current = current
             self.on_change(dict(current))
+            self.current = current  # only once applied: if on_change raised, the next read tries again
 
     def _run(self) -> None:
         version: str | None = None  # None: read the node (again) before watching
@@ -301,6 +301,8 @@ class NodeLabelWatcher:
         """How long to wait before the next try: the time since the last good event, within the bounds.
         Logged when the failure starts, when the delay has doubled since the last line, or when its kind
         changes; otherwise at DEBUG."""
+        if self._logged is None:  # the first failure after a good stretch: the backoff starts at its floor
+            self._last_good = time.monotonic()
         delay = min(BACKOFF_MAX_S, max(BACKOFF_FIRST_S, time.monotonic() - self._last_good))
         kind = exc.kind if isinstance(exc, ApiProblem) else type(exc).__name__
         why = str(exc) if isinstance(exc, ApiProblem) else f"{type(exc).__name__}: {exc}"

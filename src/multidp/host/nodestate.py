@@ -44,8 +44,8 @@ class NodeState:
             return label, f"disabled by node label {LABEL_PREFIX}{name}=false"
         try:
             enabled = factory.enabled(name)
-        except ConfigError:
-            return True, ""  # creating it reports the error, and fails it alone
+        except Exception:  # noqa: BLE001 - a bad config or a plugin hook that fails: creating it reports the
+            return True, ""  # error and fails it alone; a label change must not stop half-applied
         return enabled, "disabled in config"
 
     @staticmethod

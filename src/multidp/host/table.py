@@ -44,6 +44,7 @@ class ResourceTable:
         self._owner: dict[str, str] = {}  # resource -> driver
         self._refused: set[tuple[str, str]] = set()
         self._lock = threading.RLock()
+        self._closed = False  # stop_all ran
         # One pool for every endpoint's gRPC server. Each ListAndWatch stream holds
         # a thread for its lifetime, so the limit is far above what is ever used;
         # threads are started only when none is idle, and those beyond the kept ones
@@ -80,6 +81,8 @@ class ResourceTable:
         driver = runner.name
         changed = False
         with self._lock:
+            if self._closed:
+                return  # a scan that finished while the host stopped: no endpoint after stop_all
             owned = self.resources_of(driver)
             if inventory is None:
                 for resource in owned:
@@ -165,6 +168,7 @@ class ResourceTable:
     def stop_all(self) -> None:
         """Stop every endpoint without withdrawing (a restarting host keeps the node's capacity)."""
         with self._lock:
+            self._closed = True
             endpoints = list(self.endpoints.values())
             self.endpoints.clear()
             self._owner.clear()

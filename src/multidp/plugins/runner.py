@@ -32,6 +32,7 @@ Inventory = Mapping[str, Sequence[Device]]
 InventorySink = Callable[["DriverRunner", Inventory | None, str], None]
 
 CALL_WORKERS = 4
+CLOSE_TIMEOUT_S = 5.0  # a driver's close(): at shutdown, at a reload, after a one-shot scan
 DEFAULT_POLL_S = 5.0
 
 
@@ -71,7 +72,7 @@ class DriverRunner:
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout=2)
         try:
-            self.call("close", self.driver.close, timeout=5)
+            self.call("close", self.driver.close, timeout=CLOSE_TIMEOUT_S)
         except DriverCallError as exc:
             log.warning("driver %s: close failed: %s", self.name, exc)
         self._calls.close()
@@ -102,7 +103,6 @@ class DriverRunner:
         if since is not None:
             self._report(None, f"driver {self.name}: scan still running after {time.monotonic() - since:.0f} s")
             return
-        self._scan_running_since = time.monotonic()
         try:
             inventory = self._call(self._scans, "scan", self._scan, timeout=self.timeouts.scan)
         except DriverCallError as exc:
@@ -115,10 +115,13 @@ class DriverRunner:
         self._report(inventory, "")
 
     def _scan(self) -> Inventory:
+        # Set here, on the scan's worker: a call dropped before it ran never sets it, so it cannot
+        # stay set for good; a hung scan keeps it set until it returns.
+        self._scan_running_since = time.monotonic()
         try:
             return self.driver.scan()
         finally:
-            self._scan_running_since = None  # a hung scan keeps it set until it returns
+            self._scan_running_since = None
 
     def _report(self, inventory: Inventory | None, error: str) -> None:
         self.scans += 1
