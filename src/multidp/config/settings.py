@@ -14,16 +14,13 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import msgspec
 
 from multidp.config.bylabel import CONFIG_BY_LABEL, parse_config_by_label
 from multidp.configfiles import parse_yaml, read_small_file
 from multidp.errors import ConfigError, split_validation_error
-
-if TYPE_CHECKING:
-    pass
 
 DEFAULT_PLUGIN_DIR = Path("/var/lib/kubelet/device-plugins")
 DEFAULT_CDI_DIR = Path("/var/run/cdi")

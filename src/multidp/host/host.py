@@ -48,7 +48,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LABELS_FIRST_WAIT_S = 2.0
-SPARE_SOCKET_NAME = f"{PRIVATE_DIR_PREFIX}XXXXXXXX/s"  # a spare server's socket: mkdtemp's 8 characters, then "s"
 
 
 class Host:
@@ -116,7 +115,8 @@ class Host:
         cannot be created or written, or where one of our socket paths would pass the 107 bytes a
         unix socket path may have (the endpoints would fail for ever, and the probes with them)."""
         plugin_dir = self.settings.plugin_dir.absolute()
-        ours = [plugin_dir / name for name in [SPARE_SOCKET_NAME, *(socket_name(d, "") for d in drivers)]]
+        # A spare server's socket (.mdp-XXXXXXXX/s) is always shorter than these.
+        ours = [plugin_dir / socket_name(d, "") for d in drivers]
         for key, path in [*(("pluginDir", p) for p in ours), ("kubeletSocket", self.settings.kubelet_socket_path)]:
             size = len(str(path.absolute()).encode())
             if size > MAX_SOCKET_PATH:

@@ -163,11 +163,13 @@ class BoundedHTTPServer:
             log.exception("http: a connection failed")
             self._close(conn)
 
-    def _next_timeout(self) -> float:
+    def _next_timeout(self) -> float | None:
+        """Until the soonest connection deadline; none without connections (stop and the lanes wake
+        the loop themselves), so an idle port costs no wake-ups."""
         if not self._connections:
-            return 1.0
+            return None
         soonest = min(c.deadline for c in self._connections)
-        return min(max(soonest - time.monotonic(), 0.0), 1.0)
+        return max(soonest - time.monotonic(), 0.0)
 
     def _accept(self) -> None:
         for _ in range(ACCEPTS_PER_TURN):

@@ -32,8 +32,8 @@ class PoolClosed(Exception):
 class DriverAborted(Exception):
     """Driver code raised a BaseException that is not an Exception (SystemExit, KeyboardInterrupt...).
 
-    Only ever made on a thread that runs driver code and nothing else, so the
-    host's own signals (taken with sigwait in the main thread) are never mistaken
+    Only ever made from what a thread running driver code and nothing else caught, so
+    the host's own signals (taken with sigwait in the main thread) are never mistaken
     for it. ``error`` is what the driver raised.
     """
 
@@ -41,6 +41,12 @@ class DriverAborted(Exception):
         self.error = error
         text = str(error)
         super().__init__(f"{type(error).__name__}: {text}" if text else type(error).__name__)
+        self.__cause__ = error
+
+
+def as_exception(error: BaseException) -> Exception:
+    """What driver code raised, as an Exception the host can handle (SystemExit → DriverAborted)."""
+    return error if isinstance(error, Exception) else DriverAborted(error)
 
 
 def describe_exception(exc: BaseException) -> str:
@@ -59,7 +65,7 @@ class _Call:
         self.done = _thread.allocate_lock()
         self.done.acquire()
         self.value: Any = None
-        self.error: BaseException | None = None
+        self.error: Exception | None = None
         self.abandoned = False
 
 
@@ -87,11 +93,8 @@ class CallPool:
         if not call.done.acquire(timeout=timeout):
             call.abandoned = True
             raise CallTimeout(f"no answer within {timeout:g} s")
-        error = call.error
-        if error is not None:
-            if isinstance(error, Exception):
-                raise error
-            raise DriverAborted(error) from error
+        if call.error is not None:
+            raise call.error
         return call.value
 
     def _grow(self) -> None:
@@ -118,7 +121,7 @@ class CallPool:
         try:
             call.value = call.fn(*call.args)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller
-            call.error = exc
+            call.error = as_exception(exc)
         finally:
             call.done.release()
 

@@ -26,7 +26,7 @@ from multidp.config.sections import Resolved, convert_resolved, resolve_section
 from multidp.config.settings import Settings
 from multidp.driver import Driver, DriverContext, Simulation
 from multidp.errors import ConfigError, PluginLoadError
-from multidp.plugins.calls import DriverAborted, describe_exception
+from multidp.plugins.calls import DriverAborted, as_exception, describe_exception
 from multidp.plugins.registry import PluginInfo, PluginRegistry
 
 log = logging.getLogger(__name__)
@@ -217,7 +217,5 @@ def with_deadline(what: str, timeout: float | None, fn: Callable[[], T], thread_
     if thread.is_alive():
         raise TimeoutError(f"{what} took longer than {timeout:g} s")
     if error:
-        if isinstance(error[0], Exception):
-            raise error[0]
-        raise DriverAborted(error[0]) from error[0]
+        raise as_exception(error[0])
     return result[0]

@@ -74,8 +74,7 @@ def api_version_problem(plugin: Any) -> str | None:
     if wanted is None:
         return (f"{API_VERSION_ATTRIBUTE} = {declared!r} is not a driver API version "
                 f"(write \"major.minor\", e.g. \"{DRIVER_API_VERSION}\")")
-    offered = _parse_version(DRIVER_API_VERSION)
-    assert offered is not None
+    offered = OFFERED
     if wanted[0] != offered[0] or wanted[1] > offered[1]:
         return (f"it was written for multidp driver API {declared}, and this multidp "
                 f"({__version__}) offers {DRIVER_API_VERSION}: "
@@ -91,13 +90,12 @@ def hook_name_problem(plugin: Any) -> str | None:
     those, refuses unknown names; an unmarked function (a forgotten decorator,
     a typo such as ``multidp_simulte``) it ignores without a word.
     """
-    known = sorted(name for name in dir(hookspecs) if name.startswith(HOOK_PREFIX))
-    for attribute in sorted(dir(plugin)):
-        value = getattr(plugin, attribute, None) if attribute.startswith(HOOK_PREFIX) else None
+    for attribute in sorted(a for a in dir(plugin) if a.startswith(HOOK_PREFIX)):
+        value = getattr(plugin, attribute, None)
         if value is None or not callable(value) or isinstance(value, type):
             continue
-        if attribute not in known:
-            return f"{attribute} is not a multidp hook (the hooks: {', '.join(known)})"
+        if attribute not in HOOKS:
+            return f"{attribute} is not a multidp hook (the hooks: {', '.join(HOOKS)})"
         if not hasattr(value, IMPL_MARK):
             return f"{attribute} is not marked with @multidp.hookimpl, so the host would never call it"
     return None
@@ -110,6 +108,10 @@ def _parse_version(value: Any) -> tuple[int, int] | None:
     if not (dot and major.isdigit() and minor.isdigit()):
         return None
     return int(major), int(minor)
+
+
+OFFERED: tuple[int, int] = _parse_version(DRIVER_API_VERSION) or (0, 0)  # DRIVER_API_VERSION is well-formed
+HOOKS = sorted(name for name in dir(hookspecs) if name.startswith(HOOK_PREFIX))
 
 
 class PluginRegistry:

@@ -152,10 +152,11 @@ class Endpoint:
         """
         before = self.service.options()
         self.service.use_runner(runner)
-        if self.service.options() == before:
+        after = self.service.options()
+        if after == before:
             return
         log.info("resource %s: its options changed (%s); registering again", self.resource,
-                 str(self.service.options()).replace("\n", " ").strip())
+                 str(after).replace("\n", " ").strip())
         with self._serve_lock:
             if self._stopping.is_set():
                 return
@@ -298,8 +299,8 @@ class Endpoint:
         with self._serve_lock:
             if self._stopping.is_set() or self._ours():
                 return True
-            if only_spare and self._spare is None:
-                return False
+            if only_spare and (self._spare is None or socket_identity(self._spare.path) is None):
+                return False  # no live spare: the endpoint's thread starts a server, not the file-event thread
             old, self._server = self._server, None
             spare, self._spare = self._spare, None
             try:

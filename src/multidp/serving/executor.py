@@ -90,6 +90,8 @@ class ElasticExecutor(Executor):
             return True
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Refuse new work and ask every thread to end once idle. Never waits, whatever ``wait`` says:
+        a gRPC handler stuck in a driver must not hold the host's stop."""
         self._shutdown = True
         if cancel_futures:
             while True:

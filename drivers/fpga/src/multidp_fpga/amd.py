@@ -104,10 +104,10 @@ class AmdScanner:
         self._vendors = vendors  # forget functions that went away
         return cards
 
-    def _shell(self, user: Path) -> tuple[str | None, str]:
-        """(resource name, '') from the shell's rom files, or (None, why not)."""
+    def _shell(self, user: Path, entries: list[str]) -> tuple[str | None, str]:
+        """(resource name, '') from the shell's rom files (``entries``: the user function's), or (None, why not)."""
         # Directories only: a PCI function with an expansion ROM also has a plain "rom" attribute.
-        roms = [user / n for n in sorted(listdir(user), key=natural_key) if n.startswith("rom") and (user / n).is_dir()]
+        roms = [user / n for n in sorted(entries, key=natural_key) if n.startswith("rom") and (user / n).is_dir()]
         if not roms:
             return None, f"{user} has no rom* directory: no shell information (shell not loaded?)"
         try:
@@ -122,7 +122,8 @@ class AmdScanner:
 
     def _device(self, card: Card, user: Path, problems: dict[str, str]) -> Observed:
         address = user.name
-        resource, unusable = self._shell(user)
+        entries = listdir(user)  # read once per scan: the shell's rom* and the qdma entries
+        resource, unusable = self._shell(user, entries)
         faults: list[str] = []
         nodes: list[str] = []
         info = {"vendor": "amd", "pci": address}
@@ -143,7 +144,7 @@ class AmdScanner:
             else:
                 info["mgmt"] = card.mgmt.name
                 self._optional(f"xclmgmt{instance}", nodes, problems, address)
-        if any(n.startswith("dma.qdma.u") for n in listdir(user)):
+        if any(n.startswith("dma.qdma.u") for n in entries):
             self._optional(f"xfpga/dma.qdma.u{qdma_instance(address)}.0", nodes, problems, address)
         device_nodes = tuple(DeviceNode.same_path(f"/dev/{n}", PERMISSIONS) for n in nodes)
         mounts = tuple(Mount(f"/dev/{n}", f"/dev/{n}") for n in nodes) if self.mount_nodes else ()

@@ -177,8 +177,8 @@ def numa_node(pci_dir: Path | None) -> tuple[int, ...]:
 def listdir(path: Path) -> list[str]:
     """Sorted entry names of a directory; [] when it is missing or unreadable."""
     try:
-        return sorted(os.listdir(path))
-    except OSError:
+        return read_dir(path)
+    except SysfsError:
         return []
 
 
