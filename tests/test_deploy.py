@@ -266,10 +266,32 @@ def test_config_passes_multidp_config_check(path: Path, tmp_path: Path) -> None:
     docs = render(path)
     _, env = settings_for(docs, tmp_path)
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MULTIDP_")}
-    done = subprocess.run([sys.executable, "-m", "multidp", "config", "check"], env={**clean, **env},
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    files = [f"--file={inside}={local}" for inside, local in mounted_config_maps(docs, tmp_path / "mounted")]
+    done = subprocess.run([sys.executable, "-m", "multidp", "config", "check", "--fail-on-warning", *files],
+                          env={**clean, **env}, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "config OK" in done.stdout
+
+
+def mounted_config_maps(docs: list[Doc], root: Path) -> Iterator[tuple[str, Path]]:
+    """Each ConfigMap the container mounts, written out under ``root`` as the kubelet would mount it:
+    (path inside the pod, the local copy), for ``config check --file`` (multidp.yaml itself included)."""
+    maps = {d["metadata"]["name"]: d.get("data", {}) for d in docs if d.get("kind") == "ConfigMap"}
+    volumes = {v["name"]: v["configMap"] for v in pod_spec(docs)["volumes"] if "configMap" in v}
+    for mount in container(docs).get("volumeMounts", []):
+        if mount["name"] not in volumes:
+            continue
+        source = volumes[mount["name"]]
+        data = maps[source["name"]]
+        items = {i["key"]: i["path"] for i in source.get("items", [])} or {key: key for key in data}
+        folder = root / mount["name"]
+        folder.mkdir(parents=True, exist_ok=True)
+        for key, name in items.items():
+            (folder / name).write_text(data[key])
+        if "subPath" in mount:
+            yield mount["mountPath"], folder / mount["subPath"]
+        else:
+            yield mount["mountPath"], folder
 
 
 @pytest.mark.parametrize("path", KUSTOMIZATIONS, ids=KUSTOMIZATION_IDS)
@@ -467,8 +489,8 @@ def test_gpu_mps_overlay_serves_replicas_once_the_mps_daemon_is_ready(tmp_path: 
 def test_opt_in_overlay_leaves_every_driver_to_the_node_labels(tmp_path: Path) -> None:
     settings, _ = settings_for(render(OVERLAYS / "opt-in"), tmp_path)
     assert settings.drivers is None
-    for name in installed_drivers():
-        assert driver_section(name, settings.driver_sections.get(name, {}), {}, None)[0] is False, name
+    for name in [*installed_drivers(), "a-vendor-driver-added-later"]:
+        assert driver_section(name, settings.section(name), {}, None)[0] is False, name
 
 
 def test_overlays_keep_one_daemonset_name() -> None:
@@ -506,8 +528,12 @@ def test_guide_config_examples_pass_config_check(index: int, tmp_path: Path) -> 
     config = tmp_path / "multidp.yaml"
     config.write_text(yaml.safe_dump(guide_configs()[index]))
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MULTIDP_")}
-    done = subprocess.run([sys.executable, "-m", "multidp", "config", "check"], capture_output=True, text=True,
-                          env={**clean, "MULTIDP_CONFIG": str(config)}, timeout=120, cwd=tmp_path)
+    # The guide's examples name the files the overlays mount: check them with those files.
+    files = [f"--file=/available-configs/{name}={OVERLAYS / 'gpu-node-configs' / 'nvidia-configs' / name}.yaml"
+             for name in ("default", "ts")]
+    files.append(f"--file=/etc/nvidia-device-plugin/config.yaml={OVERLAYS / 'gpu-mps' / 'nvidia-config.yaml'}")
+    done = subprocess.run([sys.executable, "-m", "multidp", "config", "check", *files], capture_output=True,
+                          text=True, env={**clean, "MULTIDP_CONFIG": str(config)}, timeout=120, cwd=tmp_path)
     assert done.returncode == 0, f"{config.read_text()}\n{done.stdout}{done.stderr}"
 
 

@@ -4,6 +4,7 @@ and per-node configs chosen by a label (``configByLabel``)."""
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import time
 from typing import Any
@@ -82,6 +83,31 @@ def test_absent_label_falls_back_to_config(kubelet, api, tmp_path):
         kubelet.wait_devices(GADGET, lambda v: v.capacity == 3)
         api.set_labels(multidp_io_beta=None)
         kubelet.wait_devices(GADGET, lambda v: v.capacity == 0, what="back to the config default (off)")
+
+
+def test_drivers_default_turns_off_every_driver_the_config_does_not_name(kubelet, api, tmp_path):
+    """The opt-in overlay's rule: a driver added to the image later runs only where a label enables it."""
+    drivers = {"default": {"enabled": False}, "alpha": {**DRIVERS["alpha"], "enabled": True},
+               "beta": DRIVERS["beta"]}
+    env = {"NODE_NAME": NODE, "KUBECONFIG": str(api.kubeconfig(tmp_path))}
+    with running_host(kubelet.directory, plugins(), drivers=drivers, environ=env) as host:
+        kubelet.wait_devices(WIDGET, lambda v: v.capacity == 2)
+        assert host.statuses["beta"].reason == "disabled in config" and GADGET not in kubelet.resources
+        api.set_labels(multidp_io_beta="true")
+        kubelet.wait_devices(GADGET, lambda v: v.capacity == 3)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("drivers:\n  default: {enabled: false, pollInterval: 3}\n",
+     "drivers.default.pollInterval: is not a key of drivers.default (it takes only enabled"),
+    ("drivers:\n  default: {enabled: maybe}\n", "drivers.default.enabled: must be true or false"),
+    ("drivers:\n  default: [enabled]\n", "drivers.default: must be a mapping"),
+])
+def test_drivers_default_takes_only_enabled(tmp_path, text, message):
+    config = tmp_path / "c.yaml"
+    config.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_settings({"config": str(config)}, {})
 
 
 def test_dropped_watch_is_resumed(kubelet, api, tmp_path, caplog):

@@ -48,7 +48,7 @@ from multidp.preferred import pack, pack_replicas, spread_replicas
 __version__ = "0.1.0"
 
 # 1.0: the contract as first published (hooks, Driver, model, errors, helpers above).
-DRIVER_API_VERSION = "1.0"
+DRIVER_API_VERSION = "1.1"
 
 __all__ = [
     "CDI_HOOK_NAMES",

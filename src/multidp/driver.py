@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from multidp.model import (
@@ -61,6 +61,14 @@ class DriverContext:
     to the kubelet still name host paths (``/dev/...``). ``environ`` is the
     process environment (tests pass their own): a driver may honour its
     incumbent's variables from it, below multidp's own settings.
+
+    ``checking`` is true when ``multidp config check`` or ``multidp drivers``
+    creates the driver only to validate its config (driver API 1.1): read and
+    validate every file the config names, raise :class:`multidp.errors.ConfigError`
+    for what is wrong, log a warning for what the node would only warn about,
+    and touch no hardware; the driver is closed without a scan. Read each such
+    file at :meth:`local_path`, which maps the paths an operator gave with
+    ``config check --file POD_PATH=LOCAL_PATH`` (``files``).
     """
 
     name: str
@@ -70,6 +78,24 @@ class DriverContext:
     simulation: Simulation | None = None
     environ: Mapping[str, str] = field(default_factory=dict)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("multidp.driver"))
+    checking: bool = False
+    files: Mapping[str, Path] = field(default_factory=dict)
+
+    def local_path(self, path: str | Path) -> Path:
+        """Where to read ``path``, a file (or a file in a folder) the driver's config names.
+
+        On a node that is ``path`` itself. ``files`` maps a path, or a folder and
+        everything under it, to a copy elsewhere, so that a workstation can check
+        files that exist only inside the pod; the longest match wins.
+        """
+        wanted = PurePosixPath(path)
+        for inside in sorted(self.files, key=len, reverse=True):
+            try:
+                rest = wanted.relative_to(PurePosixPath(inside))
+            except ValueError:
+                continue
+            return Path(self.files[inside]) / rest if rest.parts else Path(self.files[inside])
+        return Path(path)
 
 
 class Driver:

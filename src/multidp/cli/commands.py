@@ -10,15 +10,16 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from multidp.cli.exits import EXIT_OK, EXIT_USAGE, UsageError
 from multidp.config.bylabel import with_host_keys
-from multidp.config.sections import check_section
-from multidp.config.settings import FileConfig, Settings
+from multidp.config.sections import section_variants
+from multidp.config.settings import DEFAULTS, FileConfig, Settings
 from multidp.driver import Driver
 from multidp.errors import PluginLoadError
 from multidp.plugins.factory import (
@@ -117,36 +118,54 @@ def list_devices(settings: Settings, as_json: bool) -> int:
     return EXIT_OK
 
 
-def driver_report(settings: Settings, registry: PluginRegistry) -> list[dict[str, Any]]:
-    """Every installed driver: origin, selected, enabled, loaded, config valid."""
+def driver_report(settings: Settings, registry: PluginRegistry,
+                  files: Mapping[str, Path] | None = None) -> list[dict[str, Any]]:
+    """Every installed driver: origin, selected, enabled, loaded, config valid.
+
+    A selected driver's config is checked as every node can see it (alone, and with each
+    per-node config), each time by creating the driver in checking mode, as the node would
+    create it, and closing it: so the files its config names are read and checked too.
+    """
     factory = DriverFactory(settings, registry)
+    factory.files = files or {}
     selected = set(_selected(settings, registry))
     report = []
     for name in registry.names:
         info = registry.plugins[name]
-        entry = {"name": name, "distribution": info.distribution, "version": info.version,
-                 "entry_point": info.entry_point, "status": "ok", "reason": ""}
+        entry: dict[str, Any] = {"name": name, "distribution": info.distribution, "version": info.version,
+                                 "entry_point": info.entry_point, "status": "ok", "reason": "", "warnings": []}
+        report.append(entry)
         if name not in selected:
             entry.update(status=NOT_SELECTED, reason="not in --drivers")
-        else:
-            try:
-                factory.load(name)
-                load_error = ""
-            except PluginLoadError as exc:
-                load_error = str(exc)
-            try:
-                config_type = None if load_error else factory.config_type(name)  # the hook runs once
-                enabled = factory.resolve(name, config_type).enabled
-                if load_error:
-                    entry.update(status=FAILED, reason=load_error)
-                elif not enabled:
+            continue
+        try:
+            factory.load(name)
+        except PluginLoadError as exc:
+            entry.update(status=FAILED, reason=str(exc))
+            # The section is still checked against the host's own keys, as far as it can be.
+            with contextlib.suppress(Exception):
+                if not factory.resolve(name).enabled:
                     entry.update(status=DISABLED, reason="disabled in config")
-                else:  # the section alone and with each per-node config, as some node may see it
-                    check_section(name, settings.driver_sections.get(name, {}), factory.environ,
-                                  config_type, factory.source)
-            except Exception as exc:  # noqa: BLE001 - a bad config, or a config type hook that failed
-                entry.update(status=FAILED, reason=describe_failure(exc))
-        report.append(entry)
+            continue
+        try:
+            variants = section_variants(name, settings.section(name), factory.environ,
+                                        factory.config_type(name), factory.source)
+            if not any(v.enabled for v in variants):
+                entry.update(status=DISABLED, reason="disabled in config")
+                continue
+            for variant in variants:
+                if not variant.enabled:
+                    continue
+                try:
+                    warnings = factory.check(name, variant.config)
+                except Exception as exc:  # noqa: BLE001 - the driver refused this config, or failed
+                    reason = describe_failure(exc)
+                    entry.update(status=FAILED, reason=reason if variant.chosen is None
+                                 else f"{reason} ({variant.where()})")
+                    break
+                entry["warnings"] += [w if variant.chosen is None else f"{w} ({variant.where()})" for w in warnings]
+        except Exception as exc:  # noqa: BLE001 - a bad config, a driver that refused it, or a hook that failed
+            entry.update(status=FAILED, reason=describe_failure(exc))
     return report
 
 
@@ -158,7 +177,8 @@ def list_drivers(settings: Settings, as_json: bool) -> int:
     if not report:
         print("no drivers installed (drivers are packages with entry points in the group 'multidp')")
         return EXIT_OK
-    rows = [[e["name"], f'{e["distribution"]} {e["version"]}'.strip(), e["status"], e["reason"]] for e in report]
+    rows = [[e["name"], f'{e["distribution"]} {e["version"]}'.strip(), e["status"],
+             e["reason"] or "; ".join(f"warning: {w}" for w in e["warnings"])] for e in report]
     print(_table(rows, ["DRIVER", "DISTRIBUTION", "STATUS", "REASON"]))
     return EXIT_OK
 
@@ -185,16 +205,40 @@ def config_schema(settings: Settings) -> int:
         defs.update({f"{name}.{key}": value for key, value in section.pop("$defs", {}).items()})
         drivers[name] = {**with_host_keys(section, defs),
                          "description": f"settings of the {name} driver; enabled and configByLabel are the host's"}
+    drivers[DEFAULTS] = {"type": "object", "additionalProperties": False,
+                         "properties": {"enabled": {"type": "boolean"}},
+                         "description": "enabled: whether drivers the config does not enable or disable run"}
     defs["FileConfig"]["properties"]["drivers"] = {"type": "object", "properties": drivers}
     print(json.dumps(schema, indent=2))
     return EXIT_OK
 
 
-def config_check(settings: Settings) -> int:
-    problems = [e for e in driver_report(settings, PluginRegistry()) if e["status"] == FAILED]
+def parse_file_maps(pairs: Sequence[str]) -> dict[str, Path]:
+    """``--file POD_PATH=LOCAL_PATH`` flags: where to read files that exist only inside the pod."""
+    files: dict[str, Path] = {}
+    for pair in pairs:
+        inside, sep, local = pair.partition("=")
+        if not sep or not inside.startswith("/") or not local:
+            raise UsageError(f"--file {pair!r}: write POD_PATH=LOCAL_PATH, POD_PATH absolute "
+                             "(e.g. /available-configs=deploy/overlays/gpu-node-configs/nvidia-configs)")
+        if not Path(local).exists():
+            raise UsageError(f"--file {pair!r}: {local} does not exist here")
+        files[inside.rstrip("/") or "/"] = Path(local)
+    return files
+
+
+def config_check(settings: Settings, files: Mapping[str, Path] | None = None, fail_on_warning: bool = False) -> int:
+    """Exit 2 when a driver would fail with this config on some node (``--fail-on-warning``: or warn)."""
+    report = driver_report(settings, PluginRegistry(), files)
+    problems = [e for e in report if e["status"] == FAILED]
+    for entry in report:
+        for warning in entry["warnings"]:
+            print(f"multidp: driver {entry['name']}: warning: {warning}", file=sys.stderr)
     for entry in problems:
         print(f"multidp: driver {entry['name']}: {entry['reason']}", file=sys.stderr)
-    if problems:
+    warned = sum(len(e["warnings"]) for e in report)
+    if problems or (warned and fail_on_warning):
         return EXIT_USAGE
-    print(f"config OK{f' ({settings.config_path})' if settings.config_path else ' (defaults)'}")
+    where = f" ({settings.config_path})" if settings.config_path else " (defaults)"
+    print(f"config OK{where}" + (f", {warned} warning(s)" if warned else ""))
     return EXIT_OK

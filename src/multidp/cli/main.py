@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(schema)
     check = config_commands.add_parser("check", help="validate the config, every driver section included")
     _common(check)
+    check.add_argument("--file", action="append", default=[], metavar="POD_PATH=LOCAL_PATH",
+                       help="read a file (or folder) the config names at POD_PATH from LOCAL_PATH (repeatable)")
+    check.add_argument("--fail-on-warning", action="store_true", help="exit 2 on a warning too")
     return parser
 
 
@@ -139,7 +142,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         return commands.list_devices(settings, args.json)
     if args.command == "drivers":
         return commands.list_drivers(settings, args.json)
-    return commands.config_schema(settings) if args.config_command == "schema" else commands.config_check(settings)
+    if args.config_command == "schema":
+        return commands.config_schema(settings)
+    return commands.config_check(settings, commands.parse_file_maps(args.file), args.fail_on_warning)
 
 
 SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}

@@ -123,17 +123,32 @@ def _compose(name: str, section: Mapping[str, Any], by_label: ConfigByLabel | No
     return Resolved(enabled, merged, by_label, selection, variables)
 
 
-def check_section(
+@dataclass(frozen=True)
+class Variant:
+    """The section as some node sees it: alone (``chosen`` None) or with one per-node config."""
+
+    chosen: str | None
+    enabled: bool
+    config: Any
+
+    def where(self) -> str:
+        return f"with the per-node config {self.chosen!r}" if self.chosen is not None else "alone"
+
+
+def section_variants(
     name: str, section: Mapping[str, Any], environ: Mapping[str, str], config_type: Any, source: str | None,
-) -> None:
+) -> list[Variant]:
     """Validate the section as every node can see it: alone, and with each per-node config."""
     by_label, env, variables = _by_label_and_env(name, section, environ, config_type, source)
-    convert_resolved(name, _compose(name, section, by_label, None, env, variables), config_type, source)
+    resolved = _compose(name, section, by_label, None, env, variables)
+    variants = [Variant(None, resolved.enabled, convert_resolved(name, resolved, config_type, source))]
     if by_label is None:
-        return
+        return variants
     for chosen in by_label.configs:
         selection = Selection(by_label.label, chosen, chosen, tuple(by_label.configs))
-        convert_resolved(name, _compose(name, section, by_label, selection, env, variables), config_type, source)
+        resolved = _compose(name, section, by_label, selection, env, variables)
+        variants.append(Variant(chosen, resolved.enabled, convert_resolved(name, resolved, config_type, source)))
+    return variants
 
 
 def convert_resolved(name: str, resolved: Resolved, config_type: Any, source: str | None) -> Any:

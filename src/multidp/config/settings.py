@@ -65,7 +65,7 @@ class FileConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_
     log_format: Literal["text", "json"] | None = None
     log_level: Literal["debug", "info", "warning", "error"] | None = None
     timeouts: Timeouts = msgspec.field(default_factory=Timeouts)
-    drivers: dict[str, dict[str, Any] | None] = msgspec.field(default_factory=dict)
+    drivers: dict[str, Any] = msgspec.field(default_factory=dict)  # each a mapping: checked by split_drivers
 
 
 @dataclass
@@ -86,6 +86,12 @@ class Settings:
     config_path: Path | None = None
     timeouts: Timeouts = field(default_factory=Timeouts)
     driver_sections: dict[str, dict[str, Any]] = field(default_factory=dict)
+    enabled_by_default: bool = True  # drivers.default.enabled: for drivers the config does not enable or disable
+
+    def section(self, name: str) -> dict[str, Any]:
+        """``drivers.<name>`` as written, with ``drivers.default.enabled`` where it sets no ``enabled``."""
+        section = self.driver_sections.get(name, {})
+        return section if "enabled" in section or self.enabled_by_default else {"enabled": False, **section}
 
     @property
     def kubelet_socket_path(self) -> Path:
@@ -162,8 +168,8 @@ def load_settings(flags: Mapping[str, Any], environ: Mapping[str, str] | None = 
         sysfs_root=Path(env.get("MULTIDP_SYSFS_ROOT") or "/sys"),
         dev_root=Path(env.get("MULTIDP_DEV_ROOT") or "/dev"),
         timeouts=file.timeouts,
-        driver_sections={k: dict(v or {}) for k, v in file.drivers.items()},
     )
+    settings.driver_sections, settings.enabled_by_default = split_drivers(file.drivers, source)
     if settings.log_format not in ("text", "json"):
         raise ConfigError("MULTIDP_LOG_FORMAT", f"{settings.log_format!r} is not text or json")
     if settings.log_level not in ("debug", "info", "warning", "error"):
@@ -176,6 +182,34 @@ def load_settings(flags: Mapping[str, Any], environ: Mapping[str, str] | None = 
         if section.get(CONFIG_BY_LABEL) is not None:  # the host's key: checked here, like enabled
             parse_config_by_label(name, section[CONFIG_BY_LABEL], f"drivers.{name}.{CONFIG_BY_LABEL}", source)
     return settings
+
+
+DEFAULTS = "default"  # drivers.default: what applies to every driver the file does not name; not a driver
+
+
+def split_drivers(drivers: Mapping[str, Any], source: str | None) -> tuple[dict[str, dict[str, Any]], bool]:
+    """The file's ``drivers:``: each driver's section, and ``drivers.default.enabled`` (true when absent).
+
+    An opt-in node config sets that false, so that a driver added to the image later runs
+    only where a label or the config enables it.
+    """
+    for name, section in drivers.items():
+        if section is not None and not isinstance(section, Mapping):
+            what = "enabled: true or false" if name == DEFAULTS else "the driver's settings"
+            raise ConfigError(f"drivers.{name}", f"must be a mapping ({what}), not {type(section).__name__}", source)
+    sections = {name: dict(section or {}) for name, section in drivers.items() if name != DEFAULTS}
+    return sections, _enabled_by_default(drivers.get(DEFAULTS) or {}, source)
+
+
+def _enabled_by_default(section: Mapping[str, Any], source: str | None) -> bool:
+    unknown = sorted(set(section) - {"enabled"})
+    if unknown:
+        raise ConfigError(f"drivers.{DEFAULTS}.{unknown[0]}", "is not a key of drivers.default (it takes only "
+                          "enabled; other keys belong to one driver's section)", source)
+    enabled = section.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"drivers.{DEFAULTS}.enabled", "must be true or false", source)
+    return enabled
 
 
 def _opt_path(value: str | None) -> Path | None:

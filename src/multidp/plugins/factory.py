@@ -80,6 +80,7 @@ class DriverFactory:
         self._workdir_lock = threading.Lock()
         self.simulations: dict[str, Simulation] = {}
         self.labels: Mapping[str, str] | None = None  # this node's labels; None: not known (the defaults apply)
+        self.files: Mapping[str, Path] = {}  # `config check --file POD=LOCAL`: where drivers read pod-only files
 
     def info(self, name: str) -> PluginInfo:
         return self.registry.plugins[name]
@@ -91,7 +92,7 @@ class DriverFactory:
 
     def resolve(self, name: str, config_type: Any = None) -> Resolved:
         """The driver's section on this node: the per-node config its labels select, then variables."""
-        section = self.settings.driver_sections.get(name, {})
+        section = self.settings.section(name)
         return resolve_section(name, section, self.environ, config_type, self.labels, self.source)
 
     @property
@@ -140,14 +141,40 @@ class DriverFactory:
             simulation=simulation,
             environ=self.environ,
             log=logging.getLogger(f"multidp.driver.{name}"),
+            files=self.files,
         )
+        return Created(self._create(context), resolved.selection)
+
+    def check(self, name: str, config: Any) -> list[str]:
+        """Create the loaded driver only to validate ``config`` (``context.checking``), then close it.
+
+        Raises what creating it raises (a ConfigError names the key and file); returns the
+        warnings the driver logged on ``context.log`` meanwhile, which a node would log too.
+        """
+        driver_log = logging.getLogger(f"multidp.driver.{name}")
+        warnings, propagate = _Collect(), driver_log.propagate
+        driver_log.addHandler(warnings)
+        driver_log.propagate = False  # the command prints them, once
+        try:
+            context = DriverContext(name=name, config=config, sysfs_root=self.settings.sysfs_root,
+                                    dev_root=self.settings.dev_root, environ=self.environ, log=driver_log,
+                                    checking=True, files=self.files)
+            driver = self._create(context)
+            with_deadline(f"driver {name}: close", self.settings.timeouts.create, driver.close)
+        finally:
+            driver_log.removeHandler(warnings)
+            driver_log.propagate = propagate
+        return warnings.messages
+
+    def _create(self, context: DriverContext) -> Driver:
+        name = context.name
         driver = with_deadline(
             f"driver {name}: creating it", self.settings.timeouts.create,
             lambda: self.registry.call(name, "multidp_create_driver", context=context), "driver-create",
         )
         if not isinstance(driver, Driver):
             raise TypeError(f"multidp_create_driver returned {type(driver).__name__}, not a multidp Driver")
-        return Created(driver, resolved.selection)
+        return driver
 
     def _simulate(self, name: str) -> Simulation | None:
         workdir = self.workdir / name
@@ -183,6 +210,17 @@ class DriverFactory:
         if self._own_workdir is not None:
             self._own_workdir.cleanup()
             self._own_workdir = None
+
+
+class _Collect(logging.Handler):
+    """The warnings (and worse) a driver logs while it is checked."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
 
 
 def describe_failure(exc: BaseException) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 import pluggy
 
 from multidp import DRIVER_API_VERSION, __version__, hookspecs
+from multidp.config.settings import DEFAULTS
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,10 @@ class PluginRegistry:
         self.plugins: dict[str, PluginInfo] = {}
         for name, ep in self._entry_points.items():
             dist = ep.dist
+            if name == DEFAULTS:
+                log.error("entry point %r of %s is not loaded: drivers.%s is the config's defaults for every "
+                          "driver, so no driver may take that name", name, dist.name if dist else "?", name)
+                continue
             self.plugins[name] = PluginInfo(
                 name=name,
                 distribution=dist.name if dist else "",

@@ -9,14 +9,15 @@ from typing import Any
 
 import msgspec
 
-from multidp.config.settings import Settings, Timeouts
+from multidp.config.settings import Settings, Timeouts, split_drivers
 from multidp.host.host import Host
 from multidp.plugins.registry import PluginRegistry
 
 
 def make_settings(plugin_dir: Path, drivers: Mapping[str, Any] | None = None, **overrides: Any) -> Settings:
-    """Settings for a host serving ``plugin_dir``; ``drivers`` are the config's driver sections."""
-    settings = Settings(plugin_dir=plugin_dir, cdi_dir=plugin_dir / "cdi", driver_sections=dict(drivers or {}))
+    """Settings for a host serving ``plugin_dir``; ``drivers`` is the config file's ``drivers:``."""
+    settings = Settings(plugin_dir=plugin_dir, cdi_dir=plugin_dir / "cdi")
+    settings.driver_sections, settings.enabled_by_default = split_drivers(drivers or {}, None)
     for key, value in overrides.items():
         if key == "timeouts" and isinstance(value, Mapping):
             value = msgspec.convert(value, Timeouts)  # camelCase keys, as in the config file
