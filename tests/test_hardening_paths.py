@@ -246,4 +246,4 @@ def test_the_sample_drivers_spec_still_passes(kubelet, multidp_host):
     host = multidp_host({"sample": SamplePlugin()})
     kubelet.wait_devices(WIDGET, lambda v: v.allocatable == 4)
     kubelet.wait_for(lambda: any(host.cdi.directory.glob("multidp-sample-*.json")), START_S, "the CDI spec")
-    assert kubelet.allocate(WIDGET, 1).cdi_devices[0].name.startswith(f"{KIND}=widget-")
+    assert kubelet.allocate(WIDGET, 1).cdi_devices[0].startswith(f"{KIND}=widget-")

@@ -14,11 +14,11 @@ import shutil
 import time
 from collections.abc import Sequence
 
-from multidp.api import pb
 from multidp.host.host import Host
 from multidp.plugins.registry import PluginRegistry
 from multidp.testing.host import make_settings
-from multidp.testing.kubelet import AllocationFailed, KubeletStandIn
+from multidp.testing.kubelet import KubeletStandIn
+from multidp.testing.kubeletview import AllocationFailed, KubeletAllocation
 from multidp.testing.sample import SamplePlugin
 from multidp.testing.util import short_socket_dir
 
@@ -29,12 +29,12 @@ def _say(text: str = "") -> None:
     print(text, flush=True)
 
 
-def _summary(response: pb.ContainerAllocateResponse) -> list[str]:
+def _summary(response: KubeletAllocation) -> list[str]:
     lines = [f"env {k}={v}" for k, v in sorted(response.envs.items())]
     lines += [f"device {d.host_path} -> {d.container_path} ({d.permissions})" for d in response.devices]
     lines += [f"mount {m.host_path} -> {m.container_path}{' (ro)' if m.read_only else ''}" for m in response.mounts]
     lines += [f"annotation {k}={v}" for k, v in sorted(response.annotations.items())]
-    lines += [f"CDI device {c.name}" for c in response.cdi_devices]
+    lines += [f"CDI device {name}" for name in response.cdi_devices]
     return lines
 
 

@@ -25,7 +25,8 @@ from multidp.testing.apiserver import FakeApiServer  # noqa: E402
 from multidp.testing.dists import fake_distribution  # noqa: E402
 from multidp.testing.drivers import create_driver, driver_config
 from multidp.testing.host import running_host
-from multidp.testing.kubelet import AllocationFailed, KubeletStandIn, ResourceView
+from multidp.testing.kubelet import KubeletStandIn
+from multidp.testing.kubeletview import AllocationFailed, KubeletAllocation, PluginOptions, Registration, ResourceView
 from multidp.testing.sample import SampleConfig, SampleDriver, SampleHardware, SamplePlugin
 from multidp.testing.util import percentile, short_socket_dir, wait_until
 from multidp.testing.wire import allocate_request, preferred_request, response_dict, v1beta1, v1beta1_grpc
@@ -34,9 +35,12 @@ __all__ = [
     "AllocationFailed",
     "FakeApiServer",
     "Host",
+    "KubeletAllocation",
     "KubeletStandIn",
     "PluginInfo",
+    "PluginOptions",
     "PluginRegistry",
+    "Registration",
     "ResourceView",
     "SampleConfig",
     "SampleDriver",

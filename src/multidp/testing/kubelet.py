@@ -17,7 +17,6 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -25,50 +24,9 @@ import grpc
 from multidp.api import pb, pb_grpc
 from multidp.names import resource_name_problem
 from multidp.serving.sockets import API_VERSION, KUBELET_SOCKET_NAME
+from multidp.testing.kubeletview import AllocationFailed, KubeletAllocation, PluginOptions, Registration, ResourceView
 
 DIAL_TIMEOUT_S = 10.0
-
-
-class AllocationFailed(Exception):
-    """The kubelet would fail the pod (UnexpectedAdmissionError)."""
-
-
-@dataclass
-class Registration:
-    """One Register call the stand-in accepted."""
-
-    resource: str
-    endpoint: str
-    version: str
-    options: pb.DevicePluginOptions
-    at: float  # time.monotonic() when Register arrived
-
-
-@dataclass
-class ResourceView:
-    """What the kubelet knows of one resource."""
-
-    name: str
-    endpoint: str = ""
-    options: pb.DevicePluginOptions | None = None
-    devices: dict[str, tuple[str, tuple[int, ...]]] = field(default_factory=dict)  # id -> (health, numa)
-    allocated: set[str] = field(default_factory=set)
-    updates: int = 0
-    last_update_at: float = 0.0
-    stream_open: bool = False
-    channel: grpc.Channel | None = None
-
-    @property
-    def capacity(self) -> int:
-        return len(self.devices)
-
-    @property
-    def healthy(self) -> list[str]:
-        return [i for i, (health, _) in self.devices.items() if health == "Healthy"]
-
-    @property
-    def allocatable(self) -> int:
-        return len(self.healthy)
 
 
 class KubeletStandIn(pb_grpc.RegistrationServicer):
@@ -173,7 +131,8 @@ class KubeletStandIn(pb_grpc.RegistrationServicer):
                                         options=[("grpc.use_local_subchannel_pool", 1)])
         try:
             grpc.channel_ready_future(channel).result(timeout=DIAL_TIMEOUT_S)
-            options = pb_grpc.DevicePluginStub(channel).GetDevicePluginOptions(pb.Empty(), timeout=DIAL_TIMEOUT_S)
+            options = PluginOptions.from_wire(
+                pb_grpc.DevicePluginStub(channel).GetDevicePluginOptions(pb.Empty(), timeout=DIAL_TIMEOUT_S))
         except (grpc.FutureTimeoutError, grpc.RpcError) as exc:
             channel.close()
             message = f"failed to dial device plugin {request.endpoint}: {exc}"
@@ -263,8 +222,14 @@ class KubeletStandIn(pb_grpc.RegistrationServicer):
             raise AssertionError(f"{resource} has no live connection")
         return pb_grpc.DevicePluginStub(view.channel)
 
-    def allocate(self, resource: str, count: int) -> pb.ContainerAllocateResponse:
-        """Allocate ``count`` devices for one container the way the kubelet does."""
+    def allocate(self, resource: str, count: int) -> KubeletAllocation:
+        """Allocate ``count`` devices for one container the way the kubelet does.
+
+        Healthy and unallocated IDs are the candidates; when the plugin offers
+        GetPreferredAllocation its choice is taken first; then one Allocate for one
+        container. The IDs stay allocated until :meth:`free`. Raises
+        :class:`AllocationFailed` where the kubelet would fail the pod.
+        """
         with self._cond:
             view = self.resources.get(resource)
             if view is None or view.options is None:
@@ -292,10 +257,10 @@ class KubeletStandIn(pb_grpc.RegistrationServicer):
             raise AllocationFailed("Allocate returned no container responses")
         with self._cond:
             view.allocated.update(chosen)
-        first: pb.ContainerAllocateResponse = response.container_responses[0]
-        return first
+        return KubeletAllocation.from_wire(chosen, response.container_responses[0])
 
     def free(self, resource: str, ids: list[str] | None = None) -> None:
+        """Forget an allocation, as when its pod ends (``ids`` None: all of ``resource``'s)."""
         with self._cond:
             view = self.resources[resource]
             view.allocated.difference_update(ids if ids is not None else set(view.allocated))
