@@ -18,7 +18,7 @@ from multidp.host.host import Host
 from multidp.plugins.registry import PluginRegistry
 from multidp.testing.host import make_settings
 from multidp.testing.kubelet import KubeletStandIn
-from multidp.testing.kubeletview import AllocationFailed, KubeletAllocation
+from multidp.testing.kubeletview import AllocationFailed
 from multidp.testing.sample import SamplePlugin
 from multidp.testing.util import short_socket_dir
 
@@ -27,15 +27,6 @@ WAIT_S = 20.0
 
 def _say(text: str = "") -> None:
     print(text, flush=True)
-
-
-def _summary(response: KubeletAllocation) -> list[str]:
-    lines = [f"env {k}={v}" for k, v in sorted(response.envs.items())]
-    lines += [f"device {d.host_path} -> {d.container_path} ({d.permissions})" for d in response.devices]
-    lines += [f"mount {m.host_path} -> {m.container_path}{' (ro)' if m.read_only else ''}" for m in response.mounts]
-    lines += [f"annotation {k}={v}" for k, v in sorted(response.annotations.items())]
-    lines += [f"CDI device {name}" for name in response.cdi_devices]
-    return lines
 
 
 def run_demo(drivers: Sequence[str] | None = None, with_sample: bool = False) -> int:
@@ -91,7 +82,7 @@ def _show(host: Host, kubelet: KubeletStandIn) -> int:
             _say(f"{resource}: {exc}")
             continue
         _say(f"{resource}:")
-        for line in _summary(response):
+        for line in response.describe():
             _say(f"  {line}")
     _health_change(host, kubelet)
     _say("\n== Kubelet restart (every socket removed, a new kubelet.sock)")

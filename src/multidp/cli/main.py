@@ -1,4 +1,4 @@
-"""The ``multidp`` command: run, devices, drivers, demo, config.
+"""The ``multidp`` command: run, devices, drivers, demo, kubelet, config.
 
 Options come from flags, then MULTIDP_* variables, then the config file.
 Exit codes: 0 after SIGTERM/SIGINT; 2 for usage and config errors; 1 when
@@ -92,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="the whole host against a kubelet stand-in and simulated hardware")
     demo.add_argument("--drivers", type=_drivers_flag, help="drivers to show (default: all installed)")
     demo.add_argument("--sample", action="store_true", help="also show multidp.testing's sample driver")
+    kubelet = commands.add_parser("kubelet", help="the kubelet stand-in on its own, printing what it receives")
+    kubelet.add_argument("--plugin-dir", help="folder for kubelet.sock and the plugins' sockets "
+                         "(default: a new short folder under /tmp)")
+    kubelet.add_argument("--allocate", action="append", default=[], metavar="RESOURCE=N",
+                         help="once N devices of RESOURCE are healthy, allocate them and print the answer")
     config = commands.add_parser("config", help="config file schema and checks")
     config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     schema = config_commands.add_parser("schema", help="print the config file's JSON schema")
@@ -131,6 +136,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         from multidp.cli.demo import run_demo
 
         return run_demo(drivers=args.drivers, with_sample=args.sample)
+    if args.command == "kubelet":
+        from pathlib import Path
+
+        from multidp.cli.kubelet import parse_allocations, run_kubelet
+        from multidp.testing.util import short_socket_dir
+
+        allocations = parse_allocations(args.allocate)
+        return run_kubelet(Path(args.plugin_dir) if args.plugin_dir else short_socket_dir("mdp-kubelet"),
+                           allocations, lambda line: print(line, flush=True))
     flags = flags_from(args)
     settings = load_settings(flags)
     setup_logging(settings.log_format, settings.log_level if args.command == "run" else "warning")

@@ -99,6 +99,14 @@ class KubeletAllocation:
         """:attr:`device_nodes` under the kubelet's own name for them."""
         return self.device_nodes
 
+    def describe(self) -> list[str]:
+        """One line per env, device node, mount, annotation and CDI device, for people to read."""
+        lines = [f"env {k}={v}" for k, v in sorted(self.envs.items())]
+        lines += [f"device {d.host_path} -> {d.container_path} ({d.permissions})" for d in self.device_nodes]
+        lines += [f"mount {m.host_path} -> {m.container_path}{' (ro)' if m.read_only else ''}" for m in self.mounts]
+        lines += [f"annotation {k}={v}" for k, v in sorted(self.annotations.items())]
+        return lines + [f"CDI device {name}" for name in self.cdi_devices]
+
     @classmethod
     def from_wire(cls, device_ids: list[str], response: Any) -> KubeletAllocation:
         """From a v1beta1 ContainerAllocateResponse."""
