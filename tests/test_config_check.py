@@ -143,3 +143,18 @@ def test_a_driver_that_fails_to_create_fails_the_check(site: Path, tmp_path: Pat
     assert result.returncode == 2 and "cannot open /dev/listed0" in result.stderr
     disabled = write(tmp_path / "d.yaml", "drivers:\n  listed:\n    enabled: false\n    failCreate: true\n")
     assert multidp(site, "config", "check", "--config", str(disabled)).returncode == 0  # not created at all
+
+
+def test_check_config_in_the_testing_kit_runs_the_same_check(tmp_path: Path) -> None:
+    import types
+
+    from multidp import ConfigError
+    from multidp.testing import check_config
+
+    plugin = types.ModuleType("listed_plugin")
+    exec(compile(PLUGIN, "listed_plugin.py", "exec"), plugin.__dict__)  # the plugin above, not installed
+    local = write(tmp_path / "devices.yaml", "devices: 3\nshape: round\n")
+    warnings = check_config(plugin, {}, name="listed", files={"/etc/listed/devices.yaml": local})
+    assert warnings == [f"{local}: unknown key 'shape', ignored as the incumbent ignores it"]
+    with pytest.raises(ConfigError, match="No such file"):
+        check_config(plugin, {"listFile": str(tmp_path / "absent.yaml")}, name="listed")

@@ -23,7 +23,7 @@ from multidp.plugins.registry import PluginInfo, PluginRegistry  # noqa: E402
 from multidp.serving.sockets import socket_name  # noqa: E402
 from multidp.testing.apiserver import FakeApiServer  # noqa: E402
 from multidp.testing.dists import fake_distribution  # noqa: E402
-from multidp.testing.drivers import create_driver, driver_config
+from multidp.testing.drivers import check_config, create_driver, driver_config
 from multidp.testing.host import running_host
 from multidp.testing.kubelet import KubeletStandIn
 from multidp.testing.kubeletview import AllocationFailed, KubeletAllocation, PluginOptions, Registration, ResourceView
@@ -47,6 +47,7 @@ __all__ = [
     "SampleHardware",
     "SamplePlugin",
     "allocate_request",
+    "check_config",
     "create_driver",
     "driver_config",
     "fake_distribution",

@@ -59,3 +59,17 @@ def create_driver(plugin: Any, section: Mapping[str, Any] | None = None, *, name
         workdir=Path(simulate_in) if simulate_in is not None else None,
     )
     return factory.create(name)
+
+
+def check_config(plugin: Any, section: Mapping[str, Any] | None = None, *, name: str = "driver",
+                 environ: Mapping[str, str] | None = None, labels: Mapping[str, str] | None = None,
+                 files: Mapping[str, Path | str] | None = None) -> list[str]:
+    """What ``multidp config check`` does for one node's view of the section: the driver created with
+    ``context.checking`` set, then closed unscanned; returns the warnings it logged on ``context.log``.
+
+    A bad config raises the driver's ``ConfigError``; ``files`` maps paths inside the pod to local
+    copies, as ``config check --file POD_PATH=LOCAL_PATH`` does.
+    """
+    factory = _factory(plugin, name, section, environ, labels)
+    factory.files = {inside: Path(local) for inside, local in (files or {}).items()}
+    return factory.check(name, factory.configured(name)[0])
