@@ -1,4 +1,4 @@
-"""The ``multidp`` command: run, devices, drivers, demo, kubelet, config.
+"""The ``multidp`` command: run, devices, drivers, demo, kubelet, new-driver, config.
 
 Options come from flags, then MULTIDP_* variables, then the config file.
 Exit codes: 0 after SIGTERM/SIGINT; 2 for usage and config errors; 1 when
@@ -97,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default: a new short folder under /tmp)")
     kubelet.add_argument("--allocate", action="append", default=[], metavar="RESOURCE=N",
                          help="once N devices of RESOURCE are healthy, allocate them and print the answer")
+    new = commands.add_parser("new-driver", help="write a driver package to start from (tests included)")
+    new.add_argument("name", help="the driver's name: entry point, node label multidp.io/<name>, config section")
+    new.add_argument("--dir", default=".", help="where to write multidp-<name>/ (default: here)")
+    new.add_argument("--domain", default="example.com", help="the resource name's prefix (default: example.com)")
     config = commands.add_parser("config", help="config file schema and checks")
     config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     schema = config_commands.add_parser("schema", help="print the config file's JSON schema")
@@ -136,6 +140,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         from multidp.cli.demo import run_demo
 
         return run_demo(drivers=args.drivers, with_sample=args.sample)
+    if args.command == "new-driver":
+        from pathlib import Path
+
+        from multidp.cli.newdriver import new_driver
+
+        target = new_driver(args.name, Path(args.dir), args.domain)
+        print(f"wrote {target}; next: pip install -e '{target}[test]' && pytest {target}")
+        return EXIT_OK
     if args.command == "kubelet":
         from pathlib import Path
 
