@@ -169,4 +169,5 @@ class Driver:
 
     @property
     def has_pre_start(self) -> bool:
+        """Whether this driver overrides :meth:`pre_start` (the host then asks the kubelet for PreStartContainer)."""
         return type(self).pre_start is not Driver.pre_start

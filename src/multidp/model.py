@@ -38,6 +38,7 @@ class Device:
 
     @property
     def healthy(self) -> bool:
+        """Whether ``health`` is Healthy."""
         return self.health is Health.HEALTHY
 
 
@@ -60,6 +61,7 @@ class DeviceNode:
 
     @classmethod
     def same_path(cls, path: str, permissions: str = "rw") -> DeviceNode:
+        """A device node at the same path in the host and the container."""
         return cls(container_path=path, host_path=path, permissions=permissions)
 
 
@@ -154,4 +156,5 @@ class CDISpec:
     common_hooks: Sequence[CDIHook] = ()
 
     def qualified_name(self, device_name: str) -> str:
+        """The fully qualified CDI name of one of this spec's devices: ``<kind>=<device_name>``."""
         return f"{self.kind}={device_name}"

@@ -40,6 +40,7 @@ class PluginInfo:
 
     @property
     def origin(self) -> str:
+        """Where the driver comes from, for logs: ``<distribution> <version>``, or "built in" for a plugin object."""
         if self.distribution:
             return f"{self.distribution} {self.version}".strip()
         return "registered in-process"
@@ -145,6 +146,7 @@ class PluginRegistry:
 
     @property
     def names(self) -> list[str]:
+        """Every installed driver's name, sorted."""
         return sorted(self.plugins)
 
     def load(self, names: Iterable[str]) -> list[PluginInfo]:

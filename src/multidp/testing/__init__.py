@@ -24,7 +24,7 @@ from multidp.serving.sockets import socket_name  # noqa: E402
 from multidp.testing.apiserver import FakeApiServer  # noqa: E402
 from multidp.testing.dists import fake_distribution  # noqa: E402
 from multidp.testing.drivers import check_config, create_driver, driver_config
-from multidp.testing.host import running_host
+from multidp.testing.host import running_host, simulation_of
 from multidp.testing.kubelet import KubeletStandIn
 from multidp.testing.kubeletview import AllocationFailed, KubeletAllocation, PluginOptions, Registration, ResourceView
 from multidp.testing.sample import SampleConfig, SampleDriver, SampleHardware, SamplePlugin
@@ -56,6 +56,7 @@ __all__ = [
     "response_dict",
     "running_host",
     "short_socket_dir",
+    "simulation_of",
     "socket_name",
     "v1beta1",
     "v1beta1_grpc",

@@ -59,6 +59,7 @@ class FakeApiServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
+        """The server's base URL (``https://127.0.0.1:<port>``), as a kubeconfig names it."""
         return f"http://127.0.0.1:{self.server_address[1]}"
 
     def node_object(self) -> dict[str, Any]:

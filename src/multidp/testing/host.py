@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 
 from multidp.config.settings import Settings, Timeouts, split_drivers
+from multidp.driver import Simulation
 from multidp.host.host import Host
 from multidp.plugins.registry import PluginRegistry
 
@@ -50,3 +51,14 @@ def running_host(
         yield host
     finally:
         host.stop()
+
+
+def simulation_of(host: Host, name: str) -> Simulation:
+    """The simulation the host built for driver ``name`` (``simulate=True``): inject and clear faults with it.
+
+    KeyError naming the drivers that have one when ``name`` has none.
+    """
+    simulations = host.factory.simulations
+    if name not in simulations:
+        raise KeyError(f"driver {name!r} has no simulation (simulated: {', '.join(sorted(simulations)) or 'none'})")
+    return simulations[name]

@@ -56,6 +56,7 @@ class KubeletStandIn(pb_grpc.RegistrationServicer):
     # Lifecycle -------------------------------------------------------------------
 
     def start(self) -> KubeletStandIn:
+        """Serve ``kubelet.sock`` in the directory (created if missing); returns the stand-in."""
         self.directory.mkdir(parents=True, exist_ok=True)
         self._serve()
         return self
@@ -81,6 +82,7 @@ class KubeletStandIn(pb_grpc.RegistrationServicer):
         self.socket_path.unlink(missing_ok=True)
 
     def shutdown(self) -> None:
+        """:meth:`stop`, and release the stand-in's threads: the end of its life."""
         self.stop()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
@@ -198,6 +200,7 @@ class KubeletStandIn(pb_grpc.RegistrationServicer):
         return sum(r.resource == resource for r in self.registrations)
 
     def wait_registered(self, resource: str, count: int = 1, timeout: float = 10.0) -> Registration:
+        """Wait until ``resource`` has registered ``count`` times in all (restarts included); the latest Registration."""
         def done() -> bool:
             return self.registration_count(resource) >= count
 
@@ -206,6 +209,7 @@ class KubeletStandIn(pb_grpc.RegistrationServicer):
 
     def wait_devices(self, resource: str, predicate: Callable[[ResourceView], bool], timeout: float = 10.0,
                      what: str = "devices") -> ResourceView:
+        """Wait until the kubelet's view of ``resource`` satisfies ``predicate``; AssertionError naming ``what`` after ``timeout``."""
         def done() -> bool:
             view = self.resources.get(resource)
             return view is not None and predicate(view)

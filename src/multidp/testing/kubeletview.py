@@ -28,6 +28,7 @@ class PluginOptions:
 
     @classmethod
     def from_wire(cls, options: Any) -> PluginOptions:
+        """From the v1beta1 DevicePluginOptions message."""
         return cls(bool(options.pre_start_required), bool(options.get_preferred_allocation_available))
 
 

@@ -24,6 +24,7 @@ from multidp.testing.util import short_socket_dir
 
 @pytest.fixture
 def socket_dir() -> Iterator[Path]:
+    """A fresh folder with a short path for unix sockets (the 107-byte limit), removed after the test."""
     path = short_socket_dir()
     yield path
     shutil.rmtree(path, ignore_errors=True)
@@ -31,6 +32,7 @@ def socket_dir() -> Iterator[Path]:
 
 @pytest.fixture
 def kubelet(socket_dir: Path) -> Iterator[KubeletStandIn]:
+    """A started :class:`~multidp.testing.KubeletStandIn` serving ``socket_dir``, shut down after the test."""
     stand_in = KubeletStandIn(socket_dir).start()
     yield stand_in
     stand_in.shutdown()
@@ -38,6 +40,7 @@ def kubelet(socket_dir: Path) -> Iterator[KubeletStandIn]:
 
 @pytest.fixture
 def multidp_host(kubelet: KubeletStandIn) -> Iterator[Callable[..., Host]]:
+    """A factory: ``multidp_host({"name": plugin}, drivers={...}, simulate=True)`` starts a host against ``kubelet`` (the arguments of :func:`~multidp.testing.running_host`) and stops it after the test."""
     with ExitStack() as stack:
 
         def start(plugins: dict[str, Any] | None = None, **kwargs: Any) -> Host:

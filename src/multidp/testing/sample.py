@@ -49,6 +49,8 @@ def _default_resources() -> dict[str, SampleResource]:
 
 
 class SampleConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
+    """``drivers.sample``: the resources and their widgets, the poll interval, pre-start and CDI on or off."""
+
     resources: dict[str, SampleResource] = msgspec.field(default_factory=_default_resources)
     poll_interval: float = 1.0
     pre_start: bool = False
@@ -71,6 +73,7 @@ class SampleHardware:
         self.notify: Notify = lambda: None
 
     def set_health(self, resource: str, device_id: str, healthy: bool, reason: str = "") -> None:
+        """Make one device Healthy or Unhealthy (with ``reason``) and tell the driver, as a health event would."""
         with self.lock:
             device = self.resources[resource][device_id]
             health = Health.HEALTHY if healthy else Health.UNHEALTHY
@@ -78,6 +81,7 @@ class SampleHardware:
         self.notify()
 
     def add(self, resource: str, device: Device) -> None:
+        """Plug in a device: the driver is told, and the kubelet sees it after the next scan."""
         with self.lock:
             self.resources.setdefault(resource, {})[device.id] = device
         self.notify()
@@ -92,6 +96,7 @@ class SampleHardware:
         self.notify()
 
     def snapshot(self) -> dict[str, list[Device]]:
+        """Every resource's devices as they are now."""
         with self.lock:
             return {name: list(devices.values()) for name, devices in self.resources.items()}
 
@@ -207,14 +212,17 @@ class SamplePlugin:
 
     @hookimpl
     def multidp_config_type(self) -> type:
+        """The hook: :class:`SampleConfig`."""
         return SampleConfig
 
     @hookimpl
     def multidp_simulate(self, workdir: Path) -> Simulation:
+        """The hook: widgets in memory need no files; a simulation that can inject faults."""
         return SampleSimulation(self)
 
     @hookimpl
     def multidp_create_driver(self, context: DriverContext) -> Driver:
+        """The hook: a :class:`SampleDriver` over the plugin's :class:`SampleHardware`."""
         config: SampleConfig = context.config
         if self.hardware is None:
             self.hardware = SampleHardware(config)

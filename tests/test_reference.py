@@ -1,0 +1,25 @@
+"""docs/reference.md is the driver API as the code has it: every export documented, the file up to date."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from multidp.testing.reference import render
+
+REFERENCE = Path(__file__).parent.parent / "docs" / "reference.md"
+
+
+def test_every_export_has_a_docstring() -> None:
+    _, missing = render()
+    assert not missing, f"exported without a docstring: {', '.join(missing)}"
+
+
+def test_the_committed_reference_is_current() -> None:
+    text, _ = render()
+    assert REFERENCE.read_text() == text, (
+        "docs/reference.md is out of date: run `python -m multidp.testing.reference > docs/reference.md`")
+
+
+def test_the_guide_points_to_it() -> None:
+    guide = (REFERENCE.parent / "writing-a-driver.md").read_text()
+    assert "(reference.md)" in guide
