@@ -200,7 +200,10 @@ class KubeletStandIn(pb_grpc.RegistrationServicer):
         return sum(r.resource == resource for r in self.registrations)
 
     def wait_registered(self, resource: str, count: int = 1, timeout: float = 10.0) -> Registration:
-        """Wait until ``resource`` has registered ``count`` times in all (restarts included); the latest Registration."""
+        """Wait until ``resource`` has registered ``count`` times in all (restarts included).
+
+        Returns the latest :class:`Registration` of it.
+        """
         def done() -> bool:
             return self.registration_count(resource) >= count
 
@@ -209,7 +212,10 @@ class KubeletStandIn(pb_grpc.RegistrationServicer):
 
     def wait_devices(self, resource: str, predicate: Callable[[ResourceView], bool], timeout: float = 10.0,
                      what: str = "devices") -> ResourceView:
-        """Wait until the kubelet's view of ``resource`` satisfies ``predicate``; AssertionError naming ``what`` after ``timeout``."""
+        """Wait until the kubelet's view of ``resource`` satisfies ``predicate``; returns the view.
+
+        AssertionError naming ``what`` after ``timeout`` seconds.
+        """
         def done() -> bool:
             view = self.resources.get(resource)
             return view is not None and predicate(view)

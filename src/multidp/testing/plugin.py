@@ -40,7 +40,11 @@ def kubelet(socket_dir: Path) -> Iterator[KubeletStandIn]:
 
 @pytest.fixture
 def multidp_host(kubelet: KubeletStandIn) -> Iterator[Callable[..., Host]]:
-    """A factory: ``multidp_host({"name": plugin}, drivers={...}, simulate=True)`` starts a host against ``kubelet`` (the arguments of :func:`~multidp.testing.running_host`) and stops it after the test."""
+    """A factory: ``multidp_host({"name": plugin}, drivers={...}, simulate=True)`` starts a host.
+
+    It runs against ``kubelet``, takes the arguments of :func:`~multidp.testing.running_host`,
+    and is stopped after the test.
+    """
     with ExitStack() as stack:
 
         def start(plugins: dict[str, Any] | None = None, **kwargs: Any) -> Host:
