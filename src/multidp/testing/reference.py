@@ -117,10 +117,10 @@ def render() -> tuple[str, list[str]]:
     for name in ("socket_dir", "kubelet", "multidp_host"):
         fixture = getattr(fixtures, name)
         wrapped = getattr(fixture, "__wrapped__", fixture)
-        text = _doc(wrapped)
-        if not text:
+        doc = _doc(wrapped)
+        if not doc:
             missing.append(f"fixture {name}")
-        lines += [f"### `{name}`", "", text or "(undocumented)", ""]
+        lines += [f"### `{name}`", "", doc or "(undocumented)", ""]
     return "\n".join(line.rstrip() for line in lines).rstrip() + "\n", missing
 
 
