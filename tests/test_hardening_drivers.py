@@ -146,12 +146,12 @@ def run_multidp(site_dir, *args: str) -> subprocess.CompletedProcess[str]:
 def test_multidp_devices_reports_a_driver_that_exits_as_failed(site, where):
     quitter_site(site, where)
     table = run_multidp(site, "devices", "--drivers", "quitter,sample")
-    assert table.returncode == 0, table.stderr
+    assert table.returncode == 1, table.stderr  # a driver failed: the node is not as it should be
     rows = {line.split()[0]: line for line in table.stdout.splitlines()[1:]}
     assert "failed" in rows["quitter"] and QUITTER_REASONS[where] in rows["quitter"], table.stdout
     assert "widget-0" in table.stdout  # the other driver's devices are listed
     as_json = run_multidp(site, "devices", "--json", "--drivers", "quitter,sample")
-    assert as_json.returncode == 0, as_json.stderr
+    assert as_json.returncode == 1, as_json.stderr
     entries = {e["driver"]: e for e in json.loads(as_json.stdout)["drivers"]}
     assert entries["quitter"]["state"] == "failed" and entries["quitter"]["reason"] == QUITTER_REASONS[where]
     assert entries["sample"]["state"] == "ok"

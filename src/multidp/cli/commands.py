@@ -16,12 +16,14 @@ from typing import Any
 
 import msgspec
 
-from multidp.cli.exits import EXIT_OK, EXIT_USAGE, UsageError
+from multidp.cli.exits import EXIT_DRIVER_FAILED, EXIT_OK, EXIT_USAGE, UsageError
 from multidp.config.bylabel import with_host_keys
 from multidp.config.sections import section_variants
 from multidp.config.settings import DEFAULTS, FileConfig, Settings
 from multidp.driver import Driver
 from multidp.errors import PluginLoadError
+from multidp.model import Device
+from multidp.names import resource_name_problem
 from multidp.plugins.factory import (
     DISABLED,
     FAILED,
@@ -34,6 +36,7 @@ from multidp.plugins.factory import (
 )
 from multidp.plugins.registry import PluginRegistry
 from multidp.plugins.runner import CLOSE_TIMEOUT_S
+from multidp.serving.devicecheck import as_list, left_out
 
 
 def _selected(settings: Settings, registry: PluginRegistry) -> list[str]:
@@ -56,7 +59,7 @@ def scan_all(settings: Settings, registry: PluginRegistry) -> list[dict[str, Any
     report: list[dict[str, Any]] = []
     try:
         for name in _selected(settings, registry):
-            entry: dict[str, Any] = {"driver": name, "state": "ok", "reason": "", "resources": {}}
+            entry: dict[str, Any] = {"driver": name, "state": "ok", "reason": "", "resources": {}, "not_served": {}}
             report.append(entry)
             try:
                 if not factory.enabled(name):
@@ -73,23 +76,37 @@ def scan_all(settings: Settings, registry: PluginRegistry) -> list[dict[str, Any
             except Exception as exc:  # noqa: BLE001 - reported per driver
                 entry.update(state=FAILED, reason=describe_failure(exc))
                 continue
-            entry["resources"] = {
-                resource: [
-                    {
-                        "id": d.id,
-                        "health": d.health.value,
-                        "numa_nodes": list(d.numa_nodes),
-                        "replicas": d.replicas,
-                        "reason": d.reason,
-                        "info": dict(d.info),
-                    }
-                    for d in devices
-                ]
-                for resource, devices in sorted(inventory.items())
-            }
+            entry["resources"], entry["not_served"] = _as_served(inventory)
     finally:
         factory.cleanup()
     return report
+
+
+def _as_served(inventory: Mapping[str, Sequence[Device]]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The scan as plain data, each device or resource the node would not serve marked with why
+    (the daemon's own checks: the kubelet's name rules, the device checks, the 4 MiB list)."""
+    resources: dict[str, Any] = {}
+    not_served: dict[str, str] = {}
+    for resource, devices in sorted(inventory.items(), key=lambda item: str(item[0])):
+        name_problem = resource_name_problem(resource) if isinstance(resource, str) else "its name is not a string"
+        problems, whole = left_out(devices)
+        if name_problem or whole:
+            not_served[str(resource)] = (f"it is not an extended resource name: {name_problem}" if name_problem
+                                         else f"its list would be refused: {whole}")
+        why = {id(device): problem for device, problem in problems}
+        resources[str(resource)] = [
+            {
+                "id": getattr(d, "id", None),
+                "health": getattr(getattr(d, "health", None), "value", str(getattr(d, "health", ""))),
+                "numa_nodes": list(getattr(d, "numa_nodes", ()) or ()),
+                "replicas": getattr(d, "replicas", None),
+                "reason": getattr(d, "reason", ""),
+                "info": {str(k): str(v) for k, v in dict(getattr(d, "info", {}) or {}).items()},
+                **({"not_served": why[id(d)]} if id(d) in why else {}),
+            }
+            for d in (as_list(devices) or [])
+        ]
+    return resources, not_served
 
 
 def _close(name: str, driver: Driver) -> None:
@@ -97,25 +114,34 @@ def _close(name: str, driver: Driver) -> None:
 
 
 def list_devices(settings: Settings, as_json: bool) -> int:
+    """Exit 1 when a driver failed or found something the node would not serve (each says why)."""
     report = scan_all(settings, PluginRegistry())
+    troubled = any(e["state"] == FAILED or e["not_served"] or any(
+        "not_served" in d for devices in e["resources"].values() for d in devices) for e in report)
+    code = EXIT_DRIVER_FAILED if troubled else EXIT_OK
     if as_json:
         print(json.dumps({"drivers": report}, indent=2))
-        return EXIT_OK
+        return code
     rows = []
     for entry in report:
         if entry["state"] != "ok":
             rows.append([entry["driver"], "-", "-", entry["state"], "-", "-", entry["reason"]])
         for resource, devices in entry["resources"].items():
+            refused = entry["not_served"].get(resource)
             for d in devices:
-                details = d["reason"] or ", ".join(f"{k}={v}" for k, v in d["info"].items())
+                problem = refused or d.get("not_served")
+                details = (f"NOT SERVED: {problem}" if problem else
+                           d["reason"] or ", ".join(f"{k}={v}" for k, v in d["info"].items()))
                 numa = ",".join(map(str, d["numa_nodes"])) or "-"
-                rows.append([entry["driver"], resource, d["id"], d["health"], numa, str(d["replicas"] or "-"),
+                rows.append([entry["driver"], resource, str(d["id"]), d["health"], numa, str(d["replicas"] or "-"),
                              details])
+            if refused and not devices:
+                rows.append([entry["driver"], resource, "-", "-", "-", "-", f"NOT SERVED: {refused}"])
     if not rows:
         print("no drivers installed" if not report else "no devices found")
-        return EXIT_OK
+        return code
     print(_table(rows, ["DRIVER", "RESOURCE", "DEVICE", "HEALTH", "NUMA", "REPLICAS", "DETAILS"]))
-    return EXIT_OK
+    return code
 
 
 def driver_report(settings: Settings, registry: PluginRegistry,

@@ -1,0 +1,46 @@
+"""``multidp devices`` says what a node would not serve, with the daemon's own checks, and exits 1."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from multidp.testing import fake_distribution
+from test_cli import env_with, run
+
+PLUGIN = '''
+from multidp import Device, Driver, hookimpl
+
+class Odd(Driver):
+    def scan(self):
+        return {
+            "example.com/fine": [Device("a"), Device("a"), 7, Device("b", numa_nodes=[0])],
+            "example.com/bad_": [Device("c")],
+        }
+
+@hookimpl
+def multidp_create_driver(context):
+    return Odd()
+'''
+
+
+def test_left_out_devices_and_refused_resources_are_marked(tmp_path: Path) -> None:
+    fake_distribution(tmp_path, "multidp-odd", {"odd": "odd_plugin"})
+    (tmp_path / "odd_plugin.py").write_text(PLUGIN)
+    result = run(["devices", "--json", "--drivers", "odd"], env_with(tmp_path))
+    assert result.returncode == 1, result.stderr
+    (entry,) = json.loads(result.stdout)["drivers"]
+    assert entry["state"] == "ok"
+    assert entry["not_served"] == {"example.com/bad_": "it is not an extended resource name: the part after '/' "
+                                   "('bad_') may hold only letters, digits, '-', '_' and '.', and must start and "
+                                   "end with a letter or digit"}
+    fine = entry["resources"]["example.com/fine"]
+    assert [(d["id"], d.get("not_served")) for d in fine] == [
+        ("a", None),
+        ("a", "is listed twice"),
+        (None, "is a int, not a multidp Device"),
+        ("b", "has NUMA nodes [0] (a tuple of integers 0..2**63-1)"),
+    ]
+    table = run(["devices", "--drivers", "odd"], env_with(tmp_path))
+    assert table.returncode == 1
+    assert table.stdout.count("NOT SERVED") == 4
