@@ -81,7 +81,7 @@ def test_hook_path_precedence_and_default() -> None:
     assert _resolve({"flags": {"plugin": {"nvidiaCTKPath": "/c/nvidia-ctk"}}}, both).cdi_hook_path == "/c/nvidia-ctk"
     assert _resolve({"nvidiaCTKPath": ""}, both).cdi_hook_path == ""
     assert _resolve({}, {"NVIDIA_CDI_HOOK_PATH": ""}).cdi_hook_path == DEFAULT_CDI_HOOK_PATH  # empty: unset
-    assert "flags.plugin.nvidiaCTKPath" not in _resolve({"flags": {"plugin": {"nvidiaCTKPath": "/x/y"}}}).notes
+    assert not _resolve({"flags": {"plugin": {"nvidiaCTKPath": "/x/y"}}}).warnings
 
 
 def test_nvidia_file_key_is_honoured(tmp_path: Path) -> None:

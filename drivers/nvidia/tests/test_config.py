@@ -60,9 +60,9 @@ def test_bad_nvidia_variable_is_named() -> None:
 
 
 @pytest.mark.parametrize(("text", "where", "words"), [
-    ("version: v1\nflags:\n  plugin:\n    passDeviceSpec: true\n", "flags.plugin", "passDeviceSpec"),
+    ("version: v1\nflags:\n  plugin:\n    passDeviceSpecs: 3\n", "flags.plugin.passDeviceSpecs", "Expected `bool"),
     ("version: v1\nflags: [\n", "", "not valid YAML"),
-    ("version: v2\n", "version", "unsupported version"),
+    ("version: v2\n", "version", "unknown version"),
     ("version: v1\nsharing:\n  timeSlicing:\n    resources:\n    - {name: gpu, replicas: two}\n",
      "sharing.timeSlicing.resources[0].replicas", "Expected `int`"),
 ])

@@ -87,16 +87,31 @@ def test_missing_mig_minors_do_not_matter_for_envvar_only(nvidia_node: Any, tmp_
     assert health == "Healthy"
 
 
-def test_resource_patterns_follow_nvidias_wildcard_rule(nvidia_node: Any, caplog: pytest.LogCaptureFixture) -> None:
-    # NVIDIA turns '*' into '.*', quotes the rest and searches anywhere in the name: "H100" matches
-    # "NVIDIA H100 80GB HBM3", '?' is a plain character, and the first matching entry wins.
+def test_resource_patterns_are_anchored_and_nvidias_defaults_follow(nvidia_node: Any,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    # NVIDIA v0.20.0 anchors its patterns (api/config/v1/resources.go wildCardToRegexp, #1807): "H100" does not
+    # match "NVIDIA H100 80GB HBM3", "1g.10gb" does not match "1g.10gb+me", '?' is a plain character, and the
+    # first matching entry wins. Its defaults (internal/rm/rm.go AddDefaultResourcesToConfig) come after the
+    # operator's patterns, so nothing is dropped: 3g.40gb, 2g.20gb and 1g.10gb+me keep their mig-<profile>.
     config = {"migStrategy": "mixed",
-              "resources": {"gpus": [{"pattern": "H?00", "name": "never"}, {"pattern": "H100", "name": "h100"}],
+              "resources": {"gpus": [{"pattern": "H?00", "name": "never"}, {"pattern": "H100", "name": "never2"},
+                                     {"pattern": "*H100*", "name": "h100"}],
                             "mig": [{"pattern": "1g.10gb", "name": "mig-small"},
                                     {"pattern": "4g.*", "name": "mig-big"}]}}
     node = nvidia_node(machines.mig_mixed(), config)
     node.devices("nvidia.com/h100", 1)
-    node.devices("nvidia.com/mig-small", 3)  # 1g.10gb twice, and 1g.10gb+me (the pattern is found inside it)
+    node.devices("nvidia.com/mig-small", 2)  # 1g.10gb twice; not 1g.10gb+me
     node.devices("nvidia.com/mig-big", 1)
-    assert set(node.host.endpoints) == {"nvidia.com/h100", "nvidia.com/mig-small", "nvidia.com/mig-big"}
-    assert "(3g.40gb) matches no resources.mig pattern; not served" in caplog.text
+    for default in ("nvidia.com/mig-1g.10gb.me", "nvidia.com/mig-3g.40gb", "nvidia.com/mig-2g.20gb"):
+        node.devices(default, 1)
+    assert set(node.host.endpoints) == {"nvidia.com/h100", "nvidia.com/mig-small", "nvidia.com/mig-big",
+                                        "nvidia.com/mig-1g.10gb.me", "nvidia.com/mig-3g.40gb",
+                                        "nvidia.com/mig-2g.20gb"}
+    assert "compute-instance slice (1c.2g.20gb)" in caplog.text
+
+
+def test_a_pattern_for_one_model_keeps_the_other_gpus(nvidia_node: Any) -> None:
+    # A mixed-model node configured for one model: the GPUs no pattern names stay nvidia.com/gpu (NVIDIA's "*").
+    node = nvidia_node(machines.mig_mixed(), {"resources": {"gpus": [{"pattern": "*A100*", "name": "a100"}]}})
+    node.devices("nvidia.com/gpu", 3)
+    assert set(node.host.endpoints) == {"nvidia.com/gpu"}

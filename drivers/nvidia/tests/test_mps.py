@@ -183,7 +183,7 @@ def test_rename_and_devices_are_ignored_as_nvidia_does(nvidia_node: Any, tmp_pat
     ({"sharing": {"timeSlicing": {"resources": [{"name": GPU, "replicas": 2}]},
                   "mps": {"resources": [{"name": GPU, "replicas": 2}]}}},
      "drivers.nvidia.sharing", "mutually exclusive"),
-    (_mps({"name": GPU, "replicas": 1}), "drivers.nvidia.sharing.mps.resources[0].replicas", "between 2 and 48"),
+    (_mps({"name": GPU, "replicas": 1}), "drivers.nvidia.sharing.mps.resources[0].replicas", "at least 2"),
     (_mps({"name": GPU, "replicas": 49}), "drivers.nvidia.sharing.mps.resources[0].replicas", "between 2 and 48"),
     ({"migStrategy": "mixed", **_mps({"name": GPU, "replicas": 2})}, "drivers.nvidia.flags.migStrategy",
      "not supported with sharing.mps"),

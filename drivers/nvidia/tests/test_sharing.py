@@ -34,10 +34,12 @@ def test_devices_count_takes_the_first_gpus(nvidia_node: Any) -> None:
 
 
 def test_unknown_device_reference_is_logged_and_skipped(nvidia_node: Any, caplog: Any) -> None:
+    # NVIDIA v0.20.0 accepts a well-formed UUID that names no GPU (and then discards `devices`): warned here.
+    absent = "GPU-4cf8db2d-06c0-7d70-1a51-e59b25b2c16c"
     node = nvidia_node(machines.nvlink8(), _sharing({"name": "nvidia.com/gpu", "replicas": 2,
-                                                     "devices": ["0", "GPU-nope"]}))
+                                                     "devices": ["0", absent]}))
     node.devices("nvidia.com/gpu", 9)
-    assert "sharing.timeSlicing.resources[0].devices: no nvidia.com/gpu device 'GPU-nope'" in caplog.text
+    assert f"sharing.timeSlicing.resources[0].devices: no nvidia.com/gpu device '{absent}'" in caplog.text
 
 
 def test_allocating_replicas_names_the_gpus_once(nvidia_node: Any) -> None:

@@ -30,7 +30,7 @@ from multidp import (
     base_id,
 )
 
-from multidp_nvidia import elf, mps
+from multidp_nvidia import elf, imex, mps
 from multidp_nvidia.cdi_hooks import cdi_hooks
 from multidp_nvidia.inventory import Inventory, Served
 from multidp_nvidia.ldcache import LdCacheError, libraries
@@ -76,7 +76,8 @@ def refusal(request: AllocationRequest, settings: Settings) -> str:
 
 
 def allocation(request: AllocationRequest, inventory: Inventory, settings: Settings,
-               control_nodes: Sequence[str]) -> ContainerAllocation:
+               control_nodes: Sequence[str], channels: Sequence[str] = ()) -> ContainerAllocation:
+    """NVIDIA's answer for the request; ``channels``: the IMEX channels found at start (:mod:`.imex`)."""
     refused = refusal(request, settings)
     if refused:
         raise AllocationRefused(refused)
@@ -89,6 +90,8 @@ def allocation(request: AllocationRequest, inventory: Inventory, settings: Setti
     strategies = settings.list_strategies
     if "envvar" in strategies:
         answer.envs[VISIBLE] = ",".join(ids)
+        if channels:
+            answer.envs[imex.ENV] = ",".join(channels)
     shared = next((d for d in devices if d.mps), None)
     if shared is not None:
         envs, answer.mounts = mps.answer_parts(shared.resource, settings.mps_root)
@@ -96,8 +99,9 @@ def allocation(request: AllocationRequest, inventory: Inventory, settings: Setti
     if "volume-mounts" in strategies:
         answer.envs[VISIBLE] = MOUNT_ROOT
         answer.mounts += [Mount(f"{MOUNT_ROOT}/{i}", "/dev/null") for i in ids]
+        answer.mounts += [Mount(f"{MOUNT_ROOT}/imex/{c}", "/dev/null") for c in channels]
     if settings.uses_cdi:
-        answer.cdi_devices = [f"{CDI_KIND}={i}" for i in ids]
+        answer.cdi_devices = [f"{CDI_KIND}={i}" for i in ids] + [f"{imex.CDI_KIND}={c}" for c in channels]
         answer.cdi_field = "cdi-cri" in strategies
         if "cdi-annotations" in strategies:
             key = f"{ANNOTATION_PLUGIN}_{uuid.uuid4()}"
@@ -108,6 +112,9 @@ def allocation(request: AllocationRequest, inventory: Inventory, settings: Setti
     if settings.pass_device_specs:
         paths = [*control_nodes, *(p for d in devices for p in d.nodes)]
         answer.device_nodes = [host_node(settings, p) for p in dict.fromkeys(paths)]
+        answer.device_nodes += [imex.node(c, settings.dev_root) for c in channels]
+    if settings.gdrcopy:
+        answer.envs["NVIDIA_GDRCOPY"] = "enabled"
     if settings.gds:
         answer.envs["NVIDIA_GDS"] = "enabled"
     if settings.mofed:
@@ -199,6 +206,7 @@ def cdi_spec(inventory: Inventory, settings: Settings, control_nodes: Sequence[s
     for served in inventory.by_id.values():
         devices.append(CDIDeviceSpec(served.name_id, [host_node(settings, p) for p in served.nodes]))
     mounts = driver_mounts(settings, version)
-    hooks = cdi_hooks(settings.cdi_hook_path, mounts, version, Path(settings.container_driver_root))
+    hooks = cdi_hooks(settings.cdi_hook_path, mounts, version, Path(settings.container_driver_root),
+                      settings.cdi_disabled_hooks)
     return CDISpec(CDI_KIND, devices, common_device_nodes=[host_node(settings, p) for p in control_nodes],
                    common_env={VISIBLE: "void"}, common_mounts=mounts, common_hooks=hooks)

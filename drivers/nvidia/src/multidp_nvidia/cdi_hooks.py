@@ -20,6 +20,7 @@ from pathlib import Path
 from multidp import CDIHook, Mount
 
 CREATE_CONTAINER = "createContainer"
+HOOK_NAMES = ("create-symlinks", "update-ldcache")  # what this spec may hold; CDI_DISABLE_HOOKS leaves them out
 
 
 def hook_args(path: str, name: str, *args: str) -> list[str]:
@@ -59,16 +60,18 @@ def dev_links(mounts: Sequence[Mount], version: str, driver_root: Path) -> list[
     return list(dict.fromkeys(links))
 
 
-def cdi_hooks(hook_path: str, mounts: Sequence[Mount], version: str, driver_root: Path) -> list[CDIHook]:
-    """The spec-wide hooks for ``mounts``; none when ``hook_path`` is empty (hooks turned off)."""
+def cdi_hooks(hook_path: str, mounts: Sequence[Mount], version: str, driver_root: Path,
+              disabled: frozenset[str] = frozenset()) -> list[CDIHook]:
+    """The spec-wide hooks for ``mounts``; none when ``hook_path`` is empty (hooks turned off), and none
+    named in ``disabled`` (NVIDIA's CDI_DISABLE_HOOKS)."""
     if not hook_path:
         return []
     hooks = []
-    links = dev_links(mounts, version, driver_root)
+    links = dev_links(mounts, version, driver_root) if "create-symlinks" not in disabled else []
     if links:
         link_args = [arg for link in links for arg in ("--link", link)]
         hooks.append(CDIHook(CREATE_CONTAINER, hook_path, hook_args(hook_path, "create-symlinks", *link_args)))
-    folders = library_folders(mounts)
+    folders = library_folders(mounts) if "update-ldcache" not in disabled else []
     if folders:  # no library folders, no ldconfig run (newer NVIDIA toolkits skip it too)
         folder_args = [arg for folder in folders for arg in ("--folder", folder)]
         hooks.append(CDIHook(CREATE_CONTAINER, hook_path, hook_args(hook_path, "update-ldcache", *folder_args)))

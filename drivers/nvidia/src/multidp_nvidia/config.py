@@ -1,10 +1,13 @@
 """The shape of the nvidia driver's settings: NVIDIA's config file (v1), plus multidp's additions.
 
 ``drivers.nvidia`` in multidp's config accepts NVIDIA's own keys inline (``version``,
-``flags``, ``resources``, ``sharing``) and ``configFile``, the path of an NVIDIA
+``flags``, ``resources``, ``sharing``, ``imex``) and ``configFile``, the path of an NVIDIA
 config file, so operators keep the file they have. multidp's additions are
 ``health``, ``mpsContainerRoot``, ``replicaPolicy``, ``pollInterval``, ``procRoot`` and
-``simulatedMachine``.
+``simulatedMachine``; ``resources`` and ``sharing.*.resources[].rename/devices`` are
+multidp extensions too (NVIDIA v0.20.0 discards them).
+These structs are strict (multidp's own section); NVIDIA's file is first brought to
+their spelling, as NVIDIA's decoder reads it, by :mod:`multidp_nvidia.nvidia_file`.
 How the sources combine is in :mod:`multidp_nvidia.settings`.
 """
 
@@ -35,6 +38,8 @@ class PluginFlags(_Section):
     container_driver_root: str | None = None
     # The host path of nvidia-ctk / nvidia-cdi-hook named in the CDI spec's hooks; "" writes no hooks.
     nvidia_ctk_path: str | None = msgspec.field(default=None, name="nvidiaCTKPath")
+    # distributed | packed: how preferred allocations pick among replicas (multidp's replicaPolicy).
+    shared_devices_allocation_policy: str | None = None
 
 
 class Flags(_Section):
@@ -46,7 +51,8 @@ class Flags(_Section):
     nvidia_dev_root: str | None = None
     gds_enabled: bool | None = None
     mofed_enabled: bool | None = None
-    device_discovery_strategy: Literal["auto", "nvml"] | None = None
+    gdrcopy_enabled: bool | None = None
+    device_discovery_strategy: str | None = None  # auto | nvml; tegra is refused (settings)
     plugin: PluginFlags | None = None
     # The host folder NVIDIA's MPS control daemon works in (MPS_ROOT); Allocate answers mount from it.
     mps_root: str | None = None
@@ -57,7 +63,7 @@ class Flags(_Section):
 
 class ResourcePattern(_Section):
     """One ``resources.gpus`` / ``resources.mig`` entry: a name for what matches the pattern
-    (NVIDIA's wildcard: ``*`` is any text, found anywhere in the product name or MIG profile)."""
+    (NVIDIA's wildcard: ``*`` is any text; the pattern must match the whole product name or MIG profile)."""
 
     pattern: str
     name: str
@@ -80,7 +86,8 @@ class ReplicatedResource(_Section):
     name: str
     replicas: int
     rename: str | None = None
-    devices: Literal["all"] | int | list[str | int] = "all"
+    # Checked as NVIDIA's ReplicatedDevices.UnmarshalJSON does, in multidp_nvidia.replicas.
+    devices: str | int | list[Any] = "all"
 
 
 class ReplicatedResources(_Section):
@@ -96,6 +103,13 @@ class Sharing(_Section):
     # Served like time-slicing plus the MPS pipe and shm mounts; NVIDIA's MPS control daemon
     # (its own DaemonSet, reading the same file) must run on the node.
     mps: ReplicatedResources | None = None
+
+
+class Imex(_Section):
+    """``imex``: IMEX channels injected into every GPU container (NVIDIA allows only ``[]`` or ``[0]``)."""
+
+    channel_ids: list[int] | None = msgspec.field(default=None, name="channelIDs")
+    required: bool | None = None
 
 
 class Health(_Section):
@@ -120,7 +134,7 @@ class NvidiaFileConfig(_Section):
     flags: Flags | None = None
     resources: Resources | None = None
     sharing: Sharing | None = None
-    imex: dict[str, Any] | None = None
+    imex: Imex | None = None
     health: Health | None = None
 
 
@@ -145,7 +159,8 @@ class NvidiaConfig(NvidiaFileConfig):
     mps_root: str | None = None
     # Where mpsRoot is mounted in this container, to check the MPS daemon is ready (default: mpsRoot).
     mps_container_root: str | None = None
-    replica_policy: Literal["spread", "pack"] = "spread"
+    # None: from flags.plugin.sharedDevicesAllocationPolicy (distributed = spread), else spread.
+    replica_policy: Literal["spread", "pack"] | None = None
     poll_interval: float = 5.0
     proc_root: str = "/proc"
     simulated_machine: Literal["h100", "nvlink8", "mig", "xid", "no-nvml"] = "nvlink8"

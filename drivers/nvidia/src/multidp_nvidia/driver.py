@@ -1,7 +1,8 @@
 """The nvidia driver: NVML discovery, health, Allocate answers and preferred allocation.
 
 NVML is initialised at the first scan (or in create when ``failOnInitError`` is
-set, so only this driver fails). Without NVML or GPUs the driver logs why, once,
+set, so only this driver fails; never when the driver is created only to check its
+config, ``checking``, which also leaves the IMEX channels unlooked-at). Without NVML or GPUs the driver logs why, once,
 serves nothing, and tries again every poll. Discovery, the link graph included,
 runs once per NVML session; later scans only re-evaluate health (events,
 recovery, device nodes that vanished, whether NVIDIA's MPS control daemon is ready).
@@ -29,9 +30,10 @@ from multidp import (
     spread_replicas,
 )
 
-from multidp_nvidia import answers
+from multidp_nvidia import answers, imex
 from multidp_nvidia.discovery import Machine, discover
 from multidp_nvidia.health import HealthMonitor, probe_gpu
+from multidp_nvidia.imex import present_channels
 from multidp_nvidia.inventory import Inventory, Served, build
 from multidp_nvidia.mps import MpsReadiness
 from multidp_nvidia.nvml import error_name
@@ -45,7 +47,8 @@ class NvmlUnavailable(RuntimeError):
 
 class NvidiaDriver(Driver):
     def __init__(self, settings: Settings, nvml_source: Callable[[], Any], sysfs_root: Path, dev_root: Path,
-                 proc_root: Path, log: logging.Logger, recover_after: float | None = None) -> None:
+                 proc_root: Path, log: logging.Logger, recover_after: float | None = None,
+                 checking: bool = False) -> None:
         self.settings = settings
         self.poll_interval = settings.poll_interval
         self._nvml_source = nvml_source
@@ -65,8 +68,13 @@ class NvidiaDriver(Driver):
         self._missing: set[str] = set()
         self._mps = MpsReadiness(settings.mps_container_root, log,
                                  {r.resource: r.replicas for r in settings.replica_rules if r.mps})
+        self._channels: tuple[str, ...] = ()
+        if checking:
+            return  # `multidp config check`: the settings are what is checked; no hardware is touched
         if settings.fail_on_init_error:
             self._init_nvml()  # raises: NVIDIA's failOnInitError fails this driver at once
+        # Looked at once, at start, as NVIDIA's plugin does (it restarts to look again).
+        self._channels = present_channels(settings.imex_channels, settings.imex_required, dev_root, log)
 
     # NVML session -----------------------------------------------------------------------
 
@@ -166,7 +174,7 @@ class NvidiaDriver(Driver):
     # Kubelet calls ----------------------------------------------------------------------
 
     def allocate(self, request: AllocationRequest) -> ContainerAllocation:
-        return answers.allocation(request, self._inventory, self.settings, self._control_nodes)
+        return answers.allocation(request, self._inventory, self.settings, self._control_nodes, self._channels)
 
     def preferred_allocation(self, request: PreferenceRequest) -> Sequence[str] | None:
         if any(base_id(i) != i for i in request.available):
@@ -185,7 +193,8 @@ class NvidiaDriver(Driver):
     def cdi_specs(self) -> Sequence[CDISpec]:
         if not self.settings.uses_cdi or self._machine is None:
             return ()
-        return [answers.cdi_spec(self._inventory, self.settings, self._control_nodes, self._machine.driver_version)]
+        spec = answers.cdi_spec(self._inventory, self.settings, self._control_nodes, self._machine.driver_version)
+        return [spec, imex.cdi_spec(self._channels, self.settings.dev_root)] if self._channels else [spec]
 
     def close(self) -> None:
         if self._monitor is not None:

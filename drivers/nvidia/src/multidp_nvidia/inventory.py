@@ -72,30 +72,36 @@ def _mig_served(gpu: GpuInfo, mig: MigInfo, resource: str, settings: Settings) -
 
 @functools.lru_cache(maxsize=64)
 def _wildcard(pattern: str) -> re.Pattern[str]:
-    """NVIDIA's rule: ``*`` is any text, everything else literal, and the pattern may match
-    anywhere in the name (an unanchored regexp search), so ``A100`` matches
-    ``NVIDIA A100-SXM4-40GB`` as it does for NVIDIA's plugin."""
+    """NVIDIA's rule (resources.go, v0.20.0): ``*`` is any text, everything else literal, and the
+    pattern must match the whole name: ``1g.24gb`` does not match ``1g.24gb+me``, and ``A100``
+    does not match ``NVIDIA A100-SXM4-40GB`` (``*A100*`` does)."""
     return re.compile(".*".join(re.escape(literal) for literal in pattern.split("*")))
 
 
+def matches(pattern: str, value: str) -> bool:
+    return _wildcard(pattern).fullmatch(value) is not None
+
+
 def _match(patterns: tuple[tuple[str, str], ...], value: str) -> str | None:
-    return next((name for pattern, name in patterns if _wildcard(pattern).search(value)), None)
+    return next((name for pattern, name in patterns if matches(pattern, value)), None)
 
 
 def _mig_resource(mig: MigInfo, settings: Settings, log: logging.Logger) -> str | None:
+    """The operator's resources.mig patterns first, then NVIDIA's defaults (rm.go AddDefaultResourcesToConfig):
+    ``*`` → ``nvidia.com/gpu`` under single; under mixed ``mig-<profile>`` (``+`` → ``.``) for each profile
+    of a full GPU instance, so that a compute-instance slice only an operator's pattern serves."""
     if mig.profile == "unknown":
         log.warning("MIG device %s: %s; not served", mig.uuid, mig.problem)
         return None
+    name = _match(settings.mig_resources, mig.profile)
+    if name is not None:
+        return name
     if settings.mig_strategy == "single":
         return "nvidia.com/gpu"
-    if settings.mig_resources:
-        name = _match(settings.mig_resources, mig.profile)
-        if name is None:
-            log.warning("MIG device %s (%s) matches no resources.mig pattern; not served", mig.uuid, mig.profile)
-        return name
     if not mig.full_instance:
         log.warning("MIG device %s is a compute-instance slice (%s); NVIDIA's mixed strategy serves only "
-                    "full GPU instances, so it is not served", mig.uuid, mig.profile)
+                    "full GPU instances, so it is not served unless a resources.mig pattern names it",
+                    mig.uuid, mig.profile)
         return None
     return "nvidia.com/mig-" + mig.profile.replace("+", ".")
 
@@ -128,10 +134,7 @@ def build(machine: Machine, settings: Settings, log: logging.Logger) -> Inventor
                 if resource:
                     served.append(_mig_served(gpu, mig, resource, settings))
             continue
-        resource = _match(settings.gpu_resources, gpu.name)
-        if resource is None:
-            log.warning("GPU %d (%s, %s) matches no resources.gpus pattern; not served", gpu.index, gpu.name, gpu.uuid)
-            continue
+        resource = _match(settings.gpu_resources, gpu.name) or "nvidia.com/gpu"  # "*" ends the list anyway
         served.append(_gpu_served(gpu, resource, settings))
     served = apply_replicas(served, settings.replica_rules, log)
     resources: dict[str, tuple[Served, ...]] = {}

@@ -17,10 +17,11 @@ from multidp import DriverContext, Simulation, hookimpl
 
 from multidp_nvidia.config import NvidiaConfig
 from multidp_nvidia.driver import NvidiaDriver, NvmlUnavailable
+from multidp_nvidia.imex import ImexChannelMissing
 from multidp_nvidia.nvml import load_pynvml
 from multidp_nvidia.settings import resolve
 
-MULTIDP_DRIVER_API = "1.0"  # the multidp driver API this plugin is written for
+MULTIDP_DRIVER_API = "1.1"  # the multidp driver API this plugin is written for (checking, local_path)
 
 
 def create(context: DriverContext, nvml_source: Callable[[], Any] | None = None,
@@ -28,9 +29,8 @@ def create(context: DriverContext, nvml_source: Callable[[], Any] | None = None,
     """The driver for ``context``; ``nvml_source`` overrides where NVML comes from, and
     ``recover_after`` the default recovery time (the config's ``health.recoverAfter`` wins)."""
     config = context.config if isinstance(context.config, NvidiaConfig) else NvidiaConfig()
-    settings = resolve(config, context.environ)
-    for note in settings.notes:
-        context.log.info("%s is accepted for compatibility and has no effect in multidp", note)
+    # Every file the config names is read where context.local_path says (config check --file POD=LOCAL).
+    settings = resolve(config, context.environ, context.local_path)
     for warning in settings.warnings:
         context.log.warning("%s", warning)
     simulation = context.simulation
@@ -47,9 +47,11 @@ def create(context: DriverContext, nvml_source: Callable[[], Any] | None = None,
             settings = replace(settings, container_driver_root=str(simulation.driver_root))
     try:
         return NvidiaDriver(settings, nvml_source or load_pynvml, context.sysfs_root, context.dev_root, proc_root,
-                            context.log, recover_after)
+                            context.log, recover_after, checking=context.checking)
     except NvmlUnavailable as exc:
         raise RuntimeError(f"{exc} (failOnInitError is true)") from exc
+    except ImexChannelMissing as exc:
+        raise RuntimeError(str(exc)) from exc
 
 
 class NvidiaPlugin:

@@ -4,21 +4,26 @@ Precedence, highest first: ``drivers.nvidia`` in multidp's config (and the
 ``MULTIDP_NVIDIA_*`` variables the host applies to it), NVIDIA's environment
 variables (``MIG_STRATEGY``, ``PASS_DEVICE_SPECS``, …), NVIDIA's config file
 (``configFile``, or NVIDIA's ``CONFIG_FILE`` variable), then defaults. Every
-error is a :class:`multidp.ConfigError` naming the key, variable or file.
+error is a :class:`multidp.ConfigError` naming the key, variable or file; what
+NVIDIA's plugin would ignore becomes one warning each (``Settings.warnings``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-import msgspec
-from multidp import DNS1123_SUBDOMAIN, ConfigError, parse_yaml, read_small_file
+from multidp import DNS1123_SUBDOMAIN, ConfigError
 
+from multidp_nvidia.cdi_hooks import HOOK_NAMES
 from multidp_nvidia.config import DEFAULT_IGNORED_XIDS, Flags, NvidiaConfig, NvidiaFileConfig, PluginFlags
+from multidp_nvidia.flag_checks import checked_flags
 from multidp_nvidia.layering import KEY, RESOURCE_PREFIX, checked_name, pick, plain_root
-from multidp_nvidia.nvidia_env import env_layer, xid_env
+from multidp_nvidia.nvidia_env import disabled_hooks, env_layer, xid_env
+from multidp_nvidia.nvidia_file import read_nvidia_file, source_of
+from multidp_nvidia.replicas import check_layer
 from multidp_nvidia.sharing import DEFAULT_MPS_ROOT, ReplicaRule, resolve_sharing
 
 STRATEGIES = ("envvar", "volume-mounts", "cdi-annotations", "cdi-cri")
@@ -40,8 +45,14 @@ class Settings:
     cdi_hook_path: str = DEFAULT_CDI_HOOK_PATH  # "" writes no CDI hooks
     gds: bool = False
     mofed: bool = False
+    gdrcopy: bool = False
+    # The operator's patterns (multidp's extension), then NVIDIA's defaults: "*" for GPUs; for MIG
+    # devices "*" under single, one mig-<profile> per full-instance profile under mixed (inventory).
     gpu_resources: tuple[tuple[str, str], ...] = (("*", "nvidia.com/gpu"),)
     mig_resources: tuple[tuple[str, str], ...] = ()
+    imex_channels: tuple[int, ...] = ()  # [] or [0]: injected into every GPU container
+    imex_required: bool = False
+    cdi_disabled_hooks: frozenset[str] = frozenset()
     replica_rules: tuple[ReplicaRule, ...] = ()
     fail_requests_greater_than_one: bool = False
     mps_root: str = DEFAULT_MPS_ROOT  # host path, named in Allocate answers
@@ -51,40 +62,17 @@ class Settings:
     only_xids: frozenset[int] | None = None  # DP_DISABLE_HEALTHCHECKS=all with some enabled
     double_bit_ecc: bool = True
     recover_after: float | None = None  # None: the default (300 s, or the simulation's)
-    replica_policy: str = "spread"
+    replica_policy: str = "spread"  # or pack (replicaPolicy, or NVIDIA's sharedDevicesAllocationPolicy)
     poll_interval: float = 5.0
     proc_root: str = "/proc"
     simulated_machine: str = "nvlink8"
-    notes: tuple[str, ...] = field(default=())  # settings accepted but ignored, for one log line
-    warnings: tuple[str, ...] = field(default=())  # settings overridden as NVIDIA does, one warning each
+    warnings: tuple[str, ...] = field(default=())  # what NVIDIA would ignore or override, one warning each
 
     @property
     def uses_cdi(self) -> bool:
         return any(s.startswith("cdi-") for s in self.list_strategies)
 
 
-
-
-def read_nvidia_file(path: str) -> NvidiaFileConfig:
-    """NVIDIA's config file; errors name the file and the key."""
-    where = f"{KEY}.configFile"
-    try:
-        # The host's bounded reader and strict YAML: a FIFO, /dev/zero, deep nesting or a key given
-        # twice is a one-line error, never a hang, a traceback or a gigabyte read.
-        raw = parse_yaml(read_small_file(path)) or {}
-    except ConfigError as exc:
-        raise ConfigError(where, f"NVIDIA config file {path}: {exc.message}") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(where, f"{path} must hold a mapping, not a {type(raw).__name__}")
-    try:
-        config = msgspec.convert(raw, NvidiaFileConfig, str_keys=True)
-    except msgspec.ValidationError as exc:
-        message, _, at = str(exc).rpartition(" - at `$")
-        key = at.rstrip("`").lstrip(".") if at else ""
-        raise ConfigError(f"{path}: {key}" if key else path, message or str(exc)) from exc
-    if config.version not in (None, "v1"):
-        raise ConfigError(f"{path}: version", f"unsupported version {config.version!r} (only v1)")
-    return config
 
 
 def _strategies(value: str | list[str] | None) -> tuple[str, ...]:
@@ -99,8 +87,14 @@ def _strategies(value: str | list[str] | None) -> tuple[str, ...]:
     return names
 
 
-def resolve(config: NvidiaConfig, environ: Mapping[str, str]) -> Settings:
-    """One :class:`Settings` from the driver's section, NVIDIA's variables and NVIDIA's file."""
+def resolve(config: NvidiaConfig, environ: Mapping[str, str],
+            local_path: Callable[[str], Path] = Path) -> Settings:
+    """One :class:`Settings` from the driver's section, NVIDIA's variables and NVIDIA's file.
+
+    ``local_path`` maps the file's path to where it is read (``DriverContext.local_path``).
+    An error that the file alone causes names the file (``source``) and its key.
+    """
+    file_key = f"{KEY}.configFile" if config.config_file else "CONFIG_FILE"
     file_path = config.config_file or environ.get("CONFIG_FILE") or None
     shortcuts = NvidiaFileConfig(flags=Flags(
         mig_strategy=config.mig_strategy, fail_on_init_error=config.fail_on_init_error,
@@ -110,15 +104,31 @@ def resolve(config: NvidiaConfig, environ: Mapping[str, str]) -> Settings:
                            container_driver_root=config.container_driver_root,
                            nvidia_ctk_path=config.nvidia_ctk_path),
         mps_root=config.mps_root))
+    check_layer(config, f"{KEY}.", None)
     layers: list[Any] = [shortcuts, config, env_layer(environ)]
-    if file_path:
-        layers.append(read_nvidia_file(file_path))
+    warnings: list[str] = []
+    if not file_path:
+        return _combine(config, layers, environ, warnings)
+    local = local_path(file_path)
+    source = source_of(file_path, local)
+    file, warnings = read_nvidia_file(file_path, local, file_key)
+    check_layer(file, "", source)
+    try:
+        return _combine(config, [*layers, file], environ, warnings)
+    except ConfigError as exc:
+        if exc.source is not None:
+            raise
+        try:  # the same checks on the file alone: if they fail the same way, the file is to blame
+            _combine(NvidiaConfig(), [file], {}, [])
+        except ConfigError as alone:
+            if alone.key == exc.key:
+                raise ConfigError(alone.key.removeprefix(f"{KEY}."), alone.message, source) from exc
+        raise
+
+
+def _combine(config: NvidiaConfig, layers: list[Any], environ: Mapping[str, str], warnings: list[str]) -> Settings:
     if config.version not in (None, "v1"):
         raise ConfigError(f"{KEY}.version", f"unsupported version {config.version!r} (only v1)")
-    notes = [key for key, path in (("flags.gfd", ("flags", "gfd")),
-                                   ("flags.useNodeFeatureAPI", ("flags", "use_node_feature_api")),
-                                   ("imex", ("imex",)))
-             if pick(layers, *path) is not None]
     driver_root = pick(layers, "flags", "nvidia_driver_root") or "/"
     mig_strategy = pick(layers, "flags", "mig_strategy") or "none"
     if mig_strategy not in ("none", "single", "mixed"):
@@ -129,8 +139,9 @@ def resolve(config: NvidiaConfig, environ: Mapping[str, str]) -> Settings:
         raise ConfigError("DEVICE_ID_STRATEGY", f"must be uuid or index, not {id_strategy!r}")
     gpu_patterns = pick(layers, "resources", "gpus") or []
     mig_patterns = pick(layers, "resources", "mig") or []
-    gpu_resources = tuple((p.pattern, checked_name(p.name, f"{KEY}.resources.gpus[{i}].name"))
-                          for i, p in enumerate(gpu_patterns)) or (("*", f"{RESOURCE_PREFIX}/gpu"),)
+    # multidp's extension first, then NVIDIA's default, so that no GPU is left unserved
+    gpu_resources = (*((p.pattern, checked_name(p.name, f"{KEY}.resources.gpus[{i}].name"))
+                       for i, p in enumerate(gpu_patterns)), ("*", f"{RESOURCE_PREFIX}/gpu"))
     mig_resources = tuple((p.pattern, checked_name(p.name, f"{KEY}.resources.mig[{i}].name"))
                           for i, p in enumerate(mig_patterns))
     health_enabled = pick(layers, "health", "enabled")
@@ -155,6 +166,9 @@ def resolve(config: NvidiaConfig, environ: Mapping[str, str]) -> Settings:
         plain_root(hook_path, "flags.plugin.nvidiaCTKPath")
         if hook_path.endswith("/"):
             raise ConfigError(f"{KEY}.flags.plugin.nvidiaCTKPath", f"{hook_path!r} must name a program, not a folder")
+    list_strategies = _strategies(pick(layers, "flags", "plugin", "device_list_strategy"))
+    flags = checked_flags(layers, config, any(s.startswith("cdi-") for s in list_strategies))
+    hooks_off, hook_warnings = disabled_hooks(environ, HOOK_NAMES)
     annotation_prefix = pick(layers, "flags", "plugin", "cdi_annotation_prefix") or "cdi.k8s.io/"
     if not (annotation_prefix.endswith("/") and DNS1123_SUBDOMAIN.fullmatch(annotation_prefix[:-1])):
         raise ConfigError(f"{KEY}.flags.plugin.cdiAnnotationPrefix",
@@ -166,14 +180,18 @@ def resolve(config: NvidiaConfig, environ: Mapping[str, str]) -> Settings:
         dev_root=dev_root,
         container_driver_root=container_root,
         pass_device_specs=bool(pick(layers, "flags", "plugin", "pass_device_specs")),
-        list_strategies=_strategies(pick(layers, "flags", "plugin", "device_list_strategy")),
+        list_strategies=list_strategies,
         id_strategy=id_strategy,
         cdi_annotation_prefix=annotation_prefix,
         cdi_hook_path=hook_path,
         gds=bool(pick(layers, "flags", "gds_enabled")),
         mofed=bool(pick(layers, "flags", "mofed_enabled")),
+        gdrcopy=flags.gdrcopy,
         gpu_resources=gpu_resources,
         mig_resources=mig_resources,
+        imex_channels=flags.imex_channels,
+        imex_required=flags.imex_required,
+        cdi_disabled_hooks=hooks_off,
         replica_rules=sharing.rules,
         fail_requests_greater_than_one=sharing.fail_requests_greater_than_one,
         mps_root=sharing.mps_root,
@@ -183,10 +201,9 @@ def resolve(config: NvidiaConfig, environ: Mapping[str, str]) -> Settings:
         only_xids=only_xids,
         double_bit_ecc=pick(layers, "health", "double_bit_ecc") is not False,
         recover_after=recover_after,
-        replica_policy=config.replica_policy,
+        replica_policy=flags.replica_policy,
         poll_interval=config.poll_interval,
         proc_root=config.proc_root,
         simulated_machine=config.simulated_machine,
-        notes=tuple(notes),
-        warnings=sharing.warnings,
+        warnings=(*warnings, *flags.warnings, *hook_warnings, *sharing.warnings),
     )

@@ -28,6 +28,7 @@ from multidp import ConfigError
 
 from multidp_nvidia.config import ReplicatedResource
 from multidp_nvidia.layering import KEY, checked_name, pick, plain_root
+from multidp_nvidia.replicas import checked_devices
 
 DEFAULT_MPS_ROOT = "/run/nvidia/mps"  # the chart value NVIDIA's DaemonSets pass as MPS_ROOT
 MPS_MAX_CLIENTS = 48  # nvidia-cuda-mps-server's limit on Volta and newer (16 before)
@@ -54,14 +55,10 @@ class SharingSettings:
     warnings: tuple[str, ...] = ()
 
 
-def _devices(entry: ReplicatedResource, where: str) -> str | int | tuple[str, ...]:
-    devices = entry.devices
-    if isinstance(devices, int) and devices < 1:
-        raise ConfigError(f"{where}.devices", f"a count must be at least 1, not {devices}")
-    if isinstance(devices, list):
-        if not devices:
-            raise ConfigError(f"{where}.devices", "an empty list selects no device")
-        return tuple(str(d) for d in devices)
+def _devices(entry: ReplicatedResource, where: str, warnings: list[str]) -> str | int | tuple[str, ...]:
+    devices = checked_devices(entry.devices, f"{where}.devices", None)
+    if devices == ():  # NVIDIA takes an empty list; here it selects nothing, which deserves a word
+        warnings.append(f"{where}.devices is an empty list: no device of {entry.name} is shared")
     return devices
 
 
@@ -71,12 +68,12 @@ def _rules(entries: Sequence[ReplicatedResource], section: str, rename_by_defaul
     rules = []
     for i, entry in enumerate(entries):
         where = f"{KEY}.sharing.{section}.resources[{i}]"
-        low = 2 if mps else 1  # NVIDIA enables MPS only for entries with more than one replica
-        if entry.replicas < low or (mps and entry.replicas > MPS_MAX_CLIENTS):
-            bound = f"between 2 and {MPS_MAX_CLIENTS} (MPS clients per GPU)" if mps else "at least 1"
+        # At least 2 as NVIDIA (replicas.go); MPS also at most the MPS server's client limit.
+        if entry.replicas < 2 or (mps and entry.replicas > MPS_MAX_CLIENTS):
+            bound = f"between 2 and {MPS_MAX_CLIENTS} (MPS clients per GPU)" if mps else "at least 2"
             raise ConfigError(f"{where}.replicas", f"must be {bound}, not {entry.replicas}")
         resource = checked_name(entry.name, f"{where}.name")
-        devices = _devices(entry, where)
+        devices = _devices(entry, where, warnings)
         rename = entry.rename
         if mps and (rename or devices != "all"):
             ignored = " and ".join(k for k, v in (("rename", rename), ("devices", devices != "all")) if v)
@@ -107,7 +104,7 @@ def resolve_sharing(layers: Sequence[Any], mig_strategy: str, mps_container_root
         rename_by_default = bool(pick(layers, "sharing", "time_slicing", "rename_by_default"))
         fail = bool(pick(layers, "sharing", "time_slicing", "fail_requests_greater_than_one"))
         return SharingSettings(tuple(_rules(sliced, "timeSlicing", rename_by_default, warnings)), fail,
-                               mps_root, container_root)
+                               mps_root, container_root, tuple(warnings))
     # The host root becomes mount sources in GPU containers: only a plain absolute path is taken.
     mps_root = plain_root(mps_root, "flags.mpsRoot")
     container_root = plain_root(container_root, "mpsContainerRoot")
