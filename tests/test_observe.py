@@ -59,8 +59,11 @@ def test_readyz_waits_for_registration_and_reports_failed_drivers(observed, sock
     kubelet = KubeletStandIn(socket_dir).start()
     try:
         kubelet.wait_devices(WIDGET, lambda v: v.capacity == 4)
-        wait_until(lambda: get(base + "/readyz")[0] == 200, what="ready")
-        assert json.loads(get(base + "/readyz")[1])["failed_drivers"]["broken"].startswith("bad config")
+        wait_until(lambda: json.loads(get(base + "/readyz")[1])["waiting_for"] == [], what="registered")
+        # An enabled driver that failed keeps the pod unready (issue 13 item 6), a config error included.
+        code, body = get(base + "/readyz")
+        assert code == 503 and json.loads(body)["failed_drivers"]["broken"].startswith("bad config")
+        assert get(base + "/healthz")[0] == 200
     finally:
         kubelet.shutdown()
 

@@ -64,16 +64,17 @@ class Node:
 @pytest.fixture
 def nvidia_node(multidp_host: Callable[..., Host], kubelet: KubeletStandIn,
                 tmp_path: Path) -> Iterator[Callable[..., Node]]:
-    """``nvidia_node(machine, config={...}, environ={...})``: a started host over ``machine``."""
+    """``nvidia_node(machine, config={...}, environ={...})``: a started host over ``machine``; other
+    keyword arguments are host settings (``driver_retry={"first": 0.05, "max": 0.2}``)."""
 
     def start(machine: FakeMachine, config: dict[str, Any] | None = None, environ: dict[str, str] | None = None,
-              recover_after: float | None = None, driver_files: bool = True) -> Node:
+              recover_after: float | None = None, driver_files: bool = True, **settings: Any) -> Node:
         roots = write_host_files(machine, tmp_path / "node", driver_files)
         fake = FakeNvml(machine)
         plugin = NvidiaPlugin(fake, recover_after)
         section = {"procRoot": str(roots["proc"]), "containerDriverRoot": str(roots["driver"]), **(config or {})}
         host = multidp_host({"nvidia": plugin}, drivers={"nvidia": section}, environ=environ or {},
-                            sysfs_root=roots["sys"], dev_root=roots["dev"])
+                            sysfs_root=roots["sys"], dev_root=roots["dev"], **settings)
         return Node(host, fake, plugin, roots, kubelet)
 
     yield start

@@ -52,6 +52,25 @@ class Timeouts(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_on
                 raise ValueError(f"timeouts must be at most {MAX_TIMEOUT_S:.0f} s, {name} is {value}")
 
 
+class DriverRetry(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
+    """Delays (seconds) between tries of a driver whose creation failed: ``first``, doubling to ``max``."""
+
+    first: float = 1.0
+    max: float = 300.0
+
+    def __post_init__(self) -> None:
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            if not math.isfinite(value) or value <= 0 or value > MAX_RETRY_DELAY_S:
+                raise ValueError(f"driverRetry.{name} must be more than 0 and at most {MAX_RETRY_DELAY_S:.0f} s, "
+                                 f"not {value}")
+        if self.first > self.max:
+            raise ValueError(f"driverRetry.first ({self.first}) must not exceed driverRetry.max ({self.max})")
+
+
+MAX_RETRY_DELAY_S = 86_400.0
+
+
 class FileConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
     """The config file's shape (published by ``multidp config schema``)."""
 
@@ -65,6 +84,7 @@ class FileConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_
     log_format: Literal["text", "json"] | None = None
     log_level: Literal["debug", "info", "warning", "error"] | None = None
     timeouts: Timeouts = msgspec.field(default_factory=Timeouts)
+    driver_retry: DriverRetry = msgspec.field(default_factory=DriverRetry)
     drivers: dict[str, Any] = msgspec.field(default_factory=dict)  # each a mapping: checked by split_drivers
 
 
@@ -85,6 +105,7 @@ class Settings:
     dev_root: Path = Path("/dev")
     config_path: Path | None = None
     timeouts: Timeouts = field(default_factory=Timeouts)
+    driver_retry: DriverRetry = field(default_factory=DriverRetry)  # read at start; a reload keeps it
     driver_sections: dict[str, dict[str, Any]] = field(default_factory=dict)
     enabled_by_default: bool = True  # drivers.default.enabled: for drivers the config does not enable or disable
 
@@ -168,6 +189,7 @@ def load_settings(flags: Mapping[str, Any], environ: Mapping[str, str] | None = 
         sysfs_root=Path(env.get("MULTIDP_SYSFS_ROOT") or "/sys"),
         dev_root=Path(env.get("MULTIDP_DEV_ROOT") or "/dev"),
         timeouts=file.timeouts,
+        driver_retry=file.driver_retry,
     )
     settings.driver_sections, settings.enabled_by_default = split_drivers(file.drivers, source)
     if settings.log_format not in ("text", "json"):

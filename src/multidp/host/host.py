@@ -5,24 +5,23 @@ created and run each in isolation; their scans feed the resource table
 (:mod:`multidp.host.table`), which keeps one endpoint per resource. SIGHUP reloads
 every driver; a node label change starts or stops one driver, or rebuilds one
 whose per-node config it selects (:mod:`multidp.host.nodestate`), without touching
-the others. Kubelet restarts are followed by :mod:`multidp.host.restarts`.
+the others. A driver whose creation fails is tried again with growing delays
+(:mod:`multidp.host.retry`). Kubelet restarts are followed by :mod:`multidp.host.restarts`.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from multidp.config.settings import Settings
-from multidp.errors import ConfigError
 from multidp.host.nodestate import NodeState
+from multidp.host.plugindir import check_plugin_dir, remove_stale_sockets
 from multidp.host.restarts import KubeletRestarts
+from multidp.host.retry import FailedStatus, Retries, describe_plan, failed_status, not_retried
 from multidp.host.table import ResourceTable
 from multidp.model import Device
 from multidp.plugins.factory import (
@@ -38,9 +37,7 @@ from multidp.plugins.factory import (
 from multidp.plugins.registry import PluginRegistry
 from multidp.plugins.runner import DriverRunner
 from multidp.serving.cdi import CDIRegistry
-from multidp.serving.endpoint import MAX_SOCKET_PATH, Endpoint
-from multidp.serving.registration import is_socket
-from multidp.serving.sockets import PRIVATE_DIR_PREFIX, SOCKET_PREFIX, socket_name
+from multidp.serving.endpoint import Endpoint
 
 if TYPE_CHECKING:
     from multidp.host.labels import NodeLabelWatcher
@@ -51,10 +48,14 @@ LABELS_FIRST_WAIT_S = 2.0
 
 
 class Host:
-    """One multidp process's worth of drivers and endpoints."""
+    """One multidp process's worth of drivers and endpoints.
+
+    ``retry_delays`` (first, longest) bound the delays between tries of a driver whose creation
+    failed; by default the config's ``driverRetry``.
+    """
 
     def __init__(self, settings: Settings, registry: PluginRegistry, environ: Mapping[str, str] | None = None,
-                 workdir: Path | None = None) -> None:
+                 workdir: Path | None = None, retry_delays: tuple[float, float] | None = None) -> None:
         self.settings = settings
         self.registry = registry
         self.factory = DriverFactory(settings, registry, environ, workdir)
@@ -70,6 +71,8 @@ class Host:
         self._labels_seen = threading.Event()
         self._apply_lock = threading.Lock()  # start, reload and label changes, one at a time
         self._restarts = KubeletRestarts(settings, self.table)
+        retry = settings.driver_retry
+        self.retries = Retries(self._retry, *(retry_delays or (retry.first, retry.max)))
 
     @property
     def endpoints(self) -> dict[str, Endpoint]:
@@ -90,14 +93,10 @@ class Host:
         names = selected_names(self.settings, self.registry)
         plugin_dir = self.settings.plugin_dir
         if self.settings.kubelet_socket_path.parent.absolute() != plugin_dir.absolute():
-            log.warning(
-                "the kubelet socket %s is outside the plugin dir %s: the kubelet looks for plugin sockets "
-                "in its own socket's directory",
-                self.settings.kubelet_socket_path,
-                plugin_dir,
-            )
-        self._check_paths(names)
-        self._remove_stale_sockets()
+            log.warning("the kubelet socket %s is outside the plugin dir %s: the kubelet looks for plugin sockets "
+                        "in its own socket's directory", self.settings.kubelet_socket_path, plugin_dir)
+        check_plugin_dir(self.settings, names)
+        remove_stale_sockets(self.settings.plugin_dir)
         self._restarts.start()
         self._follow_node_labels()
         for name in self.registry.names:
@@ -110,24 +109,6 @@ class Host:
         if not self.endpoints:
             log.warning("nothing to serve yet: no enabled driver found devices; waiting for changes")
 
-    def _check_paths(self, drivers: Sequence[str]) -> None:
-        """Refuse at once (ConfigError, exit 2) a plugin dir no endpoint could ever serve in: one that
-        cannot be created or written, or where one of our socket paths would pass the 107 bytes a
-        unix socket path may have (the endpoints would fail for ever, and the probes with them)."""
-        plugin_dir = self.settings.plugin_dir.absolute()
-        # A spare server's socket (.mdp-XXXXXXXX/s) is always shorter than these.
-        ours = [plugin_dir / socket_name(d, "") for d in drivers]
-        for key, path in [*(("pluginDir", p) for p in ours), ("kubeletSocket", self.settings.kubelet_socket_path)]:
-            size = len(str(path.absolute()).encode())
-            if size > MAX_SOCKET_PATH:
-                raise ConfigError(key, f"the socket path {path.absolute()} would be {size} bytes, over the "
-                                       f"{MAX_SOCKET_PATH} a unix socket path may have; use a shorter path")
-        try:
-            plugin_dir.mkdir(parents=True, exist_ok=True)
-            os.rmdir(tempfile.mkdtemp(prefix=PRIVATE_DIR_PREFIX, dir=plugin_dir))  # as a spare server does
-        except OSError as exc:
-            raise ConfigError("pluginDir", f"cannot create or write in {plugin_dir}: {exc.strerror or exc}") from None
-
     @staticmethod
     def _in_parallel(step: Callable[[str], None], names: Sequence[str]) -> None:
         threads = [threading.Thread(target=step, args=(n,), name=f"driver-{n}") for n in names]
@@ -139,23 +120,24 @@ class Host:
     def _desired(self, name: str) -> tuple[bool, str]:
         return self.node.desired(name, self.factory)
 
-    def _bring_up(self, name: str) -> None:
-        """Create and start one driver (again, on reload); a failure stays with it."""
+    def _bring_up(self, name: str, retry: bool = False) -> None:
+        """Create and start one driver (again, on reload or as a retry); a failure stays with it,
+        and is tried again later unless it cannot fix itself (:mod:`multidp.host.retry`)."""
         origin = self.factory.info(name).origin
         previous = self.runners.get(name)
+        self.retries.begin(name, fresh=not retry)
         try:
             enabled, why_not = self._desired(name)
+            if enabled:
+                self.retries.attempted(name)
             created = self.factory.create_selected(name) if enabled else None
         except Exception as exc:  # noqa: BLE001 - any failure of one driver stays with it
-            reason = describe_failure(exc)
-            if previous is not None:
-                log.error("driver %s: %s; keeping it running as it was", name, reason)
-            else:
-                self._fail(name, self.factory.info(name).origin, reason)
+            self._failed(name, exc, previous is not None)
             return
         if created is None:
             log.info("driver %s (%s): %s", name, origin, why_not)
             self._retire(name)
+            self.retries.forget(name)
             self.statuses[name] = DriverStatus(name, origin, DISABLED, why_not)
             return
         origin = self.factory.info(name).origin
@@ -172,7 +154,8 @@ class Host:
             return
         if previous is not None:
             previous.stop()
-        log.info("driver %s (%s) running", name, origin)
+        tries = self.retries.succeeded(name)
+        log.info("driver %s (%s) running%s", name, origin, f" after {tries} attempts" if tries > 1 else "")
         runner.scan_now()
         runner.start()
 
@@ -196,15 +179,18 @@ class Host:
         settings.plugin_dir, settings.kubelet_socket = old.plugin_dir, old.kubelet_socket
         settings.simulate = old.simulate
         self.settings = settings
-        self.factory = self.factory.successor(settings)
+        factory = self.factory.successor(settings)
+        factory.labels = self.node.labels  # before a retry running meanwhile can use it
+        self.factory = factory
         self.table.use_settings(settings)
         self.cdi.directory = settings.cdi_dir
         names = selected_names(settings, self.registry)
         with self._apply_lock:
             self.factory.labels = self.node.labels  # a label change may have come in meanwhile
-            for name in list(self.runners):
+            for name in dict.fromkeys([*self.runners, *(s.name for s in self.failed_drivers)]):
                 if name not in names:
                     self._retire(name)
+                    self.retries.forget(name)
                     self.statuses[name] = DriverStatus(name, self.factory.info(name).origin, NOT_SELECTED,
                                                        "not in --drivers")
             self._in_parallel(self._bring_up, names)
@@ -237,14 +223,17 @@ class Host:
             if not self._started or self._stopped.is_set():
                 return  # start() brings drivers up with these labels
             desired = {n: self._desired(n) for n in names}  # (run it?, why not)
-            starting = [n for n in names if desired[n][0] and n not in self.runners]
-            stopping = [n for n in names if not desired[n][0] and n in self.runners]
+            # A driver waiting for its next try keeps to its delays (labels change often, a
+            # timestamp label every minute on some nodes); that try uses the labels of then.
+            starting = [n for n in names if desired[n][0] and n not in self.runners and not self._retrying(n)]
+            stopping = [n for n in names if not desired[n][0] and (n in self.runners or self._failed_here(n))]
             staying = [n for n in names if n in self.runners and n not in stopping]
             rebuilding = [n for n in staying if self.node.config_changed(n, self.factory)]
             for name in stopping:
                 reason = desired[name][1]
                 log.info("driver %s: %s; stopping it", name, reason)
                 self._retire(name)
+                self.retries.forget(name)
                 self.statuses[name] = DriverStatus(name, self.factory.info(name).origin, DISABLED, reason)
             for name in rebuilding:
                 log.info("driver %s: its per-node config changed; creating it again", name)
@@ -253,25 +242,36 @@ class Host:
                     self.statuses[name].reason = self.node.note(name, self.node.selection(name, self.factory))
             self._in_parallel(self._bring_up, starting + rebuilding)
 
-    def _fail(self, name: str, origin: str, reason: str) -> None:
-        log.error("driver %s (%s) failed: %s", name, origin, reason)
+    def _failed(self, name: str, exc: Exception, keeping: bool) -> None:
+        """Creating a driver raised: log it (a reason seen the try before at DEBUG only), record
+        it, and plan the next try. ``keeping``: its previous instance runs on meanwhile."""
+        origin, reason = self.factory.info(name).origin, describe_failure(exc)
+        failure = self.retries.failed(name, reason, retry=not_retried(exc) is None)
+        level = logging.DEBUG if failure.repeated else logging.ERROR
+        plan = describe_plan(failure, exc)
+        if keeping:
+            log.log(level, "driver %s: %s; keeping it running as it was, %s", name, reason, plan)
+            return
+        log.log(level, "driver %s (%s) failed: %s; %s", name, origin, reason, plan)
         with self._lock:
-            self.statuses[name] = DriverStatus(name, origin, FAILED, reason)
+            self.statuses[name] = failed_status(name, origin, reason, failure)
+
+    def _retry(self, name: str, token: int) -> None:
+        """A planned try came due (on the retry timer's thread): bring the driver up again, unless
+        the host stopped or another bring-up ran since the try was planned."""
+        with self._apply_lock:
+            if not self._stopped.is_set() and self.retries.is_current(name, token):
+                self._bring_up(name, retry=True)
+
+    def _failed_here(self, name: str) -> bool:
+        return getattr(self.statuses.get(name), "state", None) == FAILED
+
+    def _retrying(self, name: str) -> bool:
+        return isinstance(status := self.statuses.get(name), FailedStatus) and status.retrying
 
     @property
     def failed_drivers(self) -> list[DriverStatus]:
         return [s for s in self.statuses.values() if s.state == FAILED]
-
-    def _remove_stale_sockets(self) -> None:
-        """Our sockets and private bind directories left by a process that did not stop cleanly."""
-        plugin_dir = self.settings.plugin_dir
-        for path in plugin_dir.glob(f"{SOCKET_PREFIX}*.sock"):
-            if is_socket(path):
-                log.info("removing stale socket %s", path)
-                path.unlink(missing_ok=True)
-        for path in plugin_dir.glob(f"{PRIVATE_DIR_PREFIX}*"):
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
 
     def _on_inventory(self, runner: DriverRunner, inventory: Mapping[str, Sequence[Device]] | None,
                       error: str) -> None:
@@ -286,6 +286,7 @@ class Host:
         """Stop every endpoint and driver and remove our sockets (no withdrawal:
         a restarting host should not drop the node's capacity to zero)."""
         self._stopped.set()
+        self.retries.close()
         self._restarts.stop()
         if self._label_watcher is not None:
             self._label_watcher.stop()

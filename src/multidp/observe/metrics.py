@@ -17,14 +17,18 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from multidp import __version__
+from multidp.host.retry import FailedStatus
 from multidp.model import Health
 from multidp.observe import httpserver, probes
 from multidp.observe.httpserver import Answer, BoundedHTTPServer
+from multidp.plugins.factory import FAILED
 
 if TYPE_CHECKING:
     from multidp.host.host import Host
 
 log = logging.getLogger(__name__)
+
+RETRYING = "retrying"  # the state a failed driver that is tried again shows in multidp_driver_up
 
 
 class HostCollector:
@@ -66,7 +70,18 @@ class HostCollector:
         yield from self._drivers()
 
     def _drivers(self) -> Iterator[Metric]:
-        up = GaugeMetricFamily("multidp_driver_up", "1 for each driver's current state", labels=["driver", "state"])
+        up = GaugeMetricFamily("multidp_driver_up", "1 for each driver's current state ('retrying': failed, "
+                               "and tried again later; 'failed': not retried)", labels=["driver", "state"])
+        retries = self.host.retries
+        attempts = CounterMetricFamily("multidp_driver_start_attempts", "Creations of each driver tried",
+                                       labels=["driver"])
+        start_failures = CounterMetricFamily("multidp_driver_start_failures", "Creations of each driver that failed",
+                                             labels=["driver"])
+        next_try = GaugeMetricFamily("multidp_driver_next_retry_seconds", "Seconds until a failed driver is "
+                                     "tried again", labels=["driver"])
+        for name, count in sorted(retries.attempts.items()):
+            attempts.add_metric([name], count)
+            start_failures.add_metric([name], retries.failures[name])
         scans = CounterMetricFamily("multidp_driver_scans", "Scans of each driver", labels=["driver"])
         failures = CounterMetricFamily("multidp_driver_scan_failures", "Scans that raised or timed out",
                                        labels=["driver"])
@@ -75,12 +90,15 @@ class HostCollector:
         for name, config in sorted(self.host.node.per_node.items()):
             per_node.add_metric([name, config], 1)
         for name, status in sorted(self.host.statuses.items()):
-            up.add_metric([name, status.state], 1)
+            retrying = isinstance(status, FailedStatus) and status.state == FAILED and status.retrying
+            up.add_metric([name, RETRYING if retrying else status.state], 1)
+            if isinstance(status, FailedStatus) and retrying:
+                next_try.add_metric([name], status.retry_in() or 0.0)
             runner = self.host.runners.get(name)
             if runner is not None:
                 scans.add_metric([name], runner.scans)
                 failures.add_metric([name], runner.scan_failures)
-        yield from (up, scans, failures, per_node)
+        yield from (up, scans, failures, per_node, attempts, start_failures, next_try)
 
 
 class ObservabilityServer:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
+from multidp.host.retry import FailedStatus
 from multidp.plugins.factory import FAILED, RUNNING
 
 if TYPE_CHECKING:
@@ -11,7 +13,11 @@ if TYPE_CHECKING:
 
 
 def health(host: Host) -> tuple[bool, dict[str, Any]]:
-    """Live: the process runs and every endpoint keeps its gRPC server up."""
+    """Live: the process runs and every endpoint keeps its gRPC server up.
+
+    A failed driver does not count: restarting the pod would not mend it faster than the
+    host's own retries, and would drop the other drivers' resources meanwhile.
+    """
     problems = [f"{e.resource}: its endpoint thread is not running" for e in host.table.all() if not e.serving]
     if host.stopping:
         problems.append("stopping")
@@ -19,10 +25,11 @@ def health(host: Host) -> tuple[bool, dict[str, Any]]:
 
 
 def readiness(host: Host) -> tuple[bool, dict[str, Any]]:
-    """Ready: every running driver has scanned and every resource is registered.
+    """Ready: every driver enabled on this node runs and has scanned, and every resource is registered.
 
-    A driver that failed to load is reported, not waited for (with --strict the
-    host stops instead).
+    A driver that failed (retrying or not) keeps the pod unready, with its reason, so that a
+    rollout stops at a node where a driver does not come up; a driver that is disabled or not
+    selected never does. ``--strict`` exits instead, for failures at start only.
     """
     waiting = [] if host.started else ["starting"]
     statuses, runners = list(host.statuses.values()), dict(host.runners)
@@ -33,5 +40,8 @@ def readiness(host: Host) -> tuple[bool, dict[str, Any]]:
     endpoints = host.table.all()
     waiting += [f"{e.resource}: registration" for e in endpoints if not e.registered]
     failed = {s.name: s.reason for s in statuses if s.state == FAILED}
-    return not waiting, {"waiting_for": waiting, "failed_drivers": failed,
-                         "resources": sorted(e.resource for e in endpoints)}
+    now = time.time()
+    retries = {s.name: {"attempts": s.attempts, "next_try_in_s": round(s.retry_in(now) or 0.0, 1)}
+               for s in statuses if isinstance(s, FailedStatus) and s.state == FAILED and s.retrying}
+    return not waiting and not failed, {"waiting_for": waiting, "failed_drivers": failed, "retrying": retries,
+                                        "resources": sorted(e.resource for e in endpoints)}

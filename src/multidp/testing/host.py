@@ -9,19 +9,26 @@ from typing import Any
 
 import msgspec
 
-from multidp.config.settings import Settings, Timeouts, split_drivers
+from multidp.config.settings import DriverRetry, Settings, Timeouts, split_drivers
 from multidp.driver import Simulation
 from multidp.host.host import Host
 from multidp.plugins.registry import PluginRegistry
 
+CONVERTED: dict[str, type] = {"timeouts": Timeouts, "driver_retry": DriverRetry}
+
 
 def make_settings(plugin_dir: Path, drivers: Mapping[str, Any] | None = None, **overrides: Any) -> Settings:
-    """Settings for a host serving ``plugin_dir``; ``drivers`` is the config file's ``drivers:``."""
+    """Settings for a host serving ``plugin_dir``; ``drivers`` is the config file's ``drivers:``.
+
+    ``overrides`` set any other setting by its Python name: ``sysfs_root``, ``dev_root``,
+    ``simulate``, ``cdi_dir``, ``timeouts`` and ``driver_retry`` (each a mapping with the config
+    file's camelCase keys, or the settings object), ``metrics_address``, ``strict``...
+    """
     settings = Settings(plugin_dir=plugin_dir, cdi_dir=plugin_dir / "cdi")
     settings.driver_sections, settings.enabled_by_default = split_drivers(drivers or {}, None)
     for key, value in overrides.items():
-        if key == "timeouts" and isinstance(value, Mapping):
-            value = msgspec.convert(value, Timeouts)  # camelCase keys, as in the config file
+        if key in CONVERTED and isinstance(value, Mapping):
+            value = msgspec.convert(value, CONVERTED[key])  # camelCase keys, as in the config file
         setattr(settings, key, value)
     return settings
 
