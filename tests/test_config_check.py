@@ -40,7 +40,8 @@ def multidp_create_driver(context: DriverContext):
     if context.config.fail_create:
         raise RuntimeError("cannot open /dev/listed0")
     path = context.local_path(context.config.list_file)
-    data = parse_yaml(read_small_file(path), str(path), str(path))  # each raises a ConfigError naming the file
+    key = f"drivers.{context.name}.listFile"
+    data = parse_yaml(read_small_file(path, key=key), key, str(path))  # each raises a ConfigError naming it
     if not isinstance(data, dict) or not isinstance(data.get("devices"), int) or data["devices"] < 1:
         raise ConfigError("devices", "must be a whole number of at least 1", str(path))
     for key in data.keys() - {"devices"}:
@@ -87,7 +88,8 @@ def test_a_file_the_config_names_is_read_and_checked(site: Path, tmp_path: Path)
     config.write_text(f"drivers:\n  listed:\n    listFile: {tmp_path / 'absent.yaml'}\n")
     result = multidp(site, "config", "check", "--config", str(config))
     assert result.returncode == 2
-    assert f"No such file or directory (in {tmp_path / 'absent.yaml'})" in result.stderr
+    assert (f"drivers.listed.listFile: cannot read config file: No such file or directory "
+            f"(in {tmp_path / 'absent.yaml'})") in result.stderr
 
 
 def test_pod_only_paths_are_read_from_the_files_given(site: Path, tmp_path: Path) -> None:

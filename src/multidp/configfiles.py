@@ -27,8 +27,9 @@ MAX_NESTING = 100  # far deeper than any config; PyYAML's composer recurses and 
 MAX_VALUES = 1_000_000  # more than 1 MiB can spell out; only aliases ("billion laughs") expand beyond it
 
 
-def read_small_file(path: Path | str, source: str | None = None) -> bytes:
-    """The bytes of a config file of at most MAX_CONFIG_BYTES; ConfigError naming the file otherwise.
+def read_small_file(path: Path | str, source: str | None = None, key: str = "") -> bytes:
+    """The bytes of a file of at most 1 MiB; otherwise a one-line ConfigError for ``key`` (the config key
+    that names the file, e.g. ``drivers.acme.idsFile``) with ``source`` (default: ``path``) as its file.
 
     A FIFO, a device or a directory is refused before it is read (or even opened).
     """
@@ -41,9 +42,11 @@ def read_small_file(path: Path | str, source: str | None = None) -> bytes:
             _refuse_unless_regular(os.fstat(fd).st_mode, source)
             data = file.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
-        raise ConfigError("", f"cannot read config file: {exc.strerror or exc}", source) from exc
+        raise ConfigError(key, f"cannot read config file: {exc.strerror or exc}", source) from exc
+    except ConfigError as exc:
+        raise ConfigError(key, exc.message, exc.source) from None
     if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigError("", f"cannot read config file: over the limit of {MAX_CONFIG_BYTES >> 20} MiB", source)
+        raise ConfigError(key, f"cannot read config file: over the limit of {MAX_CONFIG_BYTES >> 20} MiB", source)
     return data
 
 
@@ -55,7 +58,8 @@ def _refuse_unless_regular(mode: int, source: str) -> None:
 
 
 def parse_yaml(data: str | bytes, key: str = "", source: str | None = None) -> Any:
-    """YAML read strictly: any failure is a one-line ConfigError for ``key`` ('' for a whole file) in ``source``.
+    """YAML read strictly: any failure is a one-line ConfigError for ``key`` (the config key naming
+    the file, or '' for multidp's own config file) with ``source`` as its file.
 
     Nesting is bounded, a key given twice in one mapping is refused, and so are non-finite
     numbers and aliases that expand to a huge tree."""
