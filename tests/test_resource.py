@@ -28,3 +28,24 @@ def test_replicas_are_advertised_and_map_back():
     [request] = allocation_requests("r", snap, [["gpu-0::2", "gpu-1", "gpu-0::0", "gpu-1"]])
     assert request.device_ids == ("gpu-0", "gpu-1")
     assert request.requested_ids == ("gpu-0::2", "gpu-1", "gpu-0::0")
+
+
+def test_health_changes_are_logged_with_the_drivers_reason(caplog):
+    state = ResourceState("example.com/w", "t")
+    caplog.set_level("INFO", logger="multidp.serving.resource")
+    state.update([Device("a"), Device("b")])
+    assert not caplog.records  # all healthy from the start: nothing to say
+    state.update([Device("a", health=Health.UNHEALTHY, reason="temperature 104 C"), Device("b")])
+    state.update([Device("a"), Device("b"), Device("c", health=Health.UNHEALTHY, reason="no /dev/c")])
+    state.mark_unhealthy("scan failed")  # said once by the runner, not per device here
+    assert [r.getMessage() for r in caplog.records] == [
+        "resource example.com/w: device a is Unhealthy: temperature 104 C",
+        "resource example.com/w: device a is Healthy again",
+        "resource example.com/w: device c is Unhealthy: no /dev/c",
+    ]
+    caplog.clear()
+    state.update([Device(f"d{i}", health=Health.UNHEALTHY) for i in range(15)])
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 11
+    assert lines[-1] == "resource example.com/w: and 5 more devices changed health (not listed here)"
+    assert lines[0] == "resource example.com/w: device d0 is Unhealthy: (the driver gave no reason)"

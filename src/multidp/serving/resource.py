@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 from multidp.model import Device, Health
-from multidp.serving.devicecheck import Checked, Visible, as_list, check
+from multidp.serving.devicecheck import Checked, Visible, as_list, check, label
 from multidp.serving.wire import ListEncoder
 
 log = logging.getLogger(__name__)
@@ -101,10 +101,31 @@ class ResourceState:
                 return self._refuse(checked.visible, snapshot)
             self._refused = None
             with self._cond:
-                self._snapshot, self._visible = snapshot, checked.visible
+                previous, self._snapshot, self._visible = self._visible, snapshot, checked.visible
                 if changed:
                     self._cond.notify_all()
+            if changed and scanned:  # after the streams were woken: the log waits, the kubelet does not
+                self._log_health_changes(previous, checked)
             return changed
+
+    def _log_health_changes(self, previous: tuple[Visible, ...], checked: Checked) -> None:
+        """One line per device whose health changed (or that arrived Unhealthy), with the driver's reason."""
+        if len(previous) == len(checked.visible) and all(
+                old[0] == new[0] for old, new in zip(previous, checked.visible, strict=True)):
+            before = [old[1] for old in previous]  # the usual change: same IDs in the same order
+        else:
+            health = {old[0]: old[1] for old in previous}
+            before = [health.get(new[0], Health.HEALTHY) for new in checked.visible]
+        changes = [(device, was) for device, was in zip(checked.kept, before, strict=True) if device.health is not was]
+        for device, _ in changes[:LOGGED_PER_UPDATE]:
+            if device.health is Health.HEALTHY:
+                log.info("resource %s: device %s is Healthy again", self.name, label(device))
+            else:
+                log.warning("resource %s: device %s is Unhealthy: %s", self.name, label(device),
+                            device.reason or "(the driver gave no reason)")
+        if len(changes) > LOGGED_PER_UPDATE:
+            log.warning("resource %s: and %d more devices changed health (not listed here)", self.name,
+                        len(changes) - LOGGED_PER_UPDATE)
 
     def _next(self, checked: Checked) -> Snapshot | str:
         """The next snapshot with its message, or why the kubelet could not take it."""
