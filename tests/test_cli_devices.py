@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from multidp.testing import fake_distribution
 from test_cli import env_with, run
+
+from multidp.testing import fake_distribution
 
 PLUGIN = '''
 from multidp import Device, Driver, hookimpl

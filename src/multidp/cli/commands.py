@@ -264,6 +264,8 @@ def config_check(settings: Settings, files: Mapping[str, Path] | None = None, fa
         print(f"multidp: driver {entry['name']}: {entry['reason']}", file=sys.stderr)
     warned = sum(len(e["warnings"]) for e in report)
     if problems or (warned and fail_on_warning):
+        failed = f"{len(problems)} driver(s) would fail" if problems else f"{warned} warning(s) with --fail-on-warning"
+        print(f"multidp: config check failed: {failed}", file=sys.stderr)
         return EXIT_USAGE
     where = f" ({settings.config_path})" if settings.config_path else " (defaults)"
     print(f"config OK{where}" + (f", {warned} warning(s)" if warned else ""))

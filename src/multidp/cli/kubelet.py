@@ -103,8 +103,8 @@ class _Watcher:
     def _report_devices(self, resource: str, view: ResourceView) -> None:
         updates, devices = view.updates, dict(view.devices)
         last = self.seen.get(resource)
-        if last is not None and last[0] == updates:
-            return
+        if updates == 0 or (last is not None and last[0] == updates):
+            return  # registered, no list yet; or nothing new
         self.seen[resource] = (updates, devices)
         state = "" if view.stream_open else " (stream ended: every device Unhealthy)"
         self.say(f"{resource}: capacity {view.capacity}, allocatable {view.allocatable}{state}")

@@ -33,3 +33,10 @@ def setup_logging(log_format: str = "text", level: str = "info") -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # Libraries whose debug lines say nothing about devices: watchdog logs every file event in the
+    # watched folders (the plugin dir's parent is /tmp in tests), so --log-level debug would drown.
+    for library in QUIET_LIBRARIES:
+        logging.getLogger(library).setLevel(max(logging.INFO, root.level))
+
+
+QUIET_LIBRARIES = ("watchdog", "httpx", "httpcore", "lightkube")

@@ -77,35 +77,41 @@ def _common(parser: argparse.ArgumentParser) -> None:
     add("--log-level", choices=["debug", "info", "warning", "error"], help="[MULTIDP_LOG_LEVEL; info]")
 
 
+def _command(commands: Any, name: str, text: str) -> argparse.ArgumentParser:
+    """A subcommand whose one-line text is both its entry in ``multidp --help`` and its own help's lead."""
+    parser: argparse.ArgumentParser = commands.add_parser(name, help=text, description=text)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="multidp", description="Kubernetes device plugin host")
     parser.add_argument("--version", action="version", version=f"multidp {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    run = commands.add_parser("run", help="serve devices to the kubelet (the daemon)")
+    run = _command(commands, "run", "serve devices to the kubelet (the daemon)")
     _common(run)
-    devices = commands.add_parser("devices", help="what each enabled driver finds on this node")
+    devices = _command(commands, "devices", "what each enabled driver finds on this node")
     _common(devices)
     devices.add_argument("--json", action="store_true", help="JSON output (documented in docs/cli.md)")
-    drivers = commands.add_parser("drivers", help="installed drivers, their origin, and whether they run")
+    drivers = _command(commands, "drivers", "installed drivers, their origin, and whether they run")
     _common(drivers)
     drivers.add_argument("--json", action="store_true", help="JSON output")
-    demo = commands.add_parser("demo", help="the whole host against a kubelet stand-in and simulated hardware")
+    demo = _command(commands, "demo", "the whole host against a kubelet stand-in and simulated hardware")
     demo.add_argument("--drivers", type=_drivers_flag, help="drivers to show (default: all installed)")
     demo.add_argument("--sample", action="store_true", help="also show multidp.testing's sample driver")
-    kubelet = commands.add_parser("kubelet", help="the kubelet stand-in on its own, printing what it receives")
+    kubelet = _command(commands, "kubelet", "the kubelet stand-in on its own, printing what it receives")
     kubelet.add_argument("--plugin-dir", help="folder for kubelet.sock and the plugins' sockets "
                          "(default: a new short folder under /tmp)")
     kubelet.add_argument("--allocate", action="append", default=[], metavar="RESOURCE=N",
                          help="once N devices of RESOURCE are healthy, allocate them and print the answer")
-    new = commands.add_parser("new-driver", help="write a driver package to start from (tests included)")
+    new = _command(commands, "new-driver", "write a driver package to start from (tests included)")
     new.add_argument("name", help="the driver's name: entry point, node label multidp.io/<name>, config section")
     new.add_argument("--dir", default=".", help="where to write multidp-<name>/ (default: here)")
     new.add_argument("--domain", default="example.com", help="the resource name's prefix (default: example.com)")
-    config = commands.add_parser("config", help="config file schema and checks")
+    config = _command(commands, "config", "config file schema and checks")
     config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
-    schema = config_commands.add_parser("schema", help="print the config file's JSON schema")
+    schema = _command(config_commands, "schema", "print the config file's JSON schema")
     _common(schema)
-    check = config_commands.add_parser("check", help="validate the config, every driver section included")
+    check = _command(config_commands, "check", "validate the config, every driver section included")
     _common(check)
     check.add_argument("--file", action="append", default=[], metavar="POD_PATH=LOCAL_PATH",
                        help="read a file (or folder) the config names at POD_PATH from LOCAL_PATH (repeatable)")
@@ -127,6 +133,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _limit_malloc_arenas()
     try:
         return _dispatch(args)
+    except BrokenPipeError:  # `multidp devices --json | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return EXIT_OK
     except ConfigError as exc:
         print(f"multidp: config error: {exc}", file=sys.stderr)
         return EXIT_USAGE
