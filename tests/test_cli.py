@@ -90,7 +90,7 @@ def test_strict_makes_a_load_failure_fatal(kubelet, site):
     assert result.returncode == 1
     assert "driver broken (multidp-broken 1.0) failed: cannot load: ImportError: libfoo.so.1 not found" \
         in result.stderr
-    assert "--strict: driver(s) failed to load: broken" in result.stderr
+    assert "--strict: driver(s) failed at start: broken" in result.stderr
     assert list(kubelet.directory.glob("multidp-*")) == []
 
 

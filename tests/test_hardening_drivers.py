@@ -183,5 +183,5 @@ def test_strict_run_exits_1_when_a_driver_exits(kubelet, site, daemons, where):
         raise AssertionError(f"--strict did not exit; log:\n{daemon.log[-3000:]}") from None
     assert code == 1, daemon.log
     daemon.wait_log(f"driver quitter (multidp-quitter 1.0) failed: {QUITTER_REASONS[where]}", STOP_S)
-    daemon.wait_log("--strict: driver(s) failed to load: quitter", STOP_S)
+    daemon.wait_log("--strict: driver(s) failed at start: quitter", STOP_S)
     assert "Traceback" not in daemon.log

@@ -2,7 +2,7 @@
 
 Options come from flags, then MULTIDP_* variables, then the config file.
 Exit codes: 0 after SIGTERM/SIGINT; 2 for usage and config errors; 1 when
-``--strict`` and a driver failed to load.
+``--strict`` and a driver failed at start (later failures are retried, not fatal).
 """
 
 from __future__ import annotations
@@ -68,7 +68,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     add("--plugin-dir", help="kubelet device plugin dir [MULTIDP_PLUGIN_DIR; /var/lib/kubelet/device-plugins]")
     add("--kubelet-socket", help="kubelet registration socket [MULTIDP_KUBELET_SOCKET; <plugin-dir>/kubelet.sock]")
     add("--drivers", type=_drivers_flag, help="drivers that may run: comma list or 'all' [MULTIDP_DRIVERS; all]")
-    add("--strict", nargs="?", const=True, type=_bool_flag, help="a driver that fails to load is fatal "
+    add("--strict", nargs="?", const=True, type=_bool_flag,
+        help="a driver that fails at start is fatal (exit 1); later failures are retried "
         "[MULTIDP_STRICT]")
     add("--simulate", nargs="?", const=True, type=_bool_flag, help="simulated hardware [MULTIDP_SIMULATE]")
     add("--cdi-dir", help="where CDI specs are written [MULTIDP_CDI_DIR; /var/run/cdi]")
@@ -274,7 +275,7 @@ def _serve(host: Any, settings: Settings, flags: dict[str, Any]) -> int:
     if not started:
         return EXIT_OK
     if settings.strict and host.failed_drivers:
-        log.error("--strict: driver(s) failed to load: %s; exiting", ", ".join(s.name for s in host.failed_drivers))
+        log.error("--strict: driver(s) failed at start: %s; exiting", ", ".join(s.name for s in host.failed_drivers))
         return EXIT_DRIVER_FAILED
     # What start-up made (modules, drivers, first snapshots) lives as long as the process: keep
     # the cyclic collector from walking it again and again, which showed as 20-30 ms pauses in
