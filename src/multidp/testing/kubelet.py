@@ -244,7 +244,7 @@ class KubeletStandIn(pb_grpc.RegistrationServicer):
             view = self.resources.get(resource)
             if view is None or view.options is None:
                 raise AllocationFailed(f"resource {resource} is not registered")
-            candidates = [i for i in view.healthy if i not in view.allocated]
+            candidates = view.free
             options = view.options
         if len(candidates) < count:
             raise AllocationFailed(f"requested {count} of {resource}, only {len(candidates)} available")
@@ -268,6 +268,16 @@ class KubeletStandIn(pb_grpc.RegistrationServicer):
         with self._cond:
             view.allocated.update(chosen)
         return KubeletAllocation.from_wire(chosen, response.container_responses[0])
+
+    def restore_checkpoint(self, held: dict[str, list[str]]) -> None:
+        """Start from a checkpoint: ``held`` maps a resource to the IDs running pods hold (for example
+        from the plugin this one replaces). Like the kubelet, the stand-in never hands those IDs out
+        again, whoever advertises them; :attr:`ResourceView.stale` lists those no plugin advertises."""
+        with self._cond:
+            for resource, ids in held.items():
+                view = self.resources.setdefault(resource, ResourceView(resource))
+                view.allocated.update(ids)
+            self._cond.notify_all()
 
     def free(self, resource: str, ids: list[str] | None = None) -> None:
         """Forget an allocation, as when its pod ends (``ids`` None: all of ``resource``'s)."""

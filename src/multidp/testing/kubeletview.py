@@ -49,8 +49,10 @@ class ResourceView:
 
     ``devices`` maps each advertised ID to (health, NUMA nodes), as of the last
     ListAndWatch message; ``allocated`` holds the IDs the stand-in handed out and
-    has not freed; ``stream_open`` is false once the plugin's stream ended (every
-    device then reads Unhealthy); ``updates`` counts the messages taken.
+    has not freed, as the kubelet's checkpoint does (it outlives registrations and
+    restarts, and :meth:`KubeletStandIn.restore_checkpoint` seeds it); ``stream_open``
+    is false once the plugin's stream ended (every device then reads Unhealthy);
+    ``updates`` counts the messages taken.
     """
 
     name: str
@@ -77,6 +79,17 @@ class ResourceView:
     def allocatable(self) -> int:
         """How many healthy IDs the node advertises (the kubelet's Allocatable)."""
         return len(self.healthy)
+
+    @property
+    def free(self) -> list[str]:
+        """The healthy IDs no pod holds: what the kubelet would hand to the next pod."""
+        return [i for i in self.healthy if i not in self.allocated]
+
+    @property
+    def stale(self) -> set[str]:
+        """Held IDs the plugin no longer advertises (after a switch of plugins, say): the kubelet keeps
+        them in its checkpoint for the pods that hold them, but can give the plugin none of them."""
+        return self.allocated - self.devices.keys()
 
 
 @dataclass(frozen=True)
