@@ -227,8 +227,12 @@ def test_daemonset_runs_multidp_as_the_design_says(path: Path, tmp_path: Path) -
 
     # Host paths, where the settings point and with the access they need.
     mounts = {m["name"]: m for m in ctr["volumeMounts"]}
-    host = {v["hostPath"]["path"]: mounts[v["name"]] for v in spec["volumes"] if "hostPath" in v}
-    assert set(host) - {"/run/nvidia/mps"} == {"/var/lib/kubelet/device-plugins", "/dev", "/sys", "/var/run/cdi"}
+    # Volumes only an init container uses (fpga-region: Intel's init container installs its CRI hook).
+    init_only = {m["name"] for c in spec.get("initContainers", []) for m in c.get("volumeMounts", [])} - mounts.keys()
+    host = {v["hostPath"]["path"]: mounts[v["name"]] for v in spec["volumes"]
+            if "hostPath" in v and v["name"] not in init_only}
+    assert set(host) - {"/run/nvidia/mps"} == {"/var/lib/kubelet/device-plugins", "/dev", "/sys", "/var/run/cdi",
+                                               "/var/run/k8s.cni.cncf.io/devinfo"}
     if "/run/nvidia/mps" in host:  # the MPS daemon's root (gpu-mps): only looked at
         assert host["/run/nvidia/mps"]["readOnly"] is True
     assert host["/var/lib/kubelet/device-plugins"]["mountPath"] == str(settings.plugin_dir)
@@ -236,7 +240,7 @@ def test_daemonset_runs_multidp_as_the_design_says(path: Path, tmp_path: Path) -
     assert host["/dev"]["mountPath"] == str(settings.dev_root) == env["MULTIDP_DEV_ROOT"]
     assert host["/sys"]["mountPath"] == str(settings.sysfs_root) == "/sys", "pyverbs and udev need the real /sys"
     for path_, mount in host.items():
-        writable = path_ in ("/var/lib/kubelet/device-plugins", "/var/run/cdi")
+        writable = path_ in ("/var/lib/kubelet/device-plugins", "/var/run/cdi", "/var/run/k8s.cni.cncf.io/devinfo")
         assert bool(mount.get("readOnly")) is not writable, f"{path_} should be {'rw' if writable else 'ro'}"
 
     # Probes on the port the config's metricsAddress listens on.
@@ -491,6 +495,21 @@ def test_opt_in_overlay_leaves_every_driver_to_the_node_labels(tmp_path: Path) -
     assert settings.drivers is None
     for name in [*installed_drivers(), "a-vendor-driver-added-later"]:
         assert driver_section(name, settings.section(name), {}, None)[0] is False, name
+
+
+def test_fpga_region_overlay_installs_intels_hook(tmp_path: Path) -> None:
+    """As Intel's fpga_plugin region overlay: its init container puts the CRI hook the CDI spec names
+    on the node; the mode follows the node label with the key of Intel's mode annotation."""
+    docs = render(OVERLAYS / "fpga-region")
+    (init,) = pod_spec(docs)["initContainers"]
+    assert init["image"].startswith("intel/intel-fpga-initcontainer:")
+    (mount,) = init["volumeMounts"]
+    assert mount["mountPath"] == "/opt/intel/fpga-sw"
+    volume = next(v for v in pod_spec(docs)["volumes"] if v["name"] == mount["name"])
+    assert volume["hostPath"] == {"path": "/opt/intel/fpga-sw", "type": "DirectoryOrCreate"}
+    settings, _ = settings_for(docs, tmp_path)
+    fpga = settings.section("fpga")
+    assert fpga["mode"] == "region" and fpga["configByLabel"]["label"] == "fpga.intel.com/device-plugin-mode"
 
 
 def test_overlays_keep_one_daemonset_name() -> None:

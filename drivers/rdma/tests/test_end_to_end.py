@@ -120,7 +120,8 @@ def test_mellanox_config_file_as_it_is(standard: FakeRdmaNode, kubelet, multidp_
                       '    "selectors": {"vendors": ["15b3"], "linkTypes": ["infiniband"]}\n  }]\n}\n')
     _start(multidp_host, standard, {"configFile": str(config)})
     view = kubelet.wait_devices("rdma/hca_shared_devices_a", lambda v: v.allocatable == 1000, WAIT_S, "replicas")
-    assert "hca_shared_devices_a::999" in view.devices
+    # Mellanox's own IDs (strconv.Itoa(n), n < rdmaHcaMax: pkg/resources/server.go newResourceServer).
+    assert sorted(view.devices, key=int) == [str(n) for n in range(1000)]
     response = kubelet.allocate("rdma/hca_shared_devices_a", 1)
     assert response.envs["PCIDEVICE_RDMA_HCA_SHARED_DEVICES_A"] == "0000:5e:00.0,0000:3b:00.0"
     assert {d.host_path for d in response.devices} == {
@@ -146,3 +147,21 @@ def test_sriov_config_file_as_it_is(standard: FakeRdmaNode, kubelet, multidp_hos
     assert info[vf]["generic"] == {"deviceID": vf}
     assert info[vf]["rdma"]["rdma_cm"] == "/dev/infiniband/rdma_cm"
     assert "intel.com/intel_sriov_netdevice" not in kubelet.resources
+
+
+def test_use_cdi_through_the_host(standard: FakeRdmaNode, kubelet, multidp_host, tmp_path) -> None:
+    config = tmp_path / "config.json"  # Mellanox's file, with its --use-cdi as useCdi
+    config.write_text('{"configList": [{"resourceName": "ib", "rdmaHcaMax": 2, '
+                      '"selectors": {"linkTypes": ["infiniband"]}}]}')
+    cdi_dir = tmp_path / "cdi"
+    multidp_host({"rdma": multidp_rdma.plugin}, drivers={"rdma": {"configFile": str(config), "useCdi": True}},
+                 sysfs_root=standard.sys, dev_root=standard.dev, cdi_dir=cdi_dir)
+    kubelet.wait_devices("rdma/ib", lambda v: v.allocatable == 2, WAIT_S, "two shares")
+    response = kubelet.allocate("rdma/ib", 1)
+    assert response.devices == []
+    assert response.annotations == {
+        "cdi.k8s.io/nvidia.com_net-rdma": "nvidia.com/net-rdma=0000:5e:00.0,nvidia.com/net-rdma=0000:3b:00.0"}
+    [spec_file] = cdi_dir.iterdir()
+    spec = json.loads(spec_file.read_text())
+    assert spec["kind"] == "nvidia.com/net-rdma"
+    assert sorted(d["name"] for d in spec["devices"]) == ["0000:3b:00.0", "0000:5e:00.0"]

@@ -3,24 +3,25 @@
 Key names follow the incumbents (camelCase): ``resourceName``,
 ``resourcePrefix``, ``rdmaHcaMax`` and the selector keys of the Mellanox shared
 device plugin, ``pfNames`` and ``pciAddresses`` in the SR-IOV plugin's manner.
-Pools come from ``pools``, from ``configFile`` (an incumbent's JSON file, read
-here, so at driver start and by ``multidp config check``) or from Mellanox's
-``configList`` pasted in. msgspec checks types and unknown keys; the structs'
-``__post_init__`` checks the rest (resource names, IDs, addresses, ranges, the
-file) and raises ValueError starting with the key, which msgspec reports with
-its path. So ``multidp config check`` and driver creation catch the same
-mistakes, each named by its key
-(``drivers.rdma.pools[0].selectors: vendors[0]: 'mellanox' is not …``).
+Pools come from ``pools``, from Mellanox's ``configList`` pasted in, or from
+``configFile`` (an incumbent's JSON file, which the plugin reads at
+``context.local_path``, so at driver start and by ``multidp config check``;
+see ``incumbents.py``). msgspec checks types and unknown keys; the structs'
+``__post_init__`` checks the rest (resource names, IDs, addresses, ranges)
+and raises ValueError starting with the key, which msgspec reports with its
+path (``drivers.rdma.pools[0].selectors: vendors[0]: 'mellanox' is not …``).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from dataclasses import replace
+from typing import Any, Literal
 
 import msgspec
 
-from multidp_rdma.incumbents import MellanoxEntry, load_file, mellanox_pools
+from multidp_rdma.incumbents import MELLANOX_RULES
+from multidp_rdma.mellanox import mellanox_pools
 from multidp_rdma.poolconfig import (
     DEFAULT_HCA_MAX,
     DEFAULT_PREFIX,
@@ -28,12 +29,13 @@ from multidp_rdma.poolconfig import (
     PfName,
     Pool,
     PoolConfig,
+    Rules,
     Selection,
     Selectors,
 )
 
 __all__ = ["DEFAULT_HCA_MAX", "DEFAULT_PREFIX", "DEFAULT_RESOURCE", "PfName", "Pool", "PoolConfig", "RdmaConfig",
-           "Selection", "Selectors", "resolve_pools"]
+           "Rules", "Selection", "Selectors", "resolve_pools"]
 
 DEFAULT_RESCAN_S = 30.0
 MIN_RESCAN_S, MAX_RESCAN_S = 1, 3600
@@ -43,8 +45,8 @@ log = logging.getLogger("multidp.driver.rdma")
 
 class RdmaConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_only=True):
     pools: list[PoolConfig] | None = None
-    config_file: str | None = None  # Mellanox's or the SR-IOV plugin's config.json, as it is
-    config_list: list[MellanoxEntry] | None = None  # Mellanox's configList pasted in: shared pools
+    config_file: str | None = None  # Mellanox's or the SR-IOV plugin's config.json, as it is (read by the plugin)
+    config_list: list[dict[str, Any]] | None = None  # Mellanox's configList pasted in: shared pools
     periodic_update_interval: int | None = None  # Mellanox's name for rescanInterval (0: theirs is off)
     port_health: Literal["any", "all"] = "any"
     poll_interval: float = 0.25
@@ -52,6 +54,14 @@ class RdmaConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_
     rescan_interval: float | msgspec.UnsetType = msgspec.UNSET
     verbs: Literal["auto", "off"] = "auto"
     udev: Literal["auto", "off"] = "auto"
+    # Shared pools' IDs: "index" is Mellanox's 0..N-1, "replicas" the host's <pool>::n; auto: index for
+    # Mellanox's configs (configFile or configList), replicas for pools.
+    shared_ids: Literal["auto", "index", "replicas"] = "auto"
+    sriov_resource_prefix: str = "intel.com"  # the SR-IOV plugin's --resource-prefix, for its file
+    use_cdi: bool = False  # the incumbents' --use-cdi: answer with CDI annotations instead of device nodes
+    # Where the Network Plumbing WG device-info files go (<dir>/dp/...); auto: the standard folder on a node
+    # whose /sys is read, off on a fake tree.
+    device_info_dir: str = "auto"
 
     def __post_init__(self) -> None:
         if not 0.05 <= self.poll_interval <= 60:
@@ -60,7 +70,19 @@ class RdmaConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_
                                         ("configList", self.config_list)) if value is not None]
         if len(given) > 1:
             raise ValueError(f"{' and '.join(given)}: give only one of them (each is a whole list of pools)")
-        periodic, where, notes = self._load_pools()
+        if self.device_info_dir not in ("auto", "off") and not self.device_info_dir.startswith("/"):
+            raise ValueError(f"deviceInfoDir: {self.device_info_dir!r} is not auto, off or an absolute folder")
+        notes: list[str] = []
+        if self.config_list is not None:
+            self.pools = mellanox_pools(self.config_list, "configList", notes, strict=True)
+        if self.config_file is None:
+            self.settle(self.periodic_update_interval, "", notes)
+
+    def settle(self, periodic: int | None, where: str, notes: list[str], logger: logging.Logger = log) -> None:
+        """Fix rescanInterval from periodicUpdateInterval, check the pools' names, log ``notes``."""
+        if periodic is not None and periodic < 0:
+            raise ValueError(f"{where}periodicUpdateInterval: must be 0 (no periodic update) or more seconds, "
+                             f"not {periodic}")
         if isinstance(self.rescan_interval, msgspec.UnsetType):
             self.rescan_interval = DEFAULT_RESCAN_S if periodic is None else _from_periodic(periodic, where, notes)
         elif periodic is not None:
@@ -76,29 +98,12 @@ class RdmaConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_
                                  f"pools[{seen[pool.resource]}]")
             seen[pool.resource] = index
         for note in notes:  # after every check: a refused config says only why it is refused
-            log.warning("%s", note)
-
-    def _load_pools(self) -> tuple[int | None, str, list[str]]:
-        """Pools from configFile or configList; (periodicUpdateInterval, where it was read, lines to log)."""
-        if self.config_list is not None:
-            self.pools = mellanox_pools(self.config_list, "configList")
-        if self.config_file is None:
-            return self.periodic_update_interval, "", []
-        try:
-            loaded = load_file(self.config_file)
-        except ValueError as exc:
-            raise ValueError(f"configFile: {exc}") from None
-        self.pools = loaded.pools
-        if self.periodic_update_interval is None and loaded.periodic_update_interval is not None:
-            return loaded.periodic_update_interval, f"configFile: {self.config_file}: ", loaded.notes
-        return self.periodic_update_interval, "", loaded.notes
+            logger.warning("%s", note)
 
     @property
     def rescan_seconds(self) -> float:
-        """Seconds between full rescans (``__post_init__``, which msgspec runs on every construction and
-        conversion, has replaced UNSET by then)."""
-        assert not isinstance(self.rescan_interval, msgspec.UnsetType)
-        return self.rescan_interval
+        """Seconds between full rescans (``settle`` has replaced UNSET by then)."""
+        return DEFAULT_RESCAN_S if isinstance(self.rescan_interval, msgspec.UnsetType) else self.rescan_interval
 
 
 def _from_periodic(seconds: int, where: str, notes: list[str]) -> float:
@@ -122,11 +127,19 @@ def _from_periodic(seconds: int, where: str, notes: list[str]) -> float:
     return float(seconds)
 
 
-def resolve_pools(config: RdmaConfig) -> list[Pool]:
-    """The configured pools, or the default one (the config was checked when it was built)."""
+def resolve_pools(config: RdmaConfig, rules: Rules | None = None) -> list[Pool]:
+    """The configured pools, or the default one (the config was checked when it was built).
+
+    ``rules``: those of the file the pools came from (configFile); else Mellanox's for a pasted
+    configList and multidp's own for ``pools``. ``sharedIds`` decides the shared pools' IDs.
+    """
+    if rules is None:
+        rules = MELLANOX_RULES if config.config_list is not None else Rules()
+    if config.shared_ids != "auto":
+        rules = replace(rules, index_ids=config.shared_ids == "index")
     if config.pools is None:
         return [Pool(resource=DEFAULT_RESOURCE, prefix=DEFAULT_PREFIX, short_name="hca", shared=False, replicas=1,
-                     include_issm=False, selections=(Selection(),), default=True)]
+                     include_issm=False, selections=(Selection(),), default=True, rules=rules)]
     pools: list[Pool] = []
     for pool in config.pools:
         shared = pool.mode == "shared"
@@ -134,5 +147,5 @@ def resolve_pools(config: RdmaConfig) -> list[Pool]:
         prefix, _, short = pool.resource.partition("/")
         pools.append(Pool(resource=pool.resource, prefix=prefix, short_name=short, shared=shared,
                           replicas=replicas if shared else 1, include_issm=pool.include_issm,
-                          selections=pool.selections()))
+                          selections=pool.selections(), rules=rules))
     return pools

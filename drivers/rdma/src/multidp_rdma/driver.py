@@ -13,30 +13,32 @@ import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from multidp import (
     AllocationRefused,
     AllocationRequest,
+    CDISpec,
     ContainerAllocation,
     Device,
     Driver,
-    Health,
     Notify,
     PreferenceRequest,
 )
 
+from multidp_rdma import cdiedits
+from multidp_rdma.advertise import SharedDevices, exclusive_device
 from multidp_rdma.allocation import container_allocation
 from multidp_rdma.bindings import UdevWatch, VerbsReader
 from multidp_rdma.config import Pool, RdmaConfig
+from multidp_rdma.devinfo import DEFAULT_DIR, DeviceInfoWriter
 from multidp_rdma.discovery import class_signature, discover
 from multidp_rdma.health import Verdict, judge, node_exists, read_port_states
 from multidp_rdma.inventory import DEV_DIR, RDMA_CM, Discovery, RdmaDevice
 from multidp_rdma.pools import assign, numa_then_parent
 from multidp_rdma.sysfs import ProblemLog, SysfsRoot
 
-_SHARED_REASON_LIMIT = 3
 PROBLEM_RESCAN_S = 1.0  # how soon a half-seen device is first looked at again (then twice as long each time)
 
 
@@ -75,6 +77,16 @@ class RdmaDriver(Driver):
         self._verbs_attributes: dict[str, dict[str, str]] = {}
         # libibverbs sees the real node: its answers only match a tree that is the host's /sys.
         self._verbs = VerbsReader.load(log) if config.verbs == "auto" and self.root.is_host else None
+        self._shared = SharedDevices()
+        self._devinfo = self._devinfo_writer()
+        self._devinfo_known: dict[str, set[str]] = {}  # resource → device IDs whose files may exist
+
+    def _devinfo_writer(self) -> DeviceInfoWriter | None:
+        """Where device-info files go: the standard folder on a real node (auto), a set folder, or nowhere."""
+        wanted = self.config.device_info_dir
+        if wanted == "off" or (wanted == "auto" and not self.root.is_host):
+            return None
+        return DeviceInfoWriter(Path(DEFAULT_DIR if wanted == "auto" else wanted), self.log)
 
     # Events ------------------------------------------------------------------------------
 
@@ -89,6 +101,9 @@ class RdmaDriver(Driver):
         self._udev = UdevWatch.start(on_event, self.log)
 
     def close(self) -> None:
+        if self._devinfo is not None:  # as the SR-IOV plugin's server does at Stop
+            for resource, ids in self._devinfo_known.items():
+                self._devinfo.clean(resource, ids)
         if self._udev is not None:
             self._udev.stop()
         if self._verbs is not None:
@@ -138,6 +153,11 @@ class RdmaDriver(Driver):
                     "default-pool", f"{len(discovery.devices)} RDMA device(s) found but none has a uverbs entry "
                     f"in {self.root.path('class', 'infiniband_verbs')} (is ib_uverbs loaded?); "
                     f"{pool.resource} stays empty")
+            elif not self._members[pool.resource]:
+                self._discovery_log.report(
+                    f"empty:{pool.resource}", f"pool {pool.resource} selects none of the {len(discovery.devices)} "
+                    "RDMA device(s) on this node: it is not served until one appears (check its selectors)")
+        self._clean_devinfo()
         self._discovery_log.settle("fixed")
         if self._verbs is not None:
             self._verbs.reset()
@@ -186,49 +206,12 @@ class RdmaDriver(Driver):
             healthy = frozenset(d.id for d in members if verdicts[d.name].healthy)
             devices: tuple[Device, ...] = ()
             if pool.shared and members:
-                devices = (self._shared_device(pool, members, healthy, verdicts),)
+                devices = self._shared.devices(pool, members, healthy, verdicts)
             elif not pool.shared:
-                devices = tuple(self._exclusive_device(d, verdicts[d.name]) for d in members)
+                devices = tuple(exclusive_device(d, verdicts[d.name], self._verbs_attributes.get(d.name, {}))
+                                for d in members)
             state[pool.resource] = PoolState(pool, members, healthy, devices, {d.id: d for d in members})
         return state
-
-    def _info(self, device: RdmaDevice, verdict: Verdict) -> dict[str, str]:
-        info = {"rdma": device.name, "link": device.link_layers,
-                "ports": ", ".join(p.describe().removeprefix("port ") for p in verdict.ports) or "none"}
-        if device.netdevs:
-            info["netdev"] = ",".join(device.netdevs)
-        if device.pci is not None:
-            info["driver"] = device.pci.driver or "unbound"
-            if device.pci.pf_address:
-                info["pf"] = device.pci.pf_address
-        info.update(self._verbs_attributes.get(device.name, {}))
-        return info
-
-    def _exclusive_device(self, device: RdmaDevice, verdict: Verdict) -> Device:
-        return Device(
-            id=device.id,
-            health=Health.HEALTHY if verdict.healthy else Health.UNHEALTHY,
-            numa_nodes=device.numa_nodes,
-            reason=verdict.reason,
-            info=self._info(device, verdict),
-        )
-
-    def _shared_device(self, pool: Pool, members: Sequence[RdmaDevice], healthy: frozenset[str],
-                       verdicts: Mapping[str, Verdict]) -> Device:
-        numa = tuple(sorted({n for d in members for n in d.numa_nodes}))
-        reason = ""
-        if not healthy:
-            reasons = [f"{d.name}: {verdicts[d.name].reason}" for d in members[:_SHARED_REASON_LIMIT]]
-            more = f"; and {len(members) - _SHARED_REASON_LIMIT} more" if len(members) > _SHARED_REASON_LIMIT else ""
-            reason = "no member is Healthy: " + "; ".join(reasons) + more
-        return Device(
-            id=pool.short_name,
-            health=Health.HEALTHY if healthy else Health.UNHEALTHY,
-            numa_nodes=numa,
-            replicas=pool.replicas,
-            reason=reason,
-            info={"members": ",".join(d.name for d in members), "healthy": f"{len(healthy)}/{len(members)}"},
-        )
 
     # Kubelet calls -------------------------------------------------------------------------
 
@@ -245,7 +228,32 @@ class RdmaDriver(Driver):
             if gone:
                 raise AllocationRefused(f"RDMA device(s) {', '.join(gone)} of {request.resource} are gone")
             members = [state.by_id[i] for i in request.device_ids]
-        return container_allocation(state.pool, members, self.dev_root)
+        allocation = container_allocation(state.pool, members, self.dev_root)
+        if self._devinfo is not None and state.pool.rules.devinfo and not state.pool.shared:
+            self._devinfo.store(request.resource, members, self._discovery.devices)
+        if self.config.use_cdi:
+            kind = cdiedits.kind(state.pool)
+            return replace(allocation, device_nodes=[], cdi_field=False,
+                           cdi_annotation_key=cdiedits.annotation_key(kind),
+                           cdi_devices=[f"{kind}={cdiedits.device_name(d)}" for d in members])
+        return allocation
+
+    def cdi_specs(self) -> Sequence[CDISpec]:
+        if not self.config.use_cdi:
+            return ()
+        return cdiedits.specs((ps.pool, ps.members) for ps in self._state.values())
+
+    def _clean_devinfo(self) -> None:
+        """Remove the files of exclusive devices first seen now, as the SR-IOV plugin does when it starts."""
+        if self._devinfo is None:
+            return
+        for pool in self.pools:
+            if pool.shared or not pool.rules.devinfo:
+                continue
+            known = self._devinfo_known.setdefault(pool.resource, set())
+            new = {d.id for d in self._members[pool.resource]} - known
+            self._devinfo.clean(pool.resource, sorted(new))
+            known.update(new)
 
     def preferred_allocation(self, request: PreferenceRequest) -> Sequence[str] | None:
         state = self._state.get(request.resource)

@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import multidp
-from multidp import Driver, DriverContext, Simulation
+from multidp import ConfigError, Driver, DriverContext, Simulation
 
-from multidp_rdma.config import RdmaConfig, resolve_pools
+from multidp_rdma.config import RdmaConfig, Rules, resolve_pools
 
-MULTIDP_DRIVER_API = "1.0"  # the multidp driver API this plugin is written for
+MULTIDP_DRIVER_API = "1.1"  # the multidp driver API this plugin is written for (checking, local_path)
 
 
 @multidp.hookimpl
@@ -25,14 +25,38 @@ def multidp_simulate(workdir: Path) -> Simulation | None:
     return RdmaSimulation(workdir)
 
 
+def _load_file(config: RdmaConfig, context: DriverContext) -> Rules | None:
+    """Pools from the incumbent's file ``configFile`` names, read where ``context`` says; its rules."""
+    from multidp_rdma.incumbents import load_file
+
+    path = config.config_file
+    if path is None:
+        return None
+    key = f"drivers.{context.name}.configFile"
+    try:
+        loaded = load_file(path, context.local_path(path), config.sriov_resource_prefix)
+        config.pools = loaded.pools
+        config.settle(loaded.periodic_update_interval, "", loaded.notes, context.log)
+    except ValueError as exc:
+        raise ConfigError(key, str(exc), path) from None
+    return loaded.rules
+
+
 @multidp.hookimpl
 def multidp_create_driver(context: DriverContext) -> Driver:
     from multidp_rdma.driver import RdmaDriver
 
     config = context.config if isinstance(context.config, RdmaConfig) else RdmaConfig()
-    pools = resolve_pools(config)
+    rules = _load_file(config, context)
+    pools = resolve_pools(config, rules)
     if not pools:
         source = (config.config_file if config.config_file is not None
                   else f"drivers.{context.name}.{'configList' if config.config_list is not None else 'pools'}")
         context.log.warning("%s gives no pool this driver serves: the RDMA driver serves no resource", source)
+    for pool in pools:
+        if pool.shared and pool.replicas == 0:
+            context.log.warning("%s: rdmaHcaMax 0: the pool advertises no devices (a placeholder, as in "
+                                "Mellanox's plugin)", pool.resource)
+    if context.checking:  # config check: everything is validated; touch no hardware
+        return Driver()
     return RdmaDriver(config, pools, context.sysfs_root, context.dev_root, context.log)

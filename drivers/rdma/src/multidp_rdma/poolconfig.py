@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import msgspec
-from multidp import resource_name_problem
+from multidp import MAX_REPLICAS, resource_name_problem
 
 from multidp_rdma.sysfs import PCI_ADDRESS
 
@@ -80,8 +80,8 @@ class PoolConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_
             raise ValueError(f"resourceName: resource name {self.resource!r} {problem}")
         if self.rdma_hca_max is not None and self.mode != "shared":
             raise ValueError("rdmaHcaMax: applies to shared pools only (set mode: shared)")
-        if self.rdma_hca_max is not None and not 1 <= self.rdma_hca_max <= 100_000:
-            raise ValueError(f"rdmaHcaMax: must be between 1 and 100000, not {self.rdma_hca_max}")
+        if self.rdma_hca_max is not None and not 0 <= self.rdma_hca_max <= MAX_REPLICAS:
+            raise ValueError(hca_max_problem(self.rdma_hca_max))
         if isinstance(self.selectors, list) and not self.selectors:
             raise ValueError("selectors: an empty list selects nothing; leave selectors out to take every device")
 
@@ -96,6 +96,28 @@ class PoolConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_
     def selections(self) -> tuple[Selection, ...]:
         objects = self.selectors if isinstance(self.selectors, list) else [self.selectors]
         return tuple(s.selection() for s in objects)
+
+
+def hca_max_problem(value: int) -> str:
+    if value < 0:  # Mellanox's own words for the one value it refuses
+        return f"rdmaHcaMax: Invalid value for rdmaHcaMax < 0: {value}"
+    return (f"rdmaHcaMax: {value} is above {MAX_REPLICAS}, the most IDs multidp advertises for one resource "
+            "(Mellanox's plugin has no bound; each ID is one pod's share); 0 advertises none")
+
+
+@dataclass(frozen=True)
+class Rules:
+    """How the pools of one config behave: the incumbent's rules for its file, multidp's for its own.
+
+    multidp's own ``pools`` follow the SR-IOV plugin: a device goes to the first pool that selects it.
+    """
+
+    origin: Literal["pools", "mellanox", "sriov"] = "pools"
+    overlap: bool = False  # Mellanox: every pool filters all devices, so one HCA may be in several pools
+    first_netdev: bool = False  # Mellanox: ifNames match a function's first netdev only
+    sriov_pf: bool = False  # SR-IOV: pfNames/rootDevices select VFs only; PF names match in any case
+    index_ids: bool = False  # shared pools advertise "0".."N-1" (Mellanox's IDs), not "<pool>::n"
+    devinfo: bool = True  # write the Network Plumbing WG device-info file of exclusive devices at Allocate
 
 
 @dataclass(frozen=True)
@@ -140,6 +162,7 @@ class Pool:
     include_issm: bool
     selections: tuple[Selection, ...]
     default: bool = False  # the pool used when no pools are configured
+    rules: Rules = Rules()
 
 
 def hex_ids(values: list[str], key: str) -> frozenset[str]:

@@ -1,5 +1,6 @@
 """Which pool each RDMA device goes to (selectors OR'ed within a key, AND'ed across, a pool's selector
-objects OR'ed, first pool wins), and which of a pool's devices a container should get (same NUMA node
+objects OR'ed; the first pool wins, except in Mellanox's files, where every pool filters all devices),
+and which of a pool's devices a container should get (same NUMA node
 first, then same PCI parent)."""
 
 from __future__ import annotations
@@ -9,10 +10,15 @@ from collections.abc import Callable, Hashable, Sequence
 from multidp import PreferenceRequest, pack
 
 from multidp_rdma.inventory import PciFunction, RdmaDevice
-from multidp_rdma.poolconfig import PfName, Pool, Selection
+from multidp_rdma.poolconfig import PfName, Pool, Rules, Selection
+
+_OWN = Rules()
 
 
-def _pf_matches(wanted: PfName, pci: PciFunction) -> bool:
+def _pf_matches(wanted: PfName, pci: PciFunction, rules: Rules) -> bool:
+    if rules.sriov_pf:  # the SR-IOV plugin: a PF has no PF name; names compare in any case (EqualFold)
+        return pci.is_vf and any(wanted.name.casefold() == n.casefold() for n in pci.pf_netdevs) \
+            and wanted.takes(pci.vf_index)
     return wanted.name in pci.pf_netdevs and wanted.takes(pci.vf_index)
 
 
@@ -21,11 +27,17 @@ def _root_matches(wanted: PfName, pci: PciFunction) -> bool:
     return pci.pf_address == wanted.name and wanted.takes(pci.vf_index)
 
 
+def _if_names(device: RdmaDevice, rules: Rules) -> tuple[str, ...]:
+    if rules.first_netdev:  # Mellanox: GetNetNames(pci)[0], the function's first netdev by name
+        return device.pci.netdevs[:1] if device.pci else ()
+    return device.netdevs
+
+
 def _within(wanted: frozenset[str] | None, value: str | None) -> bool:
     return wanted is None or (value is not None and value in wanted)
 
 
-def matches(selection: Selection, device: RdmaDevice) -> bool:
+def matches(selection: Selection, device: RdmaDevice, rules: Rules = _OWN) -> bool:
     """Whether ``device`` passes every selector that is set (a device without PCI function fails PCI ones)."""
     pci = device.pci
     if not (_within(selection.vendors, pci.vendor if pci else None)
@@ -34,32 +46,37 @@ def matches(selection: Selection, device: RdmaDevice) -> bool:
             and _within(selection.pci_addresses, pci.address if pci else None)
             and _within(selection.rdma_devices, device.name)):
         return False
-    if selection.pf_names is not None and (pci is None or not any(_pf_matches(w, pci) for w in selection.pf_names)):
+    if selection.pf_names is not None and (
+            pci is None or not any(_pf_matches(w, pci, rules) for w in selection.pf_names)):
         return False
     if selection.root_devices is not None and (
             pci is None or not any(_root_matches(w, pci) for w in selection.root_devices)):
         return False
     if selection.pfs_with_vfs is False and pci is not None and not pci.is_vf and (pci.vf_count or 0) > 0:
         return False
-    if selection.if_names is not None and not selection.if_names.intersection(device.netdevs):
+    if selection.if_names is not None and not selection.if_names.intersection(_if_names(device, rules)):
         return False
     return selection.link_types is None or bool(selection.link_types & device.link_types)
 
 
 def assign(devices: Sequence[RdmaDevice], pools: Sequence[Pool]) -> dict[str, list[RdmaDevice]]:
-    """Members of each pool, by resource name; a device goes to the first pool that takes it.
+    """Members of each pool, by resource name; a device goes to the first pool that takes it, except
+    that a pool with Mellanox's rules (``overlap``) takes every device it selects, as Mellanox's does.
 
     The default pool (no pools configured) takes every device that has a uverbs
     entry in sysfs: one without cannot be used from a container at all.
     """
     members: dict[str, list[RdmaDevice]] = {pool.resource: [] for pool in pools}
     for device in devices:
+        taken = False
         for pool in pools:
-            if pool.default and device.uverbs is None:
+            if (pool.default and device.uverbs is None) or (taken and not pool.rules.overlap):
                 continue
-            if any(matches(selection, device) for selection in pool.selections):
+            if any(matches(selection, device, pool.rules) for selection in pool.selections):
                 members[pool.resource].append(device)
-                break
+                taken = True
+                if not pool.rules.overlap:
+                    break
     return members
 
 
