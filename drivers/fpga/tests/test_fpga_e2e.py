@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from multidp.testing import preferred_request, socket_name
 
 import multidp_fpga.plugin
@@ -97,6 +99,26 @@ def test_region_mode_through_the_environment(kubelet, multidp_host, node):
     assert devices_of(response) == [("/dev/dfl-port.0", "/dev/dfl-port.0", "rw"),
                                     ("/dev/dfl-port.1", "/dev/dfl-port.1", "rw")]
     assert dict(response.annotations) == {REGION_MODE_ANNOTATION: "fpga.intel.com/region"}
+    # As Intel's Allocate: the CDI device named after the FME, whose spec runs Intel's CRI hook.
+    assert response.cdi_devices == ["intel.cdi.k8s.io/fpga=dfl-fme.0"]
+    spec = json.loads((kubelet.directory / "cdi" / "multidp-fpga-intel.cdi.k8s.io_fpga.json").read_text())
+    assert spec["kind"] == "intel.cdi.k8s.io/fpga"
+    assert spec["devices"] == [{"name": "dfl-fme.0", "containerEdits": {"hooks": [
+        {"hookName": "createRuntime", "path": "/opt/intel/fpga-sw/intel-fpga-crihook"}]}}]
+
+
+def test_amd_u30_card_and_ma35_with_shared_ids(kubelet, multidp_host, node):
+    node.u30_card(("0000:17:00", "0000:18:00"), serial="XFL1ABCD0001")
+    node.ma35("0000:c1:00.0")
+    start(multidp_host, node, environ={"VirtualDev": "True", "VirtualNum": "2"})
+    view = kubelet.wait_devices("amd.com/ama_u30", lambda v: v.capacity == 2)
+    assert set(view.devices) == {"0000:17:00.1-0", "0000:17:00.1-1"}
+    response = kubelet.allocate("amd.com/ama_u30", 1)
+    assert [d[0] for d in devices_of(response)] == ["/dev/dri/renderD128", "/dev/dri/renderD129",
+                                                    "/dev/xclmgmt5888", "/dev/xclmgmt6144"]
+    kubelet.wait_devices("amd.com/MA35", lambda v: v.capacity == 2)
+    assert devices_of(kubelet.allocate("amd.com/MA35", 1)) == [
+        ("/dev/ama_transcoder0", "/dev/ama_transcoder0", "rwm")]
 
 
 def test_preferred_allocation_packs_by_numa(kubelet, multidp_host, node):

@@ -5,18 +5,16 @@ the user function (marked by a ``user_pf`` file) carries the shell (``rom*/VBNV`
 and ``rom*/timestamp``) and the DRM render node; the management function (a
 ``mgmt_pf`` file) carries ``instance``, which names ``/dev/xclmgmt<instance>``.
 In a VM only the user function is passed through, so the management node is
-optional.
+optional. A U30 card is two such devices behind one switch, with one serial
+number. This module only reads; :mod:`multidp_fpga.amdserve` names, groups and
+shares what it read.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from multidp import DeviceNode, Mount
-
-from multidp_fpga.inventory import Grant, Observed
-from multidp_fpga.naming import amd_resource
 from multidp_fpga.sysfs import (
     PCI_ADDRESS,
     Resolver,
@@ -31,6 +29,30 @@ from multidp_fpga.sysfs import (
 #: Xilinx, AWS (F1), Arista, Advantech: the vendors XRT cards come under.
 VENDORS = frozenset({"0x10ee", "0x1d0f", "0x3475", "0x13fe"})
 PERMISSIONS = "rwm"
+AWS_VENDOR = "0x1d0f"
+AWS_SERIAL = "F1-Node"  # what AMD's plugin calls an F1 card, which has no serial number
+
+
+@dataclass(frozen=True)
+class AmdDevice:
+    """One AMD device as a scan read it: an Alveo user function or an MA35 transcoder.
+
+    ``shell`` is None when it cannot be read now (``unusable`` says why); ``nodes``
+    are device nodes under /dev the container gets; ``faults`` make it Unhealthy.
+    """
+
+    address: str
+    what: str
+    shell: str | None
+    timestamp: str = ""
+    unusable: str = ""
+    uuid: str = ""
+    device_id: str = ""
+    serial: str = ""
+    faults: tuple[str, ...] = ()
+    numa: tuple[int, ...] = ()
+    nodes: tuple[str, ...] = ()
+    info: dict[str, str] = field(default_factory=dict)
 
 
 def qdma_instance(address: str) -> int:
@@ -52,23 +74,22 @@ class Card:
 class AmdScanner:
     """Reads the Alveo part of one sysfs tree into observed devices."""
 
-    def __init__(self, sysfs_root: Path, dev_root: Path, legacy_names: bool, mount_nodes: bool) -> None:
+    def __init__(self, sysfs_root: Path, dev_root: Path) -> None:
         self.sysfs_root = sysfs_root
         self.dev_root = dev_root
-        self.legacy_names = legacy_names
-        self.mount_nodes = mount_nodes
         self.resolve = Resolver(sysfs_root)
         # A function's vendor never changes while it is present: read it once per (address, real path).
         self._vendors: dict[tuple[str, Path], str] = {}
 
-    def scan(self, problems: dict[str, str]) -> list[Observed]:
+    def scan(self, problems: dict[str, str]) -> list[AmdDevice]:
         cards = self._cards(problems)
+        vendors_seen = {real: vendor for (_, real), vendor in self._vendors.items()}
         devices = []
         for slot in sorted(cards, key=natural_key):
             card = cards[slot]
             if card.user is None:
                 continue  # a management function alone: nothing a container can use
-            devices.append(self._device(card, card.user, problems))
+            devices.append(self._device(card, card.user, vendors_seen.get(card.user, ""), problems))
         return devices
 
     def _cards(self, problems: dict[str, str]) -> dict[str, Card]:
@@ -104,26 +125,38 @@ class AmdScanner:
         self._vendors = vendors  # forget functions that went away
         return cards
 
-    def _shell(self, user: Path, entries: list[str]) -> tuple[str | None, str]:
-        """(resource name, '') from the shell's rom files (``entries``: the user function's), or (None, why not)."""
+    def _shell(self, user: Path, entries: list[str]) -> tuple[str | None, str, str]:
+        """(VBNV, timestamp, '') from the shell's rom files (``entries``: the user function's), or (None, '', why)."""
         # Directories only: a PCI function with an expansion ROM also has a plain "rom" attribute.
         roms = [user / n for n in sorted(entries, key=natural_key) if n.startswith("rom") and (user / n).is_dir()]
         if not roms:
-            return None, f"{user} has no rom* directory: no shell information (shell not loaded?)"
+            return None, "", f"{user} has no rom* directory: no shell information (shell not loaded?)"
         try:
             shell = read_attribute(roms[0] / "VBNV")
             timestamp = read_attribute(roms[0] / "timestamp")
         except SysfsError as exc:
-            return None, str(exc)
+            return None, "", str(exc)
         if not shell or not timestamp:
             empty = roms[0] / ("VBNV" if not shell else "timestamp")
-            return None, f"{empty} is empty"
-        return amd_resource(shell, timestamp, self.legacy_names), ""
+            return None, "", f"{empty} is empty"
+        return shell, timestamp, ""
 
-    def _device(self, card: Card, user: Path, problems: dict[str, str]) -> Observed:
+    def _serial(self, user: Path, entries: list[str], shell: str | None, vendor: str) -> str:
+        """The card's serial number (``xmc.u.*``, or ``hwmon_sdm.u.*`` on a V70), '' when there is none."""
+        prefixes = ("hwmon_sdm.u.", "xmc.u.") if shell and "_v70" in shell else ("xmc.u.", "hwmon_sdm.u.")
+        for prefix in prefixes:
+            for name in sorted(entries, key=natural_key):
+                if name.startswith(prefix):
+                    try:
+                        return read_attribute(user / name / "serial_num")
+                    except SysfsError:
+                        break
+        return AWS_SERIAL if vendor == AWS_VENDOR else ""
+
+    def _device(self, card: Card, user: Path, vendor: str, problems: dict[str, str]) -> AmdDevice:
         address = user.name
-        entries = listdir(user)  # read once per scan: the shell's rom* and the qdma entries
-        resource, unusable = self._shell(user, entries)
+        entries = listdir(user)  # read once per scan: rom*, xmc.u.*, and the qdma entries
+        shell, timestamp, unusable = self._shell(user, entries)
         faults: list[str] = []
         nodes: list[str] = []
         info = {"vendor": "amd", "pci": address}
@@ -146,10 +179,13 @@ class AmdScanner:
                 self._optional(f"xclmgmt{instance}", nodes, problems, address)
         if any(n.startswith("dma.qdma.u") for n in entries):
             self._optional(f"xfpga/dma.qdma.u{qdma_instance(address)}.0", nodes, problems, address)
-        device_nodes = tuple(DeviceNode.same_path(f"/dev/{n}", PERMISSIONS) for n in nodes)
-        mounts = tuple(Mount(f"/dev/{n}", f"/dev/{n}") for n in nodes) if self.mount_nodes else ()
-        return Observed(address, f"Alveo card {address}", resource, unusable, tuple(faults), numa_node(user), info,
-                        Grant(device_nodes=device_nodes, mounts=mounts))
+        serial = self._serial(user, entries, shell, vendor)
+        if serial:
+            info["serial"] = serial
+        return AmdDevice(address, f"Alveo card {address}", shell, timestamp, unusable,
+                         uuid=_optional_attribute(user / "logic_uuids")[-6:],
+                         device_id=_optional_attribute(user / "device"), serial=serial, faults=tuple(faults),
+                         numa=numa_node(user), nodes=tuple(nodes), info=info)
 
     def _optional(self, node: str, nodes: list[str], problems: dict[str, str], address: str) -> None:
         """A node the card may do without: handed out only when it exists."""
@@ -158,3 +194,11 @@ class AmdScanner:
         else:
             problems[f"node:{address}:{node}"] = (f"Alveo card {address}: {self.dev_root / node} is missing; "
                                                   "containers get the card without it")
+
+
+def _optional_attribute(path: Path) -> str:
+    """An attribute only names use (``logic_uuids``, ``device``): '' when it cannot be read."""
+    try:
+        return read_attribute(path)
+    except SysfsError:
+        return ""

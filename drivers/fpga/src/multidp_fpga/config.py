@@ -9,10 +9,18 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import msgspec
-from multidp import ConfigError, resource_name_problem
+from multidp import MAX_REPLICAS, ConfigError, resource_name_problem
+
+from multidp_fpga.sysfs import PCI_ADDRESS
+
+PCI_ADDRESS_HINT = "domain:bus:device.function in lowercase hex, 0000:5e:00.0"
 
 SECTION = "drivers.fpga"
 Mode = Literal["af", "region", "regiondevel"]
+#: Where Intel's init container installs its CRI hook (Intel's fpga_plugin.go, HookPath).
+INTEL_HOOK = "/opt/intel/fpga-sw/intel-fpga-crihook"
+#: Where AMD's plugin reads its name table (AMD's server.go, NewFPGADevicePlugin).
+AMD_NAME_FILE = "/opt/xilinx/device-plugin-configmap/NameCustomize.json"
 
 
 def _doc(text: str) -> msgspec.Meta:
@@ -35,6 +43,29 @@ class FpgaConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_
     names: Annotated[dict[str, str], _doc(
         "serve a resource under another name: computed resource name -> name to use")] = msgspec.field(
         default_factory=dict)
+    card_modes: Annotated[dict[str, Mode], _doc(
+        "Intel only: the mode of one card, by the PCI address of its FME's function (0000:5e:00.0), "
+        "over mode")] = msgspec.field(default_factory=dict)
+    intel_hook: Annotated[str, _doc(
+        "region mode: the CRI hook the CDI device runs at createRuntime (installed by Intel's init "
+        "container)")] = INTEL_HOOK
+    amd_u30_names: Annotated[Literal["common", "exact"] | None, _doc(
+        "AMD's U30NameConvention: common serves U30 cards as amd.com/ama_u30, exact as amd.com/<shell>-<timestamp>; "
+        "unset: the U30NameConvention variable, else common")] = None
+    amd_u30_alloc_unit: Annotated[Literal["card", "device"] | None, _doc(
+        "AMD's U30AllocUnit: card advertises one ID per U30 card (both devices), device one per device; "
+        "unset: the U30AllocUnit variable, else card")] = None
+    amd_name_customize: Annotated[bool | None, _doc(
+        "AMD's DeviceNameCustomize: name resources after amdNameCustomizeFile; unset: the "
+        "DeviceNameCustomize variable, else false")] = None
+    amd_name_customize_file: Annotated[str, _doc(
+        "AMD's NameCustomize.json")] = AMD_NAME_FILE
+    amd_virtual_dev: Annotated[bool | None, _doc(
+        "AMD's VirtualDev: advertise amdVirtualNum IDs <PCI address>-<i> per device; unset: the VirtualDev "
+        "variable, else false")] = None
+    amd_virtual_num: Annotated[int | None, _doc(
+        "AMD's VirtualNum: IDs per device when amdVirtualDev is on; unset: the VirtualNum variable, "
+        "else 1")] = None
     poll_interval: Annotated[float, _doc(
         "seconds between two scans; id files are sysfs attributes and raise no file events")] = 0.5
 
@@ -50,6 +81,14 @@ def validate(config: FpgaConfig) -> FpgaConfig:
         problem = resource_name_problem(wanted)
         if problem:
             raise ConfigError(key, f"{wanted!r} is not a valid extended resource name: {problem}")
+    for address in config.card_modes:
+        if not PCI_ADDRESS.match(address):
+            raise ConfigError(f"{SECTION}.cardModes[{address!r}]", f"is not a PCI address ({PCI_ADDRESS_HINT})")
+    if not config.intel_hook.startswith("/"):
+        raise ConfigError(f"{SECTION}.intelHook", f"must be an absolute path on the host, not {config.intel_hook!r}")
+    if config.amd_virtual_num is not None and not 1 <= config.amd_virtual_num <= MAX_REPLICAS:
+        raise ConfigError(f"{SECTION}.amdVirtualNum", f"must be between 1 and {MAX_REPLICAS}, "
+                                                       f"not {config.amd_virtual_num}")
     if not config.intel and not config.amd:
         raise ConfigError(SECTION, "both intel and amd are off: disable the driver with 'enabled: false' instead")
     return config

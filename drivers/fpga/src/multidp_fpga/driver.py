@@ -7,12 +7,23 @@ import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from multidp import AllocationRefused, AllocationRequest, ContainerAllocation, Device, Driver
+from multidp import (
+    AllocationRefused,
+    AllocationRequest,
+    CDIDeviceSpec,
+    CDIHook,
+    CDISpec,
+    ContainerAllocation,
+    Device,
+    Driver,
+)
 
-from multidp_fpga.amd import AmdScanner
+from multidp_fpga.amdserve import AmdServer
+from multidp_fpga.amdsettings import AmdSettings
 from multidp_fpga.config import FpgaConfig
 from multidp_fpga.intel import IntelScanner
 from multidp_fpga.inventory import Grants, Observed, Placer, ProblemLog
+from multidp_fpga.naming import INTEL_CDI_KIND
 
 
 class FpgaDriver(Driver):
@@ -23,13 +34,15 @@ class FpgaDriver(Driver):
     vanish show up at the next scan without a restart.
     """
 
-    def __init__(self, config: FpgaConfig, sysfs_root: Path, dev_root: Path, log: logging.Logger) -> None:
+    def __init__(self, config: FpgaConfig, sysfs_root: Path, dev_root: Path, log: logging.Logger,
+                 amd: AmdSettings | None = None) -> None:
         self.config = config
         self.poll_interval = config.poll_interval
         self.log = log
-        self.intel = IntelScanner(sysfs_root, dev_root, config.mode) if config.intel else None
-        self.amd = AmdScanner(sysfs_root, dev_root, config.amd_legacy_names, config.amd_mount_nodes) \
-            if config.amd else None
+        self.intel = IntelScanner(sysfs_root, dev_root, config.mode, config.card_modes) if config.intel else None
+        if amd is None:
+            amd = AmdSettings(legacy_names=config.amd_legacy_names, mount_nodes=config.amd_mount_nodes)
+        self.amd = AmdServer(sysfs_root, dev_root, amd) if config.amd else None
         self.placer = Placer(config.names)
         self.problems = ProblemLog(log)
         self._layout: str | None = None
@@ -53,8 +66,11 @@ class FpgaDriver(Driver):
     def _note_layout(self, layout: str | None) -> None:
         if layout != self._layout:
             if layout is not None:
-                self.log.info("Intel FPGAs: reading the %s kernel driver's sysfs layout (%s mode)", layout,
-                              self.config.mode)
+                extra = f", {len(self.config.card_modes)} card(s) set apart" if self.config.card_modes else ""
+                self.log.info("Intel FPGAs: reading the %s kernel driver's sysfs layout (%s mode%s); Intel's node "
+                              "annotation fpga.intel.com/device-plugin-mode is not read: set the mode per node "
+                              "with a node label and configByLabel (docs/drop-in/fpga.md)", layout,
+                              self.config.mode, extra)
             elif self._layout is not None:
                 self.log.info("Intel FPGAs: no DFL or OPAE sysfs class directory any more")
             self._layout = layout
@@ -70,4 +86,16 @@ class FpgaDriver(Driver):
             answer.device_nodes.extend(grant.device_nodes)
             answer.mounts.extend(grant.mounts)
             answer.annotations.update(grant.annotations)
+            answer.cdi_devices.extend(d for d in grant.cdi_devices if d not in answer.cdi_devices)
         return answer
+
+    def cdi_specs(self) -> Sequence[CDISpec]:
+        """Intel's region-mode CDI devices: one per FME, running Intel's CRI hook at createRuntime."""
+        with self._lock:
+            grants = self._grants
+        names = sorted({name.partition("=")[2] for grant in grants.values() for name in grant.cdi_devices
+                        if name.startswith(f"{INTEL_CDI_KIND}=")})
+        if not names:
+            return ()
+        hook = CDIHook("createRuntime", self.config.intel_hook)
+        return (CDISpec(INTEL_CDI_KIND, [CDIDeviceSpec(name, hooks=(hook,)) for name in names]),)

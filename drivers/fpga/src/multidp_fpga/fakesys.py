@@ -16,7 +16,9 @@ from pathlib import Path
 
 INTEL = "0x8086"
 XILINX = "0x10ee"
-PORT_MAJOR, FME_MAJOR, DRM_MAJOR, XCLMGMT_MAJOR = 235, 236, 226, 240
+PORT_MAJOR, FME_MAJOR, DRM_MAJOR, XCLMGMT_MAJOR, MISC_MAJOR = 235, 236, 226, 240, 10
+#: A U30 shell as XRT reports it (two of these per card, one serial number).
+U30_SHELL, U30_TIMESTAMP = "xilinx_u30_gen3x4_base_2", "1598453230"
 
 
 @dataclass
@@ -47,7 +49,7 @@ class FakeNode:
             (self.sys / sub).mkdir(parents=True, exist_ok=True)
         self.dev.mkdir(parents=True, exist_ok=True)
         self.cards: dict[str, Card] = {}
-        self._next = {"region": 0, "port": 0, "fme": 0, "opae": 0, "render": 128}
+        self._next = {"region": 0, "port": 0, "fme": 0, "opae": 0, "render": 128, "ama": 0}
 
     # Low-level pieces ------------------------------------------------------------------
 
@@ -152,8 +154,12 @@ class FakeNode:
     # AMD / Xilinx ----------------------------------------------------------------------------
 
     def alveo_card(self, slot: str, shell: str, timestamp: str, numa: int = 0, mgmt: bool = True,
-                   qdma: bool = False, vendor: str = XILINX, device: str = "0x5001") -> Card:
-        """An Alveo card at ``slot`` (domain:bus:device): management function .0, user function .1."""
+                   qdma: bool = False, vendor: str = XILINX, device: str = "0x5001", serial: str | None = None,
+                   uuid: str = "0b2c0ff4e0a1b2c3d4e5f60718293a4b") -> Card:
+        """An Alveo card at ``slot`` (domain:bus:device): management function .0, user function .1.
+
+        ``serial`` adds ``xmc.u.<n>/serial_num``; ``uuid`` is written to ``logic_uuids``.
+        """
         user_address = f"{slot}.1"
         card = self.cards[user_address] = Card(user_address, "alveo", user_address=user_address)
         if mgmt:
@@ -168,6 +174,9 @@ class FakeNode:
         card.rom = user / "rom.u.0"
         self.write(card.rom / "VBNV", shell)
         self.write(card.rom / "timestamp", timestamp)
+        self.write(user / "logic_uuids", uuid)
+        if serial is not None:
+            self.write(user / f"xmc.u.{int(slot.split(':')[1], 16)}" / "serial_num", serial)
         minor = self._take("render")
         self.char_device(user / "drm" / f"renderD{minor}", DRM_MAJOR, minor, card)
         self.node(f"dri/renderD{minor}", card)
@@ -177,6 +186,27 @@ class FakeNode:
             dev_fn = rest.split(".")
             number = int(domain, 16) * 65536 + int(bus, 16) * 256 + int(dev_fn[0], 16) * 8 + int(dev_fn[1], 16)
             self.node(f"xfpga/dma.qdma.u{number}.0", card)
+        return card
+
+    def u30_card(self, slots: tuple[str, str], serial: str, numa: int = 0, shell: str = U30_SHELL,
+                 timestamp: str = U30_TIMESTAMP) -> list[Card]:
+        """A U30: two devices (each a management and a user function) with one serial number."""
+        return [self.alveo_card(slot, shell, timestamp, numa=numa, device="0x503d", serial=serial) for slot in slots]
+
+    def ma35(self, address: str, serial: str = "MA35D0001", numa: int = 0,
+             product: str | None = "MA35D", device_id: str = "0x5070") -> Card:
+        """An MA35 transcoder: a PCI function and ``class/misc/ama_transcoder<N>`` with bus_id and device_info."""
+        card = self.cards[address] = Card(address, "ma35", user_address=address)
+        pci = self.pci_function(address, "0x1022", device_id, numa, card)
+        name = f"ama_transcoder{self._take('ama')}"
+        misc = pci / "misc" / name
+        self.write(misc / "bus_id", address)
+        lines = ([f"Product name = {product}"] if product is not None else []) + [
+            f"Product serial number = {serial}", f"PCIe device ID = {device_id}", "Firmware version = 1.0.0"]
+        self.write(misc / "device_info", "\n".join(lines))
+        self.char_device(misc, MISC_MAJOR, 100 + int(name.removeprefix("ama_transcoder")), card)
+        self.link(self.sys / "class/misc" / name, misc, card)
+        self.node(name, card)
         return card
 
     def other_pci_function(self, address: str, vendor: str = "0x144d", device: str = "0xa808") -> Card:

@@ -10,13 +10,20 @@ the FME carries the interface id of the region.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from multidp import DeviceNode
 
 from multidp_fpga.inventory import Grant, Observed
-from multidp_fpga.naming import REGION_MODE_ANNOTATION, REGION_MODE_VALUE, intel_af_resource, intel_region_resource
+from multidp_fpga.naming import (
+    INTEL_CDI_KIND,
+    REGION_MODE_ANNOTATION,
+    REGION_MODE_VALUE,
+    intel_af_resource,
+    intel_region_resource,
+)
 from multidp_fpga.sysfs import (
     ALL_F,
     Resolver,
@@ -74,6 +81,7 @@ class Port:
     numa: tuple[int, ...]
     fme: Fme | None
     fme_problem: str = ""
+    owner: str = ""  # the PCI function that owns the port's FME (the PF of a VF)
 
 
 def _usable_id(path: Path, meaning: str) -> tuple[str | None, str]:
@@ -90,21 +98,27 @@ def _usable_id(path: Path, meaning: str) -> tuple[str | None, str]:
 class IntelScanner:
     """Reads the Intel part of one sysfs tree into observed devices."""
 
-    def __init__(self, sysfs_root: Path, dev_root: Path, mode: str) -> None:
+    def __init__(self, sysfs_root: Path, dev_root: Path, mode: str,
+                 card_modes: Mapping[str, str] | None = None) -> None:
         self.sysfs_root = sysfs_root
         self.resolve = Resolver(sysfs_root)
         self.dev_root = dev_root
         self.mode = mode
+        self.card_modes = dict(card_modes or {})
         self.layout: Layout | None = None
+
+    def mode_of(self, pci: str) -> str:
+        """The mode of the card whose FME hangs under PCI function ``pci`` (``cardModes`` over ``mode``)."""
+        return self.card_modes.get(pci, self.mode)
 
     def scan(self, problems: dict[str, str]) -> list[Observed]:
         self.layout = pick_layout(self.sysfs_root)
         if self.layout is None:
             return []
         ports = self._ports(self.layout, problems)
-        if self.mode in ("region", "regiondevel"):
-            return self._region_devices(ports, problems)
-        return [self._af_device(port) for port in ports]
+        af = [p for p in ports if self.mode_of(p.fme.pci if p.fme else p.owner) == "af"]
+        regions = [p for p in ports if p not in af]
+        return [self._af_device(port) for port in af] + self._region_devices(regions, problems)
 
     # Discovery -------------------------------------------------------------------
 
@@ -136,22 +150,22 @@ class IntelScanner:
 
     def _port(self, layout: Layout, port_dir: Path, fmes: dict[Path, Fme]) -> Port:
         pci_dir = pci_function_of(self.resolve.root, port_dir)
+        port = Port(port_dir.name, pci_dir.name if pci_dir else "", None, "", numa_node(pci_dir), None)
+        owner = pci_dir
+        # A VF's port belongs to the FME of its physical function.
+        physfn = pci_dir / "physfn" if pci_dir is not None else None
+        if physfn is not None and physfn.is_symlink():
+            owner = self.resolve(physfn)
+        port.owner = owner.name if owner is not None else ""
         # Region modes ignore AFU ids, as Intel's plugin does.
-        afu_id, afu_problem = None, ""
-        if self.mode == "af":
-            afu_id, afu_problem = _usable_id(port_dir / "afu_id", "no usable AFU is loaded")
-        port = Port(port_dir.name, pci_dir.name if pci_dir else "", afu_id, afu_problem, numa_node(pci_dir), None)
-        if pci_dir is None:
+        if self.mode_of(port.owner) == "af":
+            port.afu_id, port.afu_problem = _usable_id(port_dir / "afu_id", "no usable AFU is loaded")
+        if pci_dir is None or owner is None:
             port.fme_problem = f"{port_dir} does not hang under a PCI function"
             return port
-        # A VF's port belongs to the FME of its physical function.
-        physfn = pci_dir / "physfn"
-        owner = pci_dir
-        if physfn.is_symlink():
-            owner = self.resolve(physfn)
-            if not owner.is_dir():
-                port.fme_problem = f"{physfn} is a dangling link: the physical function of this VF is missing"
-                return port
+        if physfn is not None and physfn.is_symlink() and not owner.is_dir():
+            port.fme_problem = f"{physfn} is a dangling link: the physical function of this VF is missing"
+            return port
         candidates = sorted(owner.glob(layout.fme_glob), key=lambda p: natural_key(p.name))
         if not candidates:
             port.fme_problem = f"no FME found under {owner / layout.fme_glob}"
@@ -223,13 +237,16 @@ class IntelScanner:
             info = {"vendor": "intel", "pci": fme.pci, "ports": ",".join(p.name for p in fme.ports)}
             if fme.interface_id:
                 info["interface"] = fme.interface_id
-            if self.mode == "regiondevel":
-                # Development mode, as Intel's: the FME node too, for programming from inside the container.
+            if self.mode_of(fme.pci) == "regiondevel":
+                # Development mode, as Intel's: the FME node too, for programming from inside the container;
+                # no CDI device and no annotation (Intel's getRegionDevelTree has none).
                 grant = Grant(device_nodes=tuple(nodes))
             else:
-                # The FME stays on the host: Intel's CRI hook programs the region, told by the annotation.
+                # The FME stays on the host: Intel's CRI hook, run by the CDI device named after the FME at
+                # createRuntime, programs the region; the annotation is set too, as Intel's PostAllocate does.
                 grant = Grant(device_nodes=tuple(nodes[:-1]),
-                              annotations=((REGION_MODE_ANNOTATION, REGION_MODE_VALUE),))
+                              annotations=((REGION_MODE_ANNOTATION, REGION_MODE_VALUE),),
+                              cdi_devices=(f"{INTEL_CDI_KIND}={fme.name}",))
             devices.append(Observed(fme.name, f"Intel FME {fme.name}", resource, fme.interface_problem,
                                     tuple(faults), fme.numa, info, grant))
         return devices

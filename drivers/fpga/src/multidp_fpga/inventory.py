@@ -24,6 +24,7 @@ class Grant:
     device_nodes: tuple[DeviceNode, ...] = ()
     mounts: tuple[Mount, ...] = ()
     annotations: tuple[tuple[str, str], ...] = ()
+    cdi_devices: tuple[str, ...] = ()  # fully qualified CDI names, for the CRI cdi_devices field
 
 
 @dataclass(frozen=True)

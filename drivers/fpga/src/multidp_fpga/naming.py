@@ -11,6 +11,8 @@ XILINX_PREFIX = "xilinx.com"
 #: Intel's annotation telling its CRI hook that the container may program the region.
 REGION_MODE_ANNOTATION = "com.intel.fpga.mode"
 REGION_MODE_VALUE = f"{INTEL_PREFIX}/region"
+#: Intel's CDI kind for region mode (pkg/deviceplugin CDIVendor + "/" + fpga_plugin.go CDIClass).
+INTEL_CDI_KIND = "intel.cdi.k8s.io/fpga"
 
 
 def intel_af_resource(interface_id: str, afu_id: str) -> str:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 from multidp import Driver, DriverContext, Simulation, hookimpl
 
 from multidp_fpga.config import FpgaConfig, validate
 
-MULTIDP_DRIVER_API = "1.0"  # the multidp driver API this plugin is written for
+MULTIDP_DRIVER_API = "1.1"  # the multidp driver API this plugin is written for
 
 
 @hookimpl
@@ -26,7 +27,14 @@ def multidp_simulate(workdir: Path) -> Simulation:
 
 @hookimpl
 def multidp_create_driver(context: DriverContext) -> Driver:
+    from multidp_fpga.amdsettings import resolve
     from multidp_fpga.driver import FpgaDriver
 
-    config = context.config if isinstance(context.config, FpgaConfig) else FpgaConfig()
-    return FpgaDriver(validate(config), context.sysfs_root, context.dev_root, context.log)
+    config = validate(context.config if isinstance(context.config, FpgaConfig) else FpgaConfig())
+    simulated_modes = getattr(context.simulation, "card_modes", None)
+    if simulated_modes and not config.card_modes:
+        config = msgspec.structs.replace(config, card_modes=dict(simulated_modes))
+    # AMD's variables and NameCustomize.json are read (and refused or warned about) even when checking.
+    amd = resolve(config, context.environ, context.log, context.local_path) if config.amd else None
+    # Creating the driver reads no sysfs (scans do), so a checking host can create and close it.
+    return FpgaDriver(config, context.sysfs_root, context.dev_root, context.log, amd)

@@ -1,7 +1,10 @@
 """Simulated FPGAs for ``multidp demo`` and ``--simulate``: generated sysfs trees, both vendors.
 
-Two Intel cards under the DFL driver (one with two ports, on different NUMA
-nodes) and two Alveo cards with different shells (one with a QDMA function).
+Three Intel cards under the DFL driver: two in ``af`` mode (one with two ports,
+on different NUMA nodes) and one in ``region`` mode (the simulated node's
+``cardModes``: a config that sets ``cardModes`` replaces it); two Alveo cards
+with different shells (one with a QDMA function), a U30 card (two devices, one
+serial number) and an MA35 transcoder.
 A fault rewrites a port's ``afu_id`` to all f, as the kernel reports a crashed
 AFU; the driver sees it by polling, the same path as on a real node.
 """
@@ -21,6 +24,8 @@ NLB0 = "d8424dc4a4a3c413f89e433683f9040b"
 NLB3 = "f7df405cbd7acf7222f144b0b93acd18"
 U200_SHELL, U200_TIMESTAMP = "xilinx_u200_xdma_201830_2", "1561465320"
 U250_SHELL, U250_TIMESTAMP = "xilinx_u250_gen3x16_xdma_shell_4_1", "1617814830"
+REGION_INTERFACE_ID = "bfac4d851ee856fe8c95865ce1bbaa2d"
+REGION_CARD = "0000:3b:00.0"
 
 
 def build_demo_node(root: Path) -> FakeNode:
@@ -29,6 +34,9 @@ def build_demo_node(root: Path) -> FakeNode:
     node.dfl_card("0000:af:00.0", INTERFACE_ID, [NLB0], numa=1)
     node.alveo_card("0000:65:00", U200_SHELL, U200_TIMESTAMP, numa=0)
     node.alveo_card("0000:d8:00", U250_SHELL, U250_TIMESTAMP, numa=1, qdma=True)
+    node.dfl_card(REGION_CARD, REGION_INTERFACE_ID, [NLB0], numa=0)
+    node.u30_card(("0000:17:00", "0000:18:00"), serial="XFL1U30SIM01", numa=0)
+    node.ma35("0000:c1:00.0", serial="MA35SIM0001", numa=1)
     node.other_pci_function("0000:01:00.0")
     return node
 
@@ -37,6 +45,8 @@ class FpgaSimulation(Simulation):
     """A generated node; faults go through sysfs files like real ones."""
 
     FAULTY_PORT = "dfl-port.0"
+    #: The simulated node's per-card Intel modes (drivers.fpga.cardModes), used when the config sets none.
+    card_modes = {REGION_CARD: "region"}
 
     def __init__(self, workdir: Path) -> None:
         self.node = build_demo_node(Path(workdir))
