@@ -27,9 +27,14 @@ def _group(ids: Sequence[str], key: Callable[[str], K]) -> dict[K, list[str]]:
 def pack(request: PreferenceRequest, key: Callable[[str], Hashable]) -> list[str]:
     """Fill ``request.size`` from as few groups (by ``key``) as possible.
 
+    ``key`` gets each advertised ID, replica suffix included (``GPU-1::3``): look a
+    device up by ``base_id(i)``, e.g. ``pack(request, lambda i: numa_of[base_id(i)])``.
     Groups that already hold a must-include device come first, then the
     smallest group that fits the rest in one (leaving big groups whole for big
     requests), then the largest groups. Order within a group is the kubelet's.
+    Returning None from ``preferred_allocation`` instead gets the host's pick by
+    the devices' NUMA nodes; use ``pack`` for any other grouping (a PCI switch, a
+    card, a link domain).
     """
     chosen = list(request.must_include)
     need = request.size - len(chosen)

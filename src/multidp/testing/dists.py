@@ -15,7 +15,11 @@ from multidp.plugins.registry import ENTRY_POINT_GROUP
 
 
 def fake_distribution(root: Path, name: str, entry_points: Mapping[str, str], version: str = "1.0") -> Path:
-    """Write distribution ``name`` declaring ``entry_points`` (driver name → module) under ``root``."""
+    """Write distribution ``name`` declaring ``entry_points`` (driver name → module) under ``root``.
+
+    Returns ``root``. Put ``root``, and the folder your package's modules import from (``src``),
+    on the PYTHONPATH of the ``multidp`` process you start: it then finds your driver as if installed.
+    """
     dist_info = Path(root) / f"{name.replace('-', '_')}-{version}.dist-info"
     dist_info.mkdir(parents=True, exist_ok=True)
     (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")

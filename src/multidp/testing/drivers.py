@@ -47,7 +47,7 @@ def create_driver(plugin: Any, section: Mapping[str, Any] | None = None, *, name
                   simulate_in: Path | str | None = None) -> Driver:
     """``plugin``'s driver, created as the host creates it on a node.
 
-    ``simulate_in``: build the plugin's simulation in that folder first (as
+    ``simulate_in``: build the plugin's simulation first, in ``<simulate_in>/<name>/`` (as
     ``--simulate`` does); its roots then replace ``sysfs_root`` / ``dev_root``.
     The caller closes the driver (``driver.close()``).
     """

@@ -47,6 +47,10 @@ def running_host(
     ``plugins`` registers plugin objects by driver name (like entry points);
     with ``installed`` the installed entry points are used too, otherwise only
     ``plugins`` run. ``drivers`` is the ``drivers:`` section of a config file.
+    Other keyword arguments are host settings by their Python names: ``sysfs_root``,
+    ``dev_root``, ``simulate`` (build each driver's simulation), ``cdi_dir``,
+    ``timeouts`` and ``driver_retry`` (mappings with the config file's camelCase keys),
+    ``metrics_address``, ``strict``.
     """
     settings = make_settings(Path(plugin_dir), drivers, **overrides)
     registry = PluginRegistry(extra=plugins or {})
