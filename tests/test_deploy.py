@@ -509,7 +509,7 @@ def test_fpga_region_overlay_installs_intels_hook(tmp_path: Path) -> None:
     assert volume["hostPath"] == {"path": "/opt/intel/fpga-sw", "type": "DirectoryOrCreate"}
     settings, _ = settings_for(docs, tmp_path)
     fpga = settings.section("fpga")
-    assert fpga["mode"] == "region" and fpga["configByLabel"]["label"] == "fpga.intel.com/device-plugin-mode"
+    assert fpga["mode"] == "region" and fpga["configByLabel"]["annotation"] == "fpga.intel.com/device-plugin-mode"
 
 
 def test_overlays_keep_one_daemonset_name() -> None:

@@ -186,6 +186,33 @@ class RebuildingPlugin(SamplePlugin):
 
 
 
+def test_an_annotation_selects_the_per_node_config_live(kubelet: KubeletStandIn, api, tmp_path):
+    """As Intel's plugin reads fpga.intel.com/device-plugin-mode: configByLabel.annotation."""
+    by_annotation = {**PER_NODE, "configByLabel": {**PER_NODE["configByLabel"], "annotation": CONFIG_LABEL}}
+    del by_annotation["configByLabel"]["label"]
+    env = {"NODE_NAME": NODE, "KUBECONFIG": str(api.kubeconfig(tmp_path))}
+    with running_host(kubelet.directory, {"alpha": RebuildingPlugin()}, drivers={"alpha": by_annotation},
+                      environ=env) as host:
+        kubelet.wait_devices(WIDGET, lambda v: v.capacity == 2, what="the default config 'two'")
+        api.set_labels({CONFIG_LABEL: "shared"})  # a label of that key is not the annotation
+        api.set_annotations({CONFIG_LABEL: "more"})
+        kubelet.wait_devices(GIZMO, lambda v: v.capacity == 3, what="the config the annotation names")
+        assert host.statuses["alpha"].reason == f"node annotation {CONFIG_LABEL}=more selects config 'more'"
+        api.set_annotations({CONFIG_LABEL: None})
+        kubelet.wait_devices(GIZMO, lambda v: v.capacity == 0, what="back to the default config")
+
+
+@pytest.mark.parametrize(("by_label", "message"), [
+    ({"label": "a.example/x", "annotation": "a.example/x", "configs": {"a": {}}},
+     "configByLabel.annotation: give label or annotation, not both"),
+    ({"annotation": "a.example/x y", "configs": {"a": {}}}, "configByLabel.annotation: 'a.example/x y' is not a "
+     "Kubernetes annotation key"),
+])
+def test_config_by_annotation_errors_name_the_key(by_label, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_config_by_label("alpha", by_label, "drivers.alpha.configByLabel")
+
+
 def test_label_selects_the_per_node_config_live(kubelet: KubeletStandIn, api, tmp_path, caplog):
     alpha = RebuildingPlugin()
     env = {"NODE_NAME": NODE, "KUBECONFIG": str(api.kubeconfig(tmp_path))}

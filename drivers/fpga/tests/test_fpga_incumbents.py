@@ -80,7 +80,8 @@ def guide_verdict_lines(vendor: str) -> dict[str, str]:
 def test_the_operator_guide_names_each_setting_under_its_verdict():
     for vendor in SECTIONS:
         lines = guide_verdict_lines(vendor)
-        assert set(lines) == set(LINES), f"{vendor}: verdict lines missing"
+        kinds = {verdict.kind for (owner, _, _), verdict in TABLE.items() if owner == vendor}
+        assert set(lines) == kinds, f"{vendor}: one verdict line per verdict its settings have"
         for (owner, _, name), verdict in TABLE.items():
             if owner == vendor:
                 assert f"`{name}`" in lines[verdict.kind], f"{name} is not under {verdict.kind} in the guide"

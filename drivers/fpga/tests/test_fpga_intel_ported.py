@@ -190,9 +190,10 @@ def test_bad_intel_keys_are_refused(section, key):
     assert caught.value.key.startswith(key), caught.value
 
 
-def test_the_start_up_line_says_the_mode_annotation_is_not_read(node, make_driver, caplog):
-    # mode.go reads the node annotation; multidp cannot see it, so it says so once Intel FPGAs are found.
+def test_the_start_up_line_says_how_the_mode_annotation_is_read(node, make_driver, caplog):
+    # mode.go reads the node annotation; in multidp the host reads it for configByLabel.annotation.
     node.dfl_card("0000:5e:00.0", IFACE, [AFU])
     with caplog.at_level(logging.INFO):
         make_driver().scan()
-    assert any("fpga.intel.com/device-plugin-mode is not read" in r.getMessage() for r in caplog.records)
+    assert any("fpga.intel.com/device-plugin-mode picks the mode when configByLabel names it" in r.getMessage()
+               for r in caplog.records)

@@ -21,15 +21,24 @@ from multidp.names import DNS1123_SUBDOMAIN, LABEL_PREFIX, QUALIFIED_NAME_PART
 CONFIG_BY_LABEL = "configByLabel"
 NAMED_FALLBACK = "default"
 
-_KEYS = ("label", "default", "configs")
+_KEYS = ("label", "annotation", "default", "configs")
+# The host hands node annotations to selection beside the labels, under keys no label can have
+# (a label key holds no '@'), so one mapping carries both (host/labels.py).
+ANNOTATION_PREFIX = "@annotation:"
 HOST_KEYS = ("enabled", CONFIG_BY_LABEL)  # the host's keys: not the driver's, and not per node
 
 
 @dataclass(frozen=True)
 class ConfigByLabel:
-    label: str
+    label: str  # the key of the node label, or of the node annotation when ``kind`` is "annotation"
     configs: dict[str, dict[str, Any]]
     default: str | None = None
+    kind: str = "label"
+
+    def value_in(self, labels: Mapping[str, str]) -> str | None:
+        """This node's value of the label (or annotation); an empty value is no value, as NVIDIA reads it."""
+        key = ANNOTATION_PREFIX + self.label if self.kind == "annotation" else self.label
+        return labels.get(key) or None
 
     @property
     def fallback(self) -> str | None:
@@ -48,6 +57,7 @@ class Selection:
     chosen: str | None  # None: the driver's section alone
     known: tuple[str, ...]
     followed: bool = True  # False: this node's labels are not known (label mode off, or not read yet)
+    kind: str = "label"  # or "annotation": what ``label`` is the key of
 
     @property
     def unknown(self) -> bool:
@@ -55,12 +65,13 @@ class Selection:
 
     def describe(self, driver: str) -> str:
         known = ", ".join(self.known)
+        what = f"node {self.kind}"
         if self.unknown:
-            return (f"node label {self.label}={self.value!r} names no config in drivers.{driver}.configByLabel."
+            return (f"{what} {self.label}={self.value!r} names no config in drivers.{driver}.configByLabel."
                     f"configs (known: {known}); using drivers.{driver} without a per-node config")
         if self.value is not None:
-            return f"node label {self.label}={self.value} selects config {self.chosen!r}"
-        why = f"node label {self.label} is not set" if self.followed else "node labels are not known"
+            return f"{what} {self.label}={self.value} selects config {self.chosen!r}"
+        why = f"{what} {self.label} is not set" if self.followed else "node labels are not known"
         if self.chosen is not None:
             return f"{why}; using the default config {self.chosen!r}"
         return (f"{why} and there is no default config (known: {known}); using drivers.{driver} without a "
@@ -87,14 +98,19 @@ def parse_config_by_label(driver: str, raw: Any, where: str, source: str | None 
                           source)
     for key in raw:
         if key not in _KEYS:
-            raise ConfigError(f"{where}.{key}", "unknown key (configByLabel has label, default and configs)", source)
-    label = raw.get("label")
-    if not isinstance(label, str):
-        raise ConfigError(f"{where}.label", "is required: the node label key, e.g. nvidia.com/device-plugin.config",
+            raise ConfigError(f"{where}.{key}", "unknown key (configByLabel has label or annotation, default and "
+                              "configs)", source)
+    if "label" in raw and "annotation" in raw:
+        raise ConfigError(f"{where}.annotation", "give label or annotation, not both: one of them picks the config",
                           source)
-    problem = label_key_problem(label)
+    kind = "annotation" if "annotation" in raw else "label"
+    label = raw.get(kind)
+    if not isinstance(label, str):
+        raise ConfigError(f"{where}.label", "is required: the node label key, e.g. nvidia.com/device-plugin.config "
+                          "(or annotation: a node annotation key)", source)
+    problem = label_key_problem(label)  # annotation keys follow the same [prefix/]name rule
     if problem:
-        raise ConfigError(f"{where}.label", f"{label!r} is not a Kubernetes label key: {problem}", source)
+        raise ConfigError(f"{where}.{kind}", f"{label!r} is not a Kubernetes {kind} key: {problem}", source)
     if label == LABEL_PREFIX + driver:
         raise ConfigError(f"{where}.label", f"{label} turns the driver on and off; use a label of its own", source)
     configs = raw.get("configs")
@@ -109,7 +125,7 @@ def parse_config_by_label(driver: str, raw: Any, where: str, source: str | None 
         if not isinstance(default, str) or default not in parsed:
             raise ConfigError(f"{where}.default", f"{default!r} is not among configs (known: {', '.join(parsed)})",
                               source)
-    return ConfigByLabel(label, parsed, default)
+    return ConfigByLabel(label, parsed, default, kind)
 
 
 def _kind(value: Any) -> str:
@@ -152,12 +168,12 @@ def merge(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]
 
 def select(by_label: ConfigByLabel, labels: Mapping[str, str] | None) -> Selection:
     """The config this node's labels choose (no labels known: as if the label were absent)."""
-    value = (labels or {}).get(by_label.label) or None  # an empty value is no value, as NVIDIA reads it
+    value = by_label.value_in(labels or {})
     if value is None:
         chosen = by_label.fallback
     else:
         chosen = value if value in by_label.configs else None
-    return Selection(by_label.label, value, chosen, tuple(by_label.configs), labels is not None)
+    return Selection(by_label.label, value, chosen, tuple(by_label.configs), labels is not None, by_label.kind)
 
 
 def apply(section: Mapping[str, Any], by_label: ConfigByLabel | None, chosen: str | None) -> dict[str, Any]:
@@ -182,15 +198,18 @@ def with_host_keys(section: dict[str, Any], defs: Mapping[str, Any]) -> dict[str
                     "description": f"the host's: the default that the node label {LABEL_PREFIX}<driver> overrides"},
         CONFIG_BY_LABEL: {
             "type": "object",
-            "description": "the host's: a per-node config, chosen by the value of a node label",
+            "description": "the host's: a per-node config, chosen by the value of a node label (or annotation)",
             "properties": {
                 "label": {"type": "string", "description": "a node label key, e.g. nvidia.com/device-plugin.config"},
+                "annotation": {"type": "string", "description": "instead of label: a node annotation key, e.g. "
+                               "fpga.intel.com/device-plugin-mode"},
                 "default": {"type": "string", "description": "the config for nodes without the label"},
                 "configs": {"type": "object", "minProperties": 1,
                             "propertyNames": {"pattern": f"^{QUALIFIED_NAME_PART.pattern}$", "maxLength": 63},
                             "additionalProperties": {"anyOf": [overlay, {"type": "null"}]}},
             },
-            "required": ["label", "configs"],
+            "required": ["configs"],
+            "oneOf": [{"required": ["label"]}, {"required": ["annotation"]}],
             "additionalProperties": False,
         },
     }

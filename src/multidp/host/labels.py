@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
+from multidp.config.bylabel import ANNOTATION_PREFIX
 from multidp.names import LABEL_PREFIX
 
 log = logging.getLogger(__name__)
@@ -191,12 +192,17 @@ def _object(data: bytes, what: str) -> dict[str, Any]:
 
 
 def _labels_of(node: dict[str, Any], name: str) -> Labels:
+    """The Node's labels, and its annotations under ANNOTATION_PREFIX (configByLabel can pick by either)."""
     metadata = node.get("metadata") or {}
     labels = metadata.get("labels") or {}
-    if metadata.get("name") != name or not isinstance(labels, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
+    annotations = metadata.get("annotations") or {}
+    if metadata.get("name") != name or not _strings(labels) or not _strings(annotations):
         raise ApiProblem("garbage", f"not the labels of Node {name}: {str(node)[:100]}")
-    return labels
+    return {**labels, **{ANNOTATION_PREFIX + key: value for key, value in annotations.items()}}
+
+
+def _strings(mapping: object) -> bool:
+    return isinstance(mapping, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in mapping.items())
 
 
 def _version_of(obj: dict[str, Any]) -> str:

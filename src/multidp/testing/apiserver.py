@@ -46,6 +46,7 @@ class FakeApiServer(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.node = node
         self.labels = dict(labels or {})
+        self.annotations: dict[str, str] = {}
         self.version = 1
         self.forbidden = False
         self.stall_gets = False
@@ -65,7 +66,8 @@ class FakeApiServer(ThreadingHTTPServer):
     def node_object(self) -> dict[str, Any]:
         """The Node as the API server answers it (its labels, its resourceVersion)."""
         return {"apiVersion": "v1", "kind": "Node",
-                "metadata": {"name": self.node, "resourceVersion": str(self.version), "labels": dict(self.labels)}}
+                "metadata": {"name": self.node, "resourceVersion": str(self.version), "labels": dict(self.labels),
+                             "annotations": dict(self.annotations)}}
 
     def set_labels(self, labels: dict[str, str | None] | None = None, **changes: str | None) -> None:
         """Set (or, with None, remove) labels, in one change: ``labels`` by their keys, keywords with '_'
@@ -77,6 +79,17 @@ class FakeApiServer(ThreadingHTTPServer):
                     self.labels.pop(name, None)
                 else:
                     self.labels[name] = value
+            self.version += 1
+            self.cond.notify_all()
+
+    def set_annotations(self, annotations: dict[str, str | None]) -> None:
+        """Set (or, with None, remove) node annotations, in one change."""
+        with self.cond:
+            for name, value in annotations.items():
+                if value is None:
+                    self.annotations.pop(name, None)
+                else:
+                    self.annotations[name] = value
             self.version += 1
             self.cond.notify_all()
 

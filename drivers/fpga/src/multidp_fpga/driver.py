@@ -68,9 +68,8 @@ class FpgaDriver(Driver):
             if layout is not None:
                 extra = f", {len(self.config.card_modes)} card(s) set apart" if self.config.card_modes else ""
                 self.log.info("Intel FPGAs: reading the %s kernel driver's sysfs layout (%s mode%s); Intel's node "
-                              "annotation fpga.intel.com/device-plugin-mode is not read: set the mode per node "
-                              "with a node label and configByLabel (docs/drop-in/fpga.md)", layout,
-                              self.config.mode, extra)
+                              "annotation fpga.intel.com/device-plugin-mode picks the mode when configByLabel "
+                              "names it (docs/drop-in/fpga.md)", layout, self.config.mode, extra)
             elif self._layout is not None:
                 self.log.info("Intel FPGAs: no DFL or OPAE sysfs class directory any more")
             self._layout = layout

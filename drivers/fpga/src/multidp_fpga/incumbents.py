@@ -72,9 +72,9 @@ TABLE: dict[tuple[str, str, str], Verdict] = {
     ("intel", "env", "NODE_NAME"): _h("the host reads it to find the node's labels (configByLabel, multidp.io/fpga)"),
     ("intel", "flag", "-kubeconfig"): _na("the host uses the pod's service account, else KUBECONFIG"),
     ("intel", "flag", "-master"): _na("the host uses the pod's service account, else KUBECONFIG"),
-    ("intel", "annotation", "fpga.intel.com/device-plugin-mode"): _r(
-        "multidp reads node labels, not annotations: label the node with the same key and value and let "
-        "configByLabel pick drivers.fpga.mode (deploy/overlays/fpga-region does)"),
+    ("intel", "annotation", "fpga.intel.com/device-plugin-mode"): _h(
+        "configByLabel.annotation: fpga.intel.com/device-plugin-mode picks drivers.fpga.mode per node, live "
+        "(deploy/overlays/fpga-region does)"),
     ("intel", "annotation", "com.intel.fpga.mode"): _h(
         "set on region-mode allocations to fpga.intel.com/region, as Intel's PostAllocate does"),
     ("intel", "file", "/opt/intel/fpga-sw/intel-fpga-crihook"): _h(
