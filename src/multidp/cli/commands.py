@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from multidp.cli.exits import EXIT_DRIVER_FAILED, EXIT_OK, EXIT_USAGE, UsageError
+from multidp.cli.exits import EXIT_DRIVER_FAILED, EXIT_OK, EXIT_USAGE, EXIT_WARNINGS, UsageError
 from multidp.config.bylabel import with_host_keys
 from multidp.config.sections import section_variants
 from multidp.config.settings import DEFAULTS, FileConfig, Settings
@@ -253,8 +253,9 @@ def parse_file_maps(pairs: Sequence[str]) -> dict[str, Path]:
     return files
 
 
-def config_check(settings: Settings, files: Mapping[str, Path] | None = None, fail_on_warning: bool = False) -> int:
-    """Exit 2 when a driver would fail with this config on some node (``--fail-on-warning``: or warn)."""
+def config_check(settings: Settings, files: Mapping[str, Path] | None = None) -> int:
+    """Exit 2 when a driver would fail with this config on some node, 1 when one would only warn
+    (an incumbent's key it ignores, as the incumbent does), 0 when neither."""
     report = driver_report(settings, PluginRegistry(), files)
     problems = [e for e in report if e["status"] == FAILED]
     for entry in report:
@@ -263,10 +264,12 @@ def config_check(settings: Settings, files: Mapping[str, Path] | None = None, fa
     for entry in problems:
         print(f"multidp: driver {entry['name']}: {entry['reason']}", file=sys.stderr)
     warned = sum(len(e["warnings"]) for e in report)
-    if problems or (warned and fail_on_warning):
-        failed = f"{len(problems)} driver(s) would fail" if problems else f"{warned} warning(s) with --fail-on-warning"
-        print(f"multidp: config check failed: {failed}", file=sys.stderr)
-        return EXIT_USAGE
     where = f" ({settings.config_path})" if settings.config_path else " (defaults)"
-    print(f"config OK{where}" + (f", {warned} warning(s)" if warned else ""))
+    if problems:
+        print(f"multidp: config check failed: {len(problems)} driver(s) would fail", file=sys.stderr)
+        return EXIT_USAGE
+    if warned:
+        print(f"config valid{where}, with {warned} warning(s): each is something a node would run without")
+        return EXIT_WARNINGS
+    print(f"config OK{where}")
     return EXIT_OK

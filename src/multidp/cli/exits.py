@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 EXIT_OK = 0  # done, or stopped by SIGTERM/SIGINT
-EXIT_DRIVER_FAILED = 1  # --strict, and a driver failed to load
+EXIT_DRIVER_FAILED = 1  # run --strict and a driver failed at start; devices: something is not served
+EXIT_WARNINGS = 1  # config check: valid, but a driver warned
 EXIT_USAGE = 2  # usage and config errors
 
 

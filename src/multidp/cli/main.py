@@ -116,7 +116,6 @@ def build_parser() -> argparse.ArgumentParser:
     _common(check)
     check.add_argument("--file", action="append", default=[], metavar="POD_PATH=LOCAL_PATH",
                        help="read a file (or folder) the config names at POD_PATH from LOCAL_PATH (repeatable)")
-    check.add_argument("--fail-on-warning", action="store_true", help="exit 2 on a warning too")
     return parser
 
 
@@ -180,7 +179,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return commands.list_drivers(settings, args.json)
     if args.config_command == "schema":
         return commands.config_schema(settings)
-    return commands.config_check(settings, commands.parse_file_maps(args.file), args.fail_on_warning)
+    return commands.config_check(settings, commands.parse_file_maps(args.file))
 
 
 SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
