@@ -141,8 +141,25 @@ def test_a_driver_that_fails_to_create_fails_the_check(site: Path, tmp_path: Pat
     config = write(tmp_path / "c.yaml", "drivers:\n  listed:\n    failCreate: true\n")
     result = multidp(site, "config", "check", "--config", str(config))
     assert result.returncode == 2 and "cannot open /dev/listed0" in result.stderr
-    disabled = write(tmp_path / "d.yaml", "drivers:\n  listed:\n    enabled: false\n    failCreate: true\n")
-    assert multidp(site, "config", "check", "--config", str(disabled)).returncode == 0  # not created at all
+    # Disabled in the config, but a node label can still run it: checked all the same.
+    for disabled in ("drivers:\n  listed:\n    enabled: false\n    failCreate: true\n",
+                     "drivers:\n  default: {enabled: false}\n  listed:\n    failCreate: true\n"):
+        result = multidp(site, "config", "check", "--config", str(write(tmp_path / "d.yaml", disabled)))
+        assert result.returncode == 2
+        assert "cannot open /dev/listed0; disabled in config, but multidp.io/listed=true would run it" in result.stderr
+    devices = write(tmp_path / "devices.yaml", "devices: 1\n")
+    good = write(tmp_path / "g.yaml", f"drivers:\n  default: {{enabled: false}}\n  listed: {{listFile: {devices}}}\n")
+    report = json.loads(multidp(site, "drivers", "--json", "--config", str(good)).stdout)["drivers"]
+    listed = next(entry for entry in report if entry["name"] == "listed")
+    assert listed["status"] == "disabled" and "its config was checked" in listed["reason"]
+
+
+def test_a_driver_written_for_api_1_0_is_not_created_to_check(site: Path, tmp_path: Path) -> None:
+    (site / "listed_plugin.py").write_text(PLUGIN.replace('MULTIDP_DRIVER_API = "1.1"', ""))
+    config = write(tmp_path / "c.yaml", "drivers:\n  listed:\n    failCreate: true\n")  # would fail if created
+    result = multidp(site, "drivers", "--json", "--config", str(config))
+    listed = next(entry for entry in json.loads(result.stdout)["drivers"] if entry["name"] == "listed")
+    assert listed["status"] == "ok" and "declares driver API 1.0, before checking mode came in 1.1" in listed["reason"]
 
 
 def test_check_config_in_the_testing_kit_runs_the_same_check(tmp_path: Path) -> None:

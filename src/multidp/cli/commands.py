@@ -24,7 +24,9 @@ from multidp.driver import Driver
 from multidp.errors import PluginLoadError
 from multidp.model import Device
 from multidp.names import resource_name_problem
+from multidp.plugins.calls import with_deadline
 from multidp.plugins.factory import (
+    CHECKING_SINCE,
     DISABLED,
     FAILED,
     NOT_SELECTED,
@@ -32,7 +34,6 @@ from multidp.plugins.factory import (
     UnknownDrivers,
     describe_failure,
     selected_names,
-    with_deadline,
 )
 from multidp.plugins.registry import PluginRegistry
 from multidp.plugins.runner import CLOSE_TIMEOUT_S
@@ -176,22 +177,27 @@ def driver_report(settings: Settings, registry: PluginRegistry,
         try:
             variants = section_variants(name, settings.section(name), factory.environ,
                                         factory.config_type(name), factory.source)
-            if not any(v.enabled for v in variants):
-                entry.update(status=DISABLED, reason="disabled in config")
-                continue
-            for variant in variants:
-                if not variant.enabled:
-                    continue
-                try:
-                    warnings = factory.check(name, variant.config)
-                except Exception as exc:  # noqa: BLE001 - the driver refused this config, or failed
-                    reason = describe_failure(exc)
-                    entry.update(status=FAILED, reason=reason if variant.chosen is None
-                                 else f"{reason} ({variant.where()})")
-                    break
-                entry["warnings"] += [w if variant.chosen is None else f"{w} ({variant.where()})" for w in warnings]
-        except Exception as exc:  # noqa: BLE001 - a bad config, a driver that refused it, or a hook that failed
+        except Exception as exc:  # noqa: BLE001 - a bad section, or a config type hook that failed
             entry.update(status=FAILED, reason=describe_failure(exc))
+            continue
+        # Every variant, enabled or not: a node label (multidp.io/<driver>=true) may run a disabled one.
+        for variant in variants:
+            checked = factory.check(name, variant.config)
+            where = "" if variant.chosen is None else f" ({variant.where()})"
+            entry["warnings"] += [f"{w}{where}" for w in checked.warnings]
+            if checked.error is not None:
+                note = "" if variant.enabled else f"; disabled in config, but multidp.io/{name}=true would run it"
+                entry.update(status=FAILED, reason=f"{describe_failure(checked.error)}{where}{note}")
+                break
+            if not checked.created:
+                declared = ".".join(map(str, factory.info(name).api_version))
+                entry["reason"] = (f"section validated; not created to check it (it declares driver API {declared}, "
+                                   f"before checking mode came in {'.'.join(map(str, CHECKING_SINCE))})")
+                break
+        else:
+            if not any(v.enabled for v in variants):
+                entry.update(status=DISABLED, reason="disabled in config (its config was checked: a node label "
+                                                     f"multidp.io/{name}=true may run it)")
     return report
 
 

@@ -18,7 +18,7 @@ import _thread
 import queue
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 
 class CallTimeout(Exception):
@@ -130,3 +130,34 @@ class CallPool:
         self._closed = True
         for _ in range(self._started):
             self._queue.put(None)
+
+
+T = TypeVar("T")
+
+
+def with_deadline(what: str, timeout: float | None, fn: Callable[[], T], thread_name: str = "driver-hook") -> T:
+    """Run ``fn()`` (driver code) in a helper thread; TimeoutError if it takes longer than ``timeout``
+    (None: no deadline).
+
+    What ``fn`` raises is raised here as an Exception: a BaseException that is not one
+    (``sys.exit()`` in a driver) arrives as DriverAborted. The helper thread runs nothing
+    but ``fn``, so that is always the driver's doing; a KeyboardInterrupt of the caller's
+    own (Ctrl-C in the main thread, waiting here) still ends the caller.
+    """
+    result: list[T] = []
+    error: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(fn())
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            error.append(exc)
+
+    thread = threading.Thread(target=run, name=thread_name, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise TimeoutError(f"{what} took longer than {timeout:g} s")
+    if error:
+        raise as_exception(error[0])
+    return result[0]

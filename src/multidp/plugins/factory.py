@@ -16,22 +16,22 @@ import logging
 import os
 import tempfile
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from multidp.config.bylabel import Selection
 from multidp.config.sections import Resolved, convert_resolved, resolve_section
 from multidp.config.settings import Settings
 from multidp.driver import Driver, DriverContext, Simulation
 from multidp.errors import ConfigError, PluginLoadError
-from multidp.plugins.calls import DriverAborted, as_exception, describe_exception
+from multidp.plugins.calls import DriverAborted, describe_exception, with_deadline
+from multidp.plugins.creation import Creations
 from multidp.plugins.registry import PluginInfo, PluginRegistry
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 
 RUNNING, FAILED, DISABLED, NOT_SELECTED = "running", "failed", "disabled", "not selected"
 
@@ -50,6 +50,18 @@ class DriverStatus:
 class Created:
     driver: Driver
     selection: Selection | None  # the per-node config the labels selected (None: no configByLabel)
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A driver created in checking mode: what it warned about, what it raised (None: nothing)."""
+
+    warnings: list[str]
+    error: Exception | None
+    created: bool = True  # False: written for a driver API without checking mode, so not created
+
+
+CHECKING_SINCE = (1, 1)  # the driver API version that brought DriverContext.checking
 
 
 class UnknownDrivers(ValueError):
@@ -71,7 +83,7 @@ class DriverFactory:
     """Creates drivers from plugins for one host (or one `multidp devices` run)."""
 
     def __init__(self, settings: Settings, registry: PluginRegistry, environ: Mapping[str, str] | None = None,
-                 workdir: Path | None = None) -> None:
+                 workdir: Path | None = None, creations: Creations | None = None) -> None:
         self.settings = settings
         self.registry = registry
         self.environ = os.environ if environ is None else environ
@@ -81,6 +93,7 @@ class DriverFactory:
         self.simulations: dict[str, Simulation] = {}
         self.labels: Mapping[str, str] | None = None  # this node's labels; None: not known (the defaults apply)
         self.files: Mapping[str, Path] = {}  # `config check --file POD=LOCAL`: where drivers read pod-only files
+        self.creations = creations or Creations()  # shared with successors: a hung creation outlives a reload
 
     def info(self, name: str) -> PluginInfo:
         return self.registry.plugins[name]
@@ -145,33 +158,38 @@ class DriverFactory:
         )
         return Created(self._create(context), resolved.selection)
 
-    def check(self, name: str, config: Any) -> list[str]:
+    def check(self, name: str, config: Any) -> Checked:
         """Create the loaded driver only to validate ``config`` (``context.checking``), then close it.
 
-        Raises what creating it raises (a ConfigError names the key and file); returns the
-        warnings the driver logged on ``context.log`` meanwhile, which a node would log too.
+        Returns what creating it raised (a ConfigError names the key and file), if anything,
+        and the warnings the driver logged on ``context.log`` meanwhile, which a node would
+        log too. A driver written for API 1.0 predates checking mode: it is not created.
         """
+        if self.info(name).api_version < CHECKING_SINCE:
+            return Checked([], None, created=False)
         driver_log = logging.getLogger(f"multidp.driver.{name}")
-        warnings, propagate = _Collect(), driver_log.propagate
+        warnings, propagate, level = _Collect(), driver_log.propagate, driver_log.level
         driver_log.addHandler(warnings)
         driver_log.propagate = False  # the command prints them, once
+        driver_log.setLevel(logging.WARNING)  # collected whatever the caller's logging says
         try:
             context = DriverContext(name=name, config=config, sysfs_root=self.settings.sysfs_root,
                                     dev_root=self.settings.dev_root, environ=self.environ, log=driver_log,
                                     checking=True, files=self.files)
             driver = self._create(context)
             with_deadline(f"driver {name}: close", self.settings.timeouts.create, driver.close)
+        except Exception as exc:  # noqa: BLE001 - the caller reports it, with the warnings before it
+            return Checked(warnings.messages, exc)
         finally:
             driver_log.removeHandler(warnings)
             driver_log.propagate = propagate
-        return warnings.messages
+            driver_log.setLevel(level)
+        return Checked(warnings.messages, None)
 
     def _create(self, context: DriverContext) -> Driver:
         name = context.name
-        driver = with_deadline(
-            f"driver {name}: creating it", self.settings.timeouts.create,
-            lambda: self.registry.call(name, "multidp_create_driver", context=context), "driver-create",
-        )
+        driver = self.creations.create(name, self.settings.timeouts.create,
+                                       lambda: self.registry.call(name, "multidp_create_driver", context=context))
         if not isinstance(driver, Driver):
             raise TypeError(f"multidp_create_driver returned {type(driver).__name__}, not a multidp Driver")
         return driver
@@ -201,7 +219,7 @@ class DriverFactory:
     def successor(self, settings: Settings) -> DriverFactory:
         """The factory a reload uses: same plugins and environment, and this one's simulation folder,
         which it now owns (dropped with this factory, the folder would go under running drivers)."""
-        successor = DriverFactory(settings, self.registry, self.environ, self._workdir)
+        successor = DriverFactory(settings, self.registry, self.environ, self._workdir, self.creations)
         with self._workdir_lock:
             successor._own_workdir, self._own_workdir = self._own_workdir, None
         return successor
@@ -229,31 +247,3 @@ def describe_failure(exc: BaseException) -> str:
     if isinstance(exc, PluginLoadError):
         return str(exc)  # already says what failed: "cannot load: ...", "invalid plugin: ..."
     return describe_exception(exc)
-
-
-def with_deadline(what: str, timeout: float | None, fn: Callable[[], T], thread_name: str = "driver-hook") -> T:
-    """Run ``fn()`` (driver code) in a helper thread; TimeoutError if it takes longer than ``timeout``
-    (None: no deadline).
-
-    What ``fn`` raises is raised here as an Exception: a BaseException that is not one
-    (``sys.exit()`` in a driver) arrives as DriverAborted. The helper thread runs nothing
-    but ``fn``, so that is always the driver's doing; a KeyboardInterrupt of the caller's
-    own (Ctrl-C in the main thread, waiting here) still ends the caller.
-    """
-    result: list[T] = []
-    error: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            result.append(fn())
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller
-            error.append(exc)
-
-    thread = threading.Thread(target=run, name=thread_name, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
-        raise TimeoutError(f"{what} took longer than {timeout:g} s")
-    if error:
-        raise as_exception(error[0])
-    return result[0]

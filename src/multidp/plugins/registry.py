@@ -37,10 +37,11 @@ class PluginInfo:
     entry_point: str = ""
     loaded: bool = False
     error: str = ""
+    api_version: tuple[int, int] = (1, 0)  # the driver API it declares it was written for (none: 1.0)
 
     @property
     def origin(self) -> str:
-        """Where the driver comes from, for logs: ``<distribution> <version>``, or "built in" for a plugin object."""
+        """Where the driver comes from, for logs: ``<distribution> <version>``, or "registered in-process"."""
         if self.distribution:
             return f"{self.distribution} {self.version}".strip()
         return "registered in-process"
@@ -165,6 +166,7 @@ class PluginRegistry:
         problem = api_version_problem(plugin)
         if problem:
             return self._refuse(info, f"cannot load: {problem}")
+        info.api_version = _parse_version(getattr(plugin, API_VERSION_ATTRIBUTE, None) or "1.0") or (1, 0)
         problem = hook_name_problem(plugin)
         if problem:
             return self._refuse(info, f"invalid plugin: {problem}")

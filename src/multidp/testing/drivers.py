@@ -72,4 +72,7 @@ def check_config(plugin: Any, section: Mapping[str, Any] | None = None, *, name:
     """
     factory = _factory(plugin, name, section, environ, labels)
     factory.files = {inside: Path(local) for inside, local in (files or {}).items()}
-    return factory.check(name, factory.configured(name)[0])
+    checked = factory.check(name, factory.configured(name)[0])
+    if checked.error is not None:
+        raise checked.error
+    return checked.warnings
