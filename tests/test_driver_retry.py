@@ -287,3 +287,61 @@ def test_a_reload_that_fails_to_create_keeps_the_old_driver_and_retries_the_new_
         assert len(flaky.drivers) == 2 and flaky.drivers[0].closed and not flaky.drivers[1].closed
         kubelet.wait_devices(GADGET, lambda v: v.allocatable == 2)
         assert kubelet.registration_count(GADGET) == 1  # the endpoint stayed; the new driver took it over
+
+
+def test_a_config_error_is_not_created_again_on_unrelated_label_changes(
+        kubelet: KubeletStandIn, caplog: pytest.LogCaptureFixture) -> None:
+    flaky = FlakyCreate()
+    with host_with(kubelet.directory, {"flaky": flaky}, {"flaky": {"pollInterval": "often"}}) as host:
+        wait_until(lambda: isinstance(host.statuses.get("flaky"), FailedStatus), what="the config error")
+        for n in range(5):
+            host.apply_labels({"example.com/gfd.timestamp": str(n)})
+        assert host.retries.attempts["flaky"] == 1
+        assert caplog.text.count("not retried until the config or the node's labels change") == 1
+
+
+def test_a_label_selecting_a_config_that_works_brings_a_retrying_driver_up_at_once(kubelet: KubeletStandIn) -> None:
+    class NeedsMode(SamplePlugin):
+        """Creation fails unless the per-node config sets preStart (standing for a working setting)."""
+
+        @hookimpl
+        def multidp_create_driver(self, context: DriverContext) -> Any:
+            if not context.config.pre_start:
+                raise RuntimeError("device not found in this mode")
+            return super().multidp_create_driver(context)
+
+    plugin = NeedsMode()
+    section = {**gadgets(), "configByLabel": {"label": "example.com/mode", "configs": {"good": {"preStart": True}}}}
+    with host_with(kubelet.directory, {"flaky": plugin}, {"flaky": section}, delays=(30.0, 30.0)) as host:
+        wait_until(lambda: isinstance(host.statuses.get("flaky"), FailedStatus), what="the first failure")
+        host.apply_labels({"example.com/mode": "good"})  # the next timed try would be 27-30 s away
+        kubelet.wait_devices(GADGET, lambda v: v.allocatable == 2, timeout=5, what="served with the good config")
+        assert host.statuses["flaky"].state == "running"
+
+
+def test_a_creation_that_hangs_is_not_started_again_beside_itself_and_its_late_driver_is_closed(
+        kubelet: KubeletStandIn) -> None:
+    flaky = FlakyCreate()
+    flaky.broken.clear()
+    flaky.gate = threading.Event()  # every creation hangs until the gate opens
+    timeouts = {"create": 0.2}
+    with host_with(kubelet.directory, {"flaky": flaky}, {"flaky": gadgets()}, timeouts=timeouts) as host:
+        wait_until(lambda: host.retries.failures["flaky"] >= 4, what="several tries while the first hangs")
+        assert flaky.tries == 1  # the later tries found it still running and did not start another
+        assert "its previous creation has not returned yet" in host.statuses["flaky"].reason
+        flaky.gate.set()  # the hung creation returns, long after its deadline
+        wait_until(lambda: bool(flaky.drivers) and flaky.drivers[0].closed, what="the late driver closed")
+        kubelet.wait_devices(GADGET, lambda v: v.allocatable == 2, what="a later try serves")
+        assert flaky.tries == 2 and not flaky.drivers[1].closed
+
+
+def test_a_reload_takes_new_retry_delays_and_says_which_settings_need_a_restart(
+        kubelet: KubeletStandIn, caplog: pytest.LogCaptureFixture) -> None:
+    with host_with(kubelet.directory, {"good": SamplePlugin()}) as host:
+        kubelet.wait_registered(WIDGET)
+        new = make_settings(kubelet.directory / "elsewhere", driver_retry={"first": 2, "max": 60})
+        new.drivers = ["good"]
+        host.reload(new)
+        assert (host.retries.first_s, host.retries.max_s) == (2, 60)
+        assert host.settings.plugin_dir == kubelet.directory
+        assert "reload: plugin_dir changed but takes a restart; kept as it was" in caplog.text

@@ -362,3 +362,11 @@ def test_section_with_per_node_config_then_variables():
     with pytest.raises(ConfigError, match="MULTIDP_ALPHA_CONFIG_BY_LABEL.label: 'Bad/Key' is not a Kubernetes"):
         resolve_section("alpha", {}, {"MULTIDP_ALPHA_CONFIG_BY_LABEL": "{label: Bad/Key, configs: {a: {}}}"},
                         SampleConfig)
+
+
+def test_config_by_annotation_names_its_own_key_in_errors():
+    with pytest.raises(ConfigError, match=re.escape("configByLabel.annotation: is required, a string")):
+        parse_config_by_label("alpha", {"annotation": 5, "configs": {"a": {}}}, "drivers.alpha.configByLabel")
+    # an annotation cannot turn a driver on or off, so multidp.io/<driver> is a fine annotation key
+    parsed = parse_config_by_label("alpha", {"annotation": "multidp.io/alpha", "configs": {"a": {}}}, "x")
+    assert parsed.kind == "annotation" and parsed.label == "multidp.io/alpha"

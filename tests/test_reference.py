@@ -23,3 +23,15 @@ def test_the_committed_reference_is_current() -> None:
 def test_the_guide_points_to_it() -> None:
     guide = (REFERENCE.parent / "writing-a-driver.md").read_text()
     assert "(reference.md)" in guide
+
+
+def test_a_dataclass_without_a_docstring_of_its_own_counts_as_undocumented() -> None:
+    import dataclasses
+
+    from multidp.testing.reference import describe
+
+    @dataclasses.dataclass
+    class NoDoc:
+        size: int = 0
+
+    assert describe("NoDoc", NoDoc)[1] == ["NoDoc"]

@@ -49,3 +49,15 @@ def test_health_changes_are_logged_with_the_drivers_reason(caplog):
     assert len(lines) == 11
     assert lines[-1] == "resource example.com/w: and 5 more devices changed health (not listed here)"
     assert lines[0] == "resource example.com/w: device d0 is Unhealthy: (the driver gave no reason)"
+
+
+def test_after_a_failed_scan_health_is_logged_against_the_last_scan(caplog):
+    """A scan that times out marks everything Unhealthy; the next good scan must name the device that
+    really is Unhealthy, not announce the others as recovered (they never changed)."""
+    state = ResourceState("nvidia.com/gpu", "t")
+    state.update([Device(f"GPU-{i}") for i in range(4)])
+    caplog.set_level("INFO", logger="multidp.serving.resource")
+    state.mark_unhealthy("scan timed out")
+    state.update([Device("GPU-0"), Device("GPU-1"), Device("GPU-2", health=Health.UNHEALTHY, reason="XID 79"),
+                  Device("GPU-3")])
+    assert [r.getMessage() for r in caplog.records] == ["resource nvidia.com/gpu: device GPU-2 is Unhealthy: XID 79"]

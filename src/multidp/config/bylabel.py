@@ -106,12 +106,12 @@ def parse_config_by_label(driver: str, raw: Any, where: str, source: str | None 
     kind = "annotation" if "annotation" in raw else "label"
     label = raw.get(kind)
     if not isinstance(label, str):
-        raise ConfigError(f"{where}.label", "is required: the node label key, e.g. nvidia.com/device-plugin.config "
-                          "(or annotation: a node annotation key)", source)
+        raise ConfigError(f"{where}.{kind}", "is required, a string: the node label key, e.g. "
+                          "nvidia.com/device-plugin.config (or annotation: a node annotation key)", source)
     problem = label_key_problem(label)  # annotation keys follow the same [prefix/]name rule
     if problem:
         raise ConfigError(f"{where}.{kind}", f"{label!r} is not a Kubernetes {kind} key: {problem}", source)
-    if label == LABEL_PREFIX + driver:
+    if kind == "label" and label == LABEL_PREFIX + driver:
         raise ConfigError(f"{where}.label", f"{label} turns the driver on and off; use a label of its own", source)
     configs = raw.get("configs")
     if not isinstance(configs, Mapping) or not configs:

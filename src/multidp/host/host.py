@@ -21,7 +21,7 @@ from multidp.config.settings import Settings
 from multidp.host.nodestate import NodeState
 from multidp.host.plugindir import check_plugin_dir, remove_stale_sockets
 from multidp.host.restarts import KubeletRestarts
-from multidp.host.retry import FailedStatus, Retries, describe_plan, failed_status, not_retried
+from multidp.host.retry import Retries, describe_plan, failed_status, not_retried
 from multidp.host.table import ResourceTable
 from multidp.model import Device
 from multidp.plugins.factory import (
@@ -130,6 +130,7 @@ class Host:
             enabled, why_not = self._desired(name)
             if enabled:
                 self.retries.attempted(name)
+                self.node.tried(name, self.factory)
             created = self.factory.create_selected(name) if enabled else None
         except Exception as exc:  # noqa: BLE001 - any failure of one driver stays with it
             self._failed(name, exc, previous is not None)
@@ -170,14 +171,14 @@ class Host:
         runner.stop()
 
     def reload(self, settings: Settings) -> None:
-        """Apply a new config (SIGHUP): every driver is created again and rescanned.
-
-        The plugin dir and kubelet socket stay as they were; a driver whose new
-        config is bad keeps running with its old one.
-        """
-        old = self.settings
-        settings.plugin_dir, settings.kubelet_socket = old.plugin_dir, old.kubelet_socket
-        settings.simulate = old.simulate
+        """Apply a new config (SIGHUP): every driver is created again and rescanned. The plugin dir
+        and kubelet socket stay as they were; a driver whose new config is bad keeps its old one."""
+        old, kept = self.settings, ("plugin_dir", "kubelet_socket", "simulate")  # these take a restart
+        if changed := [key for key in kept if getattr(settings, key) != getattr(old, key)]:
+            log.warning("reload: %s changed but takes a restart; kept as it was", ", ".join(changed))
+        for key in kept:
+            setattr(settings, key, getattr(old, key))
+        self.retries.set_delays(settings.driver_retry.first, settings.driver_retry.max)
         self.settings = settings
         factory = self.factory.successor(settings)
         factory.labels = self.node.labels  # before a retry running meanwhile can use it
@@ -223,9 +224,11 @@ class Host:
             if not self._started or self._stopped.is_set():
                 return  # start() brings drivers up with these labels
             desired = {n: self._desired(n) for n in names}  # (run it?, why not)
-            # A driver waiting for its next try keeps to its delays (labels change often, a
-            # timestamp label every minute on some nodes); that try uses the labels of then.
-            starting = [n for n in names if desired[n][0] and n not in self.runners and not self._retrying(n)]
+            # A failed driver is tried at once only when the labels now select another per-node config:
+            # otherwise it keeps to its delays (or, not retried, waits for a config change), as labels
+            # and annotations change often (a timestamp every minute on some nodes).
+            starting = [n for n in names if desired[n][0] and n not in self.runners
+                        and (not self._failed_here(n) or self.node.try_would_differ(n, self.factory))]
             stopping = [n for n in names if not desired[n][0] and (n in self.runners or self._failed_here(n))]
             staying = [n for n in names if n in self.runners and n not in stopping]
             rebuilding = [n for n in staying if self.node.config_changed(n, self.factory)]
@@ -265,9 +268,6 @@ class Host:
 
     def _failed_here(self, name: str) -> bool:
         return getattr(self.statuses.get(name), "state", None) == FAILED
-
-    def _retrying(self, name: str) -> bool:
-        return isinstance(status := self.statuses.get(name), FailedStatus) and status.retrying
 
     @property
     def failed_drivers(self) -> list[DriverStatus]:

@@ -32,6 +32,7 @@ class NodeState:
         # drivers with configByLabel -> the config their running instance was built with ('': the section alone)
         self.per_node: dict[str, str] = {}
         self._noted: dict[str, Selection] = {}  # driver -> the selection last logged
+        self._tried: dict[str, str | None] = {}  # driver -> the per-node config its last creation used
 
     def update(self, labels: Mapping[str, str], drivers: Sequence[str]) -> None:
         self.labels = dict(labels)
@@ -62,6 +63,19 @@ class NodeState:
         selection = self.selection(name, factory)
         return (selection.chosen if selection else None) != (self.per_node.get(name) or None)
 
+    def _chosen(self, name: str, factory: DriverFactory) -> str | None:
+        selection = self.selection(name, factory)
+        return selection.chosen if selection else None
+
+    def tried(self, name: str, factory: DriverFactory) -> None:
+        """Record the per-node config a creation of ``name`` is about to be tried with."""
+        self._tried[name] = self._chosen(name, factory)
+
+    def try_would_differ(self, name: str, factory: DriverFactory) -> bool:
+        """Whether the labels now select another per-node config than the failed driver's last try used
+        (then it is worth trying at once; otherwise the failure would only repeat)."""
+        return name not in self._tried or self._chosen(name, factory) != self._tried[name]
+
     def built(self, name: str, selection: Selection | None) -> str:
         """Record the config a new instance was built with; the status reason to show."""
         if selection is None:
@@ -85,3 +99,4 @@ class NodeState:
         """The driver stopped: a later start logs its selection again."""
         self.per_node.pop(name, None)
         self._noted.pop(name, None)
+        self._tried.pop(name, None)

@@ -101,6 +101,13 @@ class Retries:
         self.attempts: Counter[str] = Counter()  # every creation tried, for the metrics
         self.failures: Counter[str] = Counter()
 
+    def set_delays(self, first_s: float, max_s: float) -> None:
+        """New delays (a reload): the next failures use them."""
+        if not 0 < first_s <= max_s:
+            raise ValueError(f"retry delays must satisfy 0 < first <= max, got {first_s} and {max_s}")
+        with self._lock:
+            self.first_s, self.max_s = first_s, max_s
+
     def begin(self, name: str, fresh: bool) -> None:
         """A bring-up of ``name`` starts: cancel its pending try; ``fresh`` (not a retry) also
         starts the delays over, as a reload or label change is a new situation."""

@@ -74,6 +74,8 @@ class ResourceState:
         self._left_out: dict[tuple[str, str], None] = {}  # what the last scan left out (logged then)
         self._refused: object = None  # the last list refused whole (logged then), until one is taken
         self._sent_version = -1
+        self._scanned: tuple[Visible, ...] = ()  # what the last scan said: health changes are logged against it
+        self._unscanned = False  # the list changed since then without a scan (a failed scan, a withdrawal)
 
     @property
     def snapshot(self) -> Snapshot:
@@ -101,11 +103,18 @@ class ResourceState:
                 return self._refuse(checked.visible, snapshot)
             self._refused = None
             with self._cond:
-                previous, self._snapshot, self._visible = self._visible, snapshot, checked.visible
+                self._snapshot, self._visible = snapshot, checked.visible
                 if changed:
                     self._cond.notify_all()
-            if changed and scanned:  # after the streams were woken: the log waits, the kubelet does not
-                self._log_health_changes(previous, checked)
+            # After the streams were woken: the log waits, the kubelet does not. Against the last scan,
+            # not the last list: a failed scan's all-Unhealthy list says nothing about each device.
+            if scanned:
+                previous, self._scanned = self._scanned, checked.visible
+                if (changed or self._unscanned) and previous != checked.visible:
+                    self._log_health_changes(previous, checked)
+                self._unscanned = False
+            elif changed:
+                self._unscanned = True
             return changed
 
     def _log_health_changes(self, previous: tuple[Visible, ...], checked: Checked) -> None:

@@ -8,6 +8,7 @@ import) and the pytest fixtures multidp's plugin provides.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import inspect
 import sys
@@ -24,7 +25,11 @@ Written by `python -m multidp.testing.reference` from the docstrings; do not edi
 
 
 def _doc(obj: Any) -> str:
-    return inspect.cleandoc(obj.__doc__) if getattr(obj, "__doc__", None) else ""
+    """The docstring written for ``obj``: not the ``Name(field, ...)`` one @dataclass makes up."""
+    doc = getattr(obj, "__doc__", None)
+    if not doc or (dataclasses.is_dataclass(obj) and doc.startswith(f"{getattr(obj, '__name__', '')}(")):
+        return ""
+    return inspect.cleandoc(doc)
 
 
 def _member_doc(cls: type, name: str) -> str:
