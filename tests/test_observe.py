@@ -108,18 +108,6 @@ def test_unknown_path_is_404(observed):
     assert get(observed[1] + "/nope")[0] == 404
 
 
-def test_metrics_address_in_use_is_a_clear_error(socket_dir):
-    from multidp.cli.main import main
-
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        port = busy.getsockname()[1]
-        code = main(["run", "--plugin-dir", str(socket_dir), "--drivers", "all",
-                     "--metrics-address", f"127.0.0.1:{port}"])
-    assert code == 2
-
-
 def test_idle_and_excess_connections_are_bounded(observed):
     host, base = observed
     port = int(base.rsplit(":", 1)[1])

@@ -74,6 +74,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     add("--simulate", nargs="?", const=True, type=_bool_flag, help="simulated hardware [MULTIDP_SIMULATE]")
     add("--cdi-dir", help="where CDI specs are written [MULTIDP_CDI_DIR; /var/run/cdi]")
     add("--metrics-address", help="host:port for /metrics, /healthz, /readyz [MULTIDP_METRICS_ADDRESS; off]")
+    add("--probe-address", help="host:port for /healthz and /readyz alone, its own listener "
+        "[MULTIDP_PROBE_ADDRESS; off]")
     add("--log-format", choices=["text", "json"], help="[MULTIDP_LOG_FORMAT; text]")
     add("--log-level", choices=["debug", "info", "warning", "error"], help="[MULTIDP_LOG_LEVEL; info]")
 
@@ -120,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 FLAG_KEYS = ("config", "plugin_dir", "kubelet_socket", "drivers", "strict", "simulate", "cdi_dir",
-             "metrics_address", "log_format", "log_level")
+             "metrics_address", "probe_address", "log_format", "log_level")
 
 
 def flags_from(args: argparse.Namespace) -> dict[str, Any]:
@@ -198,28 +200,24 @@ def run_daemon(settings: Settings, flags: dict[str, Any], registry: Any = None) 
 
     signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
     host = Host(settings, registry or PluginRegistry())
-    observer = None
+    observers: list[Any] = []
     try:
-        observer = _observability(settings, host)
+        observers = _observability(settings, host)
         return _serve(host, settings, flags)
     finally:
         host.stop()
-        if observer is not None:
-            observer.stop()
+        for listener in observers:
+            listener.stop()
         signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
 
 
-def _observability(settings: Settings, host: Any) -> Any:
-    if not settings.metrics_address:
-        return None
-    from multidp.observe.metrics import ObservabilityServer
+def _observability(settings: Settings, host: Any) -> list[Any]:
+    """The HTTP listeners the settings ask for; one that cannot bind retries on its own (devices first)."""
+    if not settings.metrics_address and not settings.probe_address:
+        return []
+    from multidp.observe.listeners import listeners_for
 
-    try:
-        observer = ObservabilityServer(settings.metrics_address, host)
-    except OSError as exc:
-        raise ConfigError("metrics address", f"cannot listen on {settings.metrics_address}: {exc.strerror}") from None
-    observer.start()
-    return observer
+    return listeners_for(settings.metrics_address, settings.probe_address, host)
 
 
 SIGNAL_POLL_S = 0.1  # how often the main thread looks whether start-up or a reload is done, meanwhile

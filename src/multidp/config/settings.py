@@ -80,6 +80,7 @@ class FileConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_
     strict: bool | None = None
     simulate: bool | None = None
     metrics_address: str | None = None
+    probe_address: str | None = None
     cdi_dir: str | None = None
     log_format: Literal["text", "json"] | None = None
     log_level: Literal["debug", "info", "warning", "error"] | None = None
@@ -98,6 +99,7 @@ class Settings:
     strict: bool = False
     simulate: bool = False
     metrics_address: str | None = None
+    probe_address: str | None = None  # /healthz and /readyz on their own listener too
     cdi_dir: Path = DEFAULT_CDI_DIR
     log_format: str = "text"
     log_level: str = "info"
@@ -183,6 +185,7 @@ def load_settings(flags: Mapping[str, Any], environ: Mapping[str, str] | None = 
         strict=bool(pick("strict", "MULTIDP_STRICT", file.strict, parse_bool)),
         simulate=bool(pick("simulate", "MULTIDP_SIMULATE", file.simulate, parse_bool)),
         metrics_address=pick("metrics_address", "MULTIDP_METRICS_ADDRESS", file.metrics_address),
+        probe_address=pick("probe_address", "MULTIDP_PROBE_ADDRESS", file.probe_address),
         cdi_dir=Path(pick("cdi_dir", "MULTIDP_CDI_DIR", file.cdi_dir) or DEFAULT_CDI_DIR),
         log_format=pick("log_format", "MULTIDP_LOG_FORMAT", file.log_format) or "text",
         log_level=pick("log_level", "MULTIDP_LOG_LEVEL", file.log_level) or "info",
@@ -198,6 +201,8 @@ def load_settings(flags: Mapping[str, Any], environ: Mapping[str, str] | None = 
         raise ConfigError("MULTIDP_LOG_LEVEL", f"{settings.log_level!r} is not debug, info, warning or error")
     if settings.metrics_address is not None:
         settings.metrics_address = parse_address(settings.metrics_address, "metrics address")
+    if settings.probe_address is not None:
+        settings.probe_address = parse_address(settings.probe_address, "probe address")
     for name, section in settings.driver_sections.items():
         if "enabled" in section and not isinstance(section["enabled"], bool):
             raise ConfigError(f"drivers.{name}.enabled", "must be true or false", source)

@@ -20,7 +20,7 @@ from multidp import __version__
 from multidp.host.retry import FailedStatus
 from multidp.model import Health
 from multidp.observe import httpserver, probes
-from multidp.observe.httpserver import Answer, BoundedHTTPServer
+from multidp.observe.httpserver import Answer, BoundedHTTPServer, Handler
 from multidp.plugins.factory import FAILED
 
 if TYPE_CHECKING:
@@ -111,14 +111,17 @@ class ObservabilityServer:
 
     MAX_CONNECTIONS = httpserver.MAX_CONNECTIONS
 
-    def __init__(self, address: str, host: Host) -> None:
+    def __init__(self, address: str, host: Host, probes_only: bool = False) -> None:
         bind_host, _, port = address.rpartition(":")
         self.host = host
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(HostCollector(host))
-        lanes = {"probes": {"/healthz": self._health, "/readyz": self._readiness},
-                 "scrape": {"/metrics": self._metrics}}
-        self._http = BoundedHTTPServer((bind_host, int(port)), lanes, NOT_FOUND, name="metrics")
+        lanes: dict[str, dict[str, Handler]] = {"probes": {"/healthz": self._health, "/readyz": self._readiness}}
+        if not probes_only:
+            lanes["scrape"] = {"/metrics": self._metrics}
+        self._http = BoundedHTTPServer((bind_host, int(port)), lanes, PROBES_ONLY if probes_only else NOT_FOUND,
+                                       name="probes" if probes_only else "metrics")
+        self.what = "/healthz and /readyz" if probes_only else "metrics, /healthz and /readyz"
         self.server_address = self._http.server_address
 
     def _metrics(self) -> Answer:
@@ -132,13 +135,15 @@ class ObservabilityServer:
 
     def start(self) -> None:
         self._http.start()
-        log.info("metrics, /healthz and /readyz on http://%s:%d", *self.server_address[:2])
+        log.info("%s on http://%s:%d", self.what, *self.server_address[:2])
 
     def stop(self) -> None:
         self._http.stop()
 
 
 NOT_FOUND = Answer(404, "text/plain", b"not found: try /metrics, /healthz or /readyz\n")
+PROBES_ONLY = Answer(404, "text/plain",
+                     b"not found: this listener serves /healthz and /readyz (metrics: metricsAddress)\n")
 
 
 def _probe_answer(ok: bool, detail: dict[str, Any]) -> Answer:
