@@ -25,6 +25,7 @@ from multidp.model import ContainerAllocation
 from multidp.plugins.runner import DriverRunner
 from multidp.serving.cdi import ANNOTATION_PREFIX, CDIRegistry
 from multidp.serving.contract import allocation_problem, allocation_requests, preference_requests
+from multidp.serving.lograte import LogOnce, RateLimitedLog
 from multidp.serving.picking import answer_problem, numa_pick, repaired
 from multidp.serving.resource import ResourceState, Snapshot
 from multidp.serving.stats import ResourceStats
@@ -44,26 +45,6 @@ STREAM_CHECK_S = 1.0
 # registers again). Each open stream holds a gRPC thread for as long as it lasts: 4,200 streams from
 # one client once held 2,806 threads and 188 MB.
 MAX_STREAMS = 8
-
-
-class _LogOnce:
-    """Log each distinct message once, until :meth:`forget` (the driver answered well again)."""
-
-    remembered = 256  # distinct messages kept; past that all are forgotten and logged afresh
-
-    def __init__(self) -> None:
-        self._said: set[str] = set()
-
-    def __call__(self, level: int, message: str) -> None:
-        if message in self._said:
-            return
-        if len(self._said) >= self.remembered:
-            self._said.clear()
-        self._said.add(message)
-        log.log(level, message)
-
-    def forget(self) -> None:
-        self._said.clear()
 
 
 def container_response(alloc: ContainerAllocation) -> pb.ContainerAllocateResponse:
@@ -109,8 +90,9 @@ class DevicePluginService:
         self.stats = ResourceStats()
         self._streams_lock = threading.Lock()
         self._streams_warned = False  # a refused stream is logged once until the streams are down to one
-        self._allocate_problems = _LogOnce()
-        self._preference_problems = _LogOnce()
+        self._allocate_problems = LogOnce(log)
+        self._preference_problems = LogOnce(log)
+        self._refusals = RateLimitedLog(log)  # requests refused for the kubelet's (or a caller's) reasons
         self._driver_prefers = self._prefers(runner)
 
     @staticmethod
@@ -189,6 +171,8 @@ class DevicePluginService:
             self._allocate_problems(logging.ERROR, f"resource {self.resource}: {message}")
         elif code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNKNOWN):
             log.error("resource %s: %s", self.resource, message)
+        else:  # the pod fails all the same: say why (an unknown ID, a vanished device, a CDI spec missing)
+            self._refusals(logging.WARNING, f"resource {self.resource}: {call} refused ({code.name}): {message}")
         context.abort(code, message)
         raise AssertionError("context.abort returned")  # grpc raises; for type checkers
 
