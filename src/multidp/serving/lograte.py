@@ -42,7 +42,8 @@ class RateLimitedLog:
         self._window_start = -window_s
         self._logged = self._held = 0
 
-    def __call__(self, level: int, message: str) -> None:
+    def __call__(self, level: int, message: str, **fields: str) -> None:
+        """Log ``message``; ``fields`` go to the record (JSON logs show driver, resource, device, code)."""
         now = time.monotonic()
         with self._lock:
             if now - self._window_start >= self.window_s:
@@ -54,4 +55,4 @@ class RateLimitedLog:
                 self._held += 1
                 return
             self._logged += 1
-        self._log.log(level, message)
+        self._log.log(level, message, extra=fields)

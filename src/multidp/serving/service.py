@@ -172,7 +172,8 @@ class DevicePluginService:
         elif code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNKNOWN):
             log.error("resource %s: %s", self.resource, message)
         else:  # the pod fails all the same: say why (an unknown ID, a vanished device, a CDI spec missing)
-            self._refusals(logging.WARNING, f"resource {self.resource}: {call} refused ({code.name}): {message}")
+            self._refusals(logging.WARNING, f"resource {self.resource}: {call} refused ({code.name}): {message}",
+                           resource=self.resource, driver=self.state.driver, code=code.name)
         context.abort(code, message)
         raise AssertionError("context.abort returned")  # grpc raises; for type checkers
 
