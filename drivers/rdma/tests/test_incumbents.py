@@ -101,7 +101,8 @@ def _file(tmp_path: Path, text: str, name: str = "config.json") -> str:
 
 
 def _pools(driver: RdmaDriver) -> list[Pool]:
-    return [replace(pool, rules=Rules()) for pool in driver.pools]  # the rules are compared apart
+    # The rules are compared apart; so are the selections: an incumbent's match its exact strings (gomatch.py).
+    return [replace(pool, rules=Rules(), selections=()) for pool in driver.pools]
 
 
 def test_mellanox_file_gives_the_native_pools(tmp_path: Path, standard: FakeRdmaNode, make_driver) -> None:
@@ -117,8 +118,11 @@ def test_mellanox_file_gives_the_native_pools(tmp_path: Path, standard: FakeRdma
 def test_mellanox_keys_pasted_inline_give_the_same_pools_and_rules() -> None:
     inline = _config(**json.loads(MELLANOX))
     native = _config(**MELLANOX_NATIVE)
-    assert [replace(p, rules=Rules()) for p in resolve_pools(inline)] == resolve_pools(native)
+    assert [replace(p, rules=Rules(), selections=()) for p in resolve_pools(inline)] == [
+        replace(p, selections=()) for p in resolve_pools(native)]
     assert {p.rules.origin for p in resolve_pools(inline)} == {"mellanox"}
+    assert {s.exact for p in resolve_pools(inline) for s in p.selections} == {True}
+    assert {s.exact for p in resolve_pools(native) for s in p.selections} == {False}
     assert inline.rescan_seconds == 300
 
 
@@ -138,11 +142,11 @@ def test_sriov_file_gives_the_native_pools_and_skips_the_others(tmp_path: Path, 
     assert loaded.config.rescan_seconds == 30
     assert [r.getMessage() for r in caplog.records] == [
         f"{path}: resourceList[0] (intel.com/intel_sriov_netdevice) is skipped: it does not ask for RDMA (isRdma); "
-        "it stays with the SR-IOV plugin",
+        "it stays with the SR-IOV plugin, which takes the devices it selects before any later entry can",
         f"{path}: resourceList[2]: 'isRdma' is not a key of the SR-IOV plugin's config; it ignores them and so "
         "does multidp (check the spelling)",
         f"{path}: resourceList[2] (intel.com/infiniband_rdma_netdevs) is skipped: it does not ask for RDMA (isRdma); "
-        "it stays with the SR-IOV plugin"]
+        "it stays with the SR-IOV plugin, which takes the devices it selects before any later entry can"]
 
 
 def test_sriov_file_serves_what_the_sriov_plugin_would(tmp_path: Path, standard: FakeRdmaNode, make_driver) -> None:
@@ -217,6 +221,17 @@ def test_rescan_interval_given_beside_periodic_update_interval_wins(tmp_path: Pa
         "rescanInterval 5 s is set, so periodicUpdateInterval 300 is not used"]
 
 
+@pytest.mark.parametrize("text", [MELLANOX, '{"resourceList": [{"resourceName": "r", "selectors": {"isRdma": true}}]}'])
+def test_periodic_update_interval_inline_wins_over_the_files(text: str, tmp_path: Path, caplog) -> None:
+    config = _config(configFile=_file(tmp_path, text), periodicUpdateInterval=120)
+    with caplog.at_level(logging.INFO, "multidp.driver"):
+        multidp_rdma.plugin.multidp_create_driver(context=DriverContext(name="rdma", config=config, checking=True))
+    assert config.rescan_seconds == 120
+    messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    said = "drivers.rdma.periodicUpdateInterval 120 is set, so the file's periodicUpdateInterval 300 is not used"
+    assert (said in messages) is (text == MELLANOX)
+
+
 def test_checking_reads_the_local_copy_of_a_pod_path_and_touches_no_hardware(tmp_path: Path, caplog) -> None:
     local = Path(_file(tmp_path, MELLANOX))
     driver = _check({"configFile": "/etc/rdma/config.json"}, {"/etc/rdma": tmp_path})
@@ -282,6 +297,11 @@ def test_a_file_that_is_no_regular_file_is_refused_unread(tmp_path: Path) -> Non
          "configList[0].rdmaHcaMax: 100001 is above 100000, the most IDs multidp advertises for one resource"),
         ('{"configList": [{"resourceName": "test_config$$", "rdmaHcaMax": 5, "devices": ["ib0"]}]}',
          'configList[0].resourceName: error: resource name "test_config$$" contains invalid characters'),
+        # Go's RE2 "$" is the end of the text; Python's also matches before a final newline.
+        ('{"configList": [{"resourceName": "a\\n", "rdmaHcaMax": 5, "devices": ["ib0"]}]}',
+         'configList[0].resourceName: error: resource name "a\n" contains invalid characters'),
+        ('{"resourceList": [{"resourceName": "b\\n", "selectors": {"isRdma": true}}]}',
+         'resourceList[0].resourceName: resource name "b\n" contains invalid characters'),
         ('{"configList": [{"resourceName": "a", "rdmaHcaMax": 5, "devices": ["ib0"]},'
          ' {"resourceName": "a", "rdmaHcaMax": 5, "devices": ["ib1"]}]}',
          'configList[1].resourceName: error: resource name "a" already exists (also configList[0])'),

@@ -11,6 +11,7 @@ from multidp import ConfigError, DriverContext
 from multidp.testing import driver_config
 
 import multidp_rdma.plugin
+from multidp_rdma import mellanox, sriov
 from multidp_rdma.keys import KEYS, markdown
 
 HERE = Path(__file__).parent
@@ -39,7 +40,23 @@ def test_the_doc_shows_the_table_as_it_is() -> None:
         assert f"| `{key}` |" in block, f"{incumbent} {key} missing from {DOC}"
 
 
-# A value for each SR-IOV key the table says is refused or warned about, and where it goes.
+# Where each parser's key sets sit in the table's names.
+PARSED = {"mellanox": [("", mellanox.TOP), ("configList[].", mellanox.ENTRY),
+                       ("configList[].selectors.", mellanox.SELECTORS)],
+          "sriov": [("", sriov.TOP), ("resourceList[].", sriov.ENTRY), ("selectors.", sriov.SELECTORS)]}
+
+
+@pytest.mark.parametrize("incumbent", sorted(PARSED))
+def test_the_file_keys_the_table_answers_are_the_keys_the_parser_reads(incumbent: str) -> None:
+    # Both ways: a key the parser reads that the table lacks, or one the table says works or is refused
+    # that the parser never reads (it would only be warned about as unknown), fails.
+    parsed = {(prefix + key).casefold() for prefix, known in PARSED[incumbent] for key in known}
+    answered = {key.casefold() for (i, key), (status, _) in KEYS.items()
+                if i == incumbent and status in ("honoured", "refused", "warned") and not key.startswith(("-", "("))}
+    assert answered == parsed
+
+
+# A value for each key the table says is refused or warned about, and where it goes.
 SAMPLES = {"selectors.vdpaType": ("selectors", "virtio"), "selectors.acpiIndexes": ("selectors", ["101"]),
            "selectors.pKeys": ("selectors", ["0x8001"]), "selectors.ddpProfiles": ("selectors", ["gtp"]),
            "selectors.needVhostNet": ("selectors", True), "resourceList[].excludeTopology": ("entry", True),
@@ -47,19 +64,22 @@ SAMPLES = {"selectors.vdpaType": ("selectors", "virtio"), "selectors.acpiIndexes
            "resourceList[].SelectorObjs": ("entry", [{}]), "(any other key)": ("entry", 1)}
 
 
-@pytest.mark.parametrize("key", sorted(k for (i, k), (status, _) in KEYS.items()
-                                       if i == "sriov" and status in ("refused", "warned")))
-def test_the_sriov_table_says_what_the_code_does(key: str, tmp_path: Path, caplog) -> None:
+@pytest.mark.parametrize(("incumbent", "key"), sorted((i, k) for (i, k), (status, _) in KEYS.items()
+                                                    if status in ("refused", "warned")))
+def test_the_table_says_what_the_code_does(incumbent: str, key: str, tmp_path: Path, caplog) -> None:
     where, value = SAMPLES[key]
     name = "Colour" if key == "(any other key)" else key.rsplit(".", 1)[-1]
-    entry: dict[str, object] = {"resourceName": "a", "selectors": {"isRdma": True}}
+    if incumbent == "sriov":
+        entry: dict[str, object] = {"resourceName": "a", "selectors": {"isRdma": True}}
+    else:
+        entry = {"resourceName": "a", "rdmaHcaMax": 1, "selectors": {"vendors": ["15b3"]}}
     target: dict[str, object] = entry["selectors"] if where == "selectors" else entry  # type: ignore[assignment]
     target[name] = value
     path = tmp_path / "config.json"
-    path.write_text(json.dumps({"resourceList": [entry]}))
+    path.write_text(json.dumps({"resourceList" if incumbent == "sriov" else "configList": [entry]}))
     config = driver_config(multidp_rdma.plugin, {"configFile": str(path)}, name="rdma")
     context = DriverContext(name="rdma", config=config, checking=True)
-    status = KEYS[("sriov", key)][0]
+    status = KEYS[(incumbent, key)][0]  # type: ignore[index]
     with caplog.at_level(logging.WARNING, "multidp.driver"):
         if status == "refused":
             with pytest.raises(ConfigError, match=f"(?i){name}"):

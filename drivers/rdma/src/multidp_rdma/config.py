@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from multidp_rdma.gomatch import exact_of
 from multidp_rdma.incumbents import MELLANOX_RULES
 from multidp_rdma.mellanox import mellanox_pools
 from multidp_rdma.poolconfig import (
@@ -145,7 +146,10 @@ def resolve_pools(config: RdmaConfig, rules: Rules | None = None) -> list[Pool]:
         shared = pool.mode == "shared"
         replicas = pool.rdma_hca_max if pool.rdma_hca_max is not None else DEFAULT_HCA_MAX
         prefix, _, short = pool.resource.partition("/")
+        # An incumbent's pools match as it does (exact strings, gomatch.py); multidp's own normalise.
+        objects = pool.selectors if isinstance(pool.selectors, list) else [pool.selectors]
+        selections = pool.selections() if rules.origin == "pools" else tuple(exact_of(s) for s in objects)
         pools.append(Pool(resource=pool.resource, prefix=prefix, short_name=short, shared=shared,
                           replicas=replicas if shared else 1, include_issm=pool.include_issm,
-                          selections=pool.selections(), rules=rules))
+                          selections=selections, rules=rules))
     return pools

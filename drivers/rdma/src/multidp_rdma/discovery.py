@@ -18,7 +18,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from multidp_rdma.inventory import CharDevice, Discovery, PciFunction, Port, RdmaDevice
+from multidp_rdma.inventory import ENCAP_TYPES, CharDevice, Discovery, PciFunction, Port, RdmaDevice
 from multidp_rdma.sysfs import (
     PCI_ADDRESS,
     ProblemLog,
@@ -191,10 +191,12 @@ def _read_pci(reader: _Reader, name: str, device_dir: Path) -> PciFunction | Non
         numa = None
     netdevs = tuple(reader.names(function / "net"))
     pf_address = pf_netdevs = vf_index = vf_count = None
+    pf_link_type = ""
     if os.path.lexists(function / "physfn"):
         pf = root.resolve(function / "physfn")
         pf_address = pf.name
         pf_netdevs = tuple(reader.names(pf / "net"))
+        pf_link_type = _encap_type(pf, pf_netdevs)
         vf_index = reader.vf_indices(pf).get(function.name)
     else:
         numvfs = reader.optional(function / "sriov_numvfs")
@@ -211,7 +213,22 @@ def _read_pci(reader: _Reader, name: str, device_dir: Path) -> PciFunction | Non
         pf_netdevs=pf_netdevs if pf_netdevs is not None else netdevs,
         vf_index=vf_index,
         vf_count=vf_count,
+        link_type=_encap_type(function, netdevs),
+        pf_link_type=pf_link_type,
     )
+
+
+def _encap_type(function: Path, netdevs: tuple[str, ...]) -> str:
+    """The first netdev's link type as netlink names it (the incumbents' linkTypes); "" without netdev."""
+    if not netdevs:
+        return ""
+    try:  # a netdev's type only narrows linkTypes: unreadable, it is no reason to call the device Unhealthy
+        arphrd = read_optional(function / "net" / netdevs[0] / "type") or ""
+    except SysfsError:
+        return ""
+    if not arphrd.isdigit():
+        return ""
+    return ENCAP_TYPES.get(int(arphrd), f"unknown{int(arphrd)}")  # netlink's encapType fallback
 
 
 def _read_ports(reader: _Reader, name: str, device_dir: Path) -> list[Port]:

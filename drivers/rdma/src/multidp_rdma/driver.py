@@ -36,6 +36,7 @@ from multidp_rdma.devinfo import DEFAULT_DIR, DeviceInfoWriter
 from multidp_rdma.discovery import class_signature, discover
 from multidp_rdma.health import Verdict, judge, node_exists, read_port_states
 from multidp_rdma.inventory import DEV_DIR, RDMA_CM, Discovery, RdmaDevice
+from multidp_rdma.poolconfig import Claim
 from multidp_rdma.pools import assign, numa_then_parent
 from multidp_rdma.sysfs import ProblemLog, SysfsRoot
 
@@ -55,9 +56,10 @@ class PoolState:
 
 class RdmaDriver(Driver):
     def __init__(self, config: RdmaConfig, pools: Sequence[Pool], sysfs_root: Path, dev_root: Path,
-                 log: logging.Logger) -> None:
+                 log: logging.Logger, claims: Sequence[Claim] = ()) -> None:
         self.config = config
         self.pools = list(pools)
+        self.claims = tuple(claims)  # an SR-IOV file's selector objects in file order (pools.assign)
         self.root = SysfsRoot(sysfs_root)
         self.dev_root = Path(dev_root)
         self.log = log
@@ -146,7 +148,7 @@ class RdmaDriver(Driver):
                 self.log.info("RDMA devices gone: %s", ", ".join(f"{n} ({i})" for n, i in removed))
         self._discovery = discovery
         self._retry_in = self._next_retry(discovery)
-        self._members = assign(discovery.devices, self.pools)
+        self._members = assign(discovery.devices, self.pools, self.claims)
         for pool in self.pools:
             if pool.default and not self._members[pool.resource] and discovery.devices:
                 self._discovery_log.report(

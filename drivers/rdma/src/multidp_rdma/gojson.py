@@ -39,16 +39,17 @@ def _check(key: str, kind: Kind, value: Any) -> Any:
         raise wrong
     if kind == "int" and (isinstance(value, bool) or not isinstance(value, int)):
         raise wrong  # 5.0 too: Go cannot unmarshal a number with a fraction or exponent into an int
-    if kind == "strs":
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+    if kind == "strs":  # []string: a null element stays "" (Go's decoder leaves a string at its zero value)
+        if not isinstance(value, list) or not all(v is None or isinstance(v, str) for v in value):
             raise wrong
+        return ["" if v is None else v for v in value]
     if kind == "object" and not isinstance(value, dict):
         raise wrong
     if kind == "list" and not isinstance(value, list):
         raise wrong
-    if kind == "info":  # map[string]map[string]string
+    if kind == "info":  # map[string]map[string]string: null for an inner map or a string, as above
         if not isinstance(value, dict) or not all(
-                isinstance(inner, dict) and all(isinstance(v, str) for v in inner.values())
+                isinstance(inner, dict) and all(v is None or isinstance(v, str) for v in inner.values())
                 for inner in value.values() if inner is not None):
             raise wrong
     return value

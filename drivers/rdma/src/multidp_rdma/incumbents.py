@@ -18,21 +18,24 @@ from pathlib import Path
 from multidp import ConfigError, read_small_file
 
 from multidp_rdma.mellanox import mellanox_pools, read_top
-from multidp_rdma.poolconfig import PoolConfig, Rules
+from multidp_rdma.poolconfig import Claim, PoolConfig, Rules
+from multidp_rdma.sriov import RULES as SRIOV_RULES
 from multidp_rdma.sriov import sriov_pools
 
+__all__ = ["MELLANOX_RULES", "SRIOV_RULES", "Incumbent", "load_file"]
 MELLANOX_RULES = Rules(origin="mellanox", overlap=True, first_netdev=True, index_ids=True, devinfo=False)
-SRIOV_RULES = Rules(origin="sriov", sriov_pf=True)
 
 
 @dataclass
 class Incumbent:
-    """What a file gives: pools, the rules they follow, Mellanox's periodicUpdateInterval, lines to log once."""
+    """What a file gives: pools, the rules they follow, Mellanox's periodicUpdateInterval, lines to log once,
+    and (an SR-IOV file) every selector object in file order, whose devices it takes (``pools.assign``)."""
 
     pools: list[PoolConfig]
     rules: Rules
     periodic_update_interval: int | None = None
     notes: list[str] = field(default_factory=list)
+    claims: list[Claim] = field(default_factory=list)
 
 
 def load_file(path: str, local: Path | None = None, sriov_prefix: str = "intel.com") -> Incumbent:
@@ -60,7 +63,9 @@ def load_file(path: str, local: Path | None = None, sriov_prefix: str = "intel.c
                          "give one file per format")
     notes: list[str] = []
     if sriov:
-        return Incumbent(sriov_pools(raw, path, notes, sriov_prefix), SRIOV_RULES, None, notes)
+        claims: list[Claim] = []
+        pools = sriov_pools(raw, path, notes, sriov_prefix, claims)
+        return Incumbent(pools, SRIOV_RULES, None, notes, claims)
     if mellanox:
         entries, periodic = read_top(raw, "the top level", notes)
         pools = mellanox_pools(entries, "configList", notes)

@@ -24,6 +24,8 @@ LINK_UP = 5
 
 # Port link_layer as written in sysfs → the link type the incumbents' selectors use.
 LINK_TYPES = {"infiniband": "infiniband", "ethernet": "ether"}
+# A netdev's ``type`` (ARPHRD_*) → netlink's EncapType (vishvananda/netlink's encapType), for the incumbents.
+ENCAP_TYPES = {1: "ether", 32: "infiniband", 772: "loopback", 65534: "none"}
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,10 @@ class PciFunction:
     pf_netdevs: tuple[str, ...] = ()  # the PF's netdevs for a VF; the function's own otherwise
     vf_index: int | None = None  # N of the PF's virtfnN link that leads here
     vf_count: int | None = None  # sriov_numvfs on a PF
+    # The link type (netlink's EncapType: "ether", "infiniband") of the first netdev, and of the PF's first
+    # netdev on a VF: what the incumbents' linkTypes compare with. "" where there is no such netdev.
+    link_type: str = ""
+    pf_link_type: str = ""
 
     @property
     def is_vf(self) -> bool:

@@ -25,7 +25,9 @@ KEYS: dict[tuple[Incumbent, str], tuple[Status, str]] = {
     ("mellanox", "--version"): ("not applicable", "multidp --version prints multidp's"),
     ("mellanox", "-v"): ("not applicable", "the short --version; multidp --version prints multidp's"),
     ("mellanox", "periodicUpdateInterval"): ("honoured", "rescanInterval: 0 and values above 3600 become 3600, with "
-                                                         "a warning; < 0 refused as there" + _ANY_CASE),
+                                                         "a warning; < 0 refused as there; drivers.rdma."
+                                                         "periodicUpdateInterval, when set, wins over the file's (an "
+                                                         "info line says so)" + _ANY_CASE),
     ("mellanox", "configList"): ("honoured", "one shared pool per entry; empty: refused, \"no resources "
                                              "configuration found\", as there"),
     ("mellanox", "configList[].resourceName"): ("honoured", "the same names; invalid characters or a repeated name "
@@ -55,8 +57,13 @@ KEYS: dict[tuple[Incumbent, str], tuple[Status, str]] = {
     ("sriov", "--logtostderr"): ("not applicable", _GLOG),
     ("sriov", "--alsologtostderr"): ("not applicable", _GLOG),
     ("sriov", "--log_dir"): ("not applicable", _GLOG),
+    ("sriov", "(any other glog flag)"): ("not applicable", "sriovdp run without images/entrypoint.sh (which refuses "
+                                                        "any other flag) also takes glog's -vmodule, -stderrthreshold, "
+                                                        "-log_backtrace_at, -log_link and the rest: " + _GLOG),
     ("sriov", "resourceList"): ("honoured", "entries whose selectors ask for RDMA become exclusive pools; the others "
-                                            "are skipped with a warning and never fail the file" + _ANY_CASE),
+                                            "are skipped with a warning and never fail the file; a device goes to the "
+                                            "first selector object in file order that selects it, skipped or not, as "
+                                            "there" + _ANY_CASE),
     ("sriov", "resourceList[].resourceName"): ("honoured", "the same names; of a served entry, invalid characters or "
                                                            "a repeated name are refused as there"),
     ("sriov", "resourceList[].resourcePrefix"): ("honoured", "default: sriovResourcePrefix"),
@@ -66,7 +73,8 @@ KEYS: dict[tuple[Incumbent, str], tuple[Status, str]] = {
     ("sriov", "resourceList[].additionalInfo"): ("warned", "no extra variables are written"),
     ("sriov", "resourceList[].selectors"): ("honoured", "an object or a list of objects; one that does not decode "
                                                         "skips its entry with a warning, as there"),
-    ("sriov", "resourceList[].SelectorObjs"): ("warned", "the plugin's own field, rebuilt from selectors; no effect"),
+    ("sriov", "resourceList[].SelectorObjs"): ("warned", "the plugin's own field, rebuilt from selectors; no effect; "
+                                                         "a value that is not a list or null refused, as there"),
     ("sriov", "selectors.vendors"): ("honoured", "PCI vendor ID"),
     ("sriov", "selectors.devices"): ("honoured", "PCI device ID"),
     ("sriov", "selectors.drivers"): ("honoured", "the PCI function's driver"),

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from multidp_rdma.gojson import Kind, fields
+from multidp_rdma.gomatch import inexact_notes
 from multidp_rdma.poolconfig import PoolConfig, Selectors, hca_max_problem
 
 PREFIX = "rdma"  # rdmaHcaResourcePrefix: the prefix of an entry that sets none
@@ -22,7 +23,7 @@ ENTRY: dict[str, Kind] = {"resourceName": "str", "resourcePrefix": "str", "rdmaH
                           "selectors": "object"}
 SELECTORS: dict[str, Kind] = {"vendors": "strs", "deviceIDs": "strs", "drivers": "strs", "ifNames": "strs",
                               "linkTypes": "strs"}
-_NAME = re.compile(r"^[a-zA-Z0-9_]+$")  # validResourceName
+_NAME = re.compile(r"[a-zA-Z0-9_]+")  # validResourceName; fullmatch: RE2's $ is the very end, Python's not
 
 
 @dataclass
@@ -70,7 +71,7 @@ def mellanox_pools(entries: list[Any], base: str, notes: list[str], strict: bool
         if unknown:
             notes.append(unknown_note(where, unknown, "Mellanox's plugin"))
         name = values.get("resourceName") or ""
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):
             raise ValueError(f'{where}.resourceName: error: resource name "{name}" contains invalid characters')
         if name in seen:
             raise ValueError(f'{where}.resourceName: error: resource name "{name}" already exists '
@@ -92,6 +93,8 @@ def mellanox_pools(entries: list[Any], base: str, notes: list[str], strict: bool
                                   link_types=lists.get("linkTypes"))
         except ValueError as exc:
             raise ValueError(f"{where}.selectors: {exc}") from None
+        notes.extend(inexact_notes(dict(lists), f"{where}.selectors", "Mellanox's plugin"))
+        notes.extend(inexact_notes({"devices": devices}, where, "Mellanox's plugin"))
         try:
             pools.append(PoolConfig(resource_name=name, resource_prefix=values.get("resourcePrefix") or PREFIX,
                                     mode="shared", rdma_hca_max=hca_max, selectors=selectors))

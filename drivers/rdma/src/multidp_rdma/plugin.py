@@ -9,6 +9,7 @@ import multidp
 from multidp import ConfigError, Driver, DriverContext, Simulation
 
 from multidp_rdma.config import RdmaConfig, Rules, resolve_pools
+from multidp_rdma.poolconfig import Claim
 
 MULTIDP_DRIVER_API = "1.1"  # the multidp driver API this plugin is written for (checking, local_path)
 
@@ -25,21 +26,28 @@ def multidp_simulate(workdir: Path) -> Simulation | None:
     return RdmaSimulation(workdir)
 
 
-def _load_file(config: RdmaConfig, context: DriverContext) -> Rules | None:
-    """Pools from the incumbent's file ``configFile`` names, read where ``context`` says; its rules."""
+def _load_file(config: RdmaConfig, context: DriverContext) -> tuple[Rules | None, list[Claim]]:
+    """Pools from the incumbent's file ``configFile`` names, read where ``context`` says; its rules and
+    (an SR-IOV file) the claims of all its selector objects."""
     from multidp_rdma.incumbents import load_file
 
     path = config.config_file
     if path is None:
-        return None
+        return None, []
     key = f"drivers.{context.name}.configFile"
     try:
         loaded = load_file(path, context.local_path(path), config.sriov_resource_prefix)
         config.pools = loaded.pools
-        config.settle(loaded.periodic_update_interval, "", loaded.notes, context.log)
+        periodic = loaded.periodic_update_interval
+        inline = config.periodic_update_interval
+        if inline is not None and periodic is not None:
+            context.log.info("drivers.%s.periodicUpdateInterval %d is set, so the file's periodicUpdateInterval "
+                             "%d is not used", context.name, inline, periodic)
+        # The operator's own config wins over the file it names, as rescanInterval wins over both.
+        config.settle(inline if inline is not None else periodic, "", loaded.notes, context.log)
     except ValueError as exc:
         raise ConfigError(key, str(exc), path) from None
-    return loaded.rules
+    return loaded.rules, loaded.claims
 
 
 @multidp.hookimpl
@@ -47,7 +55,7 @@ def multidp_create_driver(context: DriverContext) -> Driver:
     from multidp_rdma.driver import RdmaDriver
 
     config = context.config if isinstance(context.config, RdmaConfig) else RdmaConfig()
-    rules = _load_file(config, context)
+    rules, claims = _load_file(config, context)
     pools = resolve_pools(config, rules)
     if not pools:
         source = (config.config_file if config.config_file is not None
@@ -59,4 +67,4 @@ def multidp_create_driver(context: DriverContext) -> Driver:
                                 "Mellanox's plugin)", pool.resource)
     if context.checking:  # config check: everything is validated; touch no hardware
         return Driver()
-    return RdmaDriver(config, pools, context.sysfs_root, context.dev_root, context.log)
+    return RdmaDriver(config, pools, context.sysfs_root, context.dev_root, context.log, claims)

@@ -20,7 +20,7 @@ from multidp_rdma.sysfs import PCI_ADDRESS
 DEFAULT_PREFIX = "rdma"
 DEFAULT_RESOURCE = "rdma/hca"
 DEFAULT_HCA_MAX = 1000
-_LINK_TYPE_ALIASES = {
+LINK_TYPE_ALIASES = {
     "ether": "ether", "ethernet": "ether", "eth": "ether", "roce": "ether",
     "infiniband": "infiniband", "ib": "infiniband",
 }
@@ -148,6 +148,11 @@ class Selection:
     pf_names: tuple[PfName, ...] | None = None
     root_devices: tuple[PfName, ...] | None = None
     pfs_with_vfs: bool | None = None
+    # An incumbent's file (gomatch.py): the values above are its exact strings, pfNames and rootDevices
+    # its raw items ("ens1f0#0-3"), and every comparison is the incumbent's.
+    pf_items: tuple[str, ...] | None = None
+    root_items: tuple[str, ...] | None = None
+    exact: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -165,6 +170,16 @@ class Pool:
     rules: Rules = Rules()
 
 
+@dataclass(frozen=True)
+class Claim:
+    """One selector object of an SR-IOV file, in file order: whose devices it takes (initServers gives a
+    device to the first object that selects it). ``resource`` None: the SR-IOV plugin's, served there."""
+
+    resource: str | None
+    selection: Selection
+    rules: Rules
+
+
 def hex_ids(values: list[str], key: str) -> frozenset[str]:
     result = set()
     for index, value in enumerate(values):
@@ -175,7 +190,7 @@ def hex_ids(values: list[str], key: str) -> frozenset[str]:
     return frozenset(result)
 
 
-def _pci_address(value: str) -> str | None:
+def normal_pci_address(value: str) -> str | None:
     text = value.strip().lower()
     if _SHORT_PCI.match(text):
         text = f"0000:{text}"
@@ -185,7 +200,7 @@ def _pci_address(value: str) -> str | None:
 def pci_addresses(values: list[str], key: str) -> frozenset[str]:
     result = set()
     for index, value in enumerate(values):
-        address = _pci_address(value)
+        address = normal_pci_address(value)
         if address is None:
             raise ValueError(f"{key}[{index}]: {value!r} is not a PCI address such as 0000:3b:00.0")
         result.add(address)
@@ -195,7 +210,7 @@ def pci_addresses(values: list[str], key: str) -> frozenset[str]:
 def link_types(values: list[str], key: str) -> frozenset[str]:
     result = set()
     for index, value in enumerate(values):
-        link = _LINK_TYPE_ALIASES.get(value.strip().lower())
+        link = LINK_TYPE_ALIASES.get(value.strip().lower())
         if link is None:
             raise ValueError(f"{key}[{index}]: {value!r} is not a link type (ether or infiniband)")
         result.add(link)
@@ -229,7 +244,7 @@ def root_devices(values: list[str], key: str) -> tuple[PfName, ...]:
     for index, value in enumerate(values):
         where, example = f"{key}[{index}]", "a PF's PCI address such as 0000:3b:00.0 or 0000:3b:00.0#0-3"
         name, ranges = _pf_entry(value, where, example)
-        address = _pci_address(name)
+        address = normal_pci_address(name)
         if address is None:
             raise ValueError(f"{where}: {value!r} is not {example}")
         result.append(PfName(address, ranges))

@@ -9,8 +9,9 @@ from collections.abc import Callable, Hashable, Sequence
 
 from multidp import PreferenceRequest, pack
 
+from multidp_rdma.gomatch import exact_matches
 from multidp_rdma.inventory import PciFunction, RdmaDevice
-from multidp_rdma.poolconfig import PfName, Pool, Rules, Selection
+from multidp_rdma.poolconfig import Claim, PfName, Pool, Rules, Selection
 
 _OWN = Rules()
 
@@ -39,6 +40,8 @@ def _within(wanted: frozenset[str] | None, value: str | None) -> bool:
 
 def matches(selection: Selection, device: RdmaDevice, rules: Rules = _OWN) -> bool:
     """Whether ``device`` passes every selector that is set (a device without PCI function fails PCI ones)."""
+    if selection.exact:
+        return exact_matches(selection, device, rules)
     pci = device.pci
     if not (_within(selection.vendors, pci.vendor if pci else None)
             and _within(selection.device_ids, pci.device if pci else None)
@@ -59,14 +62,23 @@ def matches(selection: Selection, device: RdmaDevice, rules: Rules = _OWN) -> bo
     return selection.link_types is None or bool(selection.link_types & device.link_types)
 
 
-def assign(devices: Sequence[RdmaDevice], pools: Sequence[Pool]) -> dict[str, list[RdmaDevice]]:
+def assign(devices: Sequence[RdmaDevice], pools: Sequence[Pool],
+           claims: Sequence[Claim] = ()) -> dict[str, list[RdmaDevice]]:
     """Members of each pool, by resource name; a device goes to the first pool that takes it, except
     that a pool with Mellanox's rules (``overlap``) takes every device it selects, as Mellanox's does.
 
+    ``claims`` (an SR-IOV file): every selector object of the file in file order, served or not; a
+    device goes to the first that selects it, so one the SR-IOV plugin keeps is never served here too.
     The default pool (no pools configured) takes every device that has a uverbs
     entry in sysfs: one without cannot be used from a container at all.
     """
     members: dict[str, list[RdmaDevice]] = {pool.resource: [] for pool in pools}
+    if claims:
+        for device in devices:
+            claim = next((c for c in claims if matches(c.selection, device, c.rules)), None)
+            if claim is not None and claim.resource is not None:
+                members[claim.resource].append(device)
+        return members
     for device in devices:
         taken = False
         for pool in pools:

@@ -5,8 +5,9 @@ pkg/factory/factory.go): keys in any case, unknown keys ignored there and warned
 entry-level value of the wrong type refuses the file (Go's decoder fails on it), while selectors
 that do not decode skip their entry with a warning, as there. Only selector objects with
 ``isRdma: true`` are this driver's; every other entry or object stays with the SR-IOV plugin and
-never fails the entries served here. Served entries follow that plugin's rules: the first entry
-that selects a device gets it, PFs that have VFs are left out, and issm is handed out.
+never fails the entries served here. Served entries follow that plugin's rules: the first selector
+object in file order that selects a device gets it (``initServers`` and ``excludeAllocatedDevices``,
+cmd/sriovdp/manager.go), served here or not, PFs that have VFs are left out, and issm is handed out.
 """
 
 from __future__ import annotations
@@ -15,29 +16,36 @@ import re
 from typing import Any
 
 from multidp_rdma.gojson import GoTypeError, Kind, fields
+from multidp_rdma.gomatch import exact_selection, inexact_notes
 from multidp_rdma.mellanox import unknown_note
-from multidp_rdma.poolconfig import PoolConfig, Selectors
+from multidp_rdma.poolconfig import Claim, PoolConfig, Rules, Selectors
 
 PREFIX = "intel.com"  # the plugin's --resource-prefix default
 INCUMBENT = "the SR-IOV plugin"
 TOP: dict[str, Kind] = {"resourceList": "list"}
 ENTRY: dict[str, Kind] = {"resourcePrefix": "str", "resourceName": "str", "deviceType": "str",
                           "excludeTopology": "bool", "selectors": "any", "additionalInfo": "info",
-                          "SelectorObjs": "any"}
+                          "SelectorObjs": "list"}  # []interface{}: any list or null; an object fails the file
 SELECTORS: dict[str, Kind] = {
     "vendors": "strs", "devices": "strs", "drivers": "strs", "pciAddresses": "strs", "pfNames": "strs",
     "rootDevices": "strs", "linkTypes": "strs", "IsRdma": "bool", "acpiIndexes": "strs", "needVhostNet": "bool",
     "ddpProfiles": "strs", "vdpaType": "str", "pKeys": "strs"}
 DEVICE_TYPES = ("netDevice", "accelerator", "auxNetDevice")
-_NAME = re.compile(r"^[a-zA-Z0-9_-]+$")  # utils.ValidResourceName
+_NAME = re.compile(r"[a-zA-Z0-9_-]+")  # utils.ValidResourceName; fullmatch: RE2's $ is the very end
+RULES = Rules(origin="sriov", sriov_pf=True)
 # Selectors that narrow a pool by something this driver cannot read: ignoring one would widen the pool.
 NARROWING = {"acpiIndexes": "ACPI index", "pKeys": "InfiniBand partition key",
              "ddpProfiles": "Intel DDP profile (read with the SR-IOV plugin's ddptool)"}
 _RENAMES = {"deviceIDs": "devices"}  # multidp's key → the file's, for messages
 
 
-def sriov_pools(raw: dict[str, Any], path: str, notes: list[str], prefix: str = PREFIX) -> list[PoolConfig]:
-    """Exclusive pools from the entries that ask for RDMA; ``prefix`` is the plugin's --resource-prefix."""
+def sriov_pools(raw: dict[str, Any], path: str, notes: list[str], prefix: str = PREFIX,
+                claims: list[Claim] | None = None) -> list[PoolConfig]:
+    """Exclusive pools from the entries that ask for RDMA; ``prefix`` is the plugin's --resource-prefix.
+
+    ``claims`` gets every netDevice selector object in file order, the plugin's with resource None.
+    """
+    claims = [] if claims is None else claims
     top, unknown = fields(raw, TOP, "")
     if unknown:
         notes.append(unknown_note(path, unknown, INCUMBENT))
@@ -48,7 +56,7 @@ def sriov_pools(raw: dict[str, Any], path: str, notes: list[str], prefix: str = 
         if not isinstance(entry, dict):
             raise GoTypeError(f"resourceList[{index}]: a JSON {type(entry).__name__} where Go's decoder needs "
                               "an object (the SR-IOV plugin refuses this file too)")
-        pool = _entry(entry, index, where, notes, prefix)
+        pool = _entry(entry, index, where, notes, prefix, claims)
         if pool is None:
             continue
         if pool.resource in seen:
@@ -59,7 +67,8 @@ def sriov_pools(raw: dict[str, Any], path: str, notes: list[str], prefix: str = 
     return pools
 
 
-def _entry(raw: dict[str, Any], index: int, where: str, notes: list[str], prefix: str) -> PoolConfig | None:
+def _entry(raw: dict[str, Any], index: int, where: str, notes: list[str], prefix: str,
+           claims: list[Claim]) -> PoolConfig | None:
     values, unknown = fields(raw, ENTRY, f"resourceList[{index}]")
     if unknown:
         notes.append(unknown_note(where, unknown, INCUMBENT))
@@ -73,24 +82,29 @@ def _entry(raw: dict[str, Any], index: int, where: str, notes: list[str], prefix
     name = f"{values.get('resourcePrefix') or prefix}/{values.get('resourceName') or ''}"
     label = f"{where} ({name})"
     if device_type != "netDevice":
+        # Claims nothing served here: accelerator entries take class 0x12 functions, auxNetDevice entries
+        # auxiliary devices, whose IDs never equal a netDevice's PCI address in excludeAllocatedDevices.
         notes.append(f"{label} is skipped: deviceType {device_type} is not served by this driver; it stays with "
                      "the SR-IOV plugin")
         return None
     objects = _selector_objects(values.get("selectors"), label, notes)
     if objects is None:
-        return None
+        return None  # not in the plugin's configList either: it takes nothing there
     rdma = [i for i, chosen in enumerate(objects) if chosen.get("IsRdma")]
-    if not rdma:
-        notes.append(f"{label} is skipped: it does not ask for RDMA (isRdma); it stays with the SR-IOV plugin")
-        return None
     many = isinstance(values.get("selectors"), list)
+    if not rdma:
+        notes.append(f"{label} is skipped: it does not ask for RDMA (isRdma); it stays with the SR-IOV plugin, "
+                     "which takes the devices it selects before any later entry can")
+        claims.extend(_claim(None, chosen, f"{label}.selectors" + (f"[{i}]" if many else ""), notes)
+                      for i, chosen in enumerate(objects))
+        return None
     if len(rdma) < len(objects):
         others = ", ".join(f"selectors[{i}]" for i in range(len(objects)) if i not in rdma)
         notes.append(f"{label}: {others} do(es) not ask for RDMA (isRdma): those devices stay with the SR-IOV plugin, "
                      f"which serves them under the same name {name}, while multidp serves the RDMA ones: two plugins "
                      "registering one resource name replace each other at the kubelet; give those selectors a "
                      "resource of their own")
-    if not _NAME.match(values.get("resourceName") or ""):
+    if not _NAME.fullmatch(values.get("resourceName") or ""):
         raise ValueError(f"resourceList[{index}].resourceName: resource name \"{values.get('resourceName', '')}\" "
                          "contains invalid characters")
     if values.get("excludeTopology"):
@@ -100,11 +114,28 @@ def _entry(raw: dict[str, Any], index: int, where: str, notes: list[str], prefix
     selectors = [_selectors(objects[i], f"resourceList[{index}].selectors" + (f"[{i}]" if many else ""), label,
                             notes) for i in rdma]
     try:
-        return PoolConfig(resource_name=values.get("resourceName") or "",
+        pool = PoolConfig(resource_name=values.get("resourceName") or "",
                           resource_prefix=values.get("resourcePrefix") or prefix, include_issm=True,
                           selectors=selectors if many else selectors[0])
     except ValueError as exc:
         raise ValueError(f"resourceList[{index}].{exc}") from None
+    claims.extend(_claim(pool.resource if i in rdma else None, chosen,
+                         f"{label}.selectors" + (f"[{i}]" if many else ""), notes) for i, chosen in enumerate(objects))
+    return pool
+
+
+def _claim(resource: str | None, chosen: dict[str, Any], at: str, notes: list[str]) -> Claim:
+    """One selector object as the plugin matches it; one multidp cannot evaluate fully is taken to claim all
+    its other selectors match (an unserved object: leaving a device out of ours is the safe side)."""
+    if resource is None:
+        unknown = [key for key in (*NARROWING, "vdpaType") if chosen.get(key)]
+        if unknown:
+            notes.append(f"{at}: multidp cannot evaluate {', '.join(unknown)}; it assumes the SR-IOV plugin "
+                         "takes every device this object's other selectors match, and serves none of them")
+    return Claim(resource, exact_selection(
+        vendors=chosen.get("vendors"), device_ids=chosen.get("devices"), drivers=chosen.get("drivers"),
+        pci_addresses=chosen.get("pciAddresses"), link_types=chosen.get("linkTypes"), pf_names=chosen.get("pfNames"),
+        root_devices=chosen.get("rootDevices"), pfs_with_vfs=False), RULES)
 
 
 def _selector_objects(raw: Any, label: str, notes: list[str]) -> list[dict[str, Any]] | None:
@@ -145,6 +176,9 @@ def _selectors(chosen: dict[str, Any], at: str, label: str, notes: list[str]) ->
         raise ValueError(f"{at}: invalid config: VdpaType and IsRdma are mutually exclusive options")
     if chosen.get("needVhostNet"):
         notes.append(f"{label}: needVhostNet is accepted and not applied: no /dev/vhost-net is handed out here")
+    notes.extend(inexact_notes({key: chosen.get(key) for key in ("vendors", "devices", "pciAddresses", "linkTypes",
+                                                                  "drivers", "pfNames", "rootDevices")},
+                               f"{label}: {at.split('.', 1)[1]}", INCUMBENT))
     try:
         return Selectors(
             vendors=chosen.get("vendors") or None, device_ids=chosen.get("devices") or None,
