@@ -143,3 +143,29 @@ def test_the_per_node_config_each_driver_runs_is_a_metric(socket_dir):
     assert metric(text, "multidp_driver_config", driver="chosen", config="two") == 1
     samples = [s for f in text_string_to_metric_families(text) for s in f.samples if s.name == "multidp_driver_config"]
     assert [s.labels["driver"] for s in samples] == ["chosen"]  # a driver without configByLabel has none
+
+
+def test_metrics_name_every_driver_state_and_leave_no_label_empty(socket_dir):
+    by_label = {"label": "example.com/widget-config", "configs": {"two": {"resources": {WIDGET: {"count": 2}}}}}
+    plugins = {"chosen": SamplePlugin(), "off": SamplePlugin()}
+    drivers = {"chosen": {"resources": {WIDGET: {"count": 1}}, "configByLabel": by_label},
+               "off": {"enabled": False}}
+    with running_host(socket_dir, plugins, drivers=drivers) as host:
+        host.apply_labels({"example.com/widget-config": "typo"})  # names no config: refused, section alone
+        server = ObservabilityServer("127.0.0.1:0", host)
+        server.start()
+        try:
+            _, text = get(f"http://127.0.0.1:{server.server_address[1]}/metrics")
+        finally:
+            server.stop()
+    states = {s.labels["state"]: s.value for f in text_string_to_metric_families(text) for s in f.samples
+              if s.name == "multidp_driver_up" and s.labels["driver"] == "off"}
+    assert states == {"running": 0, "retrying": 0, "failed": 0, "disabled": 1, "not selected": 0}
+    assert metric(text, "multidp_driver_config", driver="chosen", config="(none)") == 1
+    assert metric(text, "multidp_driver_config_refused", driver="chosen") == 1
+    build = [s for f in text_string_to_metric_families(text) for s in f.samples if s.name == "multidp_build_info"]
+    assert len(build) == 1 and build[0].labels["version"] and build[0].labels["pythonversion"]
+    assert metric(text, "process_resident_memory_bytes") > 0 and "python_info" in text
+    empty = [(s.name, k) for f in text_string_to_metric_families(text) for s in f.samples
+             for k, v in s.labels.items() if v == ""]
+    assert empty == []

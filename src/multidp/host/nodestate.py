@@ -33,6 +33,7 @@ class NodeState:
         self.per_node: dict[str, str] = {}
         self._noted: dict[str, Selection] = {}  # driver -> the selection last logged
         self._tried: dict[str, str | None] = {}  # driver -> the per-node config its last creation used
+        self.refused: dict[str, str] = {}  # running drivers whose new per-node config failed -> why
 
     def update(self, labels: Mapping[str, str], drivers: Sequence[str]) -> None:
         self.labels = dict(labels)
@@ -76,8 +77,17 @@ class NodeState:
         (then it is worth trying at once; otherwise the failure would only repeat)."""
         return name not in self._tried or self._chosen(name, factory) != self._tried[name]
 
+    def config_refused(self, factory: DriverFactory) -> dict[str, bool]:
+        """Per driver with a per-node config: whether the one its label asks for cannot be used now."""
+        refused: dict[str, bool] = {}
+        for name in self.per_node.keys() | self.refused.keys():
+            selection = self.selection(name, factory)
+            refused[name] = name in self.refused or bool(selection and selection.unknown)
+        return refused
+
     def built(self, name: str, selection: Selection | None) -> str:
         """Record the config a new instance was built with; the status reason to show."""
+        self.refused.pop(name, None)
         if selection is None:
             self.per_node.pop(name, None)
         else:
@@ -100,3 +110,4 @@ class NodeState:
         self.per_node.pop(name, None)
         self._noted.pop(name, None)
         self._tried.pop(name, None)
+        self.refused.pop(name, None)

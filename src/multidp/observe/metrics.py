@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
+import platform
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -21,7 +22,7 @@ from multidp.host.retry import FailedStatus
 from multidp.model import Health
 from multidp.observe import httpserver, probes
 from multidp.observe.httpserver import Answer, BoundedHTTPServer, Handler
-from multidp.plugins.factory import FAILED
+from multidp.plugins.factory import DISABLED, FAILED, NOT_SELECTED, RUNNING
 
 if TYPE_CHECKING:
     from multidp.host.host import Host
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RETRYING = "retrying"  # the state a failed driver that is tried again shows in multidp_driver_up
+STATES = (RUNNING, RETRYING, FAILED, DISABLED, NOT_SELECTED)
+NO_CONFIG = "(none)"  # multidp_driver_config's config for a section alone: no config name has parentheses
 
 
 class HostCollector:
@@ -39,8 +42,9 @@ class HostCollector:
 
     def collect(self) -> Iterator[Metric]:
         host = self.host
-        info = GaugeMetricFamily("multidp_info", "multidp version", labels=["version"])
-        info.add_metric([__version__], 1)
+        info = GaugeMetricFamily("multidp_build_info", "multidp's version and the Python it runs on",
+                                 labels=["version", "pythonversion"])
+        info.add_metric([__version__, platform.python_version()], 1)
         yield info
         devices = GaugeMetricFamily("multidp_devices", "Devices advertised, by health",
                                     labels=["resource", "driver", "health"])
@@ -86,19 +90,27 @@ class HostCollector:
         failures = CounterMetricFamily("multidp_driver_scan_failures", "Scans that raised or timed out",
                                        labels=["driver"])
         per_node = GaugeMetricFamily("multidp_driver_config", "The per-node config (configByLabel) each running "
-                                     "driver was built with; '' for its section alone", labels=["driver", "config"])
+                                     f"driver was built with; {NO_CONFIG!r} for its section alone",
+                                     labels=["driver", "config"])
         for name, config in sorted(self.host.node.per_node.items()):
-            per_node.add_metric([name, config], 1)
+            per_node.add_metric([name, config or NO_CONFIG], 1)
+        refused = GaugeMetricFamily("multidp_driver_config_refused", "1 while a driver's per-node config cannot "
+                                    "be used: its label names no config, or the config it names fails (the driver "
+                                    "keeps what it ran with)", labels=["driver"])
+        for name, is_refused in sorted(self.host.node.config_refused(self.host.factory).items()):
+            refused.add_metric([name], 1 if is_refused else 0)
         for name, status in sorted(self.host.statuses.items()):
             retrying = isinstance(status, FailedStatus) and status.state == FAILED and status.retrying
-            up.add_metric([name, RETRYING if retrying else status.state], 1)
+            current = RETRYING if retrying else status.state
+            for state in STATES:  # every state, 0 but the current one: a state left shows as 0, not as a gap
+                up.add_metric([name, state], 1 if state == current else 0)
             if isinstance(status, FailedStatus) and retrying:
                 next_try.add_metric([name], status.retry_in() or 0.0)
             runner = self.host.runners.get(name)
             if runner is not None:
                 scans.add_metric([name], runner.scans)
                 failures.add_metric([name], runner.scan_failures)
-        yield from (up, scans, failures, per_node, attempts, start_failures, next_try)
+        yield from (up, scans, failures, per_node, refused, attempts, start_failures, next_try)
 
 
 class ObservabilityServer:
@@ -116,6 +128,8 @@ class ObservabilityServer:
         self.host = host
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(HostCollector(host))
+        ProcessCollector(registry=self.registry)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
+        PlatformCollector(registry=self.registry)
         lanes: dict[str, dict[str, Handler]] = {"probes": {"/healthz": self._health, "/readyz": self._readiness}}
         if not probes_only:
             lanes["scrape"] = {"/metrics": self._metrics}
