@@ -45,6 +45,7 @@ from multidp.cli.exits import EXIT_DRIVER_FAILED, EXIT_OK, EXIT_USAGE, UsageErro
 from multidp.cli.logsetup import setup_logging  # noqa: E402
 from multidp.config.settings import Settings, load_settings, parse_bool, parse_driver_list  # noqa: E402
 from multidp.errors import ConfigError  # noqa: E402
+from multidp.host.instancelock import InstanceLocked  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _limit_malloc_arenas()
     try:
         return _dispatch(args)
+    except InstanceLocked as exc:  # another multidp serves this plugin dir: not a config error
+        print(f"multidp: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except BrokenPipeError:  # `multidp devices --json | head`: the reader left; not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return EXIT_OK

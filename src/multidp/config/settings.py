@@ -81,6 +81,7 @@ class FileConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_
     simulate: bool | None = None
     metrics_address: str | None = None
     probe_address: str | None = None
+    lock_wait: float | None = None
     cdi_dir: str | None = None
     log_format: Literal["text", "json"] | None = None
     log_level: Literal["debug", "info", "warning", "error"] | None = None
@@ -100,6 +101,7 @@ class Settings:
     simulate: bool = False
     metrics_address: str | None = None
     probe_address: str | None = None  # /healthz and /readyz on their own listener too
+    lock_wait: float = 30.0  # seconds start waits for another multidp's plugin-dir lock (the grace period)
     cdi_dir: Path = DEFAULT_CDI_DIR
     log_format: str = "text"
     log_level: str = "info"
@@ -186,6 +188,7 @@ def load_settings(flags: Mapping[str, Any], environ: Mapping[str, str] | None = 
         simulate=bool(pick("simulate", "MULTIDP_SIMULATE", file.simulate, parse_bool)),
         metrics_address=pick("metrics_address", "MULTIDP_METRICS_ADDRESS", file.metrics_address),
         probe_address=pick("probe_address", "MULTIDP_PROBE_ADDRESS", file.probe_address),
+        lock_wait=_seconds(pick("lock_wait", "MULTIDP_LOCK_WAIT", file.lock_wait, _float), "lockWait", 30.0),
         cdi_dir=Path(pick("cdi_dir", "MULTIDP_CDI_DIR", file.cdi_dir) or DEFAULT_CDI_DIR),
         log_format=pick("log_format", "MULTIDP_LOG_FORMAT", file.log_format) or "text",
         log_level=pick("log_level", "MULTIDP_LOG_LEVEL", file.log_level) or "info",
@@ -237,6 +240,22 @@ def _enabled_by_default(section: Mapping[str, Any], source: str | None) -> bool:
     if not isinstance(enabled, bool):
         raise ConfigError(f"drivers.{DEFAULTS}.enabled", "must be true or false", source)
     return enabled
+
+
+def _float(text: str, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(what, f"{text!r} is not a number of seconds") from None
+    return _seconds(value, what, value)
+
+
+def _seconds(value: float | None, what: str, default: float) -> float:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not math.isfinite(value) or value < 0:
+        raise ConfigError(what, f"must be a number of seconds, 0 or more, not {value!r}")
+    return float(value)
 
 
 def _opt_path(value: str | None) -> Path | None:

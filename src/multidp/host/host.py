@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from multidp.config.settings import Settings
 from multidp.host.nodestate import NodeState
-from multidp.host.plugindir import check_plugin_dir, remove_stale_sockets
+from multidp.host.plugindir import InstanceLock, claim_plugin_dir
 from multidp.host.restarts import KubeletRestarts
 from multidp.host.retry import Retries, describe_plan, failed_status, not_retried
 from multidp.host.table import ResourceTable
@@ -73,6 +73,7 @@ class Host:
         self._restarts = KubeletRestarts(settings, self.table)
         retry = settings.driver_retry
         self.retries = Retries(self._retry, *(retry_delays or (retry.first, retry.max)))
+        self.instance_lock = InstanceLock(settings.plugin_dir, self.factory.environ)  # one multidp per plugin dir
 
     @property
     def endpoints(self) -> dict[str, Endpoint]:
@@ -91,12 +92,8 @@ class Host:
     def start(self) -> None:
         """Bring up every selected, enabled driver; raises UnknownDrivers for a bad --drivers."""
         names = selected_names(self.settings, self.registry)
-        plugin_dir = self.settings.plugin_dir
-        if self.settings.kubelet_socket_path.parent.absolute() != plugin_dir.absolute():
-            log.warning("the kubelet socket %s is outside the plugin dir %s: the kubelet looks for plugin sockets "
-                        "in its own socket's directory", self.settings.kubelet_socket_path, plugin_dir)
-        check_plugin_dir(self.settings, names)
-        remove_stale_sockets(self.settings.plugin_dir)
+        if not claim_plugin_dir(self.settings, names, self.instance_lock, self._stopped):
+            return  # stopped (SIGTERM) while another multidp held the plugin dir: nothing touched
         self._restarts.start()
         self._follow_node_labels()
         for name in self.registry.names:
@@ -173,7 +170,7 @@ class Host:
     def reload(self, settings: Settings) -> None:
         """Apply a new config (SIGHUP): every driver is created again and rescanned. The plugin dir
         and kubelet socket stay as they were; a driver whose new config is bad keeps its old one."""
-        old, kept = self.settings, ("plugin_dir", "kubelet_socket", "simulate")  # these take a restart
+        old, kept = self.settings, ("plugin_dir", "kubelet_socket", "simulate", "lock_wait")  # take a restart
         if changed := [key for key in kept if getattr(settings, key) != getattr(old, key)]:
             log.warning("reload: %s changed but takes a restart; kept as it was", ", ".join(changed))
         for key in kept:
@@ -253,6 +250,7 @@ class Host:
         level = logging.DEBUG if failure.repeated else logging.ERROR
         plan = describe_plan(failure, exc)
         if keeping:
+            self.node.refused[name] = reason
             log.log(level, "driver %s: %s; keeping it running as it was, %s", name, reason, plan)
             return
         log.log(level, "driver %s (%s) failed: %s; %s", name, origin, reason, plan)
@@ -296,3 +294,4 @@ class Host:
         for runner in runners:
             runner.stop()
         self.factory.cleanup()
+        self.instance_lock.release()  # last, once our sockets are gone: the next multidp may take over

@@ -31,7 +31,9 @@ def readiness(host: Host) -> tuple[bool, dict[str, Any]]:
     rollout stops at a node where a driver does not come up; a driver that is disabled or not
     selected never does. ``--strict`` exits instead, for failures at start only.
     """
-    waiting = [] if host.started else ["starting"]
+    lock = host.instance_lock
+    waiting = [] if host.started else [f"plugin dir lock: another multidp ({lock.waiting_for})"
+                                       if lock.waiting_for else "starting"]
     statuses, runners = list(host.statuses.values()), dict(host.runners)
     for status in statuses:
         runner = runners.get(status.name)
