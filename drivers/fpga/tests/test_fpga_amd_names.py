@@ -132,6 +132,8 @@ def load_name_table_from(rules, tmp_path=None):
     ('{"a-b-c": 3}', "non-empty string"),
     ('{"a-b-c": "index"}', "uses 'index'"),
     ('{"a-b-c": "shellVer+bogus"}', "'bogus'"),
+    # server.go json.Unmarshal's a flat map; deep nesting must be a refusal, not a RecursionError.
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
 ])
 def test_bad_tables_are_refused_naming_the_file_and_key(node, tmp_path, content, words):
     path = table_file(tmp_path, content)

@@ -128,6 +128,19 @@ def test_virtual_num_over_the_limit_is_refused_naming_it(node):
         make(node, {"VirtualDev": "True", "VirtualNum": str(MAX_REPLICAS + 1)})
 
 
+# main.go reads VirtualNum whatever VirtualDev says, but fpga.go (GetAlveoDevices) uses it only when
+# VirtualDev is True: a value over multidp's limit fails the driver only when it is the one in force.
+@pytest.mark.parametrize(("environ", "section", "device_ids"), [
+    ({"VirtualNum": str(MAX_REPLICAS + 1)}, {}, ["0000:65:00.1"]),  # VirtualDev off: AMD ignores it
+    ({"VirtualNum": str(MAX_REPLICAS + 1), "VirtualDev": "True"}, {"amdVirtualNum": 2},
+     ["0000:65:00.1-0", "0000:65:00.1-1"]),  # multidp's key is the value in force
+])
+def test_virtual_num_over_the_limit_is_refused_only_when_in_force(node, environ, section, device_ids):
+    node.alveo_card("0000:65:00", *U200)
+    driver = make(node, environ, **section)
+    assert ids(driver.scan()) == {"amd.com/xilinx_u200_xdma_201830_2-1561465320": device_ids}
+
+
 def test_virtual_num_without_virtual_dev_warns(node, caplog):
     with caplog.at_level(logging.WARNING):
         make(node, {"VirtualNum": "4"})

@@ -179,6 +179,18 @@ def test_card_modes_put_one_card_in_region_mode(node, make_driver):
     assert by_id(inventory)["dfl-fme.1"][1].info["pci"] == "0000:af:00.0"
 
 
+def test_a_card_mode_naming_no_card_is_warned_about_once(node, make_driver, caplog):
+    # Intel's plugin has no per-card mode (mode.go: one mode per node); multidp's cardModes must not
+    # drop an address silently: a VF's or port's address is not the FME's PCI function.
+    node.dfl_card("0000:5e:00.0", IFACE, [AFU])
+    driver = make_driver(card_modes={"0000:5e:00.1": "region", "0000:5e:00.0": "af"})
+    with caplog.at_level(logging.WARNING):
+        driver.scan()
+        driver.scan()
+    lines = [r.getMessage() for r in caplog.records if "cardModes" in r.getMessage()]
+    assert len(lines) == 1 and "'0000:5e:00.1'" in lines[0] and "0000:5e:00.0" in lines[0], lines
+
+
 @pytest.mark.parametrize(("section", "key"), [
     ({"cardModes": {"5e:00.0": "region"}}, "drivers.fpga.cardModes['5e:00.0']"),
     ({"cardModes": {"0000:5e:00.0": "orchestrated"}}, "drivers.fpga.cardModes"),

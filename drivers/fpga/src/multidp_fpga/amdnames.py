@@ -91,6 +91,8 @@ def load_name_table(path: object, source: str, key: str) -> NameTable:
         table = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ConfigError(key, f"is not JSON: {exc}", source) from None
+    except RecursionError:  # a name table is one flat object; never let nesting take the host down
+        raise ConfigError(key, "is not a table of names: its JSON is nested too deeply to read", source) from None
     if not isinstance(table, dict):
         raise ConfigError(key, f"must hold a JSON object of name rules, not {type(table).__name__}", source)
     rules = []

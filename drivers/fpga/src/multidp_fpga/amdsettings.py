@@ -56,6 +56,7 @@ def _pick(key: str, own: object, variable: str, from_env: object, log: logging.L
 
 
 def _virtual_num(environ: Mapping[str, str], log: logging.Logger) -> int | None:
+    """AMD's reading of VirtualNum (strconv.Atoi, below 1 is 1); its limit is checked once it is in force."""
     raw = environ.get("VirtualNum")
     if raw is None:
         return None
@@ -66,9 +67,6 @@ def _virtual_num(environ: Mapping[str, str], log: logging.Logger) -> int | None:
     if number < 1:
         log.warning("AMD's variable VirtualNum=%r is not a number of at least 1: using 1, as AMD's plugin does", raw)
         return 1
-    if number > MAX_REPLICAS:
-        raise ConfigError("VirtualNum", f"AMD's variable VirtualNum={raw!r} is over multidp's limit of "
-                                        f"{MAX_REPLICAS} IDs per device")
     return number
 
 
@@ -86,6 +84,11 @@ def resolve(config: FpgaConfig, environ: Mapping[str, str], log: logging.Logger,
                     _choice(environ, "VirtualDev", {"True": True, "False": False}, False, log), log)
     number = _pick("amdVirtualNum", config.amd_virtual_num, "VirtualNum", _virtual_num(environ, log), log)
     if virtual:
+        # Only the value in force counts: AMD reads VirtualNum only with VirtualDev on, and
+        # amdVirtualNum (checked by validate) overrides it.
+        if config.amd_virtual_num is None and isinstance(number, int) and number > MAX_REPLICAS:
+            raise ConfigError("VirtualNum", f"AMD's variable VirtualNum={environ.get('VirtualNum')!r} is over "
+                                            f"multidp's limit of {MAX_REPLICAS} IDs per device")
         if number is None:
             log.warning("AMD's VirtualDev is on without VirtualNum (drivers.fpga.amdVirtualNum): using 1, "
                         "as AMD's plugin does")

@@ -48,6 +48,7 @@ class FpgaDriver(Driver):
         self._layout: str | None = None
         self._lock = threading.Lock()
         self._grants: Grants = {}
+        self._unmatched_warned: set[str] = set()
 
     def scan(self) -> Mapping[str, Sequence[Device]]:
         problems: dict[str, str] = {}
@@ -55,6 +56,7 @@ class FpgaDriver(Driver):
         if self.intel is not None:
             observed += self.intel.scan(problems)
             self._note_layout(self.intel.layout.name if self.intel.layout else None)
+            self._note_unmatched_modes(self.intel)
         if self.amd is not None:
             observed += self.amd.scan(problems)
         inventory, grants = self.placer.place(observed, problems)
@@ -73,6 +75,16 @@ class FpgaDriver(Driver):
             elif self._layout is not None:
                 self.log.info("Intel FPGAs: no DFL or OPAE sysfs class directory any more")
             self._layout = layout
+
+    def _note_unmatched_modes(self, intel: IntelScanner) -> None:
+        """One warning per ``cardModes`` address that matches no card: it would be ignored silently."""
+        for address in intel.unmatched_card_modes():
+            if address not in self._unmatched_warned:
+                self._unmatched_warned.add(address)
+                found = ", ".join(sorted(intel.owners)) or "none"
+                self.log.warning("drivers.fpga.cardModes[%r] names no Intel FPGA card on this node (the PCI "
+                                 "function its FME hangs under; cards found: %s): it is ignored until it "
+                                 "does, and such a card is served in mode %s", address, found, self.config.mode)
 
     def allocate(self, request: AllocationRequest) -> ContainerAllocation:
         with self._lock:

@@ -106,16 +106,23 @@ class IntelScanner:
         self.mode = mode
         self.card_modes = dict(card_modes or {})
         self.layout: Layout | None = None
+        self.owners: set[str] = set()  # the PCI functions whose cards the last scan found
 
     def mode_of(self, pci: str) -> str:
         """The mode of the card whose FME hangs under PCI function ``pci`` (``cardModes`` over ``mode``)."""
         return self.card_modes.get(pci, self.mode)
 
+    def unmatched_card_modes(self) -> list[str]:
+        """The ``cardModes`` addresses that named no card in the last scan (a VF or port address, a typo)."""
+        return [address for address in self.card_modes if address not in self.owners]
+
     def scan(self, problems: dict[str, str]) -> list[Observed]:
         self.layout = pick_layout(self.sysfs_root)
+        self.owners = set()
         if self.layout is None:
             return []
         ports = self._ports(self.layout, problems)
+        self.owners = {p.fme.pci if p.fme else p.owner for p in ports}
         af = [p for p in ports if self.mode_of(p.fme.pci if p.fme else p.owner) == "af"]
         regions = [p for p in ports if p not in af]
         return [self._af_device(port) for port in af] + self._region_devices(regions, problems)

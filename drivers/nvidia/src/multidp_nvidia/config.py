@@ -5,7 +5,8 @@
 config file, so operators keep the file they have. multidp's additions are
 ``health``, ``mpsContainerRoot``, ``replicaPolicy``, ``pollInterval``, ``procRoot`` and
 ``simulatedMachine``; ``resources`` and ``sharing.*.resources[].rename/devices`` are
-multidp extensions too (NVIDIA v0.20.0 discards them).
+multidp extensions too, honoured only here (NVIDIA v0.20.0 discards them from its file, and so
+does multidp: :mod:`multidp_nvidia.file_naming`).
 These structs are strict (multidp's own section); NVIDIA's file is first brought to
 their spelling, as NVIDIA's decoder reads it, by :mod:`multidp_nvidia.nvidia_file`.
 How the sources combine is in :mod:`multidp_nvidia.settings`.
@@ -99,7 +100,8 @@ class ReplicatedResources(_Section):
 
 
 class Sharing(_Section):
-    time_slicing: ReplicatedResources | None = None
+    # UNSET when left out: an explicit null is refused, as NVIDIA refuses it (replicas.check_layer).
+    time_slicing: ReplicatedResources | None | msgspec.UnsetType = msgspec.UNSET
     # Served like time-slicing plus the MPS pipe and shm mounts; NVIDIA's MPS control daemon
     # (its own DaemonSet, reading the same file) must run on the node.
     mps: ReplicatedResources | None = None

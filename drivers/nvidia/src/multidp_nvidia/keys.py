@@ -19,7 +19,9 @@ class Verdict(NamedTuple):
 
 
 HONOURED, REFUSED, WARNED = "honoured", "refused", "warned"
-_EXT = "multidp extension (NVIDIA v0.20.0 discards it with a warning)"
+# DisableResourceNamingInConfig (api/config/v1/config.go): NVIDIA discards these; so does multidp in NVIDIA's file.
+_EXT = ("NVIDIA v0.20.0 discards it; so does multidp in NVIDIA's file (one warning each); honoured as a multidp "
+        "extension only under drivers.nvidia")
 _REPLICAS = "NVIDIA's rules: a non-empty list; replicas at least 2 (MPS: at most 48)"
 
 _KEYS: dict[str, Verdict] = {
@@ -46,7 +48,7 @@ _KEYS: dict[str, Verdict] = {
                                                                     "replicaPolicy spread / pack"),
     **{f"flags.gfd.{k}": Verdict(WARNED, "GPU Feature Discovery's setting")
        for k in ("oneshot", "noTimestamp", "sleepInterval", "outputFile", "machineTypeFile")},
-    **{f"resources.{k}[].{f}": Verdict(HONOURED, f"{_EXT}; anchored patterns, then NVIDIA's defaults")
+    **{f"resources.{k}[].{f}": Verdict(WARNED, f"{_EXT}: anchored patterns, then NVIDIA's defaults")
        for k in ("gpus", "mig") for f in ("pattern", "name")},
     "imex.channelIDs": Verdict(HONOURED, "[] or [0]: the channel's node, env, mount or CDI device in answers"),
     "imex.required": Verdict(HONOURED, "a missing channel fails the driver; otherwise a warning"),
@@ -60,11 +62,14 @@ for _section in ("timeSlicing", "mps"):
         f"sharing.{_section}.resources[].replicas": Verdict(HONOURED, _REPLICAS),
     })
 _KEYS.update({
-    "sharing.timeSlicing.resources[].rename": Verdict(HONOURED, _EXT),
-    "sharing.timeSlicing.resources[].devices": Verdict(HONOURED, f"{_EXT}; 'all', a count, or indexes / UUIDs "
-                                                                 "checked as NVIDIA checks them"),
-    "sharing.mps.resources[].rename": Verdict(WARNED, "NVIDIA's plugin and MPS daemon ignore it"),
-    "sharing.mps.resources[].devices": Verdict(WARNED, "NVIDIA's plugin and MPS daemon ignore it"),
+    "sharing.timeSlicing.resources[].rename": Verdict(WARNED, f"{_EXT} (renameByDefault still serves "
+                                                                "<name>.shared)"),
+    "sharing.timeSlicing.resources[].devices": Verdict(WARNED, f"{_EXT}: 'all', a count, or indexes / UUIDs; "
+                                                                "checked as NVIDIA checks them either way"),
+    "sharing.mps.resources[].rename": Verdict(WARNED, "NVIDIA's plugin and MPS daemon ignore it, in its file or "
+                                                      "under drivers.nvidia"),
+    "sharing.mps.resources[].devices": Verdict(WARNED, "NVIDIA's plugin and MPS daemon ignore it, in its file or "
+                                                       "under drivers.nvidia"),
 })
 
 # NVIDIA's variable → the config key it sets (honoured as that key is).

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 
+import msgspec
 from multidp import ConfigError
 
 from multidp_nvidia.config import NvidiaFileConfig, ReplicatedResources
@@ -72,9 +73,17 @@ def checked_devices(devices: object, key: str, source: str | None) -> str | int 
     return tuple(refs)
 
 
-def check_section(section: ReplicatedResources | None, key: str, source: str | None) -> None:
-    """NVIDIA's refusals for one ``sharing.timeSlicing`` / ``sharing.mps`` section."""
-    if section is None:
+def check_section(section: ReplicatedResources | None | msgspec.UnsetType, key: str, source: str | None,
+                  null_refused: bool = False) -> None:
+    """NVIDIA's refusals for one ``sharing.timeSlicing`` / ``sharing.mps`` section.
+
+    ``null_refused``: ``timeSlicing`` is a struct value in NVIDIA's Sharing, so a null there reaches
+    its UnmarshalJSON, which finds no resources; ``mps`` is a pointer, and null just leaves it unset.
+    """
+    if section is None and null_refused:
+        raise ConfigError(key, "no resources specified (NVIDIA refuses a null sharing section: give it "
+                               "resources, or leave the key out)", source)
+    if section is None or section is msgspec.UNSET:
         return
     if not section.resources:
         raise ConfigError(f"{key}.resources", "no resources specified (NVIDIA refuses a sharing section without "
@@ -91,5 +100,5 @@ def check_layer(layer: NvidiaFileConfig, prefix: str, source: str | None) -> Non
     """NVIDIA's refusals for the sharing sections of one source (the section, or a file)."""
     if layer.sharing is None:
         return
-    check_section(layer.sharing.time_slicing, f"{prefix}sharing.timeSlicing", source)
+    check_section(layer.sharing.time_slicing, f"{prefix}sharing.timeSlicing", source, null_refused=True)
     check_section(layer.sharing.mps, f"{prefix}sharing.mps", source)

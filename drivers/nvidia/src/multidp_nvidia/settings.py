@@ -19,6 +19,7 @@ from multidp import DNS1123_SUBDOMAIN, ConfigError
 
 from multidp_nvidia.cdi_hooks import HOOK_NAMES
 from multidp_nvidia.config import DEFAULT_IGNORED_XIDS, Flags, NvidiaConfig, NvidiaFileConfig, PluginFlags
+from multidp_nvidia.file_naming import discard_naming
 from multidp_nvidia.flag_checks import checked_flags
 from multidp_nvidia.layering import KEY, RESOURCE_PREFIX, checked_name, pick, plain_root
 from multidp_nvidia.nvidia_env import disabled_hooks, env_layer, xid_env
@@ -113,17 +114,31 @@ def resolve(config: NvidiaConfig, environ: Mapping[str, str],
     source = source_of(file_path, local)
     file, warnings = read_nvidia_file(file_path, local, file_key)
     check_layer(file, "", source)
+    file, discarded = discard_naming(file, source)  # as NVIDIA v0.20.0 does after reading it
+    warnings += discarded
     try:
         return _combine(config, [*layers, file], environ, warnings)
     except ConfigError as exc:
-        if exc.source is not None:
-            raise
-        try:  # the same checks on the file alone: if they fail the same way, the file is to blame
-            _combine(NvidiaConfig(), [file], {}, [])
-        except ConfigError as alone:
-            if alone.key == exc.key:
-                raise ConfigError(alone.key.removeprefix(f"{KEY}."), alone.message, source) from exc
+        if exc.source is None and _file_is_to_blame(exc, config, layers, file, environ):
+            raise ConfigError(exc.key.removeprefix(f"{KEY}."), exc.message, source) from exc
         raise
+
+
+def _file_is_to_blame(exc: ConfigError, config: NvidiaConfig, layers: list[Any], file: NvidiaFileConfig,
+                      environ: Mapping[str, str]) -> bool:
+    """Whether the value in force at ``exc.key`` came from NVIDIA's file: the file alone fails there,
+    and the sources above it (multidp's section, NVIDIA's variables) do not."""
+    try:
+        _combine(NvidiaConfig(), [file], {}, [])
+        return False
+    except ConfigError as alone:
+        if alone.key != exc.key:
+            return False
+    try:
+        _combine(config, layers, environ, [])
+    except ConfigError as above:
+        return above.key != exc.key
+    return True
 
 
 def _combine(config: NvidiaConfig, layers: list[Any], environ: Mapping[str, str], warnings: list[str]) -> Settings:
