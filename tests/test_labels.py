@@ -86,7 +86,7 @@ def test_absent_label_falls_back_to_config(kubelet, api, tmp_path):
 
 
 def test_drivers_default_turns_off_every_driver_the_config_does_not_name(kubelet, api, tmp_path):
-    """The opt-in overlay's rule: a driver added to the image later runs only where a label enables it."""
+    """The base config's rule: a driver added to the image later runs only where a label enables it."""
     drivers = {"default": {"enabled": False}, "alpha": {**DRIVERS["alpha"], "enabled": True},
                "beta": DRIVERS["beta"]}
     env = {"NODE_NAME": NODE, "KUBECONFIG": str(api.kubeconfig(tmp_path))}
