@@ -25,7 +25,7 @@ _KEYS = ("label", "annotation", "default", "configs")
 # The host hands node annotations to selection beside the labels, under keys no label can have
 # (a label key holds no '@'), so one mapping carries both (host/labels.py).
 ANNOTATION_PREFIX = "@annotation:"
-HOST_KEYS = ("enabled", CONFIG_BY_LABEL)  # the host's keys: not the driver's, and not per node
+HOST_KEYS = ("enabled", CONFIG_BY_LABEL, "pauseByLabel")  # the host's keys: not the driver's, and not per node
 
 
 @dataclass(frozen=True)
@@ -178,7 +178,7 @@ def select(by_label: ConfigByLabel, labels: Mapping[str, str] | None) -> Selecti
 
 def apply(section: Mapping[str, Any], by_label: ConfigByLabel | None, chosen: str | None) -> dict[str, Any]:
     """The section without ``configByLabel``, with the config ``chosen`` merged over it."""
-    base = {k: v for k, v in section.items() if k != CONFIG_BY_LABEL}
+    base = {k: v for k, v in section.items() if k not in (CONFIG_BY_LABEL, "pauseByLabel")}
     if by_label is None or chosen is None:
         return base
     return merge(base, by_label.configs[chosen])
@@ -210,6 +210,15 @@ def with_host_keys(section: dict[str, Any], defs: Mapping[str, Any]) -> dict[str
             },
             "required": ["configs"],
             "oneOf": [{"required": ["label"]}, {"required": ["annotation"]}],
+            "additionalProperties": False,
+        },
+        "pauseByLabel": {
+            "type": "object",
+            "description": "the host's: while this node label has one of values, the driver is stopped "
+                           "(resources withdrawn) and started again when it changes",
+            "properties": {"label": {"type": "string"},
+                           "values": {"type": "array", "items": {"type": "string"}, "minItems": 1}},
+            "required": ["label", "values"],
             "additionalProperties": False,
         },
     }

@@ -30,6 +30,7 @@ from multidp.config.bylabel import (
     parse_config_by_label,
     select,
 )
+from multidp.config.pause import PAUSE_BY_LABEL, PauseByLabel, parse_pause_by_label
 from multidp.configfiles import parse_yaml
 from multidp.errors import ConfigError, split_validation_error
 
@@ -84,6 +85,7 @@ class Resolved:
     by_label: ConfigByLabel | None = None
     selection: Selection | None = None
     variables: Mapping[str, str] = field(default_factory=dict)  # key -> the MULTIDP_<NAME>_<KEY> that set it
+    pause: PauseByLabel | None = None
 
 
 def resolve_section(
@@ -120,7 +122,11 @@ def _compose(name: str, section: Mapping[str, Any], by_label: ConfigByLabel | No
     enabled = merged.pop("enabled", True)
     if not isinstance(enabled, bool):
         raise ConfigError(f"drivers.{name}.enabled", f"must be true or false, not {enabled!r}")
-    return Resolved(enabled, merged, by_label, selection, variables)
+    raw_pause = env.get(PAUSE_BY_LABEL, section.get(PAUSE_BY_LABEL))
+    merged.pop(PAUSE_BY_LABEL, None)
+    where = variables.get(PAUSE_BY_LABEL) or f"drivers.{name}.{PAUSE_BY_LABEL}"
+    pause = parse_pause_by_label(raw_pause, where) if raw_pause is not None else None
+    return Resolved(enabled, merged, by_label, selection, variables, pause)
 
 
 @dataclass(frozen=True)

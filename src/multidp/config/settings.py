@@ -19,6 +19,7 @@ from typing import Any, Literal
 import msgspec
 
 from multidp.config.bylabel import CONFIG_BY_LABEL, parse_config_by_label
+from multidp.config.pause import PAUSE_BY_LABEL, parse_pause_by_label
 from multidp.configfiles import parse_yaml, read_small_file
 from multidp.errors import ConfigError, split_validation_error
 
@@ -211,6 +212,8 @@ def load_settings(flags: Mapping[str, Any], environ: Mapping[str, str] | None = 
             raise ConfigError(f"drivers.{name}.enabled", "must be true or false", source)
         if section.get(CONFIG_BY_LABEL) is not None:  # the host's key: checked here, like enabled
             parse_config_by_label(name, section[CONFIG_BY_LABEL], f"drivers.{name}.{CONFIG_BY_LABEL}", source)
+        if section.get(PAUSE_BY_LABEL) is not None:
+            parse_pause_by_label(section[PAUSE_BY_LABEL], f"drivers.{name}.{PAUSE_BY_LABEL}", source)
     return settings
 
 

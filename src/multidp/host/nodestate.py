@@ -42,8 +42,17 @@ class NodeState:
     def desired(self, name: str, factory: DriverFactory) -> tuple[bool, str]:
         """Whether a selected driver should run here: its node label, else its config default."""
         label = self.overrides.get(name)
-        if label is not None:
+        if label is False:
             return label, f"disabled by node label {LABEL_PREFIX}{name}=false"
+        try:
+            pause = factory.resolve(name).pause
+        except Exception:  # noqa: BLE001 - as below: creating it reports the error
+            pause = None
+        paused = pause.paused_by(self.labels) if pause is not None else None
+        if paused:  # over multidp.io/<name>=true too: mig-manager waits for the driver to let go
+            return False, paused
+        if label is not None:
+            return label, ""
         try:
             enabled = factory.enabled(name)
         except Exception:  # noqa: BLE001 - a bad config or a plugin hook that fails: creating it reports the
