@@ -46,7 +46,7 @@ DRIVERS = {"alpha": {"resources": {WIDGET: {"count": 2}}}, "beta": {"resources":
 def test_overrides_from_labels(caplog):
     labels = {"multidp.io/alpha": "TRUE", "multidp.io/beta": "off", "other": "x"}
     assert overrides_from(labels, ["alpha", "beta", "gamma"]) == {"alpha": True, "beta": None, "gamma": None}
-    assert "multidp.io/beta='off' is neither true nor false" in caplog.text
+    assert "multidp.io/beta='off' is neither true nor false: ignored" in caplog.text
 
 
 def test_label_flips_start_and_stop_one_driver_while_the_other_streams(kubelet: KubeletStandIn, api, tmp_path):
@@ -404,3 +404,19 @@ def test_pause_by_label_errors_name_the_key(tmp_path, pause, message):
     config.write_text(yaml.safe_dump({"drivers": {"alpha": {"pauseByLabel": pause}}}))
     with pytest.raises(ConfigError, match=re.escape(f"drivers.alpha.{message}")):
         load_settings({"config": str(config)}, {})
+
+
+def test_a_label_typo_keeps_the_last_good_state(kubelet, api, tmp_path, caplog):
+    """multidp.io/beta=yes is no reason to withdraw devices pods use: the last good value holds."""
+    env = {"NODE_NAME": NODE, "KUBECONFIG": str(api.kubeconfig(tmp_path))}
+    drivers = {**DRIVERS, "beta": {**DRIVERS["beta"], "enabled": False}}
+    with running_host(kubelet.directory, plugins(), drivers=drivers, environ=env) as host:
+        api.set_labels(multidp_io_beta="true")
+        kubelet.wait_devices(GADGET, lambda v: v.capacity == 3)
+        api.set_labels(multidp_io_beta="yes")
+        wait_until(lambda: (host.node.labels or {}).get("multidp.io/beta") == "yes", what="the typo seen")
+        assert host.statuses["beta"].state == "running" and kubelet.resources[GADGET].capacity == 3
+        assert "multidp.io/beta='yes' is neither true nor false: ignored; the driver keeps its last good" \
+            in caplog.text
+        api.set_labels(multidp_io_beta=None)  # removed: the config (off) decides again
+        kubelet.wait_devices(GADGET, lambda v: v.capacity == 0, what="back to the config's default")

@@ -70,8 +70,8 @@ def overrides_from(labels: Mapping[str, str] | None, drivers: Sequence[str],
         if value is not None and (warned is None or (driver, value) not in warned):
             if warned is not None:
                 warned.add((driver, value))
-            log.warning("node label %s%s=%r is neither true nor false; using the config default",
-                        LABEL_PREFIX, driver, value)
+            log.error("node label %s%s=%r is neither true nor false: ignored; the driver keeps its last good "
+                      "state (the config's default if it had none)", LABEL_PREFIX, driver, value)
         result[driver] = None
     return result
 

@@ -33,11 +33,22 @@ class NodeState:
         self.per_node: dict[str, str] = {}
         self._noted: dict[str, Selection] = {}  # driver -> the selection last logged
         self._tried: dict[str, str | None] = {}  # driver -> the per-node config its last creation used
+        self._last_good: dict[str, bool] = {}  # driver -> its multidp.io/<driver> label's last valid value
         self.refused: dict[str, str] = {}  # running drivers whose new per-node config failed -> why
 
     def update(self, labels: Mapping[str, str], drivers: Sequence[str]) -> None:
+        """Take the node's labels. A ``multidp.io/<driver>`` value that is neither true nor false (a typo)
+        keeps the last good one: a typo must not withdraw devices pods use (at first, the config's default)."""
         self.labels = dict(labels)
-        self.overrides = overrides_from(labels, drivers, self._warned)
+        overrides = overrides_from(labels, drivers, self._warned)
+        for driver, value in overrides.items():
+            if value is not None:
+                self._last_good[driver] = value
+            elif LABEL_PREFIX + driver in labels:  # set, but to neither true nor false
+                overrides[driver] = self._last_good.get(driver)
+            else:  # not set: the config decides
+                self._last_good.pop(driver, None)
+        self.overrides = overrides
 
     def desired(self, name: str, factory: DriverFactory) -> tuple[bool, str]:
         """Whether a selected driver should run here: its node label, else its config default."""
