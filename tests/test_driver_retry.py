@@ -11,15 +11,13 @@ import json
 import logging
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+from http_helpers import get, metric
 
 from multidp import DriverContext, hookimpl
 from multidp.host.retry import FailedStatus, Retries
@@ -72,22 +70,6 @@ def host_with(directory: Path, plugins: dict[str, Any], drivers: dict[str, Any] 
         server.stop()
         if not host.stopping:
             host.stop()
-
-
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read().decode()
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and sample.labels == labels:
-                return float(sample.value)
-    raise AssertionError(f"no sample {name}{labels}")
 
 
 def probe(host: Host, path: str) -> tuple[int, dict[str, Any]]:

@@ -7,11 +7,10 @@ import signal
 import socket
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
+from http_helpers import get
 from test_cli import env_with, site  # noqa: F401 - site is a fixture
 
 from multidp.observe import listeners
@@ -19,14 +18,6 @@ from multidp.observe.listeners import Listener, listeners_for
 from multidp.testing import KubeletStandIn, SamplePlugin, running_host, short_socket_dir, wait_until
 
 WIDGET = "example.com/widget"
-
-
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read().decode()
 
 
 def taken_port() -> socket.socket:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import socket
-import urllib.error
-import urllib.request
 
 import grpc
 import pytest
+from http_helpers import get, metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from multidp.api import pb
@@ -16,23 +15,6 @@ from multidp.observe.metrics import ObservabilityServer
 from multidp.testing import AllocationFailed, KubeletStandIn, SamplePlugin, running_host, wait_until
 
 WIDGET = "example.com/widget"
-
-
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read().decode()
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    """The value of sample ``name`` with exactly ``labels`` in Prometheus text ``text``."""
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and sample.labels == labels:
-                return float(sample.value)
-    raise AssertionError(f"no sample {name}{labels}")
 
 
 @pytest.fixture
