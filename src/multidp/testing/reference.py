@@ -80,6 +80,8 @@ def describe(name: str, obj: Any) -> tuple[list[str], list[str]]:
                 missing.append(f"{name}.{member_name}")
             lines += [f"- `{member_name}{signature}`{' (property)' if kind == 'property' else ''}: "
                       + (text.replace("\n\n", " ").replace("\n", " ") or "(undocumented)"), ""]
+    elif inspect.ismodule(obj):  # the v1beta1 messages and stubs: named, never shown by file path
+        lines += [f"### `{name}`", "", f"The module `{obj.__name__}` (generated protobuf code).", ""]
     elif type(obj).__module__ in ("typing", "types", "collections.abc"):
         lines += [f"### `{name}`", "", f"A type: `{obj!r}`.", ""]
     elif callable(obj):
