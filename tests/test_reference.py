@@ -35,3 +35,8 @@ def test_a_dataclass_without_a_docstring_of_its_own_counts_as_undocumented() -> 
         size: int = 0
 
     assert describe("NoDoc", NoDoc)[1] == ["NoDoc"]
+
+
+def test_the_reference_names_no_path_of_this_checkout() -> None:
+    text, _ = render()
+    assert str(REFERENCE.parent.parent) not in text  # the same text from every clone
