@@ -43,26 +43,34 @@ def test_kubelet_command_shows_registration_devices_allocation_and_restart(site:
     kubelet = subprocess.Popen([sys.executable, "-m", "multidp", "kubelet", "--plugin-dir", str(directory),
                                 "--allocate", f"{WIDGET}=2"], env=env_with(site), stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
-    out = Lines(kubelet)
-    out.wait_for(f"serving {directory}/kubelet.sock")
-    host = start(["run", "--plugin-dir", str(directory), "--drivers", "sample", "--cdi-dir", str(directory / "cdi")],
-                 env_with(site))
     try:
-        assert "preferred allocation: yes" in out.wait_for(f"registered {WIDGET} from multidp-sample-")
-        out.wait_for(f"{WIDGET}: capacity 4, allocatable 4")
-        assert out.wait_for("  + widget-").endswith("Healthy NUMA 0")
-        allocated = out.wait_for("allocated widget-")
-        assert allocated.endswith(f"of {WIDGET}:") and allocated.count("widget-") == 2
-        out.wait_for("  env WIDGET_DEVICES=widget-")
-        kubelet.send_signal(signal.SIGHUP)
-        out.wait_for("kubelet restarted")
-        out.wait_for(f"registered {WIDGET} from multidp-sample-")  # the host noticed and registered again
-    finally:
-        code, err = stop(host)
-    assert code == 0, err
-    out.wait_for("stream ended: every device Unhealthy")
-    kubelet.send_signal(signal.SIGTERM)
-    out.wait_for("kubelet stand-in: stopped")
+        out = Lines(kubelet)
+        out.wait_for(f"serving {directory}/kubelet.sock")
+        host = start(["run", "--plugin-dir", str(directory), "--drivers", "sample",
+                      "--cdi-dir", str(directory / "cdi")], env_with(site))
+        try:
+            assert "preferred allocation: yes" in out.wait_for(f"registered {WIDGET} from multidp-sample-")
+            out.wait_for(f"{WIDGET}: capacity 4, allocatable 4")
+            assert out.wait_for("  + widget-").endswith("Healthy NUMA 0")
+            allocated = out.wait_for("allocated widget-")
+            assert allocated.endswith(f"of {WIDGET}:") and allocated.count("widget-") == 2
+            out.wait_for("  env WIDGET_DEVICES=widget-")
+            kubelet.send_signal(signal.SIGHUP)
+            out.wait_for("kubelet restarted")
+            out.wait_for(f"registered {WIDGET} from multidp-sample-")  # the host noticed and registered again
+        finally:
+            code, err = stop(host)
+        assert code == 0, err
+        out.wait_for("stream ended: every device Unhealthy")
+        kubelet.send_signal(signal.SIGTERM)
+        out.wait_for("kubelet stand-in: stopped")
+    finally:  # a failed wait above must not leave the stand-in running
+        if kubelet.poll() is None:
+            kubelet.send_signal(signal.SIGTERM)
+        try:
+            kubelet.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            kubelet.kill()
     assert kubelet.wait(timeout=20) == 0
 
 

@@ -28,7 +28,6 @@ import msgspec
 from multidp import ConfigError, read_small_file, split_validation_error
 
 from multidp_nvidia.config import NvidiaFileConfig, ReplicatedResources
-from multidp_nvidia.nvidia_yaml import load_nvidia_yaml
 from multidp_nvidia.replicas import check_section
 
 
@@ -157,6 +156,8 @@ def read_nvidia_file(path: str, local: Path, key: str) -> tuple[NvidiaFileConfig
 
     Returns the file and one warning per key NVIDIA's plugin would ignore or that is given twice.
     """
+    from multidp_nvidia.nvidia_yaml import load_nvidia_yaml  # PyYAML, only on a node with NVIDIA's file
+
     source = source_of(path, local)
     try:
         # The host's bounded reader and its YAML limits: a FIFO, /dev/zero or deep nesting is a
