@@ -64,9 +64,10 @@ def test_kubelet_command_shows_registration_devices_allocation_and_restart(site:
         out.wait_for("stream ended: every device Unhealthy")
         kubelet.send_signal(signal.SIGTERM)
         out.wait_for("kubelet stand-in: stopped")
-    finally:  # a failed wait above must not leave the stand-in running
-        if kubelet.poll() is None:
-            kubelet.send_signal(signal.SIGTERM)
+    except BaseException:  # a failed wait above must not leave the stand-in running
+        kubelet.send_signal(signal.SIGTERM)
+        raise
+    finally:
         try:
             kubelet.wait(timeout=20)
         except subprocess.TimeoutExpired:

@@ -83,15 +83,17 @@ class _Watcher:
         except AssertionError:
             return
         k = self.kubelet
-        for reg in k.registrations[self.registrations:]:
+        # Counted from what was printed, not from len(): Register runs on gRPC threads meanwhile.
+        registrations, errors = k.registrations[self.registrations:], k.errors[self.errors:]
+        self.registrations += len(registrations)
+        self.errors += len(errors)
+        for reg in registrations:
             opts = reg.options
             self.say(f"registered {reg.resource} from {reg.endpoint} (preferred allocation: "
                      f"{'yes' if opts.get_preferred_allocation_available else 'no'}, pre-start: "
                      f"{'yes' if opts.pre_start_required else 'no'})")
-        self.registrations = len(k.registrations)
-        for error in k.errors[self.errors:]:
+        for error in errors:
             self.say(f"refused a registration: {error}")
-        self.errors = len(k.errors)
         for resource, view in list(k.resources.items()):
             self._report_devices(resource, view)
         for resource, count in list(self.pending.items()):
