@@ -232,16 +232,16 @@ def test_label_selects_the_per_node_config_live(kubelet: KubeletStandIn, api, tm
         kubelet.wait_devices(WIDGET, lambda v: v.capacity == 1, what="the base section's widget")
 
         created = len(alpha.drivers)
-        api.set_labels({CONFIG_LABEL: "typo"})
-        kubelet.wait_devices(GIZMO, lambda v: v.capacity == 0 and not v.stream_open, what="gizmo withdrawn")
-        kubelet.wait_devices(WIDGET, lambda v: v.capacity == 1, what="the base section alone")
+        api.set_labels({CONFIG_LABEL: "typo"})  # a typo keeps the last good config: nothing withdrawn
         error = (f"driver alpha: node label {CONFIG_LABEL}='typo' names no config in drivers.alpha.configByLabel."
-                 "configs (known: two, shared, more, broken); using drivers.alpha without a per-node config")
+                 "configs (known: two, shared, more, broken); keeping the config 'more' it runs with")
+        wait_until(lambda: error in caplog.text, what="the typo said loudly")
         assert host.statuses["alpha"].state == "running" and error.endswith(host.statuses["alpha"].reason)
+        assert kubelet.resources[GIZMO].capacity == 3 and kubelet.resources[GIZMO].stream_open
         api.set_labels({"example.com/unrelated": "x"})  # no change for alpha: not built again, not logged again
         wait_until(lambda: "example.com/unrelated" in (host.node.labels or {}), what="the unrelated label seen")
         with host._apply_lock:  # that change is fully applied
-            assert len(alpha.drivers) == created + 1
+            assert len(alpha.drivers) == created  # neither the typo nor this built it again
         errors = [r for r in caplog.records if r.getMessage() == error]
         assert len(errors) == 1 and errors[0].levelname == "ERROR"
 
@@ -340,8 +340,11 @@ def test_merge_and_select():
     assert select(by_label, {}).chosen == "default"  # named fallback
     assert select(by_label, {CONFIG_LABEL: ""}).chosen == "default"  # an empty value is no value
     assert select(by_label, {CONFIG_LABEL: "ts"}).chosen == "ts"
-    unknown = select(by_label, {CONFIG_LABEL: "tx"})
-    assert unknown.unknown and unknown.chosen is None and unknown.known == ("default", "ts")
+    unknown = select(by_label, {CONFIG_LABEL: "tx"})  # a typo at first start: the default applies
+    assert unknown.unknown and unknown.chosen == "default" and not unknown.kept and unknown.known == ("default", "ts")
+    kept = select(by_label, {CONFIG_LABEL: "tx"}, running="ts")  # later: the config it runs with stays
+    assert kept.unknown and kept.kept and kept.chosen == "ts"
+    assert select(by_label, {CONFIG_LABEL: "tx"}, running="").chosen is None  # its section alone stays too
     assert not select(by_label, None).followed
     explicit = parse_config_by_label("alpha", {"label": CONFIG_LABEL, "default": "ts", "configs": {"default": {},
                                                                                                   "ts": {}}}, "x")

@@ -58,17 +58,22 @@ class Selection:
     known: tuple[str, ...]
     followed: bool = True  # False: this node's labels are not known (label mode off, or not read yet)
     kind: str = "label"  # or "annotation": what ``label`` is the key of
+    kept: bool = False  # the value names no config: ``chosen`` is the one the driver already runs
 
     @property
     def unknown(self) -> bool:
-        return self.value is not None and self.chosen is None
+        return self.value is not None and self.value not in self.known
 
     def describe(self, driver: str) -> str:
         known = ", ".join(self.known)
         what = f"node {self.kind}"
         if self.unknown:
+            keeping = (f"keeping the config {self.chosen!r} it runs with" if self.kept and self.chosen else
+                       "keeping its section alone, as it runs" if self.kept else
+                       f"using the default config {self.chosen!r}" if self.chosen else
+                       f"using drivers.{driver} without a per-node config")
             return (f"{what} {self.label}={self.value!r} names no config in drivers.{driver}.configByLabel."
-                    f"configs (known: {known}); using drivers.{driver} without a per-node config")
+                    f"configs (known: {known}); {keeping}")
         if self.value is not None:
             return f"{what} {self.label}={self.value} selects config {self.chosen!r}"
         why = f"{what} {self.label} is not set" if self.followed else "node labels are not known"
@@ -166,14 +171,24 @@ def merge(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]
     return merged
 
 
-def select(by_label: ConfigByLabel, labels: Mapping[str, str] | None) -> Selection:
-    """The config this node's labels choose (no labels known: as if the label were absent)."""
+def select(by_label: ConfigByLabel, labels: Mapping[str, str] | None, running: str | None = None) -> Selection:
+    """The config this node's labels choose (no labels known: as if the label were absent).
+
+    A value that names no config (a typo, a config removed) keeps ``running``, the config the
+    driver runs with ('' for its section alone); with none yet, the default applies.
+    """
     value = by_label.value_in(labels or {})
+    kept = False
     if value is None:
         chosen = by_label.fallback
+    elif value in by_label.configs:
+        chosen = value
+    elif running is not None and (running == "" or running in by_label.configs):
+        chosen, kept = running or None, True
     else:
-        chosen = value if value in by_label.configs else None
-    return Selection(by_label.label, value, chosen, tuple(by_label.configs), labels is not None, by_label.kind)
+        chosen = by_label.fallback
+    return Selection(by_label.label, value, chosen, tuple(by_label.configs), labels is not None, by_label.kind,
+                     kept)
 
 
 def apply(section: Mapping[str, Any], by_label: ConfigByLabel | None, chosen: str | None) -> dict[str, Any]:

@@ -90,11 +90,12 @@ class Resolved:
 
 def resolve_section(
     name: str, section: Mapping[str, Any], environ: Mapping[str, str], config_type: Any,
-    labels: Mapping[str, str] | None = None, source: str | None = None,
+    labels: Mapping[str, str] | None = None, source: str | None = None, running: str | None = None,
 ) -> Resolved:
-    """The section, the per-node config ``labels`` select merged over it, then variables."""
+    """The section, the per-node config ``labels`` select merged over it, then variables (``running``:
+    the per-node config the driver runs with, kept when the label names no config)."""
     by_label, env, variables = _by_label_and_env(name, section, environ, config_type, source)
-    selection = select(by_label, labels) if by_label else None
+    selection = select(by_label, labels, running) if by_label else None
     return _compose(name, section, by_label, selection, env, variables)
 
 

@@ -67,6 +67,7 @@ class Host:
         self._stopped = threading.Event()
         self._started = False
         self.node = NodeState()  # this node's labels and what they say about each driver
+        self.factory.running_configs = self.node.per_node  # a label naming no config keeps these
         self._label_watcher: NodeLabelWatcher | None = None
         self._labels_seen = threading.Event()
         self._apply_lock = threading.Lock()  # start, reload and label changes, one at a time
@@ -178,7 +179,7 @@ class Host:
         self.retries.set_delays(settings.driver_retry.first, settings.driver_retry.max)
         self.settings = settings
         factory = self.factory.successor(settings)
-        factory.labels = self.node.labels  # before a retry running meanwhile can use it
+        factory.labels, factory.running_configs = self.node.labels, self.node.per_node  # before a retry uses it
         self.factory = factory
         self.table.use_settings(settings)
         self.cdi.directory = settings.cdi_dir

@@ -93,6 +93,7 @@ class DriverFactory:
         self.simulations: dict[str, Simulation] = {}
         self.labels: Mapping[str, str] | None = None  # this node's labels; None: not known (the defaults apply)
         self.files: Mapping[str, Path] = {}  # `config check --file POD=LOCAL`: where drivers read pod-only files
+        self.running_configs: Mapping[str, str] = {}  # driver -> its running per-node config ('': none)
         self.creations = creations or Creations()  # shared with successors: a hung creation outlives a reload
 
     def info(self, name: str) -> PluginInfo:
@@ -106,7 +107,8 @@ class DriverFactory:
     def resolve(self, name: str, config_type: Any = None) -> Resolved:
         """The driver's section on this node: the per-node config its labels select, then variables."""
         section = self.settings.section(name)
-        return resolve_section(name, section, self.environ, config_type, self.labels, self.source)
+        return resolve_section(name, section, self.environ, config_type, self.labels, self.source,
+                               self.running_configs.get(name))
 
     @property
     def source(self) -> str | None:
