@@ -57,3 +57,14 @@ def test_json_lines_carry_driver_resource_device_and_code(capsys):
         {"resource": "fpga.intel.com/x", "driver": "fpga", "code": "INVALID_ARGUMENT"},
         {},
     ]
+
+
+def test_watchdogs_shutdown_race_line_is_dropped_and_nothing_else(caplog):
+    import logging
+
+    import multidp.host.watch  # noqa: F401 - installs the filter
+
+    inotify = logging.getLogger("watchdog.observers.inotify")
+    inotify.error("InotifyEmitter.queue_events() called when the thread is inactive")
+    inotify.error("inotify watch limit reached")
+    assert [r.getMessage() for r in caplog.records] == ["inotify watch limit reached"]
