@@ -97,8 +97,10 @@ class _Watcher:
         for resource, view in list(k.resources.items()):
             self._report_devices(resource, view)
         for resource, count in list(self.pending.items()):
-            wanted = k.resources.get(resource)
-            if wanted is not None and wanted.allocatable >= count:
+            # Counted in the list printed above (a newer one may have come meanwhile): the reader sees
+            # the devices before the allocation made from them.
+            reported = self.seen.get(resource, (0, {}))[1]
+            if sum(health == "Healthy" for health, _ in reported.values()) >= count:
                 del self.pending[resource]
                 self._allocate(resource, count)
 
