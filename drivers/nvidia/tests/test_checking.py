@@ -4,7 +4,6 @@ is a ConfigError naming the file and key; what a node would only warn about is a
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 import sys
@@ -12,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from multidp import ConfigError, DriverContext
-from multidp.testing import driver_config
+from multidp import ConfigError
+from multidp.testing import check_config
 
 from multidp_nvidia import machines
 from multidp_nvidia.fake_nvml import FakeNvml
@@ -24,25 +23,9 @@ POD_FILE = "/etc/nvidia-device-plugin/config.yaml"
 
 def _check(section: dict[str, Any], files: dict[str, Path] | None = None, environ: dict[str, str] | None = None,
            fake: FakeNvml | None = None) -> tuple[Any, list[str]]:
+    """What ``multidp config check`` does with ``section``: the plugin, and the warnings it logged."""
     plugin = NvidiaPlugin(fake or FakeNvml(machines.without_nvml()))
-    log = logging.getLogger("test.nvidia.check")
-    records: list[str] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            if record.levelno >= logging.WARNING:
-                records.append(record.getMessage())
-
-    handler = Keep()
-    log.addHandler(handler)
-    try:
-        context = DriverContext(name="nvidia", config=driver_config(plugin, section, name="nvidia"), checking=True,
-                                files=files or {}, environ=environ or {}, log=log)
-        driver = plugin.multidp_create_driver(context=context)
-        driver.close()
-    finally:
-        log.removeHandler(handler)
-    return plugin, records
+    return plugin, check_config(plugin, section, name="nvidia", files=files, environ=environ)
 
 
 def _write(tmp_path: Path, text: str) -> Path:

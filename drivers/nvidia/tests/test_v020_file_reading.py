@@ -4,14 +4,13 @@ names the file it follows."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
-from multidp import ConfigError, DriverContext
-from multidp.testing import driver_config
+from multidp import ConfigError
+from multidp.testing import check_config
 
 from multidp_nvidia import machines
 from multidp_nvidia.config import NvidiaConfig
@@ -156,20 +155,5 @@ def test_config_check_reports_each_discarded_key(tmp_path: Path) -> None:
     path = tmp_path / "nvidia.yaml"
     path.write_text(TS + "    resources: [{name: gpu, replicas: 2, rename: a, devices: [0]}]\n")
     plugin = NvidiaPlugin(FakeNvml(machines.without_nvml()))
-    log = logging.getLogger("test.nvidia.file_naming")
-    records: list[str] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            if record.levelno >= logging.WARNING:
-                records.append(record.getMessage())
-
-    handler = Keep()
-    log.addHandler(handler)
-    try:
-        config = driver_config(plugin, {"configFile": str(path)}, name="nvidia")
-        plugin.multidp_create_driver(context=DriverContext(name="nvidia", config=config, checking=True,
-                                                           log=log)).close()
-    finally:
-        log.removeHandler(handler)
+    records = check_config(plugin, {"configFile": str(path)}, name="nvidia")  # as `multidp config check`
     assert len([r for r in records if "DisableResourceNamingInConfig" in r and str(path) in r]) == 2, records

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from multidp.config.bylabel import label_key_problem  # the same label-key rule as configByLabel
 from multidp.errors import ConfigError
 from multidp.names import QUALIFIED_NAME_PART
 
@@ -33,8 +34,6 @@ class PauseByLabel:
 
 def parse_pause_by_label(raw: Any, where: str, source: str | None = None) -> PauseByLabel:
     """Validate a ``pauseByLabel`` value; ConfigError naming the key on anything wrong."""
-    from multidp.config.bylabel import label_key_problem  # the same label-key rule as configByLabel
-
     if not isinstance(raw, Mapping):
         raise ConfigError(where, f"must be a mapping with label and values, not {type(raw).__name__}", source)
     for key in raw:

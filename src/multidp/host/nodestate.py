@@ -56,19 +56,15 @@ class NodeState:
         if label is False:
             return label, f"disabled by node label {LABEL_PREFIX}{name}=false"
         try:
-            pause = factory.resolve(name).pause
-        except Exception:  # noqa: BLE001 - as below: creating it reports the error
-            pause = None
-        paused = pause.paused_by(self.labels) if pause is not None else None
+            resolved = factory.resolved(name)
+        except Exception:  # noqa: BLE001 - a bad config or a plugin hook that fails: creating it reports the
+            return True, ""  # error and fails it alone; a label change must not stop half-applied
+        paused = resolved.pause.paused_by(self.labels) if resolved.pause is not None else None
         if paused:  # over multidp.io/<name>=true too: mig-manager waits for the driver to let go
             return False, paused
         if label is not None:
             return label, ""
-        try:
-            enabled = factory.enabled(name)
-        except Exception:  # noqa: BLE001 - a bad config or a plugin hook that fails: creating it reports the
-            return True, ""  # error and fails it alone; a label change must not stop half-applied
-        return enabled, "disabled in config"
+        return resolved.enabled, "disabled in config"
 
     @staticmethod
     def selection(name: str, factory: DriverFactory) -> Selection | None:
@@ -97,13 +93,11 @@ class NodeState:
         (then it is worth trying at once; otherwise the failure would only repeat)."""
         return name not in self._tried or self._chosen(name, factory) != self._tried[name]
 
-    def config_refused(self, factory: DriverFactory) -> dict[str, bool]:
+    def config_refused(self) -> dict[str, bool]:
         """Per driver with a per-node config: whether the one its label asks for cannot be used now."""
-        refused: dict[str, bool] = {}
-        for name in self.per_node.keys() | self.refused.keys():
-            selection = self.selection(name, factory)
-            refused[name] = name in self.refused or bool(selection and selection.unknown)
-        return refused
+        # From the selection last noted for each driver: a scrape resolves no config.
+        return {name: name in self.refused or bool((noted := self._noted.get(name)) and noted.unknown)
+                for name in self.per_node.keys() | self.refused.keys()}
 
     def built(self, name: str, selection: Selection | None) -> str:
         """Record the config a new instance was built with; the status reason to show."""

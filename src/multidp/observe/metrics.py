@@ -97,7 +97,7 @@ class HostCollector:
         refused = GaugeMetricFamily("multidp_driver_config_refused", "1 while a driver's per-node config cannot "
                                     "be used: its label names no config, or the config it names fails (the driver "
                                     "keeps what it ran with)", labels=["driver"])
-        for name, is_refused in sorted(self.host.node.config_refused(self.host.factory).items()):
+        for name, is_refused in sorted(self.host.node.config_refused().items()):
             refused.add_metric([name], 1 if is_refused else 0)
         for name, status in sorted(self.host.statuses.items()):
             retrying = isinstance(status, FailedStatus) and status.state == FAILED and status.retrying

@@ -101,8 +101,11 @@ class DriverFactory:
 
     def enabled(self, name: str) -> bool:
         """Whether config enables the driver on this node (the default that labels override)."""
-        config_type = self.config_type(name) if self.info(name).loaded else None
-        return self.resolve(name, config_type).enabled
+        return self.resolved(name).enabled
+
+    def resolved(self, name: str) -> Resolved:
+        """:meth:`resolve` with the plugin's config type once it is loaded (its variables matched to it)."""
+        return self.resolve(name, self.config_type(name) if self.info(name).loaded else None)
 
     def resolve(self, name: str, config_type: Any = None) -> Resolved:
         """The driver's section on this node: the per-node config its labels select, then variables."""

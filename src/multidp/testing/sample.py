@@ -17,6 +17,7 @@ from pathlib import Path
 
 import msgspec
 
+from multidp import DRIVER_API_VERSION
 from multidp.driver import Driver, DriverContext, Notify, Simulation
 from multidp.errors import AllocationRefused
 from multidp.hookspecs import hookimpl
@@ -203,6 +204,8 @@ class SampleSimulation(Simulation):
 
 class SamplePlugin:
     """The plugin object: pluggy hooks that create a :class:`SampleDriver` (or ``driver_class``)."""
+
+    MULTIDP_DRIVER_API = DRIVER_API_VERSION  # shipped with the host: always the host's own version
 
     def __init__(self, driver_class: type[SampleDriver] = SampleDriver) -> None:
         self.driver_class = driver_class

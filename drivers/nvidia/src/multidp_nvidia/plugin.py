@@ -57,6 +57,8 @@ def create(context: DriverContext, nvml_source: Callable[[], Any] | None = None,
 class NvidiaPlugin:
     """The plugin with a chosen NVML (a :class:`~multidp_nvidia.fake_nvml.FakeNvml`, or pynvml)."""
 
+    MULTIDP_DRIVER_API = MULTIDP_DRIVER_API  # the same plugin, so the same driver API (config check creates it)
+
     def __init__(self, nvml: Any = None, recover_after: float | None = None) -> None:
         self.nvml = nvml
         self.recover_after = recover_after
