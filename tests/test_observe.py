@@ -109,6 +109,16 @@ def test_idle_and_excess_connections_are_bounded(observed):
     wait_until(lambda: get(base + "/healthz")[0] == 200, what="slots free again")
 
 
+def scrape(host) -> str:
+    """/metrics of ``host``, from an ObservabilityServer started for the one request."""
+    server = ObservabilityServer("127.0.0.1:0", host)
+    server.start()
+    try:
+        return get(f"http://127.0.0.1:{server.server_address[1]}/metrics")[1]
+    finally:
+        server.stop()
+
+
 def test_the_per_node_config_each_driver_runs_is_a_metric(socket_dir):
     by_label = {"label": "example.com/widget-config", "default": "two",
                 "configs": {"two": {"resources": {WIDGET: {"count": 2}}}}}
@@ -116,12 +126,7 @@ def test_the_per_node_config_each_driver_runs_is_a_metric(socket_dir):
     drivers = {"chosen": {"resources": {WIDGET: {"count": 1}}, "configByLabel": by_label},
                "plain": {"resources": {"example.com/plain": {"count": 1}}}}
     with running_host(socket_dir, plugins, drivers=drivers) as host:
-        server = ObservabilityServer("127.0.0.1:0", host)
-        server.start()
-        try:
-            _, text = get(f"http://127.0.0.1:{server.server_address[1]}/metrics")
-        finally:
-            server.stop()
+        text = scrape(host)
     assert metric(text, "multidp_driver_config", driver="chosen", config="two") == 1
     samples = [s for f in text_string_to_metric_families(text) for s in f.samples if s.name == "multidp_driver_config"]
     assert [s.labels["driver"] for s in samples] == ["chosen"]  # a driver without configByLabel has none
@@ -134,12 +139,7 @@ def test_metrics_name_every_driver_state_and_leave_no_label_empty(socket_dir):
                "off": {"enabled": False}}
     with running_host(socket_dir, plugins, drivers=drivers) as host:
         host.apply_labels({"example.com/widget-config": "typo"})  # names no config: refused, section alone
-        server = ObservabilityServer("127.0.0.1:0", host)
-        server.start()
-        try:
-            _, text = get(f"http://127.0.0.1:{server.server_address[1]}/metrics")
-        finally:
-            server.stop()
+        text = scrape(host)
     states = {s.labels["state"]: s.value for f in text_string_to_metric_families(text) for s in f.samples
               if s.name == "multidp_driver_up" and s.labels["driver"] == "off"}
     assert states == {"running": 0, "retrying": 0, "failed": 0, "disabled": 1, "not selected": 0}
