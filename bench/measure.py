@@ -67,6 +67,8 @@ def plugin_command(target: str, directory: Path, devices: int) -> list[str]:
     """How to start ``target``: multidp with the bench driver, or the minimal plugin."""
     if target == "multidp":
         return multidp_command(directory, "--drivers", "bench")
+    if target == "minimal-aio":  # the same plugin on grpc.aio: the shape of multidp's front-end
+        return [sys.executable, str(HERE / "minimal_aio_plugin.py"), str(directory), str(devices)]
     return [sys.executable, str(HERE / "minimal_plugin.py"), str(directory), str(devices)]
 
 
@@ -142,13 +144,14 @@ def interleaved(plugins: list[Running], calls: int) -> None:
 
 
 def run_pair(size: int, calls: int, restarts: int, site: Path) -> list[dict[str, Any]]:
-    """The minimal plugin and multidp, each serving one resource of ``size`` devices, side by side."""
+    """The minimal plugins (sync and grpc.aio) and multidp, each serving one resource of ``size`` devices,
+    side by side."""
     plugins: list[Running] = []
     try:
-        for target in ("minimal", "multidp"):
+        for target in ("minimal", "minimal-aio", "multidp"):
             plugins.append(Running(target, size, site))
         interleaved(plugins, calls)
-        multidp = plugins[1]
+        multidp = plugins[-1]
         multidp.result["health_propagation"] = health_propagation(multidp.kubelet, multidp.fifo, 20)
         multidp.result["reregistration"] = reregistration(multidp.kubelet, restarts)
     finally:
@@ -220,9 +223,11 @@ def all_drivers(calls: int) -> dict[str, Any]:
     try:
         with plugin_process(multidp_command(directory, "--simulate"), {}, directory) as proc:
             gpu = kubelet.wait_devices("nvidia.com/gpu", lambda v: v.capacity == 8, WAIT_S, "8 simulated GPUs")
-            # The simulated node: 8 GPUs; one RDMA pool; two Intel AF resources and two Alveo shells.
             kubelet.wait_for(lambda: len(kubelet.resources) >= 6, WAIT_S, "every simulated resource")
-            time.sleep(1.0)  # let every driver settle
+            count = 0
+            while count != len(kubelet.resources):  # until no resource came for a second: every driver settled
+                count = len(kubelet.resources)
+                time.sleep(1.0)
             result["resources"] = sorted(kubelet.resources)
             result["start_to_all_registered_ms"] = (max(r.at for r in kubelet.registrations) - started) * 1e3
             result["rss_mb"] = rss_mb(proc.pid)

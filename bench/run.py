@@ -7,10 +7,16 @@ Measured side by side with a minimal grpcio plugin (minimal_plugin.py):
   the new list), re-registration after kubelet restarts, resident memory, shutdown;
 - every installed driver on simulated hardware: start → all registered, resident memory, and
   GetPreferredAllocation on the simulated 8-GPU NVLink machine;
-- resident memory with 50 resources, and with node-label mode on (lightkube against a local API server).
+- resident memory with 50 resources, and with node-label mode on (lightkube against a local API server);
+- idle: CPU per minute, threads and wake-ups of multidp with each real driver and all of them, beside
+  the minimal plugin serving as many resources (idle.py);
+- start → registered with each real driver on its simulated tree (startup.py), and import time per
+  module under -X importtime (imports.py).
 
-Each figure is printed with the bar it is held to (docs/design.md, "Performance bars"). Usage:
-  python bench/run.py [--sizes 1,1000,10000] [--calls 3000] [--restarts 10] [--json PATH]
+Each figure is printed with the bar it is held to (docs/design.md, "Performance bars"). Without a
+section flag every section runs. Usage:
+  python bench/run.py [--serving] [--idle] [--start] [--imports] [--sizes 1,1000,10000] [--calls 3000]
+                      [--restarts 10] [--starts 7] [--idle-seconds 30] [--import-spawns 3] [--json PATH]
 """
 
 from __future__ import annotations
@@ -27,6 +33,9 @@ from typing import Any
 
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
+import idle  # noqa: E402
+import imports  # noqa: E402
+import startup  # noqa: E402
 from measure import (  # noqa: E402
     HERE,
     all_drivers,
@@ -36,8 +45,11 @@ from measure import (  # noqa: E402
     run_pair,
     start_times,
 )
+from spawn import driver_targets, resource_counts  # noqa: E402
 
 from multidp.testing import FakeApiServer, fake_distribution, short_socket_dir  # noqa: E402
+
+SECTIONS = ("serving", "idle", "start", "imports")
 
 
 def render(rows: list[list[str]], header: list[str]) -> str:
@@ -47,15 +59,18 @@ def render(rows: list[list[str]], header: list[str]) -> str:
 
 def plugin_table(results: list[dict[str, Any]]) -> str:
     base = {r["devices"]: r for r in results if r["target"] == "minimal"}
+    same_shape = {r["devices"]: r for r in results if r["target"] == "minimal-aio"}
     rows = []
     for r in results:
         minimal = base[r["devices"]]
+        aio = same_shape.get(r["devices"], minimal)
         hp, rr = r.get("health_propagation"), r.get("reregistration")
         rows.append([
             r["target"], str(r["devices"]), f"{r['start_to_registered_ms']:.0f}",
             f"{r['start_to_registered_ms'] / minimal['start_to_registered_ms']:.2f}",
             f"{r['allocate']['p50_us']:.0f} / {r['allocate']['p99_us']:.0f}",
             f"{r['allocate']['p99_us'] / minimal['allocate']['p99_us']:.2f}",
+            f"{r['allocate']['p99_us'] / aio['allocate']['p99_us']:.2f}",
             f"{r['floor']['p50_us']:.0f} / {r['floor']['p99_us']:.0f}",
             f"{r['allocate']['p50_us'] / r['floor']['p50_us']:.2f}",
             str(r["snapshot_bytes"]), f"{r['first_list_ms']:.0f}",
@@ -63,7 +78,8 @@ def plugin_table(results: list[dict[str, Any]]) -> str:
             f"{rr['p50_ms']:.1f} / {rr['max_ms']:.1f}" if rr else "-",
             f"{r['rss_mb_after']:.1f}", f"{r['rss_mb_after'] / minimal['rss_mb_after']:.2f}",
         ])
-    header = ["plugin", "devices", "start→reg ms", "×min (≤2)", "Allocate p50/p99 µs", "p99 ×min (≤1.2)",
+    header = ["plugin", "devices", "start→reg ms", "×min (≤2)", "Allocate p50/p99 µs", "p99 ×min sync",
+              "p99 ×min aio (≤1.2)",
               "floor p50/p99 µs", "p50 ×floor", "list bytes", "first list ms", "health ms p50/max (≤50)",
               "re-reg ms p50/max (≤10)", "RSS MB", "×min (≤1.3)"]
     return render(rows, header)
@@ -71,17 +87,51 @@ def plugin_table(results: list[dict[str, Any]]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--serving", action="store_true",
+                        help="the bench-driver figures: Allocate, health, re-registration, memory, start")
+    parser.add_argument("--idle", action="store_true", help="idle CPU, threads, wake-ups")
+    parser.add_argument("--start", action="store_true", help="start → registered with the real drivers")
+    parser.add_argument("--imports", action="store_true", help="import time per module (-X importtime)")
     parser.add_argument("--sizes", default="1,1000,10000")
     parser.add_argument("--calls", type=int, default=3000)
     parser.add_argument("--restarts", type=int, default=10)
     parser.add_argument("--starts", type=int, default=7, help="spawns of each plugin for start → registered")
+    parser.add_argument("--idle-seconds", type=float, default=30.0, help="the idle window (60 for a steadier figure)")
+    parser.add_argument("--import-spawns", type=int, default=3, help="spawns of each target under -X importtime")
     parser.add_argument("--json", default=str(HERE / "results" / "latest.json"))
     args = parser.parse_args()
+    chosen = [s for s in SECTIONS if getattr(args, s)] or list(SECTIONS)
     compile_bytecode()
+    report: dict[str, Any] = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
+                                          "platform": platform.platform()}, "sections": chosen}
+    if "serving" in chosen:
+        serving(args, report)
+    counts: dict[str, int] | None = None
+    if "idle" in chosen:
+        print("… idle: every target spawned side by side", file=sys.stderr, flush=True)
+        report["idle"] = result = idle.idle(args.idle_seconds)
+        counts = {r["target"]: r["resources"] for r in result["rows"] if r["kind"] == "multidp"}
+        print("\n" + render(*reversed(idle.table(result))) + "\n" + idle.summary(result))
+    if ("start" in chosen or "imports" in chosen) and counts is None:
+        print("… resources of each driver (one untimed spawn each)", file=sys.stderr, flush=True)
+        counts = resource_counts(driver_targets())
+    if "start" in chosen:
+        report["start_real_drivers"] = result = startup.start_real(args.starts, counts)
+        print("\n" + render(*reversed(startup.table(result))) + "\n" + startup.summary(result))
+    if "imports" in chosen:
+        assert counts is not None
+        report["imports"] = result = imports.import_times(args.import_spawns, counts)
+        print("\n" + render(*reversed(imports.table(result))) + "\n" + imports.top_modules(result))
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(report, indent=2))
+    print(f"\nJSON: {args.json}")
+    return 0
+
+
+def serving(args: argparse.Namespace, report: dict[str, Any]) -> None:
+    """The figures with the bench driver (bench_driver.py) against the one-resource minimal plugin."""
     site = short_socket_dir("mdpsite")
     fake_distribution(site, "multidp-bench", {"bench": "bench_driver"})
-    report: dict[str, Any] = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                                          "platform": platform.platform()}}
     try:
         plugins = []
         for size in [int(s) for s in args.sizes.split(",")]:
@@ -124,10 +174,6 @@ def main() -> int:
                   f"vs {lm['rss_mb_without']:.1f} MB without (+{lm['rss_mb'] - lm['rss_mb_without']:.1f} MB)")
     finally:
         shutil.rmtree(site, ignore_errors=True)
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(report, indent=2))
-    print(f"\nJSON: {args.json}")
-    return 0
 
 
 def compile_bytecode() -> None:
