@@ -375,40 +375,6 @@ def test_config_by_annotation_names_its_own_key_in_errors():
     assert parsed.kind == "annotation" and parsed.label == "multidp.io/alpha"
 
 
-def test_pause_by_label_stops_a_driver_while_the_label_says_so_and_false_does_not(kubelet, api, tmp_path):
-    """NVIDIA's mig-manager: paused-for-mig-change means let go of the GPUs; false (the GPU Operator's
-    own plugin turned off) is no reason to."""
-    pause = {"label": "nvidia.com/gpu.deploy.device-plugin", "values": ["paused-for-mig-change"]}
-    plugins_ = plugins()
-    drivers = {"alpha": {**DRIVERS["alpha"], "pauseByLabel": pause}, "beta": DRIVERS["beta"]}
-    env = {"NODE_NAME": NODE, "KUBECONFIG": str(api.kubeconfig(tmp_path))}
-    with running_host(kubelet.directory, plugins_, drivers=drivers, environ=env) as host:
-        kubelet.wait_devices(WIDGET, lambda v: v.capacity == 2)
-        api.set_labels({pause["label"]: "false", "multidp.io/alpha": "true"})
-        wait_until(lambda: host.node.labels and host.node.labels.get(pause["label"]) == "false", what="seen")
-        assert host.statuses["alpha"].state == "running"
-        first = plugins_["alpha"].drivers[-1]
-        api.set_labels({pause["label"]: "paused-for-mig-change"})
-        kubelet.wait_devices(WIDGET, lambda v: v.capacity == 0, what="alpha withdrawn for the MIG change")
-        reason = f"paused by node label {pause['label']}=paused-for-mig-change"
-        wait_until(lambda: host.statuses["alpha"].reason == reason, what="the status says why")
-        assert first.closed and GADGET in kubelet.resources  # closed (NVML let go); beta untouched
-        api.set_labels({pause["label"]: None})
-        kubelet.wait_devices(WIDGET, lambda v: v.capacity == 2, what="alpha back after the change")
-
-
-@pytest.mark.parametrize(("pause", "message"), [
-    ({"label": "a.example/x"}, "pauseByLabel.values: must be a non-empty list"),
-    ({"label": "a b", "values": ["x"]}, "pauseByLabel.label: 'a b' is not a Kubernetes label key"),
-    ({"label": "a.example/x", "values": ["x"], "when": 1}, "pauseByLabel.when: unknown key"),
-])
-def test_pause_by_label_errors_name_the_key(tmp_path, pause, message):
-    config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump({"drivers": {"alpha": {"pauseByLabel": pause}}}))
-    with pytest.raises(ConfigError, match=re.escape(f"drivers.alpha.{message}")):
-        load_settings({"config": str(config)}, {})
-
-
 def test_a_label_typo_keeps_the_last_good_state(kubelet, api, tmp_path, caplog):
     """multidp.io/beta=yes is no reason to withdraw devices pods use: the last good value holds."""
     env = {"NODE_NAME": NODE, "KUBECONFIG": str(api.kubeconfig(tmp_path))}

@@ -208,6 +208,10 @@ def with_host_keys(section: dict[str, Any], defs: Mapping[str, Any]) -> dict[str
     overlay: dict[str, Any] = {"type": "object", "description": "keys of this section, merged over it"}
     if keys is not None:
         overlay["propertyNames"] = {"enum": keys}
+    label_value = {"type": "string", "pattern": f"^{QUALIFIED_NAME_PART.pattern}$", "maxLength": 63}
+    pause_rule = {"type": "object", "properties": {"label": {"type": "string"},
+                                                   "values": {"type": "array", "items": label_value, "minItems": 1}},
+                  "required": ["label", "values"], "additionalProperties": False}
     host = {
         "enabled": {"type": "boolean", "default": True,
                     "description": f"the host's: the default that the node label {LABEL_PREFIX}<driver> overrides"},
@@ -228,13 +232,10 @@ def with_host_keys(section: dict[str, Any], defs: Mapping[str, Any]) -> dict[str
             "additionalProperties": False,
         },
         "pauseByLabel": {
-            "type": "object",
-            "description": "the host's: while this node label has one of values, the driver is stopped "
-                           "(resources withdrawn) and started again when it changes",
-            "properties": {"label": {"type": "string"},
-                           "values": {"type": "array", "items": {"type": "string"}, "minItems": 1}},
-            "required": ["label", "values"],
-            "additionalProperties": False,
+            "description": "the host's: a {label, values} rule or a list of them; while any rule's node label has "
+                           "one of its values, the driver is stopped (resources withdrawn) and started again when "
+                           "none does",
+            "oneOf": [pause_rule, {"type": "array", "items": pause_rule, "minItems": 1}],
         },
     }
     base = {k: v for k, v in root.items() if k != "properties"}
