@@ -35,3 +35,44 @@ def test_call_pool_grows_only_when_busy_and_drops_abandoned_calls():
     pool.close()
     with pytest.raises(PoolClosed):
         pool.call(lambda: 1, timeout=5)
+
+
+def test_call_async_answers_times_out_and_lets_the_loop_run_meanwhile():
+    import asyncio
+    import threading
+
+    from multidp.plugins.calls import CallPool, CallTimeout
+
+    pool = CallPool("a", 2)
+    release = threading.Event()
+
+    def fails() -> None:
+        raise ValueError("driver says no")
+
+    async def scenario() -> list[str]:
+        seen = []
+        assert await pool.call_async(lambda x: x + 1, 41, timeout=5) == 42
+        with pytest.raises(ValueError, match="driver says no"):
+            await pool.call_async(fails, timeout=5)
+        # A hung call times out; the loop keeps running other work while it waits.
+        ticker = asyncio.get_running_loop().call_later(0.01, seen.append, "loop ran")
+        with pytest.raises(CallTimeout):
+            await pool.call_async(release.wait, timeout=0.2)
+        ticker.cancel()
+        # The caller going away (its RPC cancelled) is a cancellation, not a timeout, and the
+        # call queued behind the hung one is dropped, not run late.
+        ran: list[int] = []
+        blocker = asyncio.ensure_future(pool.call_async(release.wait, timeout=5))  # the second worker hangs too
+        task = asyncio.ensure_future(pool.call_async(ran.append, 1, timeout=5))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        release.set()
+        await blocker
+        assert await pool.call_async(lambda: "after", timeout=5) == "after"
+        assert ran == []
+        return seen
+
+    assert asyncio.run(scenario()) == ["loop ran"]
+    pool.close()

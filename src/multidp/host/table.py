@@ -20,19 +20,13 @@ from multidp.names import resource_name_problem
 from multidp.plugins.runner import DriverRunner
 from multidp.serving.cdi import CDIRegistry
 from multidp.serving.endpoint import Endpoint
-from multidp.serving.executor import ElasticExecutor
-from multidp.serving.later import Later
+from multidp.serving.eventloop import ServingLoop
 from multidp.serving.registration import KubeletClient
 from multidp.serving.resource import ResourceState
 from multidp.serving.service import DevicePluginService
 from multidp.serving.sockets import socket_name
 
 log = logging.getLogger(__name__)
-
-GRPC_WORKERS_MAX = 4096
-GRPC_WORKERS_KEPT = 16  # never stopped: the kubelet's streams and calls never wait for a thread start
-GRPC_WORKER_IDLE_S = 30.0  # a thread beyond those, idle this long, exits (a burst leaves nothing behind)
-
 
 class ResourceTable:
     """Every resource this host serves, which driver owns it, and its endpoint."""
@@ -45,13 +39,9 @@ class ResourceTable:
         self._refused: set[tuple[str, str]] = set()
         self._lock = threading.RLock()
         self._closed = False  # stop_all ran
-        # One pool for every endpoint's gRPC server. Each ListAndWatch stream holds
-        # a thread for its lifetime, so the limit is far above what is ever used;
-        # threads are started only when none is idle, and those beyond the kept ones
-        # exit after idling (a burst of calls leaves no threads behind).
-        self._grpc_pool = ElasticExecutor(GRPC_WORKERS_MAX, GRPC_WORKERS_KEPT, GRPC_WORKER_IDLE_S, "grpc")
+        # One event loop for every endpoint's gRPC servers: idle, it sleeps however many there are.
+        self._loop = ServingLoop.shared()
         self.kubelet = KubeletClient(settings.kubelet_socket_path, settings.timeouts.register)
-        self._later = Later("endpoints-later")
 
     def use_settings(self, settings: Settings) -> None:
         """New settings after a reload: timeouts for registrations and new endpoints from now on."""
@@ -139,8 +129,7 @@ class ResourceTable:
             DevicePluginService(state, runner, self.cdi),
             self.settings.plugin_dir / socket_name(driver, resource),
             self.kubelet,
-            self._grpc_pool,
-            self._later,
+            self._loop,
         )
         self.endpoints[resource] = endpoint
         self._owner[resource] = driver
@@ -174,6 +163,4 @@ class ResourceTable:
             self._owner.clear()
         for endpoint in endpoints:
             endpoint.stop(withdraw=False)
-        self._later.close()
-        self._grpc_pool.shutdown(wait=False, cancel_futures=True)
-        self.kubelet.close()
+        self.kubelet.close()  # the loop is the process's, and stays (see multidp.serving.eventloop)

@@ -15,10 +15,14 @@ in :class:`DriverAborted` and the caller treats it like any other failure.
 from __future__ import annotations
 
 import _thread
+import asyncio
 import queue
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
+
+
+QUICK_ANSWER_S = 0.002  # how long call_async holds the event loop for an answer before awaiting it
 
 
 class CallTimeout(Exception):
@@ -57,9 +61,10 @@ def describe_exception(exc: BaseException) -> str:
 
 
 class _Call:
-    __slots__ = ("fn", "args", "done", "value", "error", "abandoned")
+    __slots__ = ("fn", "args", "done", "value", "error", "abandoned", "awaited")
 
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...],
+                 awaited: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None = None) -> None:
         self.fn = fn
         self.args = args
         self.done = _thread.allocate_lock()
@@ -67,6 +72,12 @@ class _Call:
         self.value: Any = None
         self.error: Exception | None = None
         self.abandoned = False
+        self.awaited = awaited  # an event loop's caller: woken through its loop, not the lock
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():  # not given up on (cancelled by its deadline)
+        future.set_result(None)
 
 
 class CallPool:
@@ -97,6 +108,50 @@ class CallPool:
             raise call.error
         return call.value
 
+    async def call_async(self, fn: Callable[..., Any], *args: Any, timeout: float) -> Any:
+        """:meth:`call` for a coroutine on an event loop: the loop runs on while a worker runs ``fn``.
+
+        Most driver calls answer within microseconds, and a round trip through the loop (a future,
+        a wake-up of the loop from the worker) costs more than the call. So the loop first waits
+        up to QUICK_ANSWER_S on the call's lock, as :meth:`call` does; only a slower call is awaited,
+        leaving the loop free for everything else.
+        """
+        if self._closed:
+            raise PoolClosed(f"{self.name} is closed")
+        if self._idle <= 0 and self._started < self.workers:
+            self._grow()
+        call = _Call(fn, args)
+        self._queue.put(call)
+        if not call.done.acquire(timeout=min(QUICK_ANSWER_S, timeout)):
+            await self._await_slow(call, timeout)
+        if call.error is not None:
+            raise call.error
+        return call.value
+
+    async def _await_slow(self, call: _Call, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        call.awaited = (loop, future)
+        if call.done.acquire(blocking=False):
+            return  # it finished before the worker could see ``awaited``: nothing will settle the future
+        # A timer that cancels the future, lighter than asyncio.wait_for on every Allocate.
+        expired: list[bool] = []
+
+        def expire() -> None:
+            expired.append(True)
+            future.cancel()
+
+        expiry = loop.call_later(timeout, expire)
+        try:
+            await future
+        except asyncio.CancelledError:
+            call.abandoned = True  # the deadline passed, or the RPC ended (its caller went away)
+            if not expired:
+                raise
+            raise CallTimeout(f"no answer within {timeout:g} s") from None
+        finally:
+            expiry.cancel()
+
     def _grow(self) -> None:
         with self._lock:
             if self._idle <= 0 and self._started < self.workers:
@@ -124,6 +179,12 @@ class CallPool:
             call.error = as_exception(exc)
         finally:
             call.done.release()
+            if call.awaited is not None:
+                loop, future = call.awaited
+                try:
+                    loop.call_soon_threadsafe(_settle, future)
+                except RuntimeError:  # the loop closed while the driver ran: nobody waits
+                    pass
 
     def close(self) -> None:
         """Stop the workers once they finish what they run (hung ones stay, as daemons)."""

@@ -82,20 +82,31 @@ class DriverRunner:
         """Run ``fn(*args)`` on the driver's threads; raise DriverCallError on failure."""
         return self._call(self._calls, what, fn, *args, timeout=timeout)
 
+    async def call_async(self, what: str, fn: Callable[..., T], *args: Any, timeout: float) -> T:
+        """:meth:`call` for the serving event loop, which runs on while the driver answers."""
+        try:
+            result: T = await self._calls.call_async(fn, *args, timeout=timeout)
+            return result
+        except Exception as exc:  # noqa: BLE001 - sorted out by _failure
+            raise self._failure(what, timeout, exc) from (None if isinstance(exc, CallTimeout) else exc)
+
     def _call(self, pool: CallPool, what: str, fn: Callable[..., T], *args: Any, timeout: float) -> T:
         try:
             result: T = pool.call(fn, *args, timeout=timeout)
             return result
-        except CallTimeout:
-            message = f"driver {self.name}: {what} did not answer within {timeout:g} s"
-            raise DriverTimeout(self.name, what, message) from None
-        except PoolClosed as exc:
-            raise DriverCallError(self.name, what, f"driver {self.name} is stopping") from exc
-        except AllocationRefused as exc:
-            raise DriverRefused(self.name, what, str(exc)) from exc
-        except Exception as exc:  # noqa: BLE001 - the driver's own failure (DriverAborted included), reported
-            message = f"driver {self.name}: {what} failed: {describe_exception(exc)}"
-            raise DriverCallError(self.name, what, message) from exc
+        except Exception as exc:  # noqa: BLE001 - sorted out by _failure
+            raise self._failure(what, timeout, exc) from (None if isinstance(exc, CallTimeout) else exc)
+
+    def _failure(self, what: str, timeout: float, exc: Exception) -> DriverCallError:
+        """What the host makes of a failed call: a timeout, a stopping pool, a refusal, or the driver's error."""
+        if isinstance(exc, CallTimeout):
+            return DriverTimeout(self.name, what, f"driver {self.name}: {what} did not answer within {timeout:g} s")
+        if isinstance(exc, PoolClosed):
+            return DriverCallError(self.name, what, f"driver {self.name} is stopping")
+        if isinstance(exc, AllocationRefused):
+            return DriverRefused(self.name, what, str(exc))
+        # The driver's own failure (DriverAborted included), reported.
+        return DriverCallError(self.name, what, f"driver {self.name}: {what} failed: {describe_exception(exc)}")
 
     def scan_now(self) -> None:
         """One scan, reported to the sink (the poll thread's step; tests call it too)."""

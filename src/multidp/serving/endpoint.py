@@ -12,6 +12,10 @@ it does not wait for a gRPC server to start either: a spare one, bound in a
 private directory ahead of time, is renamed into place (a kubelet restart
 removes every endpoint's socket at once, and starting six servers then would
 delay the last registration by several milliseconds).
+
+The servers are grpc.aio servers on the host's one event loop
+(:mod:`multidp.serving.eventloop`): an idle server, spare or not, costs no thread
+and no wake-up. The endpoint's own thread only registers, and waits for events.
 """
 
 from __future__ import annotations
@@ -23,15 +27,13 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
-from functools import partial
 from pathlib import Path
 
 import grpc
 
 from multidp.model import Device
 from multidp.plugins.runner import DriverRunner
-from multidp.serving.later import Later
+from multidp.serving.eventloop import ServingLoop
 from multidp.serving.registration import (
     Identity,
     KubeletChanged,
@@ -59,22 +61,39 @@ SERVER_OPTIONS = [("grpc.so_reuseport", 0)]
 class _BoundServer:
     """A started gRPC server on a socket in a private 0700 directory, not yet in place."""
 
-    def __init__(self, service: DevicePluginService, directory: Path, pool: Executor) -> None:
-        self.private = Path(tempfile.mkdtemp(prefix=PRIVATE_DIR_PREFIX, dir=directory))
-        self.path = self.private / "s"
-        try:
-            self.server = grpc.server(pool, options=SERVER_OPTIONS)
-            add_to_server(service, self.server)
-            if not self.server.add_insecure_port(f"unix:{self.path}"):
-                raise OSError(f"cannot listen on {self.path}")
-            self.server.start()
-            # Its mode is set here, where no symlink can be swapped in.
-            os.chmod(self.path, 0o600)
-        except BaseException:
-            self.discard()
-            raise
+    def __init__(self, private: Path, server: grpc.aio.Server, loop: ServingLoop) -> None:
+        self.private = private
+        self.path = private / "s"
+        self.server = server
+        self._serving = loop
 
-    def place(self, destination: Path) -> grpc.Server:
+    @classmethod
+    def bind(cls, service: DevicePluginService, directory: Path, loop: ServingLoop) -> _BoundServer:
+        """Start one from a thread (never the loop's): waits for the loop to start it."""
+        return loop.run(cls.bound(service, directory, loop))
+
+    @classmethod
+    async def bound(cls, service: DevicePluginService, directory: Path, loop: ServingLoop) -> _BoundServer:
+        """Start one on the loop."""
+        private = Path(tempfile.mkdtemp(prefix=PRIVATE_DIR_PREFIX, dir=directory))
+        path = private / "s"
+        server: grpc.aio.Server | None = None
+        try:
+            server = grpc.aio.server(options=SERVER_OPTIONS)
+            add_to_server(service, server)
+            if not server.add_insecure_port(f"unix:{path}"):
+                raise OSError(f"cannot listen on {path}")
+            await server.start()
+            # Its mode is set here, where no symlink can be swapped in.
+            os.chmod(path, 0o600)
+        except BaseException:
+            if server is not None:
+                await server.stop(None)
+            shutil.rmtree(private, ignore_errors=True)
+            raise
+        return cls(private, server, loop)
+
+    def place(self, destination: Path) -> grpc.aio.Server:
         """Rename the socket to ``destination``; the server is then the caller's."""
         os.replace(self.path, destination)
         try:
@@ -84,8 +103,7 @@ class _BoundServer:
         return self.server
 
     def discard(self) -> None:
-        if hasattr(self, "server"):
-            self.server.stop(grace=None)
+        self._serving.spawn(self.server.stop(None))
         shutil.rmtree(self.private, ignore_errors=True)
 
 
@@ -93,16 +111,15 @@ class Endpoint:
     """Serves one :class:`DevicePluginService` and keeps it registered."""
 
     def __init__(self, service: DevicePluginService, socket_path: Path, kubelet: KubeletClient,
-                 pool: Executor, later: Later) -> None:
+                 loop: ServingLoop) -> None:
         self.service = service
         self.socket_path = socket_path
         self.kubelet = kubelet
         self.kubelet_socket = kubelet.kubelet_socket
         self.registrations = 0
         self.last_error = ""
-        self._pool = pool  # shared by every endpoint's gRPC server
-        self._later = later  # shared: work put off until registrations are done
-        self._server: grpc.Server | None = None
+        self._serving = loop  # shared: every endpoint's servers, and work put off until registrations are done
+        self._server: grpc.aio.Server | None = None
         self._spare: _BoundServer | None = None  # the next server, ready to be renamed into place
         self._served: Identity | None = None  # the identity of the socket we serve
         self._serve_lock = threading.Lock()  # bind → rename → identity, and every look at them
@@ -163,8 +180,18 @@ class Endpoint:
             server, self._server = self._server, None
             self._served = None  # the endpoint thread serves and registers anew
         if server is not None:
-            server.stop(grace=None)
+            self._stop_server(server)
+        # Serve again now rather than on the endpoint's thread, which may be waiting in a Register
+        # whose kubelet is dialling this very path: it reaches the new server instead of timing out.
+        self._serve()
         self._wake.set()
+
+    def _stop_server(self, server: grpc.aio.Server) -> None:
+        """Stop ``server`` now, ending its streams, and wait for that (from a thread, never the loop)."""
+        try:
+            self._serving.run(server.stop(None))
+        except (RuntimeError, TimeoutError) as exc:  # the loop closed or is wedged: the process is ending
+            log.debug("resource %s: stopping a server: %s", self.resource, exc)
 
     def start(self) -> None:
         if len(str(self.socket_path).encode()) > MAX_SOCKET_PATH:
@@ -308,7 +335,7 @@ class Endpoint:
                     spare.discard()
                     spare = None
                 if spare is None:
-                    spare = _BoundServer(self.service, self.socket_path.parent, self._pool)
+                    spare = _BoundServer.bind(self.service, self.socket_path.parent, self._serving)
                 self._server = spare.place(self.socket_path)
                 self._served = socket_identity(self.socket_path)
             except (OSError, RuntimeError) as exc:
@@ -319,25 +346,34 @@ class Endpoint:
             finally:
                 if old is not None:
                     # Later, so that stopping it does not compete with registering the new one.
-                    self._later.call(OLD_SERVER_STOP_DELAY_S, partial(old.stop, None))
-            self._later.call(SPARE_DELAY_S, self._prepare_spare)
+                    self._serving.later(OLD_SERVER_STOP_DELAY_S, lambda: old.stop(None))
+            self._serving.later(SPARE_DELAY_S, self._prepare_spare)
             return True
 
-    def _prepare_spare(self) -> None:
-        """Start the server that takes over when our socket is removed (the kubelet restarts)."""
-        with self._serve_lock:
-            if self._stopping.is_set() or self._spare is not None:
-                return
+    async def _prepare_spare(self) -> None:
+        """Start the server that takes over when our socket is removed (the kubelet restarts).
+
+        This runs on the loop, which must never wait for ``_serve_lock``: a thread holding it
+        may be waiting for the loop to start a server. So the lock is only tried, and the
+        spare offered again shortly when it is busy."""
+        if self._stopping.is_set() or self._spare is not None:
+            return
         try:
-            spare = _BoundServer(self.service, self.socket_path.parent, self._pool)
+            spare = await _BoundServer.bound(self.service, self.socket_path.parent, self._serving)
         except (OSError, RuntimeError) as exc:
             log.debug("resource %s: no spare server (%s); the next restart starts one", self.resource, exc)
             return
-        with self._serve_lock:
+        if not self._serve_lock.acquire(blocking=False):
+            spare.discard()
+            self._serving.later(SPARE_DELAY_S, self._prepare_spare)
+            return
+        try:
             if self._stopping.is_set() or self._spare is not None:
                 spare.discard()
             else:
                 self._spare = spare
+        finally:
+            self._serve_lock.release()
 
     # Stopping ---------------------------------------------------------------------
 
@@ -360,7 +396,7 @@ class Endpoint:
         self.service.state.wake()
         self._wake.set()
         if server is not None:
-            server.stop(grace=None)
+            self._stop_server(server)
         if spare is not None:
             spare.discard()
         if self._thread.is_alive():

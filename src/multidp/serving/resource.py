@@ -76,6 +76,7 @@ class ResourceState:
         self._sent_version = -1
         self._scanned: tuple[Visible, ...] = ()  # what the last scan said: health changes are logged against it
         self._unscanned = False  # the list changed since then without a scan (a failed scan, a withdrawal)
+        self._listeners: list[Callable[[], None]] = []  # streams on the event loop, woken on each change
 
     @property
     def snapshot(self) -> Snapshot:
@@ -106,6 +107,7 @@ class ResourceState:
                 self._snapshot, self._visible = snapshot, checked.visible
                 if changed:
                     self._cond.notify_all()
+                    self._call_listeners()
             # After the streams were woken: the log waits, the kubelet does not. Against the last scan,
             # not the last list: a failed scan's all-Unhealthy list says nothing about each device.
             if scanned:
@@ -175,12 +177,6 @@ class ResourceState:
         self._take([], scanned=False)
         return self._snapshot.version
 
-    def wait_newer(self, version: int, timeout: float, stop: Callable[[], bool]) -> Snapshot:
-        """The snapshot once its version differs from ``version``, ``stop()`` or ``timeout``."""
-        with self._cond:
-            self._cond.wait_for(lambda: self._snapshot.version != version or stop(), timeout)
-            return self._snapshot
-
     def mark_sent(self, version: int) -> None:
         with self._cond:
             self._sent_version = max(self._sent_version, version)
@@ -195,3 +191,21 @@ class ResourceState:
         """Wake every waiting stream (so it can notice it should stop)."""
         with self._cond:
             self._cond.notify_all()
+            self._call_listeners()
+
+    def listen(self, wake: Callable[[], None]) -> None:
+        """Call ``wake()`` after every change and :meth:`wake` (it must only schedule, never block)."""
+        with self._cond:
+            self._listeners.append(wake)
+
+    def unlisten(self, wake: Callable[[], None]) -> None:
+        with self._cond:
+            if wake in self._listeners:
+                self._listeners.remove(wake)
+
+    def _call_listeners(self) -> None:
+        for wake in self._listeners:
+            try:
+                wake()
+            except Exception:  # noqa: BLE001 - one broken listener must not stop an update
+                log.exception("resource %s: waking a stream failed", self.name)

@@ -10,11 +10,12 @@ pick (GetPreferredAllocation), logged once per problem; streams are capped.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any, NoReturn, cast
+from collections.abc import AsyncIterator
+from typing import Any, NoReturn, TypeAlias, cast
 
 import grpc
 
@@ -33,17 +34,15 @@ from multidp.serving.status import answer, status_code
 
 log = logging.getLogger(__name__)
 
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+
 # What each RPC is called in the kubelet-facing messages.
 CALLS = {"Allocate": "allocation", "GetPreferredAllocation": "preferred allocation",
          "PreStartContainer": "pre-start", "GetDevicePluginOptions": "options", "ListAndWatch": "list"}
 
-# How often an idle ListAndWatch stream checks that its peer is still there
-# (a safety net: cancellation normally wakes it at once through a callback).
-STREAM_CHECK_S = 1.0
-
 # ListAndWatch streams one resource serves at once. The kubelet keeps one (two for a moment when it
-# registers again). Each open stream holds a gRPC thread for as long as it lasts: 4,200 streams from
-# one client once held 2,806 threads and 188 MB.
+# registers again); a client opening thousands would hold memory for each (on the sync server they
+# once held 2,806 threads and 188 MB).
 MAX_STREAMS = 8
 
 
@@ -74,7 +73,11 @@ def container_response(alloc: ContainerAllocation) -> pb.ContainerAllocateRespon
 
 
 class DevicePluginService:
-    """Serves one resource of one driver: a method per RPC of the v1beta1 DevicePlugin service.
+    """Serves one resource of one driver: a coroutine per RPC of the v1beta1 DevicePlugin service.
+
+    The RPCs run on the serving event loop (:mod:`multidp.serving.eventloop`); driver code
+    runs on the driver's own threads (:meth:`DriverRunner.call_async`), so a slow or hung
+    driver never holds up the loop, and an idle stream costs no thread.
 
     Registered by :func:`multidp.serving.wire.add_to_server`, which finds the
     methods through the service descriptor: an RPC without a method here fails
@@ -113,20 +116,21 @@ class DevicePluginService:
             pre_start_required=self.runner.driver.has_pre_start, get_preferred_allocation_available=True
         )
 
-    def GetDevicePluginOptions(self, request: pb.Empty, context: grpc.ServicerContext) -> pb.DevicePluginOptions:
+    async def GetDevicePluginOptions(self, request: pb.Empty, context: Context) -> pb.DevicePluginOptions:
         return self.options()
 
-    def ListAndWatch(self, request: pb.Empty, context: grpc.ServicerContext) -> Iterator[bytes]:
+    async def ListAndWatch(self, request: pb.Empty, context: Context) -> AsyncIterator[bytes]:
         """Full list at once, then again on every change (already serialized, see add_to_server)."""
-        self._open_stream(context)
+        await self._open_stream(context)
         try:
-            yield from self._watch(context)
+            async for message in self._watch():
+                yield message
         finally:
             with self._streams_lock:
                 self.streams -= 1
                 self._streams_warned &= self.streams > 1  # warn again after the flood
 
-    def _open_stream(self, context: grpc.ServicerContext) -> None:
+    async def _open_stream(self, context: Context) -> None:
         """Count a new stream in, or refuse it (RESOURCE_EXHAUSTED) when MAX_STREAMS are open."""
         with self._streams_lock:
             open_now = self.streams
@@ -137,34 +141,37 @@ class DevicePluginService:
         if warn:
             log.warning("resource %s: %d ListAndWatch streams are open; refusing more (at most %d per resource, "
                         "the kubelet needs one)", self.resource, open_now, MAX_STREAMS)
-        self.refuse("list", TooManyStreams(f'list for "{self.resource}" refused: {open_now} ListAndWatch streams '
+        await self.refuse("list", TooManyStreams(f'list for "{self.resource}" refused: {open_now} ListAndWatch streams '
                                            f"are open already (at most {MAX_STREAMS} per resource)"), context)
 
-    def _watch(self, context: grpc.ServicerContext) -> Iterator[bytes]:
-        gone = threading.Event()
+    async def _watch(self) -> AsyncIterator[bytes]:
+        """Each new snapshot's message, until the host stops the resource. A peer that goes away
+        cancels the RPC, which ends this at its ``await``."""
+        changed = asyncio.Event()
+        loop = asyncio.get_running_loop()
 
-        def peer_gone() -> None:
-            gone.set()
-            self.state.wake()
+        def wake() -> None:  # called by the state, on whichever thread changed it
+            try:
+                loop.call_soon_threadsafe(changed.set)
+            except RuntimeError:  # the loop closed: the stream is over
+                pass
 
-        if not context.add_callback(peer_gone):
-            return  # the call already ended (the kubelet went away while it began)
+        self.state.listen(wake)
+        try:
+            version = -1
+            while not self.stopping.is_set():
+                changed.clear()  # before reading: a change from now on sets it again
+                snapshot = self.state.snapshot
+                if snapshot.version == version:
+                    await changed.wait()
+                    continue
+                version = snapshot.version
+                yield snapshot.message  # encoded when the snapshot was made (see ResourceState)
+                self.state.mark_sent(version)
+        finally:
+            self.state.unlisten(wake)
 
-        def stop() -> bool:
-            return gone.is_set() or self.stopping.is_set()
-
-        version = -1
-        while not stop():
-            snapshot = self.state.wait_newer(version, STREAM_CHECK_S, stop)
-            if stop() or not context.is_active():
-                return
-            if snapshot.version == version:
-                continue
-            version = snapshot.version
-            yield snapshot.message  # encoded when the snapshot was made (see ResourceState)
-            self.state.mark_sent(version)
-
-    def refuse(self, call: str, error: MultidpError, context: grpc.ServicerContext) -> NoReturn:
+    async def refuse(self, call: str, error: MultidpError, context: Context) -> NoReturn:
         """End the RPC with the status the error table gives ``error``; log what is the driver's fault."""
         code, message = answer(error, call, self.resource)
         if isinstance(error, BadDriverAnswer):
@@ -174,32 +181,33 @@ class DevicePluginService:
         else:  # the pod fails all the same: say why (an unknown ID, a vanished device, a CDI spec missing)
             self._refusals(logging.WARNING, f"resource {self.resource}: {call} refused ({code.name}): {message}",
                            resource=self.resource, driver=self.state.driver, code=code.name)
-        context.abort(code, message)
+        await context.abort(code, message)
         raise AssertionError("context.abort returned")  # grpc raises; for type checkers
 
-    def refuse_undecodable(self, method: str, error: MultidpError, context: grpc.ServicerContext) -> NoReturn:
+    async def refuse_undecodable(self, method: str, error: MultidpError, context: Context) -> NoReturn:
         """A request protobuf could not parse (see :mod:`multidp.serving.wire`)."""
         if method == "Allocate":
             self.stats.record(0.0, status_code(error).name)
-        self.refuse(CALLS.get(method, method), error, context)
+        await self.refuse(CALLS.get(method, method), error, context)
 
-    def Allocate(self, request: pb.AllocateRequest, context: grpc.ServicerContext) -> pb.AllocateResponse:
+    async def Allocate(self, request: pb.AllocateRequest, context: Context) -> pb.AllocateResponse:
         started = time.perf_counter()
         try:
-            response = self._allocate(request)
+            response = await self._allocate(request)
         except MultidpError as error:
             self.stats.record(time.perf_counter() - started, status_code(error).name)
-            self.refuse("allocation", error, context)
+            await self.refuse("allocation", error, context)
         self.stats.record(time.perf_counter() - started)
         return response
 
-    def _allocate(self, request: pb.AllocateRequest) -> pb.AllocateResponse:
+    async def _allocate(self, request: pb.AllocateRequest) -> pb.AllocateResponse:
         containers = [list(c.devices_ids) for c in request.container_requests]
         requests = allocation_requests(self.resource, self.state.snapshot, containers)
         runner = self.runner
         responses = []
         for req in requests:
-            alloc = runner.call("allocate", runner.driver.allocate, req, timeout=runner.timeouts.allocate)
+            alloc = await runner.call_async("allocate", runner.driver.allocate, req,
+                                            timeout=runner.timeouts.allocate)
             responses.append(self._convert(alloc))
         return pb.AllocateResponse(container_responses=responses)
 
@@ -220,8 +228,8 @@ class DevicePluginService:
                 return response
         raise BadDriverAnswer(f'allocation for "{self.resource}" failed: driver {driver} allocate returned {problem}')
 
-    def GetPreferredAllocation(
-        self, request: pb.PreferredAllocationRequest, context: grpc.ServicerContext
+    async def GetPreferredAllocation(
+        self, request: pb.PreferredAllocationRequest, context: Context
     ) -> pb.PreferredAllocationResponse:
         snapshot = self.state.snapshot
         containers = [
@@ -231,18 +239,18 @@ class DevicePluginService:
         try:
             requests = preference_requests(self.resource, snapshot, containers)
         except MultidpError as error:
-            self.refuse("preferred allocation", error, context)
+            await self.refuse("preferred allocation", error, context)
         response = pb.PreferredAllocationResponse()
         for req in requests:
-            response.container_responses.add(deviceIDs=self._prefer(req, snapshot))
+            response.container_responses.add(deviceIDs=await self._prefer(req, snapshot))
         return response
 
-    def _prefer(self, req: Any, snapshot: Snapshot) -> list[str]:
+    async def _prefer(self, req: Any, snapshot: Snapshot) -> list[str]:
         if not self._driver_prefers:
             return numa_pick(req, snapshot)
         runner = self.runner
         try:
-            picked = runner.call(
+            picked = await runner.call_async(
                 "preferred allocation",
                 runner.driver.preferred_allocation,
                 req,
@@ -268,8 +276,8 @@ class DevicePluginService:
             self._preference_problems.forget()
         return ids
 
-    def PreStartContainer(
-        self, request: pb.PreStartContainerRequest, context: grpc.ServicerContext
+    async def PreStartContainer(
+        self, request: pb.PreStartContainerRequest, context: Context
     ) -> pb.PreStartContainerResponse:
         runner = self.runner
         if not runner.driver.has_pre_start:
@@ -278,10 +286,10 @@ class DevicePluginService:
         ids = list(request.devices_ids)
         try:
             requests = allocation_requests(self.resource, snapshot, [ids])
-            runner.call(
+            await runner.call_async(
                 "pre-start", runner.driver.pre_start, self.resource, requests[0].device_ids,
                 timeout=runner.timeouts.pre_start,
             )
         except MultidpError as error:
-            self.refuse("pre-start", error, context)
+            await self.refuse("pre-start", error, context)
         return pb.PreStartContainerResponse()

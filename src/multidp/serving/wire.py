@@ -7,13 +7,13 @@
   descriptor, like the generated code does, except that requests protobuf
   cannot parse are refused through the normal path (grpcio keeps the state of
   a call whose deserializer raises), and ListAndWatch's pre-encoded bytes go
-  out as they are.
+  out as they are. The servicer's methods are coroutines (a grpc.aio server).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any, NoReturn, Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, NoReturn, Protocol, TypeAlias
 
 import grpc
 from google.protobuf.message import Message
@@ -131,24 +131,38 @@ def _lenient(message: type[Message]) -> Callable[[bytes], Message | UndecodableR
 class Servicer(Protocol):
     """What :func:`add_to_server` needs besides one method per RPC, named as the RPC."""
 
-    def refuse_undecodable(self, method: str, error: MultidpError, context: grpc.ServicerContext) -> NoReturn: ...
+    async def refuse_undecodable(self, method: str, error: MultidpError, context: Context) -> NoReturn: ...
 
 
-Behaviour = Callable[[Any, grpc.ServicerContext], Any]
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+Unary = Callable[[Any, Context], Awaitable[Any]]
+Streaming = Callable[[Any, Context], AsyncIterator[Any]]
 
 
-def _checked(servicer: Servicer, method: str, behaviour: Behaviour) -> Behaviour:
+def _checked(servicer: Servicer, method: str, behaviour: Unary) -> Unary:
     """Hand an undecodable request to the servicer's refusal, any other to ``behaviour``."""
 
-    def handler(request: Any, context: grpc.ServicerContext) -> Any:
+    async def handler(request: Any, context: Context) -> Any:
         if isinstance(request, UndecodableRequest):
-            servicer.refuse_undecodable(method, request, context)
-        return behaviour(request, context)
+            await servicer.refuse_undecodable(method, request, context)
+        return await behaviour(request, context)
 
     return handler
 
 
-def add_to_server(servicer: Servicer, server: grpc.Server, service: str = "DevicePlugin",
+def _checked_stream(servicer: Servicer, method: str, behaviour: Streaming) -> Streaming:
+    """:func:`_checked` for a server-streaming RPC."""
+
+    async def handler(request: Any, context: Context) -> AsyncIterator[Any]:
+        if isinstance(request, UndecodableRequest):
+            await servicer.refuse_undecodable(method, request, context)
+        async for message in behaviour(request, context):
+            yield message
+
+    return handler
+
+
+def add_to_server(servicer: Servicer, server: grpc.aio.Server, service: str = "DevicePlugin",
                   raw_responses: frozenset[str] = RAW_RESPONSES) -> None:
     """Register ``servicer`` for every RPC of the v1beta1 ``service``, as the descriptor lists them.
 
@@ -166,7 +180,11 @@ def add_to_server(servicer: Servicer, server: grpc.Server, service: str = "Devic
         behaviour = getattr(servicer, method.name)
         request = GetMessageClass(method.input_type)
         serialize = None if method.name in raw_responses else GetMessageClass(method.output_type).SerializeToString
-        make = grpc.unary_stream_rpc_method_handler if method.server_streaming else grpc.unary_unary_rpc_method_handler
-        handlers[method.name] = make(_checked(servicer, method.name, behaviour), _lenient(request), serialize)
+        if method.server_streaming:
+            handlers[method.name] = grpc.unary_stream_rpc_method_handler(
+                _checked_stream(servicer, method.name, behaviour), _lenient(request), serialize)
+        else:
+            handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+                _checked(servicer, method.name, behaviour), _lenient(request), serialize)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(descriptor.full_name, handlers),))
     server.add_registered_method_handlers(descriptor.full_name, handlers)
