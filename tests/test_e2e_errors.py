@@ -134,12 +134,11 @@ def test_preferred_allocation_falls_back_to_numa_when_driver_fails(kubelet, mult
 
 
 def test_cdi_failure_costs_only_cdi_allocations(kubelet, multidp_host, sample):
-    sample_config = {"sample": {}}
+    # No scan after the first: each scan tries the specs again while they failed, and would clear it.
+    sample_config = {"sample": {"pollInterval": 3600}}
     host = multidp_host({"sample": sample}, drivers=sample_config)
     kubelet.wait_devices(WIDGET, lambda v: v.capacity == 4)
     kubelet.wait_devices(SHARED, lambda v: v.capacity > 0)
-    # The first scan's spec is written after its endpoints start: fail only once it is there, or the
-    # first write would clear the failure.
     wait_until(lambda: any((kubelet.directory / "cdi").glob("*.json")), what="the sample driver's CDI spec")
     host.cdi.fail("sample", "cannot write CDI spec to /nowhere: read-only file system")
     err = rpc_error(allocate, kubelet.stub(WIDGET), ["widget-0"])

@@ -230,7 +230,7 @@ def test_allocation_naming_a_refused_cdi_spec_is_failed_precondition_naming_the_
                                    for d in ("widget-0", "widget-1", "widget-2", "widget-3")])]
 
     host = multidp_host({"sample": SamplePlugin(RelativeHostPath)})
-    kubelet.wait_devices(WIDGET, lambda v: v.allocatable == 4)
+    kubelet.wait_devices(WIDGET, lambda v: v.capacity == 4 and v.allocatable == 0)  # each needs the refused spec
     request = pb.AllocateRequest(container_requests=[pb.ContainerAllocateRequest(devices_ids=["widget-0"])])
     with pytest.raises(grpc.RpcError) as err:
         kubelet.stub(WIDGET).Allocate(request, timeout=10)
@@ -239,6 +239,7 @@ def test_allocation_naming_a_refused_cdi_spec_is_failed_precondition_naming_the_
             "device_nodes[0].host_path 'dev/widget-0' is not an absolute path") in err.value.details()
     assert not list(host.cdi.directory.glob("multidp-sample-*.json"))
     shared = pb.AllocateRequest(container_requests=[pb.ContainerAllocateRequest(devices_ids=["widget-shared-0::1"])])
+    kubelet.wait_devices("example.com/widget-shared", lambda v: v.allocatable == 4)  # names no CDI device
     assert kubelet.stub("example.com/widget-shared").Allocate(shared, timeout=10).container_responses[0].envs
 
 

@@ -48,7 +48,9 @@ from multidp.preferred import pack, pack_replicas, spread_replicas
 __version__ = "0.1.0"
 
 # 1.0: the contract as first published (hooks, Driver, model, errors, helpers above).
-DRIVER_API_VERSION = "1.1"
+# 1.1: DriverContext.checking, files and local_path() (``multidp config check``).
+# 1.2: Device.cdi_devices: a device whose CDI spec cannot be written is advertised Unhealthy.
+DRIVER_API_VERSION = "1.2"
 
 __all__ = [
     "CDI_HOOK_NAMES",

@@ -158,9 +158,12 @@ class Driver:
     def cdi_specs(self) -> Sequence[CDISpec]:
         """CDI specs the host should write for this driver's devices.
 
-        Called after every scan that changed something. Raise if a spec cannot
-        be built: allocations that name CDI devices then fail with a clear
-        message, and everything else keeps working.
+        Called after the first scan (before the endpoints start), after every
+        scan that changed something, and after every scan while the specs could
+        not be written. Raise if a spec cannot be built: allocations that name
+        CDI devices then fail with a clear message, devices that declare them
+        (``Device.cdi_devices``) are advertised Unhealthy with it, and
+        everything else keeps working.
         """
         return ()
 

@@ -27,6 +27,11 @@ class Device:
     ``replicas``, the base of the replica IDs ``<id>::<n>``). ``reason`` says
     why a device is unhealthy (shown in logs and ``multidp devices``);
     ``info`` holds a few human-readable facts for ``multidp devices``.
+    ``cdi_devices`` (driver API 1.2) are the fully qualified CDI names
+    (``vendor/class=name``) the driver's answers for this device will name:
+    while the host cannot write the driver's CDI specs (a spec refused, the CDI
+    directory unwritable, ``cdi_specs()`` failing), such a device is advertised
+    Unhealthy with the reason, so that no pod is sent to it only to fail.
     """
 
     id: str
@@ -35,6 +40,7 @@ class Device:
     replicas: int | None = None
     reason: str = ""
     info: Mapping[str, str] = field(default_factory=dict)
+    cdi_devices: tuple[str, ...] = ()
 
     @property
     def healthy(self) -> bool:

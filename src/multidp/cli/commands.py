@@ -37,7 +37,9 @@ from multidp.plugins.factory import (
 )
 from multidp.plugins.registry import PluginRegistry
 from multidp.plugins.runner import CLOSE_TIMEOUT_S
+from multidp.serving.cdi import SpecRefused, checked_documents, unwritable
 from multidp.serving.devicecheck import as_list, left_out
+from multidp.serving.resource import cdi_marked
 
 
 def _selected(settings: Settings, registry: PluginRegistry) -> list[str]:
@@ -69,6 +71,11 @@ def scan_all(settings: Settings, registry: PluginRegistry) -> list[dict[str, Any
                 driver = factory.create(name)
                 try:
                     inventory = with_deadline(f"driver {name}: scan", settings.timeouts.scan, driver.scan)
+                    problem = _cdi_problem(settings, name, driver)
+                    if problem is not None and isinstance(inventory, Mapping):  # as the daemon marks them
+                        marked: dict[str, Any] = {r: d if (items := as_list(d)) is None else cdi_marked(items, problem)
+                                                  for r, d in inventory.items()}
+                        inventory = marked
                 except Exception:
                     with contextlib.suppress(Exception):  # the scan's failure is the one to report
                         _close(name, driver)
@@ -81,6 +88,18 @@ def scan_all(settings: Settings, registry: PluginRegistry) -> list[dict[str, Any
     finally:
         factory.cleanup()
     return report
+
+
+def _cdi_problem(settings: Settings, name: str, driver: Driver) -> str | None:
+    """Why the daemon could not write ``driver``'s CDI specs now (nothing is written here), or None."""
+    try:
+        specs = with_deadline(f"driver {name}: CDI specs", settings.timeouts.scan, driver.cdi_specs)
+        documents = checked_documents(name, list(specs or ()))
+    except SpecRefused as exc:
+        return str(exc)
+    except Exception as exc:  # noqa: BLE001 - the driver's failure is the reason
+        return f"driver {name}: CDI specs failed: {describe_failure(exc)}"
+    return unwritable(settings.cdi_dir) if documents else None
 
 
 def _as_served(inventory: Mapping[str, Sequence[Device]]) -> tuple[dict[str, Any], dict[str, str]]:

@@ -4,6 +4,10 @@ In the manner of Intel's device-plugin framework, each driver's scan results
 come here. A new resource gets an endpoint (served, then registered), a known
 one an updated snapshot, and one that went away is withdrawn: an empty list
 first, so the kubelet drops its capacity at once, then the server stops.
+
+A driver's CDI specs are written before its first endpoints exist, after each scan
+that changed something, and after every scan while they could not be written; while
+they cannot, the devices that name CDI devices are advertised Unhealthy with the reason.
 """
 
 from __future__ import annotations
@@ -37,11 +41,13 @@ class ResourceTable:
         self.endpoints: dict[str, Endpoint] = {}
         self._owner: dict[str, str] = {}  # resource -> driver
         self._refused: set[tuple[str, str]] = set()
+        self._cdi_runner: dict[str, DriverRunner] = {}  # driver -> the runner whose CDI specs were last tried
         self._lock = threading.RLock()
         self._closed = False  # stop_all ran
         # One event loop for every endpoint's gRPC servers: idle, it sleeps however many there are.
         self._loop = ServingLoop.shared()
         self.kubelet = KubeletClient(settings.kubelet_socket_path, settings.timeouts.register)
+        cdi.subscribe(self._cdi_changed)
 
     def use_settings(self, settings: Settings) -> None:
         """New settings after a reload: timeouts for registrations and new endpoints from now on."""
@@ -69,6 +75,11 @@ class ResourceTable:
     def report(self, runner: DriverRunner, inventory: Mapping[str, Sequence[Device]] | None, error: str) -> None:
         """Apply one scan of ``runner``'s driver (``inventory`` None: the scan failed with ``error``)."""
         driver = runner.name
+        # A driver's (or a reload's) first specs go before its endpoints exist: their first
+        # list already says which devices a missing spec makes unusable.
+        first = inventory is not None and self._cdi_runner.get(driver) is not runner and not self._closed
+        if first:
+            self._publish_cdi(runner)
         changed = False
         with self._lock:
             if self._closed:
@@ -90,7 +101,7 @@ class ResourceTable:
         if gone:
             log.info("driver %s no longer reports %s", driver, ", ".join(gone))
             self.withdraw(gone)
-        if changed or gone or runner.scans <= 1:
+        if not first and (changed or gone or self.cdi.error(driver) is not None):
             self._publish_cdi(runner)
 
     def _claims(self, driver: str, inventory: Mapping[str, Sequence[Device]]) -> dict[str, Sequence[Device]]:
@@ -124,6 +135,7 @@ class ResourceTable:
 
     def _add(self, driver: str, resource: str, runner: DriverRunner, devices: Sequence[Device]) -> None:
         state = ResourceState(resource, driver)
+        state.use_cdi_problem(self.cdi.error(driver))
         state.update(devices)
         endpoint = Endpoint(
             DevicePluginService(state, runner, self.cdi),
@@ -136,13 +148,30 @@ class ResourceTable:
         endpoint.start()
 
     def _publish_cdi(self, runner: DriverRunner) -> None:
+        self._cdi_runner[runner.name] = runner
         try:
             specs = runner.call("CDI specs", runner.driver.cdi_specs, timeout=self.settings.timeouts.scan)
         except DriverCallError as exc:
             self.cdi.fail(runner.name, str(exc))
             return
-        if specs:
-            self.cdi.publish(runner.name, list(specs))
+        try:
+            given = list(specs or ())
+        except Exception as exc:  # noqa: BLE001 - not iterable (a number), or the driver's generator raised
+            self.cdi.fail(runner.name, f"driver {runner.name}: cdi_specs() returned an object of type "
+                                       f"{type(specs).__name__!r}, not a list of CDISpec ({type(exc).__name__}: {exc})")
+            return
+        self.cdi.publish(runner.name, given)
+
+    def _cdi_changed(self, driver: str) -> None:
+        """The driver's CDI specs failed or are written again: its devices that name CDI devices follow."""
+        while True:  # until it holds still: a change racing this one is not undone by it
+            problem = self.cdi.error(driver)
+            with self._lock:
+                states = [self.endpoints[r].service.state for r in self.resources_of(driver)]
+            for state in states:
+                state.use_cdi_problem(problem)
+            if self.cdi.error(driver) == problem:
+                return
 
     def withdraw(self, resources: Sequence[str]) -> None:
         """Stop serving ``resources``: empty list first, then the server stops (in the background)."""

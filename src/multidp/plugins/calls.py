@@ -21,7 +21,6 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-
 QUICK_ANSWER_S = 0.002  # how long call_async holds the event loop for an answer before awaiting it
 
 

@@ -5,7 +5,8 @@ writes one JSON spec file per kind into the CDI directory, atomically, and
 remembers which fully qualified names it holds. An allocation that names a CDI
 device of one of its kinds that no written spec holds is refused with a
 message that says why, so a container never fails later on a missing spec;
-drivers that name no CDI devices are never affected by a CDI problem.
+drivers that name no CDI devices are never affected by a CDI problem. Subscribers
+hear when a driver's specs fail or are written again (the host marks devices then).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import os
 import re
 import tempfile
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +172,33 @@ def spec_document(spec: CDISpec) -> dict[str, Any]:
     return doc
 
 
+def checked_documents(driver: str, specs: Sequence[CDISpec]) -> list[tuple[CDISpec, dict[str, Any]]]:
+    """Each spec with its CDI document; SpecRefused, naming driver, kind, device and field, if one is refused."""
+    documents: list[tuple[CDISpec, dict[str, Any]]] = []
+    for spec in specs:
+        kind = getattr(spec, "kind", None)
+        try:
+            check_spec(spec)
+            if any(spec.kind == other.kind for other, _ in documents):
+                raise SpecRefused("that kind is given twice")
+            documents.append((spec, spec_document(spec)))
+        except (SpecRefused, ValueError, TypeError) as exc:  # spec_document's checks raise ValueError
+            raise SpecRefused(f"driver {driver}: CDI spec of kind {kind!r} refused: {exc}") from None
+    return documents
+
+
+def unwritable(directory: Path) -> str | None:
+    """Why specs could not be written into ``directory`` now, or None (a look for ``multidp devices``)."""
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent  # the host makes the missing folders
+    if not existing.is_dir():
+        return f"cannot write CDI spec to {directory}: {existing} is not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"cannot write CDI spec to {directory}: {existing} is not writable"
+    return None
+
+
 class CDIRegistry:
     """The CDI specs written for each driver, and the names they hold."""
 
@@ -180,6 +208,23 @@ class CDIRegistry:
         self._names: dict[str, set[str]] = {}  # driver -> qualified names written
         self._kinds: dict[str, set[str]] = {}  # driver -> kinds written
         self._errors: dict[str, str] = {}  # driver -> why its specs are missing
+        self._listeners: list[Callable[[str], None]] = []
+
+    def subscribe(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(driver)`` whenever :meth:`error` of ``driver`` changes (outside the lock)."""
+        self._listeners.append(listener)
+
+    def error(self, driver: str) -> str | None:
+        """Why ``driver``'s specs are not written, or None when its last specs were."""
+        with self._lock:
+            return self._errors.get(driver)
+
+    def _changed(self, driver: str) -> None:
+        for listener in self._listeners:
+            try:
+                listener(driver)
+            except Exception:  # noqa: BLE001 - a listener's bug must not stop the others or the caller
+                log.exception("driver %s: passing on a change of its CDI state failed", driver)
 
     def file_for(self, driver: str, kind: str) -> Path:
         return self.directory / f"multidp-{driver}-{kind.replace('/', '_')}.json"
@@ -190,19 +235,13 @@ class CDIRegistry:
         Every spec is checked before any is written: one that breaks CDI's rules (or holds
         a relative path, a NUL or a newline) is refused with the driver, kind, device and
         field named, nothing is written, and allocations naming the driver's CDI devices
-        fail until it gives good specs.
+        fail until it gives good specs. No specs at all clear an earlier failure.
         """
-        documents: list[tuple[CDISpec, dict[str, Any]]] = []
-        for spec in specs:
-            kind = getattr(spec, "kind", None)
-            try:
-                check_spec(spec)
-                if any(spec.kind == other.kind for other, _ in documents):
-                    raise SpecRefused("that kind is given twice")
-                documents.append((spec, spec_document(spec)))
-            except (SpecRefused, ValueError, TypeError) as exc:  # spec_document's checks raise ValueError
-                self.fail(driver, f"driver {driver}: CDI spec of kind {kind!r} refused: {exc}")
-                return
+        try:
+            documents = checked_documents(driver, specs)
+        except SpecRefused as exc:
+            self.fail(driver, str(exc))
+            return
         names: set[str] = set()
         try:
             for spec, document in documents:
@@ -214,16 +253,24 @@ class CDIRegistry:
         with self._lock:
             self._names[driver] = names
             self._kinds[driver] = {spec.kind for spec in specs}
-            if self._errors.pop(driver, None):
-                log.info("driver %s: CDI specs written to %s again", driver, self.directory)
+            recovered = self._errors.pop(driver, None) is not None
+        if recovered:
+            log.info("driver %s: CDI specs %s again; its devices that name CDI devices are no longer held "
+                     "Unhealthy for them", driver, f"written to {self.directory}" if documents else "not needed")
+            self._changed(driver)
 
     def fail(self, driver: str, reason: str) -> None:
+        """Record why ``driver``'s specs are not written: allocations naming its CDI devices are refused."""
         with self._lock:
-            if self._errors.get(driver) != reason:
-                named = reason if reason.startswith(f"driver {driver}: ") else f"driver {driver}: {reason}"
-                log.error("%s; allocations that use CDI devices will fail", named)
+            new = self._errors.get(driver) != reason
+            if new:  # "driver %s" first: the JSON logs' driver field
+                log.error("driver %s: %s; allocations that use CDI devices will fail, and devices that name them are "
+                          "Unhealthy, until its specs are written (tried again after each scan)", driver,
+                          reason.removeprefix(f"driver {driver}: "))
             self._errors[driver] = reason
             self._names.pop(driver, None)
+        if new:
+            self._changed(driver)
 
     def problem(self, driver: str, names: Sequence[str]) -> str | None:
         """Why ``names`` cannot be handed out, or None when the specs hold them all."""

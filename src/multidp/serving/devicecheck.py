@@ -79,6 +79,8 @@ def device_problem(device: object, seen: set[str]) -> str | None:
         return f"asks for {show(replicas)} replicas (an integer 1..{MAX_REPLICAS})"
     if replicas is not None and REPLICA_SEPARATOR in did:
         return f"asks for replicas, but its ID holds {REPLICA_SEPARATOR!r} (replicas are advertised as <id>::<n>)"
+    if type(device.cdi_devices) is not tuple:
+        return f"has cdi_devices {show(device.cdi_devices)}, not a tuple of CDI names"
     return None
 
 
@@ -130,6 +132,7 @@ def check(devices: Iterable[object]) -> Checked:
             did, numa = device.id, device.numa_nodes
             if type(did) is str and did.isascii() and 0 < len(did) <= MAX_DEVICE_ID_BYTES and did not in seen \
                     and device.replicas is None and type(device.health) is Health and type(numa) is tuple \
+                    and type(device.cdi_devices) is tuple \
                     and (not numa or (len(numa) == 1 and type(numa[0]) is int and 0 <= numa[0] <= MAX_NUMA_NODE)
                          or all(type(n) is int and 0 <= n <= MAX_NUMA_NODE for n in numa)):
                 seen.add(did)

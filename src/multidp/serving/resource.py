@@ -7,22 +7,29 @@ only when something the kubelet sees changed: IDs, health or NUMA nodes. A
 malformed device is left out, logged once per device and problem; a list the
 kubelet could not take (over 4 MiB) is refused whole and the previous one stays.
 This runs on every scan (up to 10,000 devices, every few hundred ms): one pass.
+
+While the driver's CDI specs cannot be written, a device that names CDI devices
+(``Device.cdi_devices``) is advertised Unhealthy with the reason: its allocations
+would be refused, so the scheduler must not send pods to it. The driver's last list
+is kept as it gave it, so the devices are Healthy again once the specs are written.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from multidp.model import Device, Health
-from multidp.serving.devicecheck import Checked, Visible, as_list, check, label
+from multidp.names import shorten
+from multidp.serving.devicecheck import Checked, Visible, as_list, check, label, show
 from multidp.serving.wire import ListEncoder
 
 log = logging.getLogger(__name__)
 
 LOGGED_PER_UPDATE = 10  # new left-out devices logged one by one; the rest are counted in one line
+NAMES_SHOWN, NAME_SHOWN = 3, 200  # CDI names in a device's reason: a few, whole (a GPU's holds its UUID)
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,31 @@ class Snapshot:
         return [i for i in self.ids if by_id[i].health is Health.HEALTHY]
 
 
+def cdi_marked(devices: Sequence[object], problem: str) -> list[object]:
+    """``devices`` with each one that names CDI devices Unhealthy: it needs them, but ``problem``."""
+    reasons: dict[int, str] = {}  # by the names' tuple: a shared pool's devices often share one
+    marked: list[object] = []
+    for device in devices:
+        if not isinstance(device, Device) or type(device.cdi_devices) is not tuple or not device.cdi_devices:
+            marked.append(device)  # names nothing (or is left out by the checks anyway)
+            continue
+        names = device.cdi_devices
+        why = reasons.get(id(names))
+        if why is None:
+            shown = ", ".join(shorten(n, NAME_SHOWN) if isinstance(n, str) else show(n) for n in names[:NAMES_SHOWN])
+            if len(names) > NAMES_SHOWN:
+                shown += f" and {len(names) - NAMES_SHOWN} more"
+            why = reasons[id(names)] = f"needs CDI device{'s' if len(names) > 1 else ''} {shown}, but {problem}"
+        # The driver's own reason stays first: it is about the device itself.
+        reason = f"{device.reason}; {why}" if device.reason else why
+        if type(device) is Device:  # built directly: dataclasses.replace costs 5x as much on 10,000 devices
+            marked.append(Device(device.id, Health.UNHEALTHY, device.numa_nodes, device.replicas, reason, device.info,
+                                 names))
+        else:
+            marked.append(replace(device, health=Health.UNHEALTHY, reason=reason))
+    return marked
+
+
 def _make_snapshot(version: int, checked: Checked, message: bytes = b"") -> Snapshot:
     ids: list[str] = []
     by_id: dict[str, Device] = {}
@@ -67,7 +99,7 @@ class ResourceState:
         self.name = name
         self.driver = driver
         self._cond = threading.Condition()
-        self._update_lock = threading.Lock()  # one update at a time; streams wait on _cond only
+        self._update_lock = threading.RLock()  # one update at a time; streams wait on _cond only
         self._snapshot = Snapshot(version=0, message=b"")
         self._visible: tuple[Visible, ...] = ()
         self._encoder = ListEncoder()
@@ -76,6 +108,9 @@ class ResourceState:
         self._sent_version = -1
         self._scanned: tuple[Visible, ...] = ()  # what the last scan said: health changes are logged against it
         self._unscanned = False  # the list changed since then without a scan (a failed scan, a withdrawal)
+        self._given: Sequence[object] = ()  # the last list as given, before CDI marks: taken again when they change
+        self._given_scanned = False
+        self._cdi_problem: str | None = None  # why the driver's CDI specs are not written, or None
         self._listeners: list[Callable[[], None]] = []  # streams on the event loop, woken on each change
 
     @property
@@ -91,6 +126,9 @@ class ResourceState:
             items = as_list(devices)
             if items is None:
                 return self._refuse(type(devices), f"it is a {type(devices).__name__}, not a list of Devices")
+            self._given, self._given_scanned = items, scanned
+            if self._cdi_problem is not None:
+                items = cdi_marked(items, self._cdi_problem)
             checked = check(items)
             if scanned:
                 self._log_left_out(checked.problems)
@@ -166,6 +204,18 @@ class ResourceState:
         if len(new) > LOGGED_PER_UPDATE:
             log.error("resource %s: and %d more devices left out (not listed here)", self.name,
                       len(new) - LOGGED_PER_UPDATE)
+
+    def use_cdi_problem(self, problem: str | None) -> bool:
+        """Why the driver's CDI specs are not written (None: they are); True when the kubelet must hear of it.
+
+        The last list is taken again with the devices that name CDI devices marked (or no longer
+        marked), and logged as a scan's would be when it came from one.
+        """
+        with self._update_lock:
+            if problem == self._cdi_problem:
+                return False
+            self._cdi_problem = problem
+            return self._take(self._given, scanned=self._given_scanned)
 
     def mark_unhealthy(self, reason: str) -> bool:
         """Keep the known IDs but vouch for none of them (a scan failed or hung)."""

@@ -141,6 +141,9 @@ class SampleDriver(Driver):
             res = self.config.resources.get(name)
             if res is not None and res.replicas is not None:
                 inventory[name] = [d if d.replicas else replace(d, replicas=res.replicas) for d in devices]
+        widgets = inventory.get("example.com/widget")
+        if self.config.cdi and widgets:  # the CDI device each widget's answer names (driver API 1.2)
+            inventory["example.com/widget"] = [replace(d, cdi_devices=(f"{CDI_KIND}={d.id}",)) for d in widgets]
         return inventory
 
     def allocate(self, request: AllocationRequest) -> ContainerAllocation:
