@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from multidp.testing import create_driver as create_on_node
+from multidp.testing import wait_until
 
 import multidp_rdma.plugin
 from multidp_rdma.driver import RdmaDriver
@@ -38,3 +39,8 @@ def health(inventory: Any, resource: str = "rdma/hca") -> dict[str, str]:
 
 def device(inventory: Any, device_id: str, resource: str = "rdma/hca") -> Any:
     return next(d for d in inventory[resource] if d.id == device_id)
+
+
+def wait_for(condition: Any, what: str, timeout: float = 10.0) -> None:
+    """Wait (generously) for ``condition()`` to hold: events arrive on other threads and processes."""
+    wait_until(condition, timeout=timeout, what=what)

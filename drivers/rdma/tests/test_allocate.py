@@ -41,6 +41,15 @@ def test_exclusive_allocation_gives_the_devices_nodes_and_sriov_envs(standard: F
     }
 
 
+def test_with_use_cdi_each_device_declares_the_cdi_names_its_answer_gives(standard: FakeRdmaNode) -> None:
+    driver = create_driver(standard, useCdi=True)
+    devices = driver.scan()["rdma/hca"]
+    assert devices and all(len(d.cdi_devices) == 1 for d in devices)
+    for device in devices:  # the host marks a device Unhealthy by these while it cannot write the spec
+        assert list(device.cdi_devices) == _allocate(driver, "rdma/hca", device.id).cdi_devices
+    assert all(d.cdi_devices == () for d in create_driver(standard).scan()["rdma/hca"])
+
+
 def test_issm_only_when_the_pool_asks(standard: FakeRdmaNode) -> None:
     driver = create_driver(standard, pools=[{"resourceName": "sm", "includeIssm": True,
                                              "selectors": {"rdmaDevices": ["mlx5_0"]}}])

@@ -125,7 +125,7 @@ def test_malformed_pci_file_makes_the_device_unhealthy_with_one_log_line(
     with caplog.at_level(logging.INFO, logger=LOGGER):
         inventory = driver.scan()
         driver.scan()
-        driver._rediscover.set()  # a second discovery pass must not log it again
+        driver._events.uevent()  # a second discovery pass (as after a uevent) must not log it again
         driver.scan()
     assert health(inventory) == {"0000:3b:00.0": "Unhealthy", "0000:3c:00.0": "Healthy"}
     assert str(bad) in device(inventory, "0000:3b:00.0").reason

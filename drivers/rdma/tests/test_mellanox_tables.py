@@ -120,7 +120,7 @@ def test_use_cdi_answers_as_mellanox_does(tmp_path: Path, standard: FakeRdmaNode
     assert annotation_key("example.com/net") == "example.com_net"
     path = _file(tmp_path, [{"resourceName": "ib", "rdmaHcaMax": 4, "selectors": {"linkTypes": ["infiniband"]}}])
     driver = make_driver(standard, configFile=path, useCdi=True)
-    driver.scan()
+    shares = driver.scan()["rdma/ib"]
     [spec] = driver.cdi_specs()
     assert spec.kind == "nvidia.com/net-rdma"
     assert sorted(d.name for d in spec.devices) == ["0000:3b:00.0", "0000:5e:00.0"]
@@ -130,3 +130,4 @@ def test_use_cdi_answers_as_mellanox_does(tmp_path: Path, standard: FakeRdmaNode
     assert answer.device_nodes == [] and not answer.cdi_field
     assert answer.cdi_annotation_key == "nvidia.com_net-rdma"
     assert sorted(answer.cdi_devices) == ["nvidia.com/net-rdma=0000:3b:00.0", "nvidia.com/net-rdma=0000:5e:00.0"]
+    assert len(shares) == 4 and {tuple(sorted(d.cdi_devices)) for d in shares} == {tuple(sorted(answer.cdi_devices))}

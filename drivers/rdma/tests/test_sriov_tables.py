@@ -15,8 +15,12 @@ from typing import Any
 
 import pytest
 from multidp import AllocationRequest
-from rdma_helpers import LOGGER
+from multidp.testing import create_driver as create_on_node
+from rdma_helpers import LOGGER, multidp_command
 
+import multidp_rdma.plugin
+from multidp_rdma.devinfo import DEFAULT_DIR
+from multidp_rdma.driver import RdmaDriver
 from multidp_rdma.faketree import FakeRdmaNode
 from multidp_rdma.incumbents import SRIOV_RULES
 from multidp_rdma.inventory import PciFunction, Port, RdmaDevice
@@ -192,3 +196,23 @@ def test_device_info_is_off_on_a_fake_tree_unless_asked(tmp_path: Path, standard
     driver.scan()
     driver.allocate(AllocationRequest("rdma/hca", ("0000:86:00.2",), ("0000:86:00.2",)))
     assert driver._devinfo is None
+
+
+@pytest.mark.parametrize(("written", "folder"), [("off", None), ("no", None), ("'off'", None), ("on", DEFAULT_DIR),
+                                                 ("auto", DEFAULT_DIR), ("/run/devinfo", "/run/devinfo")])
+def test_an_unquoted_off_for_device_info_dir_means_off(tmp_path: Path, written: str, folder: str | None) -> None:
+    # YAML 1.1 reads an unquoted off (or no) as false and on as true, in MULTIDP_RDMA_* as in the file.
+    driver = create_on_node(multidp_rdma.plugin, {}, name="rdma", sysfs_root="/sys", dev_root=tmp_path,
+                            environ={"MULTIDP_RDMA_DEVICE_INFO_DIR": written})
+    try:
+        assert isinstance(driver, RdmaDriver)
+        assert (None if driver._devinfo is None else str(driver._devinfo.base)) == folder
+    finally:
+        driver.close()
+
+
+def test_config_check_takes_an_unquoted_off_for_device_info_dir(tmp_path: Path) -> None:
+    config = tmp_path / "multidp.yaml"
+    config.write_text("drivers:\n  rdma:\n    deviceInfoDir: off\n    udev: off\n")
+    result = multidp_command("config", "check", "--config", str(config), "--drivers", "rdma")
+    assert result.returncode == 0, result.stderr

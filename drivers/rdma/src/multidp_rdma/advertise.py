@@ -29,9 +29,12 @@ def info(device: RdmaDevice, verdict: Verdict, extra: Mapping[str, str]) -> dict
     return facts
 
 
-def exclusive_device(device: RdmaDevice, verdict: Verdict, extra: Mapping[str, str]) -> Device:
+def exclusive_device(device: RdmaDevice, verdict: Verdict, extra: Mapping[str, str],
+                     cdi_devices: tuple[str, ...] = ()) -> Device:
+    """``cdi_devices``: what a CDI answer names (the host marks the device Unhealthy while their spec is unwritten)."""
     return Device(id=device.id, health=Health.HEALTHY if verdict.healthy else Health.UNHEALTHY,
-                  numa_nodes=device.numa_nodes, reason=verdict.reason, info=info(device, verdict, extra))
+                  numa_nodes=device.numa_nodes, reason=verdict.reason, info=info(device, verdict, extra),
+                  cdi_devices=cdi_devices)
 
 
 class SharedDevices:
@@ -42,7 +45,7 @@ class SharedDevices:
         self._cache: dict[str, tuple[tuple[object, ...], tuple[Device, ...]]] = {}
 
     def devices(self, pool: Pool, members: Sequence[RdmaDevice], healthy: frozenset[str],
-                verdicts: Mapping[str, Verdict]) -> tuple[Device, ...]:
+                verdicts: Mapping[str, Verdict], cdi_devices: tuple[str, ...] = ()) -> tuple[Device, ...]:
         numa = tuple(sorted({n for d in members for n in d.numa_nodes}))
         reason = ""
         if not healthy:
@@ -51,17 +54,17 @@ class SharedDevices:
             reason = "no member is Healthy: " + "; ".join(reasons) + more
         facts = {"members": ",".join(d.name for d in members), "healthy": f"{len(healthy)}/{len(members)}"}
         health = Health.HEALTHY if healthy else Health.UNHEALTHY
-        key = (health, numa, reason, tuple(facts.items()))
+        key = (health, numa, reason, tuple(facts.items()), cdi_devices)
         cached = self._cache.get(pool.resource)
         if cached is not None and cached[0] == key:
             return cached[1]
         if pool.replicas == 0:  # a placeholder pool (rdmaHcaMax 0), as Mellanox's: no devices
             made: tuple[Device, ...] = ()
         elif pool.rules.index_ids:  # strconv.Itoa(n), n < rdmaHcaMax: Mellanox's own IDs
-            made = tuple(Device(id=str(n), health=health, numa_nodes=numa, reason=reason, info=facts)
-                         for n in range(pool.replicas))
+            made = tuple(Device(id=str(n), health=health, numa_nodes=numa, reason=reason, info=facts,
+                                cdi_devices=cdi_devices) for n in range(pool.replicas))
         else:
             made = (Device(id=pool.short_name, health=health, numa_nodes=numa, replicas=pool.replicas,
-                           reason=reason, info=facts),)
+                           reason=reason, info=facts, cdi_devices=cdi_devices),)
         self._cache[pool.resource] = (key, made)
         return made

@@ -1,28 +1,20 @@
-"""What the driver uses when the system provides it: pyverbs for port state, pyudev for hot-plug.
+"""pyverbs for port state and device attributes, when the system provides it.
 
-Neither is a dependency, and every failure of either, at import or in a call,
-means "not available": the driver works fully from sysfs without them.
-
-pyverbs (rdma-core's binding; Debian's ``python3-pyverbs``): only short,
-non-blocking calls are made (``Context``, ``query_port``, ``query_device``);
-``get_async_event`` blocks while holding the GIL and is never called here.
-libibverbs finds devices through netlink and the real /dev, so verbs are used
-only when the driver reads the host's own /sys.
-
-pyudev: without it (or without a udev netlink socket, as in many containers)
-devices appearing and vanishing are noticed by comparing the sysfs class
-directories on every poll.
+pyverbs (rdma-core's binding; Debian's ``python3-pyverbs``) is no dependency,
+and every failure of it, at import or in a call, means "not available": the
+driver works fully from sysfs without it. Only short, non-blocking calls are
+made here (``Context``, ``query_port``, ``query_device``); ``get_async_event``
+blocks while holding the GIL, so asynchronous events are read in a process of
+their own (verbschild.py). libibverbs finds devices through netlink and the
+real /dev, so verbs are used only when the driver reads the host's own /sys.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from multidp_rdma.inventory import RdmaDevice
-
-UDEV_SUBSYSTEMS = ("infiniband", "infiniband_verbs", "infiniband_mad")
 
 
 class VerbsReader:
@@ -100,36 +92,3 @@ class VerbsReader:
         self._failed.clear()
 
     close = reset
-
-
-class UdevWatch:
-    """Calls ``on_event()`` from pyudev's observer thread for every RDMA-related uevent."""
-
-    def __init__(self, observer: object) -> None:
-        self._observer = observer
-
-    @classmethod
-    def start(cls, on_event: Callable[[], None], log: logging.Logger) -> UdevWatch | None:
-        try:
-            import pyudev  # type: ignore[import-not-found]
-        except Exception as exc:  # noqa: BLE001 - optional: any import failure means "no udev"
-            log.debug("pyudev is not available (%s); hot-plug is seen by rescans", exc)
-            return None
-        try:
-            monitor = pyudev.Monitor.from_netlink(pyudev.Context())
-            for subsystem in UDEV_SUBSYSTEMS:
-                monitor.filter_by(subsystem=subsystem)
-            observer = pyudev.MonitorObserver(monitor, callback=lambda _device: on_event(), name="rdma-udev")
-            observer.daemon = True
-            observer.start()
-        except Exception as exc:  # noqa: BLE001 - no netlink socket in this namespace, and the like
-            log.info("udev events unavailable (%s: %s); hot-plug is seen by rescans", type(exc).__name__, exc)
-            return None
-        log.info("watching udev for RDMA devices appearing and vanishing")
-        return cls(observer)
-
-    def stop(self) -> None:
-        try:
-            self._observer.send_stop()  # type: ignore[attr-defined]
-        except Exception:  # noqa: BLE001 - stopping is best effort
-            pass

@@ -36,6 +36,12 @@ def device_name(device: RdmaDevice) -> str:
     return device.id
 
 
+def qualified_names(pool: Pool, members: Iterable[RdmaDevice]) -> tuple[str, ...]:
+    """What an answer for ``members`` of ``pool`` names (``Device.cdi_devices`` declares them to the host)."""
+    cdi_kind = kind(pool)
+    return tuple(f"{cdi_kind}={device_name(d)}" for d in members)
+
+
 def device_nodes(device: RdmaDevice, include_issm: bool) -> list[DeviceNode]:
     chars = ([device.uverbs] if device.uverbs else []) + list(device.umads) + (
         list(device.issms) if include_issm else [])

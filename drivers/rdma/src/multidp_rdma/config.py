@@ -53,24 +53,31 @@ class RdmaConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_
     poll_interval: float = 0.25
     # Unset: periodicUpdateInterval (inline, else the file's) decides, else 30 s. Read rescan_seconds.
     rescan_interval: float | msgspec.UnsetType = msgspec.UNSET
-    verbs: Literal["auto", "off"] = "auto"
-    udev: Literal["auto", "off"] = "auto"
+    # YAML 1.1 reads an unquoted off as false (and on as true), in the file and in MULTIDP_RDMA_*: both are taken.
+    verbs: Literal["auto", "off"] | bool = "auto"
+    udev: Literal["auto", "off"] | bool = "auto"
     # Shared pools' IDs: "index" is Mellanox's 0..N-1, "replicas" the host's <pool>::n; auto: index for
     # Mellanox's configs (configFile or configList), replicas for pools.
     shared_ids: Literal["auto", "index", "replicas"] = "auto"
     sriov_resource_prefix: str = "intel.com"  # the SR-IOV plugin's --resource-prefix, for its file
     use_cdi: bool = False  # the incumbents' --use-cdi: answer with CDI annotations instead of device nodes
     # Where the Network Plumbing WG device-info files go (<dir>/dp/...); auto: the standard folder on a node
-    # whose /sys is read, off on a fake tree.
-    device_info_dir: str = "auto"
+    # whose /sys is read, off on a fake tree. An unquoted off arrives as false (and on as true), as above.
+    device_info_dir: str | bool = "auto"
 
     def __post_init__(self) -> None:
+        if isinstance(self.verbs, bool):
+            self.verbs = "auto" if self.verbs else "off"
+        if isinstance(self.udev, bool):
+            self.udev = "auto" if self.udev else "off"
         if not 0.05 <= self.poll_interval <= 60:
             raise ValueError(f"pollInterval: must be between 0.05 and 60 seconds, not {self.poll_interval}")
         given = [key for key, value in (("pools", self.pools), ("configFile", self.config_file),
                                         ("configList", self.config_list)) if value is not None]
         if len(given) > 1:
             raise ValueError(f"{' and '.join(given)}: give only one of them (each is a whole list of pools)")
+        if isinstance(self.device_info_dir, bool):
+            self.device_info_dir = "auto" if self.device_info_dir else "off"
         if self.device_info_dir not in ("auto", "off") and not self.device_info_dir.startswith("/"):
             raise ValueError(f"deviceInfoDir: {self.device_info_dir!r} is not auto, off or an absolute folder")
         notes: list[str] = []
@@ -102,6 +109,13 @@ class RdmaConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_
             logger.warning("%s", note)
 
     @property
+    def device_info_folder(self) -> str:
+        """deviceInfoDir: auto, off or a folder (a YAML boolean read as auto or off)."""
+        if isinstance(self.device_info_dir, bool):
+            return "auto" if self.device_info_dir else "off"
+        return self.device_info_dir
+
+    @property
     def rescan_seconds(self) -> float:
         """Seconds between full rescans (``settle`` has replaced UNSET by then)."""
         return DEFAULT_RESCAN_S if isinstance(self.rescan_interval, msgspec.UnsetType) else self.rescan_interval
@@ -112,14 +126,15 @@ def _from_periodic(seconds: int, where: str, notes: list[str]) -> float:
 
     Out of range, it is clamped rather than refused: the file was valid for
     Mellanox's plugin, and the rescan is only a safety net here (device changes
-    are noticed at every poll), so a different period changes no answer.
+    arrive as events or are noticed at every poll), so a different period changes no answer.
     """
     if seconds < 0:
         raise ValueError(f"{where}periodicUpdateInterval: must be 0 (no periodic update) or more seconds, "
                          f"not {seconds}")
     if seconds == 0:
         notes.append(f"periodicUpdateInterval 0 (no periodic update in Mellanox's plugin): a full rescan runs "
-                     f"every {MAX_RESCAN_S} s, the longest rescanInterval; device changes are still seen at every poll")
+                     f"every {MAX_RESCAN_S} s, the longest rescanInterval; device changes are still seen as events "
+                     "or at every poll")
         return float(MAX_RESCAN_S)
     if seconds > MAX_RESCAN_S:
         notes.append(f"periodicUpdateInterval {seconds} s is above {MAX_RESCAN_S} s, the longest rescanInterval: "

@@ -1,16 +1,20 @@
-"""The RDMA driver: discovery when the device set changes, health on every poll, pools, Allocate.
+"""The RDMA driver: discovery when the device set changes, health on events or polls, pools, Allocate.
 
-Every poll (``pollInterval``, 0.25 s by default) lists the three sysfs class
-directories and compares them with the last discovery; a difference, a udev
-event or ``rescanInterval`` runs a full discovery. Then each device's ports are
-read (verbs when available, sysfs otherwise) and its nodes checked. Scans run
-on one thread; Allocate reads an immutable state that each scan replaces whole.
+Where the kernel announces changes (kernel uevents for hot-plug, rtnetlink link
+events for RoCE netdevs, verbs asynchronous events for any port; see events.py),
+a scan runs when one arrives and reads only the devices it names; nothing else
+runs between safety-net rescans every ``rescanInterval``. What no event covers
+is polled every ``pollInterval`` (0.25 s by default): without uevents, the three
+sysfs class directories are listed and compared with the last discovery; a
+device whose ports no event covers has its port state read. A full discovery
+runs on a difference, a uevent, or ``rescanInterval``. Ports are read through
+verbs when available, sysfs otherwise. Scans run on one thread; Allocate reads
+an immutable state that each scan replaces whole.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -30,14 +34,16 @@ from multidp import (
 from multidp_rdma import cdiedits
 from multidp_rdma.advertise import SharedDevices, exclusive_device
 from multidp_rdma.allocation import container_allocation
-from multidp_rdma.bindings import UdevWatch, VerbsReader
+from multidp_rdma.bindings import VerbsReader
 from multidp_rdma.config import Pool, RdmaConfig
 from multidp_rdma.devinfo import DEFAULT_DIR, DeviceInfoWriter
 from multidp_rdma.discovery import class_signature, discover
-from multidp_rdma.health import Verdict, judge, node_exists, read_port_states
-from multidp_rdma.inventory import DEV_DIR, RDMA_CM, Discovery, RdmaDevice
+from multidp_rdma.events import EventHub
+from multidp_rdma.inventory import Discovery, RdmaDevice
+from multidp_rdma.judging import HealthJudge
 from multidp_rdma.poolconfig import Claim
 from multidp_rdma.pools import assign, numa_then_parent
+from multidp_rdma.sources import DeviceWatch, Source, event_sources
 from multidp_rdma.sysfs import ProblemLog, SysfsRoot
 
 PROBLEM_RESCAN_S = 1.0  # how soon a half-seen device is first looked at again (then twice as long each time)
@@ -56,7 +62,7 @@ class PoolState:
 
 class RdmaDriver(Driver):
     def __init__(self, config: RdmaConfig, pools: Sequence[Pool], sysfs_root: Path, dev_root: Path,
-                 log: logging.Logger, claims: Sequence[Claim] = ()) -> None:
+                 log: logging.Logger, claims: Sequence[Claim] = (), simulation: object = None) -> None:
         self.config = config
         self.pools = list(pools)
         self.claims = tuple(claims)  # an SR-IOV file's selector objects in file order (pools.assign)
@@ -65,27 +71,27 @@ class RdmaDriver(Driver):
         self.log = log
         self.poll_interval = config.poll_interval
         self._discovery_log = ProblemLog(log)
-        self._health_log = ProblemLog(log)
-        self._rediscover = threading.Event()
+        self._simulation = simulation
+        self._events = EventHub(log)
+        self._sources: list[Source] = []
+        self._watch: DeviceWatch | None = None
         self._signature: tuple[tuple[str, int, str], ...] | None = None
         self._discovered_at = 0.0
         self._retry_in: float | None = None  # set when the last discovery saw a device half-made
         self._discovery = Discovery()
         self._members: dict[str, list[RdmaDevice]] = {}
-        self._verdicts: dict[str, tuple[bool, str]] = {}
-        self._rdma_cm_missing = False
         self._state: dict[str, PoolState] = {}
-        self._udev: UdevWatch | None = None
         self._verbs_attributes: dict[str, dict[str, str]] = {}
         # libibverbs sees the real node: its answers only match a tree that is the host's /sys.
         self._verbs = VerbsReader.load(log) if config.verbs == "auto" and self.root.is_host else None
+        self._judge = HealthJudge(self.dev_root, log, config.port_health == "all", self._verbs)
         self._shared = SharedDevices()
         self._devinfo = self._devinfo_writer()
         self._devinfo_known: dict[str, set[str]] = {}  # resource → device IDs whose files may exist
 
     def _devinfo_writer(self) -> DeviceInfoWriter | None:
         """Where device-info files go: the standard folder on a real node (auto), a set folder, or nowhere."""
-        wanted = self.config.device_info_dir
+        wanted = self.config.device_info_folder
         if wanted == "off" or (wanted == "auto" and not self.root.is_host):
             return None
         return DeviceInfoWriter(Path(DEFAULT_DIR if wanted == "auto" else wanted), self.log)
@@ -93,38 +99,46 @@ class RdmaDriver(Driver):
     # Events ------------------------------------------------------------------------------
 
     def start(self, notify: Notify) -> None:
-        if self.config.udev != "auto" or not self.root.is_host:
-            return
-
-        def on_event() -> None:
-            self._rediscover.set()
-            notify()
-
-        self._udev = UdevWatch.start(on_event, self.log)
+        self._events.attach(notify)
+        self._sources, self._watch = event_sources(self.config, self._events, self.log, host=self.root.is_host,
+                                                   verbs_loaded=self._verbs is not None, simulation=self._simulation)
+        if self._watch is not None:
+            self._watch.watch([d.name for d in self._discovery.devices])
+        for source in self._sources:
+            source.start()
 
     def close(self) -> None:
         if self._devinfo is not None:  # as the SR-IOV plugin's server does at Stop
             for resource, ids in self._devinfo_known.items():
                 self._devinfo.clean(resource, ids)
-        if self._udev is not None:
-            self._udev.stop()
+        for source in self._sources:
+            source.stop()
         if self._verbs is not None:
             self._verbs.close()
 
     # Scanning ----------------------------------------------------------------------------
 
     def scan(self) -> Mapping[str, Sequence[Device]]:
-        signature = class_signature(self.root)
+        pending = self._events.take()
+        # With uevents, hot-plug is announced: no directory is listed between rescans.
+        signature = class_signature(self.root) if not self._events.uevents_live else self._signature
         now = time.monotonic()
         since = now - self._discovered_at
-        if (self._rediscover.is_set() or signature != self._signature or since >= self.config.rescan_seconds
-                or (self._retry_in is not None and since >= self._retry_in)):
-            self._rediscover.clear()
+        full = (pending.rediscover or signature != self._signature or since >= self.config.rescan_seconds
+                or (self._retry_in is not None and since >= self._retry_in))
+        if full:
             self._run_discovery()
             self._signature = signature
             self._discovered_at = now
-        state = self._evaluate()
+        uncovered = [d.name for d in self._discovery.devices if not self._events.covered(d)]
+        state = self._evaluate(None if full else set(uncovered) | pending.devices)
         self._state = state
+        since = time.monotonic() - self._discovered_at
+        until = self.config.rescan_seconds - since
+        if self._retry_in is not None:
+            until = min(until, self._retry_in - since)
+        self.poll_interval = self._events.next_poll(uncovered, self.config.poll_interval, self.config.rescan_seconds,
+                                                    until)
         return {resource: list(ps.devices) for resource, ps in state.items() if ps.members}
 
     def _next_retry(self, discovery: Discovery) -> float | None:
@@ -147,6 +161,9 @@ class RdmaDriver(Driver):
             if removed:
                 self.log.info("RDMA devices gone: %s", ", ".join(f"{n} ({i})" for n, i in removed))
         self._discovery = discovery
+        self._events.set_devices(discovery.devices)
+        if self._watch is not None:  # also re-opens a device re-created under the same name
+            self._watch.watch([d.name for d in discovery.devices])
         self._retry_in = self._next_retry(discovery)
         self._members = assign(discovery.devices, self.pools, self.claims)
         for pool in self.pools:
@@ -165,52 +182,21 @@ class RdmaDriver(Driver):
             self._verbs.reset()
             self._verbs_attributes = {d.name: self._verbs.attributes(d) for d in discovery.devices}
 
-    def _rdma_cm_problem(self) -> str:
-        missing = not node_exists(self.dev_root, RDMA_CM)
-        if missing != self._rdma_cm_missing:
-            self._rdma_cm_missing = missing
-            if missing:
-                self.log.error("%s is missing (%s): every RDMA device is Unhealthy until it is back; "
-                               "load the rdma_ucm module", f"{DEV_DIR}/{RDMA_CM}",
-                               self.dev_root / "infiniband" / RDMA_CM)
-            else:
-                self.log.info("%s is back: RDMA devices are judged on their own again", f"{DEV_DIR}/{RDMA_CM}")
-        return f"{DEV_DIR}/{RDMA_CM} is missing on this node" if missing else ""
-
-    def _verdict(self, device: RdmaDevice, rdma_cm_problem: str) -> Verdict:
-        verbs = self._verbs.ports if self._verbs is not None else None
-        ports = read_port_states(device, self._health_log, verbs)
-        uverbs_node = device.uverbs is not None and node_exists(self.dev_root, device.uverbs.name)
-        all_ports = self.config.port_health == "all"
-        own = judge(device, ports, all_ports, uverbs_node, "")
-        previous = self._verdicts.get(device.name)
-        if previous is None or previous != (own.healthy, own.reason):
-            label = f"RDMA device {device.name} ({device.id})"
-            if not own.healthy:
-                self.log.warning("%s is Unhealthy: %s", label, own.reason)
-            elif previous is not None:
-                self.log.info("%s is Healthy again", label)
-            self._verdicts[device.name] = (own.healthy, own.reason)
-        if rdma_cm_problem:
-            return judge(device, ports, all_ports, uverbs_node, rdma_cm_problem)
-        return own
-
-    def _evaluate(self) -> dict[str, PoolState]:
-        # A node without RDMA devices has no rdma_cm either: nothing to say about it.
-        rdma_cm_problem = self._rdma_cm_problem() if self._discovery.devices else ""
-        verdicts = {d.name: self._verdict(d, rdma_cm_problem) for d in self._discovery.devices}
-        self._health_log.settle("readable again")
-        for gone in set(self._verdicts) - set(verdicts):
-            del self._verdicts[gone]
+    def _evaluate(self, only: set[str] | None) -> dict[str, PoolState]:
+        """Judge every device, reading the ports and nodes of those in ``only`` (None: all) again."""
+        verdicts = self._judge.verdicts(self._discovery.devices, only)
         state: dict[str, PoolState] = {}
         for pool in self.pools:
             members = tuple(self._members.get(pool.resource, ()))
             healthy = frozenset(d.id for d in members if verdicts[d.name].healthy)
             devices: tuple[Device, ...] = ()
+            cdi = self.config.use_cdi  # then each device declares the CDI devices its answers name
             if pool.shared and members:
-                devices = self._shared.devices(pool, members, healthy, verdicts)
+                named = cdiedits.qualified_names(pool, members) if cdi else ()
+                devices = self._shared.devices(pool, members, healthy, verdicts, named)
             elif not pool.shared:
-                devices = tuple(exclusive_device(d, verdicts[d.name], self._verbs_attributes.get(d.name, {}))
+                devices = tuple(exclusive_device(d, verdicts[d.name], self._verbs_attributes.get(d.name, {}),
+                                                 cdiedits.qualified_names(pool, (d,)) if cdi else ())
                                 for d in members)
             state[pool.resource] = PoolState(pool, members, healthy, devices, {d.id: d for d in members})
         return state
@@ -237,7 +223,7 @@ class RdmaDriver(Driver):
             kind = cdiedits.kind(state.pool)
             return replace(allocation, device_nodes=[], cdi_field=False,
                            cdi_annotation_key=cdiedits.annotation_key(kind),
-                           cdi_devices=[f"{kind}={cdiedits.device_name(d)}" for d in members])
+                           cdi_devices=list(cdiedits.qualified_names(state.pool, members)))
         return allocation
 
     def cdi_specs(self) -> Sequence[CDISpec]:

@@ -11,7 +11,8 @@ privileges a test does not have); the driver only checks that they exist.
 
 :class:`RdmaSimulation` is the ``multidp_simulate`` answer: a :func:`standard_node`
 whose fault travels the driver's normal path (port 1 of mlx5_0 rewritten to
-``1: DOWN`` / ``3: Disabled`` in sysfs; the next poll sees it).
+``1: DOWN`` / ``3: Disabled`` in sysfs and announced as a verbs port event, see
+:mod:`multidp_rdma.simevents`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 from multidp import Simulation
 
 from multidp_rdma.inventory import PHYS_STATES, PORT_STATES
+from multidp_rdma.simevents import SimulatedKernel
 
 RATES = {"InfiniBand": "100 Gb/sec (4X EDR)", "Ethernet": "25 Gb/sec (1X EDR)"}
 
@@ -246,11 +248,15 @@ class RdmaSimulation(Simulation):
         self.node: FakeRdmaNode = standard_node(workdir)
         self.sysfs_root = self.node.sys
         self.dev_root = self.node.dev
+        self.kernel = SimulatedKernel()  # announces the changes below as the kernel's events would
 
     def inject_fault(self) -> str:
         self.node.port_down(FAULTY_DEVICE, 1)
-        return f"{FAULTY_DEVICE} port 1 went DOWN/Disabled (ports/1/state and phys_state rewritten in sysfs)"
+        self.kernel.port_changed(FAULTY_DEVICE)
+        return (f"{FAULTY_DEVICE} port 1 went DOWN/Disabled (ports/1/state and phys_state rewritten in sysfs, "
+                "a verbs PORT_ERR event announced)")
 
     def clear_fault(self) -> str:
         self.node.port_up(FAULTY_DEVICE, 1)
-        return f"{FAULTY_DEVICE} port 1 is ACTIVE/LinkUp again"
+        self.kernel.port_changed(FAULTY_DEVICE)
+        return f"{FAULTY_DEVICE} port 1 is ACTIVE/LinkUp again (a verbs PORT_ACTIVE event announced)"

@@ -4,12 +4,13 @@ A device is Healthy only while (1) at least one port (or, with the ``all``
 policy, every port) is ACTIVE or ACTIVE_DEFER with physical state LinkUp,
 (2) it has a uverbs entry in sysfs and its node exists under the dev root,
 (3) the host's rdma_cm node exists, and (4) discovery found no malformed file
-of it. Port state is read on every poll: sysfs attributes raise no file
-events on a real node.
+of it. Port state is read when an event names the device, and on every poll
+for a device no event covers: sysfs attributes raise no file events.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -58,8 +59,8 @@ def read_port_states(device: RdmaDevice, log: ProblemLog, verbs: VerbsPorts | No
             states.append(PortState(port.number, state, phys))
             continue
         try:
-            state, _ = read_numbered(port.path / "state")
-            phys, _ = read_numbered(port.path / "phys_state")
+            state, _ = read_numbered(port.state_file)
+            phys, _ = read_numbered(port.phys_state_file)
         except SysfsError as exc:
             log.report(str(exc.path), f"RDMA device {device.name} port {port.number}: {exc}")
             states.append(PortState(port.number, None, None, str(exc)))
@@ -68,9 +69,14 @@ def read_port_states(device: RdmaDevice, log: ProblemLog, verbs: VerbsPorts | No
     return states
 
 
+@functools.lru_cache(maxsize=4096)
+def _node_path(dev_root: Path, name: str) -> str:
+    return os.path.join(dev_root, "infiniband", name)
+
+
 def node_exists(dev_root: Path, name: str) -> bool:
     """Whether /dev/infiniband/<name> exists under ``dev_root``."""
-    return os.path.exists(dev_root / "infiniband" / name)
+    return os.path.exists(_node_path(dev_root, name))
 
 
 def judge(

@@ -11,7 +11,7 @@ from multidp import ConfigError, Driver, DriverContext, Simulation
 from multidp_rdma.config import RdmaConfig, Rules, resolve_pools
 from multidp_rdma.poolconfig import Claim
 
-MULTIDP_DRIVER_API = "1.1"  # the multidp driver API this plugin is written for (checking, local_path)
+MULTIDP_DRIVER_API = "1.2"  # the multidp driver API this plugin is written for (checking, local_path, cdi_devices)
 
 
 @multidp.hookimpl
@@ -67,4 +67,5 @@ def multidp_create_driver(context: DriverContext) -> Driver:
                                 "Mellanox's plugin)", pool.resource)
     if context.checking:  # config check: everything is validated; touch no hardware
         return Driver()
-    return RdmaDriver(config, pools, context.sysfs_root, context.dev_root, context.log, claims)
+    return RdmaDriver(config, pools, context.sysfs_root, context.dev_root, context.log, claims,
+                      simulation=context.simulation)

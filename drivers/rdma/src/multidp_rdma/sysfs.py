@@ -25,17 +25,20 @@ _MAX_LINKS = 40  # the kernel's own limit on nested links
 class SysfsError(Exception):
     """A sysfs file that is missing, unreadable or malformed: ``str()`` is "<path> <problem>"."""
 
-    def __init__(self, path: Path, problem: str) -> None:
-        self.path = path
+    def __init__(self, path: Path | str, problem: str) -> None:
+        self.path = Path(path)
         self.problem = problem
         super().__init__(f"{path} {problem}")
 
 
-def read_text(path: Path) -> str:
+def read_text(path: Path | str) -> str:
     """The stripped text of one small sysfs attribute, or SysfsError naming the file."""
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_ATTRIBUTE_BYTES + 1)
+    try:  # os.open/os.read: no buffered file object for one small read (health reads these at every poll)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = os.read(fd, MAX_ATTRIBUTE_BYTES + 1)
+        finally:
+            os.close(fd)
     except FileNotFoundError:
         raise SysfsError(path, "is missing") from None
     except IsADirectoryError:
@@ -69,7 +72,7 @@ def read_hex_id(path: Path) -> str:
     return digits.lower().zfill(4)
 
 
-def read_numbered(path: Path) -> tuple[int, str]:
+def read_numbered(path: Path | str) -> tuple[int, str]:
     """A ``"<number>: <name>"`` attribute (``4: ACTIVE``) as (4, "ACTIVE")."""
     text = read_text(path)
     match = _NUMBERED.match(text)
