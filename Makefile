@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 DRIVERS := $(patsubst %/pyproject.toml,%,$(wildcard drivers/*/pyproject.toml))
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo test lint typecheck pytest bench clean image-check
 
 $(STAMP): pyproject.toml requirements/dev.txt requirements/constraints.txt $(wildcard drivers/*/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
@@ -19,19 +19,25 @@ $(STAMP): pyproject.toml requirements/dev.txt requirements/constraints.txt $(wil
 demo: $(STAMP)
 	GRPC_VERBOSITY=ERROR $(BIN)/multidp demo
 
-test: lint typecheck pytest
+test: lint typecheck pytest image-check
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench $(DRIVERS)
+	$(BIN)/ruff check src tests bench .ci/image $(DRIVERS)
 	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy src/multidp $(foreach d,$(DRIVERS),$(d)/src)
+	MYPYPATH=.ci/image $(BIN)/mypy --explicit-package-bases .ci/image
 
 # Each test folder runs on its own: the drivers' tests are separate distributions.
 pytest: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 	@for d in $(DRIVERS); do echo "== $$d"; $(BIN)/python -m pytest -q $$d/tests || exit 1; done
+
+# Builds deploy/Dockerfile for real (podman, a Debian base from mmdebstrap) and runs the image as the DaemonSet
+# does. Needs root; installs podman, runc and mmdebstrap from Debian when missing (.ci/image/README.md).
+image-check: $(STAMP)
+	$(BIN)/python .ci/image/check.py
 
 bench: $(STAMP)
 	GRPC_VERBOSITY=ERROR $(BIN)/python bench/run.py

@@ -10,8 +10,9 @@ vendors' plugins, and `multidp run` with the base's config and env serves nothin
 says so, answers the probes' paths, and keeps both when another process holds the metrics port).
 The operator guide's config and Pod examples are checked the same way.
 
-deploy/Dockerfile cannot be built here (no container engine); it is checked statically against the
-repository it installs: pinned base, COPY sources present and not ignored, every distribution installed.
+deploy/Dockerfile is checked statically here against the repository it installs: pinned base and build,
+COPY sources present and not ignored, every distribution installed, pyverbs opt-in, labels. `make image-check`
+(.ci/image/) builds it for real and runs the image as the DaemonSet does.
 """
 
 from __future__ import annotations
@@ -852,12 +853,48 @@ def test_dockerfile_installs_the_host_and_every_driver_with_every_extra() -> Non
     assert "-c requirements/constraints.txt" in " ".join(a for op, a in instructions() if op == "RUN")
 
 
-def test_dockerfile_runs_multidp_on_debian_python_with_pyverbs() -> None:
+def test_dockerfile_runs_multidp_on_debian_python_pyverbs_only_when_asked() -> None:
+    """Debian's python3; python3-pyverbs only with WITH_PYVERBS=1, since in the shipped DaemonSet the device
+    cgroup never lets verbs open a device (deploy/README.md, "pyverbs"); pyudev (hot-plug) is imported."""
     build, final = stages()
     build_runs = " ".join(a for op, a in build if op == "RUN")
     final_runs = " ".join(a for op, a in final if op == "RUN")
     assert "python3 -m venv --system-site-packages /opt/multidp" in build_runs
-    assert re.search(r"apt-get install [^&]*\bpython3-pyverbs\b", final_runs)
-    assert "import pyverbs" in final_runs, "the build should prove the venv's python imports pyverbs"
+    assert 'python -c "import pyudev"' in final_runs, "the build should prove the venv's python imports pyudev"
+    assert not re.search(r"apt-get install [^&]*\bpython3-pyverbs\b", final_runs), "pyverbs is opt-in"
+    assert ("ARG", "WITH_PYVERBS=0") in final
+    assert re.search(r"\b1\) verbs=python3-pyverbs ;;", final_runs), "WITH_PYVERBS=1 should install pyverbs"
+    assert re.search(r'if \[ "\$\{WITH_PYVERBS\}" = 1 \]; then python -c "import pyverbs\.device"', final_runs), \
+        "the build should prove the venv's python imports pyverbs when it was asked for"
     assert ("COPY", "--from=build /opt/multidp /opt/multidp") in final
     assert ("ENTRYPOINT", '["multidp"]') in final and ("CMD", '["run"]') in final
+
+
+def test_dockerfile_build_is_pinned_and_leaves_no_installer() -> None:
+    """Nothing unpinned at build time: no `# syntax=` frontend pulled by tag, the constraints (setuptools among
+    them) reach pip's isolated build environments, and pip and setuptools leave the runtime venv."""
+    syntax = re.match(r"#\s*syntax\s*=\s*(\S+)", DOCKERFILE.read_text())
+    assert syntax is None or "@sha256:" in syntax.group(1), "a syntax line pulls its frontend: pin it by digest"
+    build, final = stages()
+    build_runs = " ".join(a for op, a in build if op == "RUN")
+    copied = {target for sources, target in local_copies() for source in sources
+              if source == "requirements/constraints.txt"}
+    assert copied == {"requirements/constraints.txt"}
+    assert "PIP_CONSTRAINT=/src/requirements/constraints.txt" in build_runs and ("WORKDIR", "/src") in build
+    constraints = (ROOT / "requirements" / "constraints.txt").read_text()
+    assert re.search(r"^setuptools==\d", constraints, re.M), "the build backend should be pinned"
+    assert re.search(r"pip uninstall -y [^&]*\bpip setuptools\b", build_runs)
+    assert "/usr/lib/udev/hwdb.bin" in " ".join(a for op, a in final if op == "RUN")
+
+
+def test_dockerfile_labels_and_the_base_tag_follow_the_version() -> None:
+    """The OCI labels' version, the project's version and the tag the base kustomization gives the image agree."""
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    args = dict(a.split("=", 1) for op, a in instructions() if op == "ARG" and "=" in a)
+    assert args["VERSION"] == version
+    labels = " ".join(a for op, a in instructions() if op == "LABEL")
+    for key in ("title", "description", "version", "revision", "licenses", "base.name"):
+        assert f"org.opencontainers.image.{key}=" in labels, key
+    (image,) = yaml.safe_load((DEPLOY / "base" / "kustomization.yaml").read_text())["images"]
+    assert image == {"name": "multidp", "newTag": version}
+    assert container(render(DEPLOY))["image"] == f"multidp:{version}"
