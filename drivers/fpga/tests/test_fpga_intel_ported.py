@@ -119,6 +119,7 @@ def test_region_tree(node, make_driver, layout):
     answer = allocate(driver, region, f"{F[layout]}.1")
     assert nodes_of(answer) == [(f"/dev/{P[layout]}.1", "rw"), (f"/dev/{P[layout]}.2", "rw")]
     assert answer.cdi_devices == [f"intel.cdi.k8s.io/fpga={F[layout]}.1"]
+    assert [d.cdi_devices for d in inventory[region]] == [(f"intel.cdi.k8s.io/fpga={F[layout]}.{i}",) for i in (0, 1)]
     assert answer.annotations == {"com.intel.fpga.mode": "fpga.intel.com/region"}  # TestPostAllocate
     (spec,) = driver.cdi_specs()
     assert spec.kind == "intel.cdi.k8s.io/fpga"
@@ -131,10 +132,12 @@ def test_region_devel_tree(node, make_driver, layout):
     intel_devices(node, layout)
     driver = make_driver(mode="regiondevel")
     region = f"fpga.intel.com/region-{IFACE}"
-    assert ids(driver.scan()) == {region: [f"{F[layout]}.0", f"{F[layout]}.1"]}
+    inventory = driver.scan()
+    assert ids(inventory) == {region: [f"{F[layout]}.0", f"{F[layout]}.1"]}
     answer = allocate(driver, region, f"{F[layout]}.0")
     assert nodes_of(answer) == [(f"/dev/{P[layout]}.0", "rw"), (f"/dev/{F[layout]}.0", "rw")]
     assert answer.cdi_devices == [] and answer.annotations == {}
+    assert all(d.cdi_devices == () for d in inventory[region])
     assert driver.cdi_specs() == ()
 
 

@@ -27,6 +27,8 @@ def test_cdi_cri_names_devices_and_the_host_writes_the_spec(nvidia_node: Any) ->
     answer = node.allocate(GPU, ids[0], ids[3])
     assert [c.name for c in answer.cdi_devices] == [f"{KIND}={ids[0]}", f"{KIND}={ids[3]}"]
     assert dict(answer.envs) == {} and dict(answer.annotations) == {}
+    declared = node.host.table.endpoints[GPU].snapshot.by_id  # what the host marks while it cannot write the spec
+    assert [declared[i].cdi_devices for i in (ids[0], ids[3])] == [(f"{KIND}={ids[0]}",), (f"{KIND}={ids[3]}",)]
     spec_file = node.host.cdi.file_for("nvidia", KIND)
     spec = json.loads(spec_file.read_text())
     assert spec["kind"] == KIND
@@ -56,7 +58,10 @@ def test_cdi_spec_that_cannot_be_built_fails_only_cdi_allocations(nvidia_node: A
                                                                   caplog: pytest.LogCaptureFixture) -> None:
     node = nvidia_node(machines.nvlink8(), {"deviceListStrategy": "cdi-cri"}, driver_files=False)
     ids = list(node.devices(GPU, 8))
-    assert all(h == "Healthy" for h, _ in node.devices(GPU).values())  # still registered and served
+    # Still registered and served, but Unhealthy from the first list on: every answer names the spec.
+    assert all(h == "Unhealthy" for h, _ in node.devices(GPU).values())
+    reason = node.host.table.endpoints[GPU].snapshot.by_id[ids[0]].reason
+    assert reason.startswith(f"needs CDI device {KIND}={ids[0]}, but ") and "containerDriverRoot" in reason
     error = node.allocate_error(GPU, ids[0])
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "libcuda.so.580.159.04" in error.details() and "containerDriverRoot" in error.details()

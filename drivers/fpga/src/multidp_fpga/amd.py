@@ -15,16 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from multidp_fpga.sysfs import (
-    PCI_ADDRESS,
-    Resolver,
-    SysfsError,
-    listdir,
-    natural_key,
-    numa_node,
-    read_attribute,
-    read_dir,
-)
+from multidp_fpga.reads import Reads
+from multidp_fpga.sysfs import PCI_ADDRESS, Resolver, SysfsError, natural_key, numa_node
 
 #: Xilinx, AWS (F1), Arista, Advantech: the vendors XRT cards come under.
 VENDORS = frozenset({"0x10ee", "0x1d0f", "0x3475", "0x13fe"})
@@ -74,9 +66,12 @@ class Card:
 class AmdScanner:
     """Reads the Alveo part of one sysfs tree into observed devices."""
 
-    def __init__(self, sysfs_root: Path, dev_root: Path) -> None:
+    def __init__(self, sysfs_root: Path, dev_root: Path, reads: Reads | None = None) -> None:
         self.sysfs_root = sysfs_root
         self.dev_root = dev_root
+        self.reads = reads or Reads()
+        # Not a recorded read: the link of a listed bus/pci/devices entry is fixed by the function's
+        # place in the PCI hierarchy, and a change to the listing brings a full scan.
         self.resolve = Resolver(sysfs_root)
         # A function's vendor never changes while it is present: read it once per (address, real path).
         self._vendors: dict[tuple[str, Path], str] = {}
@@ -97,7 +92,7 @@ class AmdScanner:
         cards: dict[str, Card] = {}
         vendors: dict[tuple[str, Path], str] = {}
         try:
-            addresses = read_dir(devices_dir)
+            addresses = self.reads.entries(devices_dir)
         except SysfsError as exc:
             problems[f"pci:{devices_dir}"] = f"Alveo cards are not looked for: {exc}"
             addresses = []
@@ -109,18 +104,19 @@ class AmdScanner:
             vendor = self._vendors.get(key)
             if vendor is None:
                 try:
-                    vendor = read_attribute(real / "vendor").lower()
+                    vendor = self.reads.attribute(real / "vendor", once=True).lower()
                 except SysfsError as exc:
                     problems[f"vendor:{address}"] = f"PCI function {address} is skipped: {exc}"
+                    self.reads.readlink(devices_dir / address)  # repeated while skipped: a mended link shows
                     continue
             vendors[key] = vendor
             if vendor not in VENDORS:
                 continue
             slot = address.rpartition(".")[0]
             card = cards.setdefault(slot, Card(slot))
-            if (real / "user_pf").exists():
+            if self.reads.exists(real / "user_pf"):
                 card.user = real
-            elif (real / "mgmt_pf").exists():
+            elif self.reads.exists(real / "mgmt_pf"):
                 card.mgmt = real
         self._vendors = vendors  # forget functions that went away
         return cards
@@ -128,12 +124,13 @@ class AmdScanner:
     def _shell(self, user: Path, entries: list[str]) -> tuple[str | None, str, str]:
         """(VBNV, timestamp, '') from the shell's rom files (``entries``: the user function's), or (None, '', why)."""
         # Directories only: a PCI function with an expansion ROM also has a plain "rom" attribute.
-        roms = [user / n for n in sorted(entries, key=natural_key) if n.startswith("rom") and (user / n).is_dir()]
+        roms = [user / n for n in sorted(entries, key=natural_key)
+                if n.startswith("rom") and self.reads.is_dir(user / n)]
         if not roms:
             return None, "", f"{user} has no rom* directory: no shell information (shell not loaded?)"
         try:
-            shell = read_attribute(roms[0] / "VBNV")
-            timestamp = read_attribute(roms[0] / "timestamp")
+            shell = self.reads.attribute(roms[0] / "VBNV")
+            timestamp = self.reads.attribute(roms[0] / "timestamp")
         except SysfsError as exc:
             return None, "", str(exc)
         if not shell or not timestamp:
@@ -148,28 +145,28 @@ class AmdScanner:
             for name in sorted(entries, key=natural_key):
                 if name.startswith(prefix):
                     try:
-                        return read_attribute(user / name / "serial_num")
+                        return self.reads.attribute(user / name / "serial_num")
                     except SysfsError:
                         break
         return AWS_SERIAL if vendor == AWS_VENDOR else ""
 
     def _device(self, card: Card, user: Path, vendor: str, problems: dict[str, str]) -> AmdDevice:
         address = user.name
-        entries = listdir(user)  # read once per scan: rom*, xmc.u.*, and the qdma entries
+        entries = self.reads.listing(user)  # read once per scan: rom*, xmc.u.*, and the qdma entries
         shell, timestamp, unusable = self._shell(user, entries)
         faults: list[str] = []
         nodes: list[str] = []
         info = {"vendor": "amd", "pci": address}
-        renders = [n for n in listdir(user / "drm") if n.startswith("renderD")]
+        renders = [n for n in self.reads.listing(user / "drm") if n.startswith("renderD")]
         if not renders:
             faults.append(f"{user / 'drm'} has no renderD* entry: no DRM render node")
         else:
             nodes.append(f"dri/{renders[0]}")
-            if not (self.dev_root / "dri" / renders[0]).exists():
+            if not self.reads.exists(self.dev_root / "dri" / renders[0]):
                 faults.append(f"device node {self.dev_root / 'dri' / renders[0]} is missing")
         if card.mgmt is not None:
             try:
-                instance = read_attribute(card.mgmt / "instance")
+                instance = self.reads.attribute(card.mgmt / "instance")
                 if not instance.isdigit():
                     raise SysfsError(card.mgmt / "instance", f"holds {instance!r}, not a number")
             except SysfsError as exc:
@@ -182,23 +179,24 @@ class AmdScanner:
         serial = self._serial(user, entries, shell, vendor)
         if serial:
             info["serial"] = serial
+        # The PCI device ID and NUMA node are fixed while the function is listed; logic_uuids follows the shell.
         return AmdDevice(address, f"Alveo card {address}", shell, timestamp, unusable,
-                         uuid=_optional_attribute(user / "logic_uuids")[-6:],
-                         device_id=_optional_attribute(user / "device"), serial=serial, faults=tuple(faults),
-                         numa=numa_node(user), nodes=tuple(nodes), info=info)
+                         uuid=self._optional_attribute(user / "logic_uuids")[-6:],
+                         device_id=self._optional_attribute(user / "device", once=True), serial=serial,
+                         faults=tuple(faults), numa=numa_node(user, lambda path: self.reads.attribute(path, once=True)),
+                         nodes=tuple(nodes), info=info)
 
     def _optional(self, node: str, nodes: list[str], problems: dict[str, str], address: str) -> None:
         """A node the card may do without: handed out only when it exists."""
-        if (self.dev_root / node).exists():
+        if self.reads.exists(self.dev_root / node):
             nodes.append(node)
         else:
             problems[f"node:{address}:{node}"] = (f"Alveo card {address}: {self.dev_root / node} is missing; "
                                                   "containers get the card without it")
 
-
-def _optional_attribute(path: Path) -> str:
-    """An attribute only names use (``logic_uuids``, ``device``): '' when it cannot be read."""
-    try:
-        return read_attribute(path)
-    except SysfsError:
-        return ""
+    def _optional_attribute(self, path: Path, once: bool = False) -> str:
+        """An attribute only names use (``logic_uuids``, ``device``): '' when it cannot be read."""
+        try:
+            return self.reads.attribute(path, once)
+        except SysfsError:
+            return ""

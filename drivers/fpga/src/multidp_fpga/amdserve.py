@@ -20,15 +20,16 @@ from multidp_fpga.amdnames import Facts, amd_name, is_u30, u30_shell
 from multidp_fpga.amdsettings import AmdSettings
 from multidp_fpga.inventory import Grant, Observed
 from multidp_fpga.ma35 import Ma35Scanner
+from multidp_fpga.reads import Reads
 
 
 class AmdServer:
     """Scans Alveo cards and MA35 transcoders and serves them as AMD's plugin would name them."""
 
-    def __init__(self, sysfs_root: Path, dev_root: Path, settings: AmdSettings) -> None:
+    def __init__(self, sysfs_root: Path, dev_root: Path, settings: AmdSettings, reads: Reads | None = None) -> None:
         self.settings = settings
-        self.alveo = AmdScanner(sysfs_root, dev_root)
-        self.ma35 = Ma35Scanner(sysfs_root, dev_root)
+        self.alveo = AmdScanner(sysfs_root, dev_root, reads)
+        self.ma35 = Ma35Scanner(sysfs_root, dev_root, reads)
 
     def scan(self, problems: dict[str, str]) -> list[Observed]:
         devices = self.ma35.scan(problems) + self.alveo.scan(problems)  # AMD's order: transcoders first

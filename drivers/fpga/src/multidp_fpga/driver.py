@@ -24,6 +24,7 @@ from multidp_fpga.config import FpgaConfig
 from multidp_fpga.intel import IntelScanner
 from multidp_fpga.inventory import Grants, Observed, Placer, ProblemLog
 from multidp_fpga.naming import INTEL_CDI_KIND
+from multidp_fpga.reads import Reads
 
 
 class FpgaDriver(Driver):
@@ -31,7 +32,9 @@ class FpgaDriver(Driver):
 
     Every scan reads the class directories and the id files again: the ids are
     sysfs attributes, which raise no file events, and devices that appear or
-    vanish show up at the next scan without a restart.
+    vanish show up at the next scan without a restart. A scan first repeats the
+    reads of the last full scan (:mod:`multidp_fpga.reads`): when every answer
+    is the same, so is the result, and the rest of the work is skipped.
     """
 
     def __init__(self, config: FpgaConfig, sysfs_root: Path, dev_root: Path, log: logging.Logger,
@@ -39,18 +42,29 @@ class FpgaDriver(Driver):
         self.config = config
         self.poll_interval = config.poll_interval
         self.log = log
-        self.intel = IntelScanner(sysfs_root, dev_root, config.mode, config.card_modes) if config.intel else None
+        self.reads = Reads()
+        self.intel = (IntelScanner(sysfs_root, dev_root, config.mode, config.card_modes, self.reads)
+                      if config.intel else None)
         if amd is None:
             amd = AmdSettings(legacy_names=config.amd_legacy_names, mount_nodes=config.amd_mount_nodes)
-        self.amd = AmdServer(sysfs_root, dev_root, amd) if config.amd else None
+        self.amd = AmdServer(sysfs_root, dev_root, amd, self.reads) if config.amd else None
         self.placer = Placer(config.names)
         self.problems = ProblemLog(log)
         self._layout: str | None = None
         self._lock = threading.Lock()
         self._grants: Grants = {}
         self._unmatched_warned: set[str] = set()
+        self._last: Mapping[str, Sequence[Device]] | None = None
 
     def scan(self) -> Mapping[str, Sequence[Device]]:
+        if self._last is not None and self.reads.unchanged():
+            return self._last
+        self._last = None
+        with self.reads.recording():
+            self._last = self._full_scan()
+        return self._last
+
+    def _full_scan(self) -> Mapping[str, Sequence[Device]]:
         problems: dict[str, str] = {}
         observed: list[Observed] = []
         if self.intel is not None:

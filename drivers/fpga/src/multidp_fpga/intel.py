@@ -24,6 +24,7 @@ from multidp_fpga.naming import (
     intel_af_resource,
     intel_region_resource,
 )
+from multidp_fpga.reads import Reads
 from multidp_fpga.sysfs import (
     ALL_F,
     Resolver,
@@ -31,7 +32,6 @@ from multidp_fpga.sysfs import (
     natural_key,
     numa_node,
     pci_function_of,
-    read_dir,
     read_uuid,
 )
 
@@ -54,10 +54,10 @@ OPAE = Layout("OPAE", "class/fpga", re.compile(r"^intel-fpga-dev\.\d+$"), re.com
               "fpga/intel-fpga-dev.*/intel-fpga-fme.*", "pr/interface_id")
 
 
-def pick_layout(sysfs_root: Path) -> Layout | None:
-    if (sysfs_root / OPAE.class_dir).is_dir():
+def pick_layout(sysfs_root: Path, reads: Reads) -> Layout | None:
+    if reads.is_dir(sysfs_root / OPAE.class_dir):
         return OPAE
-    if (sysfs_root / DFL.class_dir).is_dir():
+    if reads.is_dir(sysfs_root / DFL.class_dir):
         return DFL
     return None
 
@@ -84,10 +84,10 @@ class Port:
     owner: str = ""  # the PCI function that owns the port's FME (the PF of a VF)
 
 
-def _usable_id(path: Path, meaning: str) -> tuple[str | None, str]:
+def _usable_id(reads: Reads, path: Path, meaning: str) -> tuple[str | None, str]:
     """A valid id from ``path``, or None and why not (``meaning`` says what all f means)."""
     try:
-        value = read_uuid(path)
+        value = read_uuid(path, reads.attribute)
     except SysfsError as exc:
         return None, str(exc)
     if value == ALL_F:
@@ -99,9 +99,10 @@ class IntelScanner:
     """Reads the Intel part of one sysfs tree into observed devices."""
 
     def __init__(self, sysfs_root: Path, dev_root: Path, mode: str,
-                 card_modes: Mapping[str, str] | None = None) -> None:
+                 card_modes: Mapping[str, str] | None = None, reads: Reads | None = None) -> None:
         self.sysfs_root = sysfs_root
-        self.resolve = Resolver(sysfs_root)
+        self.reads = reads or Reads()
+        self.resolve = Resolver(sysfs_root, self.reads.readlink)
         self.dev_root = dev_root
         self.mode = mode
         self.card_modes = dict(card_modes or {})
@@ -117,7 +118,7 @@ class IntelScanner:
         return [address for address in self.card_modes if address not in self.owners]
 
     def scan(self, problems: dict[str, str]) -> list[Observed]:
-        self.layout = pick_layout(self.sysfs_root)
+        self.layout = pick_layout(self.sysfs_root, self.reads)
         self.owners = set()
         if self.layout is None:
             return []
@@ -134,7 +135,7 @@ class IntelScanner:
         fmes: dict[Path, Fme] = {}
         ports: list[Port] = []
         try:
-            entries = read_dir(class_dir)
+            entries = self.reads.entries(class_dir)
         except SysfsError as exc:
             problems[f"class:{class_dir}"] = f"Intel FPGAs ({layout.name}) are not served: {exc}"
             return ports
@@ -143,7 +144,7 @@ class IntelScanner:
                 continue
             device_dir = self.resolve(class_dir / entry)
             try:
-                names = read_dir(device_dir)
+                names = self.reads.entries(device_dir)
             except SysfsError as exc:
                 # Its ports cannot even be listed: an empty list here would hide a whole card.
                 problems[f"class:{class_dir / entry}"] = (
@@ -157,23 +158,24 @@ class IntelScanner:
 
     def _port(self, layout: Layout, port_dir: Path, fmes: dict[Path, Fme]) -> Port:
         pci_dir = pci_function_of(self.resolve.root, port_dir)
-        port = Port(port_dir.name, pci_dir.name if pci_dir else "", None, "", numa_node(pci_dir), None)
+        port = Port(port_dir.name, pci_dir.name if pci_dir else "", None, "", self._numa(pci_dir), None)
         owner = pci_dir
         # A VF's port belongs to the FME of its physical function.
         physfn = pci_dir / "physfn" if pci_dir is not None else None
-        if physfn is not None and physfn.is_symlink():
+        is_vf = physfn is not None and self.reads.is_symlink(physfn)
+        if physfn is not None and is_vf:
             owner = self.resolve(physfn)
         port.owner = owner.name if owner is not None else ""
         # Region modes ignore AFU ids, as Intel's plugin does.
         if self.mode_of(port.owner) == "af":
-            port.afu_id, port.afu_problem = _usable_id(port_dir / "afu_id", "no usable AFU is loaded")
+            port.afu_id, port.afu_problem = _usable_id(self.reads, port_dir / "afu_id", "no usable AFU is loaded")
         if pci_dir is None or owner is None:
             port.fme_problem = f"{port_dir} does not hang under a PCI function"
             return port
-        if physfn is not None and physfn.is_symlink() and not owner.is_dir():
+        if is_vf and not self.reads.is_dir(owner):
             port.fme_problem = f"{physfn} is a dangling link: the physical function of this VF is missing"
             return port
-        candidates = sorted(owner.glob(layout.fme_glob), key=lambda p: natural_key(p.name))
+        candidates = sorted(self.reads.glob(owner, layout.fme_glob, once=True), key=lambda p: natural_key(p.name))
         if not candidates:
             port.fme_problem = f"no FME found under {owner / layout.fme_glob}"
             return port
@@ -186,19 +188,22 @@ class IntelScanner:
         return port
 
     def _fme(self, layout: Layout, fme_dir: Path, pci_dir: Path) -> Fme:
-        id_files = sorted(fme_dir.glob(layout.interface_id_glob))
+        id_files = sorted(self.reads.glob(fme_dir, layout.interface_id_glob, once=True))
         if id_files:
-            interface_id, problem = _usable_id(id_files[0], "the region reports no usable interface")
+            interface_id, problem = _usable_id(self.reads, id_files[0], "the region reports no usable interface")
         else:
             interface_id, problem = None, f"no interface id file under {fme_dir / layout.interface_id_glob}"
-        return Fme(fme_dir.name, pci_dir.name, interface_id, problem, numa_node(pci_dir))
+        return Fme(fme_dir.name, pci_dir.name, interface_id, problem, self._numa(pci_dir))
+
+    def _numa(self, pci_dir: Path | None) -> tuple[int, ...]:
+        return numa_node(pci_dir, lambda path: self.reads.attribute(path, once=True))
 
     # Devices -----------------------------------------------------------------------
 
     def _node(self, name: str) -> tuple[DeviceNode, str]:
         """The device node of a port or FME, and a fault when it is missing under the dev root."""
         node = DeviceNode.same_path(f"/dev/{name}", "rw")
-        present = (self.dev_root / name).exists()
+        present = self.reads.exists(self.dev_root / name)
         return node, "" if present else f"device node {self.dev_root / name} is missing"
 
     def _af_device(self, port: Port) -> Observed:

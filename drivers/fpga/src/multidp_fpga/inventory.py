@@ -97,6 +97,7 @@ class Placer:
                 numa_nodes=item.numa,
                 reason=reason,
                 info=dict(item.info),
+                cdi_devices=item.grant.cdi_devices,  # Unhealthy while the host cannot write their spec
             ))
             grants[(resource, item.device_id)] = item.grant
         # A device that vanished from sysfs is gone: forget where it was.

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from multidp_fpga.amd import AmdDevice
 from multidp_fpga.amdnames import MA35
-from multidp_fpga.sysfs import PCI_ADDRESS, SysfsError, natural_key, numa_node, read_attribute
+from multidp_fpga.reads import Reads
+from multidp_fpga.sysfs import PCI_ADDRESS, SysfsError, natural_key, numa_node
 
 PREFIX = "ama_transcoder"
 PRODUCT, SERIAL, DEVICE_ID = "product name", "product serial number", "pcie device id"
@@ -31,16 +32,15 @@ def parse_device_info(text: str) -> dict[str, str]:
 class Ma35Scanner:
     """Reads the MA35 transcoders of one sysfs tree."""
 
-    def __init__(self, sysfs_root: Path, dev_root: Path) -> None:
+    def __init__(self, sysfs_root: Path, dev_root: Path, reads: Reads | None = None) -> None:
         self.class_dir = sysfs_root / "class/misc"
         self.pci_dir = sysfs_root / "bus/pci/devices"
         self.dev_root = dev_root
+        self.reads = reads or Reads()
 
     def scan(self, problems: dict[str, str]) -> list[AmdDevice]:
-        try:
-            names = [n.name for n in self.class_dir.iterdir() if n.name.startswith(PREFIX)]
-        except OSError:
-            return []  # no misc class: no transcoder driver loaded, nothing to say
+        # No misc class (an empty listing): no transcoder driver loaded, nothing to say.
+        names = [n for n in self.reads.listing(self.class_dir) if n.startswith(PREFIX)]
         devices = []
         for name in sorted(names, key=natural_key):
             device = self._device(name, problems)
@@ -51,7 +51,7 @@ class Ma35Scanner:
     def _device(self, name: str, problems: dict[str, str]) -> AmdDevice | None:
         entry = self.class_dir / name
         try:
-            address = read_attribute(entry / "bus_id").lower()
+            address = self.reads.attribute(entry / "bus_id").lower()
             if not PCI_ADDRESS.match(address):
                 raise SysfsError(entry / "bus_id", f"holds {address!r}, not a PCI address")
         except SysfsError as exc:
@@ -62,7 +62,7 @@ class Ma35Scanner:
         unusable = ""
         details: dict[str, str] = {}
         try:
-            details = parse_device_info(read_attribute(entry / "device_info"))
+            details = parse_device_info(self.reads.attribute(entry / "device_info"))
         except SysfsError as exc:
             unusable = str(exc)
         else:
@@ -70,11 +70,13 @@ class Ma35Scanner:
                 shell = MA35  # AMD's plugin names every product "MA35", whatever the line says
             else:
                 unusable = f"{entry / 'device_info'} has no 'Product name' line"
-        faults = () if (self.dev_root / name).exists() else (f"device node {self.dev_root / name} is missing",)
+        faults = () if self.reads.exists(self.dev_root / name) else (f"device node {self.dev_root / name} is missing",)
         info = {"vendor": "amd", "pci": address, "node": name}
         if details.get(PRODUCT):
             info["product"] = details[PRODUCT]
         pci = self.pci_dir / address
         return AmdDevice(address, what, shell, "0", unusable, uuid="ma35", device_id=details.get(DEVICE_ID, ""),
                          serial=details.get(SERIAL, ""), faults=faults,
-                         numa=numa_node(pci if pci.exists() else None), nodes=(name,), info=info)
+                         numa=numa_node(pci if self.reads.exists(pci) else None,
+                                        lambda path: self.reads.attribute(path, once=True)),
+                         nodes=(name,), info=info)

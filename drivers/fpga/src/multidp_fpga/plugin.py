@@ -9,7 +9,7 @@ from multidp import Driver, DriverContext, Simulation, hookimpl
 
 from multidp_fpga.config import FpgaConfig, validate
 
-MULTIDP_DRIVER_API = "1.1"  # the multidp driver API this plugin is written for
+MULTIDP_DRIVER_API = "1.2"  # the multidp driver API this plugin is written for (Device.cdi_devices)
 
 
 @hookimpl

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 #: A PCI function's sysfs name as the kernel writes it ("%04x:%02x:%02x.%d"): domain (a 32-bit
@@ -32,23 +33,84 @@ class SysfsError(Exception):
         super().__init__(f"{path} {problem}")
 
 
-def read_attribute(path: Path) -> str:
-    """The stripped text of one small sysfs attribute, or SysfsError naming the file."""
+class Failed:
+    """The answer of a read that failed: ``problem`` is the text SysfsError puts after the path.
+
+    A plain class, not a dataclass: the plugin imports this module at start, and making a
+    dataclass costs more than the rest of the module.
+    """
+
+    __slots__ = ("problem",)
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Failed) and other.problem == self.problem
+
+    def __hash__(self) -> int:
+        return hash(self.problem)
+
+    def __repr__(self) -> str:
+        return f"Failed({self.problem!r})"
+
+
+def attribute_answer(path: str | Path) -> str | Failed:
+    """The stripped text of one small sysfs attribute, or why it cannot be had."""
+    # os.open and os.read, not open(): a poll makes dozens of these, and a file object costs more than the read.
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_ATTRIBUTE_BYTES + 1)
+        handle = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
-        raise SysfsError(path, "is missing") from None
-    except IsADirectoryError:
-        raise SysfsError(path, "is a directory, not an attribute file") from None
+        return Failed("is missing")
     except OSError as exc:
-        raise SysfsError(path, f"cannot be read: {exc.strerror or exc}") from None
+        return Failed(f"cannot be read: {exc.strerror or exc}")
+    try:
+        data = b""
+        while len(data) <= MAX_ATTRIBUTE_BYTES:
+            chunk = os.read(handle, MAX_ATTRIBUTE_BYTES + 1 - len(data))
+            if not chunk:
+                break
+            data += chunk
+    except IsADirectoryError:
+        return Failed("is a directory, not an attribute file")
+    except OSError as exc:
+        return Failed(f"cannot be read: {exc.strerror or exc}")
+    finally:
+        os.close(handle)
     if len(data) > MAX_ATTRIBUTE_BYTES:
-        raise SysfsError(path, f"is longer than {MAX_ATTRIBUTE_BYTES} bytes, not a sysfs attribute")
+        return Failed(f"is longer than {MAX_ATTRIBUTE_BYTES} bytes, not a sysfs attribute")
     try:
         return data.decode("ascii").strip()
     except UnicodeDecodeError:
-        raise SysfsError(path, "holds bytes that are not ASCII text") from None
+        return Failed("holds bytes that are not ASCII text")
+
+
+def listing_answer(path: str | Path) -> tuple[str, ...] | Failed:
+    """The sorted entry names of a directory, or why it cannot be listed."""
+    try:
+        return tuple(sorted(os.listdir(path)))
+    except FileNotFoundError:
+        return Failed("is missing")
+    except NotADirectoryError:
+        return Failed("is not a directory")
+    except OSError as exc:
+        return Failed(f"cannot be listed: {exc.strerror or exc}")
+
+
+def readlink_answer(path: str | Path) -> str | None:
+    """A symlink's target as written, or None for anything that is not a link (or is gone)."""
+    try:
+        return os.readlink(path)
+    except OSError:
+        return None
+
+
+def read_attribute(path: Path) -> str:
+    """The stripped text of one small sysfs attribute, or SysfsError naming the file."""
+    answer = attribute_answer(path)
+    if isinstance(answer, Failed):
+        raise SysfsError(path, answer.problem)
+    return answer
 
 
 def normalise_uuid(text: str) -> str:
@@ -56,9 +118,9 @@ def normalise_uuid(text: str) -> str:
     return text.strip().lower().replace("-", "")
 
 
-def read_uuid(path: Path) -> str:
+def read_uuid(path: Path, read: Callable[[Path], str] = read_attribute) -> str:
     """A 128-bit id file (afu_id, compat_id, interface_id) as 32 lowercase hex digits."""
-    value = normalise_uuid(read_attribute(path))
+    value = normalise_uuid(read(path))
     if not _HEX_UUID.match(value):
         shown = value if len(value) <= 40 else value[:40] + "…"
         raise SysfsError(path, f"holds {shown!r}, not a 128-bit id (32 hex digits)")
@@ -132,17 +194,14 @@ class Resolver:
 
     MAX_ENTRIES = 4096
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, readlink: Callable[[Path], str | None] = readlink_answer) -> None:
         self.root = Path(os.path.realpath(root))
         self._given_root = root
+        self._readlink = readlink  # a scan's recorded reads, or the plain syscall
         self._cache: dict[tuple[str, str | None], Path] = {}
 
     def __call__(self, path: Path) -> Path:
-        try:
-            target: str | None = os.readlink(path)
-        except OSError:
-            target = None  # not a link, or gone
-        key = (str(path), target)
+        key = (str(path), self._readlink(path))
         found = self._cache.get(key)
         if found is None:
             if len(self._cache) >= self.MAX_ENTRIES:
@@ -163,12 +222,12 @@ def pci_function_of(root: Path, real: Path) -> Path | None:
     return None
 
 
-def numa_node(pci_dir: Path | None) -> tuple[int, ...]:
+def numa_node(pci_dir: Path | None, read: Callable[[Path], str] = read_attribute) -> tuple[int, ...]:
     """The NUMA node of a PCI function: () when unknown (-1, missing or malformed)."""
     if pci_dir is None:
         return ()
     try:
-        node = int(read_attribute(pci_dir / "numa_node"))
+        node = int(read(pci_dir / "numa_node"))
     except (SysfsError, ValueError):
         return ()
     return (node,) if node >= 0 else ()
@@ -188,14 +247,10 @@ def read_dir(path: Path) -> list[str]:
     For directories whose absence hides devices (a class entry's target, the PCI
     device list): those must be reported, not read as empty.
     """
-    try:
-        return sorted(os.listdir(path))
-    except FileNotFoundError:
-        raise SysfsError(path, "is missing") from None
-    except NotADirectoryError:
-        raise SysfsError(path, "is not a directory") from None
-    except OSError as exc:
-        raise SysfsError(path, f"cannot be listed: {exc.strerror or exc}") from None
+    answer = listing_answer(path)
+    if isinstance(answer, Failed):
+        raise SysfsError(path, answer.problem)
+    return list(answer)
 
 
 def natural_key(name: str) -> tuple[object, ...]:

@@ -75,6 +75,12 @@ def refusal(request: AllocationRequest, settings: Settings) -> str:
     return ""
 
 
+def cdi_names(name_ids: Sequence[str], channels: Sequence[str]) -> list[str]:
+    """The CDI devices a CDI answer names: each device's, then every IMEX channel's (also declared in
+    ``Device.cdi_devices``, so the host marks the devices Unhealthy while it cannot write the spec)."""
+    return [f"{CDI_KIND}={i}" for i in name_ids] + [f"{imex.CDI_KIND}={c}" for c in channels]
+
+
 def allocation(request: AllocationRequest, inventory: Inventory, settings: Settings,
                control_nodes: Sequence[str], channels: Sequence[str] = ()) -> ContainerAllocation:
     """NVIDIA's answer for the request; ``channels``: the IMEX channels found at start (:mod:`.imex`)."""
@@ -101,7 +107,7 @@ def allocation(request: AllocationRequest, inventory: Inventory, settings: Setti
         answer.mounts += [Mount(f"{MOUNT_ROOT}/{i}", "/dev/null") for i in ids]
         answer.mounts += [Mount(f"{MOUNT_ROOT}/imex/{c}", "/dev/null") for c in channels]
     if settings.uses_cdi:
-        answer.cdi_devices = [f"{CDI_KIND}={i}" for i in ids] + [f"{imex.CDI_KIND}={c}" for c in channels]
+        answer.cdi_devices = cdi_names(ids, channels)
         answer.cdi_field = "cdi-cri" in strategies
         if "cdi-annotations" in strategies:
             key = f"{ANNOTATION_PLUGIN}_{uuid.uuid4()}"

@@ -154,8 +154,9 @@ class NvidiaDriver(Driver):
         if not problem and self._monitor is not None:
             problem = self._monitor.problem(served.gpu_uuid, served.gi, served.ci)
         numa = (served.numa,) if served.numa is not None else ()
+        cdi = tuple(answers.cdi_names((served.name_id,), self._channels)) if self.settings.uses_cdi else ()
         return Device(served.id, Health.UNHEALTHY if problem else Health.HEALTHY, numa, served.replicas,
-                      problem, served.info)
+                      problem, served.info, cdi)
 
     def _node_problem(self, served: Served) -> str:
         for path in served.nodes:
@@ -197,12 +198,18 @@ class NvidiaDriver(Driver):
         return [spec, imex.cdi_spec(self._channels, self.settings.dev_root)] if self._channels else [spec]
 
     def close(self) -> None:
+        nvml, self._nvml = self._nvml, None
+        shutdown = None if nvml is None else (lambda: self._shutdown(nvml))
         if self._monitor is not None:
-            self._monitor.stop()
+            # Its thread may be inside an NVML event wait, which nothing can end early: NVML is
+            # shut down once that wait returned and the event set is freed, not under it.
+            self._monitor.stop(then=shutdown)
             self._monitor = None
-        if self._nvml is not None:
-            try:
-                self._nvml.nvmlShutdown()
-            except self._nvml.NVMLError as exc:
-                self.log.info("NVML shutdown: %s", error_name(exc))
-            self._nvml = None
+        elif shutdown is not None:
+            shutdown()
+
+    def _shutdown(self, nvml: Any) -> None:
+        try:
+            nvml.nvmlShutdown()
+        except nvml.NVMLError as exc:
+            self.log.info("NVML shutdown: %s", error_name(exc))

@@ -11,12 +11,21 @@ Recovery (NVIDIA never recovers without a restart): a fault ends once
 ``recover_after`` seconds passed without a new critical event for it AND NVML
 answers normally for the GPU (handle, memory info, and no row remapping pending
 or failed). Until both hold, the devices stay Unhealthy with the reason shown.
+
+The thread sleeps in NVML's event wait: events end it at once. With nothing to
+do it wakes every 5 s (NVIDIA's health loop waits 5000 ms too,
+internal/rm/health.go in NVIDIA/k8s-device-plugin), sooner only when a fault is
+due to recover or a GPU is due to be registered again. NVML has no call that
+ends a wait early, so :meth:`HealthMonitor.stop` does not wait for it: the
+thread frees its event set when the wait returns, and only then runs what
+``stop`` was given to run after it (the driver's NVML shutdown).
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -27,7 +36,8 @@ from multidp_nvidia.nvml import error_name, is_code, text
 from multidp_nvidia.settings import Settings
 
 WHOLE = 0xFFFFFFFF
-WAIT_MS = 500  # an event wait's timeout: how quickly the thread notices stop and due recoveries
+WAIT_MS = 5000  # the longest event wait: with nothing due, the thread wakes this often, as NVIDIA's does
+SOONEST_MS = 500  # the shortest: while a due recovery waits for the host's scan, notify it this often
 RETRY_S = 30.0  # how often GPUs that could not be registered for events are tried again
 
 
@@ -63,6 +73,8 @@ class HealthMonitor:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._running = False  # the thread has not yet freed its event set (under _lock)
+        self._after_stop: Callable[[], None] | None = None  # run by the thread once its event set is freed
         self._gpus: dict[str, Any] = {}
         self._by_handle: dict[Any, str] = {}
         self._unwatched: dict[str, Any] = {}
@@ -89,6 +101,19 @@ class HealthMonitor:
         now = self.clock()
         with self._lock:
             return any(now - f.last_event >= self.recover_after for f in self._faults.values())
+
+    def wait_ms(self, retried: float) -> int:
+        """How long the next event wait may last: WAIT_MS, or until the next due recovery or retry."""
+        now = self.clock()
+        wake = now + WAIT_MS / 1000
+        if self.recover_after:
+            with self._lock:
+                due = [f.last_event + self.recover_after for f in self._faults.values()]
+            if due:
+                wake = min(wake, min(due))
+        if self._unwatched:
+            wake = min(wake, retried + RETRY_S)
+        return max(SOONEST_MS, min(WAIT_MS, math.ceil((wake - now) * 1000)))
 
     def try_recover(self, probe: Callable[[str], str]) -> list[Fault]:
         """End the faults that are due and whose GPU answers normally; return them.
@@ -123,12 +148,23 @@ class HealthMonitor:
         self._gpus = dict(gpus)
         self._by_handle = {handle_key(h): uuid for uuid, h in gpus}
         self._thread = threading.Thread(target=self._run, name="nvidia-health", daemon=True)
+        with self._lock:
+            self._running = True
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, then: Callable[[], None] | None = None) -> None:
+        """Stop watching without waiting for the thread's NVML wait to return (up to WAIT_MS).
+
+        ``then`` (the NVML shutdown) runs once the thread freed its event set: here when it
+        already has, else on the thread when its wait returns.
+        """
         self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=WAIT_MS / 1000 * 4)
+        with self._lock:
+            if self._running:
+                self._after_stop = then or self._after_stop
+                return
+        if then is not None:
+            then()
 
     def _register(self, event_set: Any, gpus: dict[str, Any]) -> None:
         nvml = self.nvml
@@ -155,28 +191,39 @@ class HealthMonitor:
             event_set = nvml.nvmlEventSetCreate()
         except nvml.NVMLError as exc:
             self.log.error("cannot create an NVML event set (%s); GPU health is not watched", error_name(exc))
+            self._stopped()
             return
-        self._register(event_set, self._gpus)
-        retried = self.clock()
         try:
+            self._register(event_set, self._gpus)
+            retried = self.clock()
             while not self._stop.is_set():
                 if self._unwatched and self.clock() - retried >= RETRY_S:
                     retried = self.clock()
                     self._register(event_set, dict(self._unwatched))
                 try:
-                    event = nvml.nvmlEventSetWait(event_set, WAIT_MS)
+                    event = nvml.nvmlEventSetWait(event_set, self.wait_ms(retried))
                 except nvml.NVMLError as exc:
                     if not is_code(exc, nvml, "TIMEOUT"):
                         self._wait_failed(exc)
-                    elif self._due():
+                    elif self._due() and not self._stop.is_set():
                         self.notify()
                     continue
-                self.handle(event)
+                if not self._stop.is_set():
+                    self.handle(event)
         finally:
             try:
                 nvml.nvmlEventSetFree(event_set)
             except nvml.NVMLError:
                 pass
+            self._stopped()
+
+    def _stopped(self) -> None:
+        """The thread's last step: its event set is freed, so what stop() was given may run now."""
+        with self._lock:
+            self._running = False
+            after, self._after_stop = self._after_stop, None
+        if after is not None:
+            after()
 
     def _wait_failed(self, exc: BaseException) -> None:
         # As NVIDIA: when the wait itself fails, no GPU can be vouched for.

@@ -21,7 +21,7 @@ from multidp_nvidia.imex import ImexChannelMissing
 from multidp_nvidia.nvml import load_pynvml
 from multidp_nvidia.settings import resolve
 
-MULTIDP_DRIVER_API = "1.1"  # the multidp driver API this plugin is written for (checking, local_path)
+MULTIDP_DRIVER_API = "1.2"  # the multidp driver API this plugin is written for (checking, local_path, cdi_devices)
 
 
 def create(context: DriverContext, nvml_source: Callable[[], Any] | None = None,

@@ -23,7 +23,6 @@ from multidp_nvidia.file_naming import discard_naming
 from multidp_nvidia.flag_checks import checked_flags
 from multidp_nvidia.layering import KEY, RESOURCE_PREFIX, checked_name, pick, plain_root
 from multidp_nvidia.nvidia_env import disabled_hooks, env_layer, xid_env
-from multidp_nvidia.nvidia_file import read_nvidia_file, source_of
 from multidp_nvidia.replicas import check_layer
 from multidp_nvidia.sharing import DEFAULT_MPS_ROOT, ReplicaRule, resolve_sharing
 
@@ -110,6 +109,9 @@ def resolve(config: NvidiaConfig, environ: Mapping[str, str],
     warnings: list[str] = []
     if not file_path:
         return _combine(config, layers, environ, warnings)
+    # Imported here: NVIDIA's file format (its shape tables) is read only on a node that names a file.
+    from multidp_nvidia.nvidia_file import read_nvidia_file, source_of
+
     local = local_path(file_path)
     source = source_of(file_path, local)
     file, warnings = read_nvidia_file(file_path, local, file_key)
