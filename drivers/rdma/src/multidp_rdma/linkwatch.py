@@ -21,10 +21,10 @@ import os
 import select
 import socket
 import struct
-import threading
 from collections.abc import Callable
 from typing import NamedTuple, Protocol
 
+from multidp_rdma.blocking import BlockingReader
 from multidp_rdma.events import EventHub
 
 # From the Linux uapi headers (torvalds/linux, include/uapi/linux/): netlink.h, rtnetlink.h, if_link.h.
@@ -116,34 +116,17 @@ def open_link_socket() -> socket.socket:
     return sock
 
 
-class LinkEvents:
+class LinkEvents(BlockingReader):
     """Feeds link events to an :class:`EventHub`; ``opener`` makes the socket (tests pass a stand-in)."""
 
     def __init__(self, hub: EventHub, log: logging.Logger,
                  opener: Callable[[], LinkSocket] = open_link_socket) -> None:
+        super().__init__("rdma-links")
         self.hub = hub
         self.log = log
         self._opener = opener
         self._names: dict[int, str] = {}  # ifindex → name, of every link this namespace has
         self._malformed_said = False
-        self._stop_read, self._stop_write = os.pipe()
-        self._thread = threading.Thread(target=self._run, name="rdma-links", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        try:
-            os.write(self._stop_write, b"x")
-        except OSError:
-            pass
-        if self._thread.is_alive() and threading.current_thread() is not self._thread:
-            self._thread.join(timeout=2)
-        for fd in (self._stop_read, self._stop_write):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
 
     def _open(self) -> LinkSocket | None:
         try:

@@ -15,11 +15,10 @@ One thread blocks in poll() on the monitor and a stop pipe: no timed wake-up.
 from __future__ import annotations
 
 import logging
-import os
 import select
-import threading
 from typing import Any
 
+from multidp_rdma.blocking import BlockingReader
 from multidp_rdma.events import EventHub
 
 # Discovery reads these; misc carries rdma_cm, net the netdev names the selectors and link events use.
@@ -37,30 +36,13 @@ def relevant(subsystem: str, sys_name: str, device_path: str) -> str:
     return ""
 
 
-class KernelUevents:
+class KernelUevents(BlockingReader):
     """Feeds kernel uevents of :data:`SUBSYSTEMS` to an :class:`EventHub` from one blocking thread."""
 
     def __init__(self, hub: EventHub, log: logging.Logger) -> None:
+        super().__init__("rdma-uevents")
         self.hub = hub
         self.log = log
-        self._stop_read, self._stop_write = os.pipe()
-        self._thread = threading.Thread(target=self._run, name="rdma-uevents", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        try:
-            os.write(self._stop_write, b"x")
-        except OSError:
-            pass
-        if self._thread.is_alive() and threading.current_thread() is not self._thread:
-            self._thread.join(timeout=2)
-        for fd in (self._stop_read, self._stop_write):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
 
     def _subscribe(self) -> Any:
         try:
