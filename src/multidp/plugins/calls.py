@@ -119,9 +119,12 @@ class CallPool:
             raise PoolClosed(f"{self.name} is closed")
         if self._idle <= 0 and self._started < self.workers:
             self._grow()
+        # Only with a worker free to take it at once: behind hung workers the wait would be lost,
+        # and a burst of such calls would hold the loop 2 ms each (every resource waits then).
+        quick = self._idle > 0
         call = _Call(fn, args)
         self._queue.put(call)
-        if not call.done.acquire(timeout=min(QUICK_ANSWER_S, timeout)):
+        if not (quick and call.done.acquire(timeout=min(QUICK_ANSWER_S, timeout))):
             await self._await_slow(call, timeout)
         if call.error is not None:
             raise call.error
@@ -145,8 +148,9 @@ class CallPool:
             await future
         except asyncio.CancelledError:
             call.abandoned = True  # the deadline passed, or the RPC ended (its caller went away)
-            if not expired:
-                raise
+            task = asyncio.current_task()
+            if not expired or (task is not None and task.cancelling()):
+                raise  # the caller's cancellation wins over a deadline passing in the same moment
             raise CallTimeout(f"no answer within {timeout:g} s") from None
         finally:
             expiry.cancel()

@@ -62,7 +62,7 @@ class LoopClosed(RuntimeError):
 
 
 class ServingLoop:
-    """An event loop running on a daemon thread until :meth:`close`."""
+    """An event loop running on a daemon thread for the life of the process."""
 
     @staticmethod
     def shared() -> ServingLoop:
@@ -75,7 +75,6 @@ class ServingLoop:
 
     def __init__(self, name: str = "grpc-loop") -> None:
         self.loop = asyncio.new_event_loop()
-        self._closed = False
         self._thread = threading.Thread(target=self._run_forever, name=name, daemon=True)
         self._thread.start()
 
@@ -98,8 +97,17 @@ class ServingLoop:
         return threading.current_thread() is self._thread
 
     def run(self, coroutine: Coroutine[Any, Any, T], timeout: float = RUN_TIMEOUT_S) -> T:
-        """Run ``coroutine`` on the loop and wait for its result (from any thread but the loop's)."""
-        return self._submit(coroutine).result(timeout)
+        """Run ``coroutine`` on the loop and wait for its result (from any thread but the loop's);
+        on TimeoutError it is cancelled, so a wedged loop leaves no server starting late."""
+        if self.in_loop:
+            coroutine.close()
+            raise RuntimeError("ServingLoop.run called on the loop's own thread: it would wait for itself")
+        future = self._submit(coroutine)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            future.cancel()
+            raise
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
         """Run ``coroutine`` on the loop without waiting; a failure is logged."""
@@ -112,8 +120,7 @@ class ServingLoop:
     def later(self, delay: float, make: Callable[[], Coroutine[Any, Any, Any]]) -> None:
         """Run ``make()``'s coroutine ``delay`` seconds from now (a timer on the loop, no thread)."""
         def due() -> None:
-            if not self._closed:
-                self.loop.create_task(make()).add_done_callback(self._log_task_failure)
+            self.loop.create_task(make()).add_done_callback(self._log_task_failure)
 
         try:
             self.loop.call_soon_threadsafe(self.loop.call_later, delay, due)
@@ -121,12 +128,9 @@ class ServingLoop:
             pass
 
     def _submit(self, coroutine: Coroutine[Any, Any, T]) -> Future[T]:
-        if self._closed:
-            coroutine.close()
-            raise LoopClosed("the serving loop is closed")
         try:
             return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
-        except RuntimeError as exc:  # closed between the check and the call
+        except RuntimeError as exc:  # the loop's thread ended (it never should)
             coroutine.close()
             raise LoopClosed("the serving loop is closed") from exc
 
@@ -139,24 +143,3 @@ class ServingLoop:
     def _log_task_failure(task: asyncio.Task[Any]) -> None:
         if not task.cancelled() and (error := task.exception()) is not None:
             log.error("event loop: a deferred job failed: %s", error, exc_info=error)
-
-    def close(self, wait: float = 2.0) -> None:
-        """Cancel what still runs on the loop (streams of servers stopped without grace), then stop
-        it; wait up to ``wait`` seconds for its thread."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            asyncio.run_coroutine_threadsafe(self._shutdown(wait / 2), self.loop)
-        except RuntimeError:
-            return
-        if not self.in_loop:
-            self._thread.join(wait)
-
-    async def _shutdown(self, grace: float) -> None:
-        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=grace)
-        self.loop.stop()

@@ -97,14 +97,27 @@ class DevicePluginService:
         self._preference_problems = LogOnce(log)
         self._refusals = RateLimitedLog(log)  # requests refused for the kubelet's (or a caller's) reasons
         self._driver_prefers = self._prefers(runner)
+        self._pre_start = self._has_pre_start(runner)
 
     @staticmethod
     def _prefers(runner: DriverRunner) -> bool:
         return type(runner.driver).preferred_allocation is not Driver.preferred_allocation
 
+    @staticmethod
+    def _has_pre_start(runner: DriverRunner) -> bool:
+        """Read once here, on the host's thread: ``has_pre_start`` may be a driver's property, and
+        driver code never runs on the event loop, where a slow one would hold every resource up."""
+        try:
+            return bool(runner.driver.has_pre_start)
+        except Exception as exc:  # noqa: BLE001 - the driver's property raised
+            log.error("driver %s: has_pre_start failed (%s: %s); pre-start is off", runner.name,
+                      type(exc).__name__, exc)
+            return False
+
     def use_runner(self, runner: DriverRunner) -> None:
         """Call the driver through ``runner`` from now on (see :meth:`Endpoint.rebind`)."""
         self._driver_prefers = self._prefers(runner)
+        self._pre_start = self._has_pre_start(runner)
         self.runner = runner
 
     @property
@@ -113,7 +126,7 @@ class DevicePluginService:
 
     def options(self) -> pb.DevicePluginOptions:
         return pb.DevicePluginOptions(
-            pre_start_required=self.runner.driver.has_pre_start, get_preferred_allocation_available=True
+            pre_start_required=self._pre_start, get_preferred_allocation_available=True
         )
 
     async def GetDevicePluginOptions(self, request: pb.Empty, context: Context) -> pb.DevicePluginOptions:
@@ -194,6 +207,9 @@ class DevicePluginService:
         started = time.perf_counter()
         try:
             response = await self._allocate(request)
+        except asyncio.CancelledError:  # the kubelet gave up (its deadline, or it went away)
+            self.stats.record(time.perf_counter() - started, "CANCELLED")
+            raise
         except MultidpError as error:
             self.stats.record(time.perf_counter() - started, status_code(error).name)
             await self.refuse("allocation", error, context)
@@ -280,7 +296,7 @@ class DevicePluginService:
         self, request: pb.PreStartContainerRequest, context: Context
     ) -> pb.PreStartContainerResponse:
         runner = self.runner
-        if not runner.driver.has_pre_start:
+        if not self._pre_start:
             return pb.PreStartContainerResponse()
         snapshot = self.state.snapshot
         ids = list(request.devices_ids)
