@@ -90,13 +90,19 @@ def test_a_wait_ends_when_an_unwatched_gpu_is_due_to_be_registered_again() -> No
     assert monitor.wait_ms(retried=clock.now - RETRY_S + 1.25) == 1250
 
 
-def test_an_idle_thread_waits_the_longest_wait() -> None:
+def _waiting_monitor() -> tuple[RecordingNvml, HealthMonitor]:
+    """A monitor watching the NVLink machine, its thread in its first event wait."""
     nvml = RecordingNvml(machines.nvlink8())
     nvml.nvmlInit()
     monitor = HealthMonitor(nvml, Settings(), 60.0, lambda: None, logging.getLogger("test"))
     monitor.start([(g.uuid, nvml.nvmlDeviceGetHandleByIndex(i)) for i, g in enumerate(nvml.machine.gpus)])
     assert nvml.wait_registered()
     poll_until(lambda: nvml.timeouts, 5, "the first event wait")
+    return nvml, monitor
+
+
+def test_an_idle_thread_waits_the_longest_wait() -> None:
+    nvml, monitor = _waiting_monitor()
     assert nvml.timeouts == [5000]  # NVIDIA's own health loop waits 5000 ms
     nvml.raise_xid(3, 79)  # an event ends the wait at once
     poll_until(lambda: monitor.problem(nvml.machine.gpus[3].uuid) == "XID 79", 5, "the XID recorded")
@@ -109,12 +115,7 @@ def test_an_idle_thread_waits_the_longest_wait() -> None:
 
 
 def test_stop_leaves_the_nvml_shutdown_to_the_thread_until_its_wait_returns() -> None:
-    nvml = RecordingNvml(machines.nvlink8())
-    nvml.nvmlInit()
-    monitor = HealthMonitor(nvml, Settings(), 60.0, lambda: None, logging.getLogger("test"))
-    monitor.start([(g.uuid, nvml.nvmlDeviceGetHandleByIndex(i)) for i, g in enumerate(nvml.machine.gpus)])
-    assert nvml.wait_registered()
-    poll_until(lambda: nvml.timeouts, 5, "the first event wait")
+    nvml, monitor = _waiting_monitor()
     returned = threading.Event()
     monitor.stop(then=lambda: (nvml.nvmlShutdown(), returned.set()))
     assert nvml.steps == [] and nvml.initialised == 1  # the wait goes on: nothing freed under it

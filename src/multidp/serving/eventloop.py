@@ -58,7 +58,7 @@ def _keep_aio_engine() -> None:
 
 
 class LoopClosed(RuntimeError):
-    """The loop was closed (the host is stopping)."""
+    """The loop's thread ended, which it never should: nothing can be run on it."""
 
 
 class ServingLoop:

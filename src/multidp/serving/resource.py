@@ -99,7 +99,7 @@ class ResourceState:
         self.name = name
         self.driver = driver
         self._cond = threading.Condition()
-        self._update_lock = threading.RLock()  # one update at a time; streams wait on _cond only
+        self._update_lock = threading.RLock()  # one update at a time; streams are woken through listeners
         self._snapshot = Snapshot(version=0, message=b"")
         self._visible: tuple[Visible, ...] = ()
         self._encoder = ListEncoder()
@@ -144,7 +144,6 @@ class ResourceState:
             with self._cond:
                 self._snapshot, self._visible = snapshot, checked.visible
                 if changed:
-                    self._cond.notify_all()
                     self._call_listeners()
             # After the streams were woken: the log waits, the kubelet does not. Against the last scan,
             # not the last list: a failed scan's all-Unhealthy list says nothing about each device.
@@ -240,7 +239,6 @@ class ResourceState:
     def wake(self) -> None:
         """Wake every waiting stream (so it can notice it should stop)."""
         with self._cond:
-            self._cond.notify_all()
             self._call_listeners()
 
     def listen(self, wake: Callable[[], None]) -> None:
