@@ -50,7 +50,8 @@ __version__ = "0.1.0"
 # 1.0: the contract as first published (hooks, Driver, model, errors, helpers above).
 # 1.1: DriverContext.checking, files and local_path() (``multidp config check``).
 # 1.2: Device.cdi_devices: a device whose CDI spec cannot be written is advertised Unhealthy.
-DRIVER_API_VERSION = "1.2"
+# 1.3: DriverContext.frontend ("dra": answers complete as CDI); AllocationRequest.claim_uid and request_name.
+DRIVER_API_VERSION = "1.3"
 
 __all__ = [
     "CDI_HOOK_NAMES",

@@ -69,6 +69,17 @@ class DriverContext:
     and touch no hardware; the driver is closed without a scan. Read each such
     file at :meth:`local_path`, which maps the paths an operator gave with
     ``config check --file POD_PATH=LOCAL_PATH`` (``files``).
+
+    ``frontend`` (driver API 1.3) says how the host serves this driver's devices:
+    ``"device-plugin"`` (the kubelet's Device Plugin API) or ``"dra"`` (Dynamic
+    Resource Allocation). Pods served through DRA do not run under a vendor's
+    container runtime, so in DRA mode every :meth:`Driver.allocate` answer must
+    be complete as CDI: CDI device names from the driver's own
+    :meth:`Driver.cdi_specs`, or device nodes, mounts and environment variables
+    that the host writes into a per-claim CDI spec. An answer that also sets
+    ``annotations`` cannot be expressed and is refused; an answer that needs a
+    vendor runtime to act on its variables gives a container nothing, so the
+    driver must answer with CDI devices instead (or refuse its config).
     """
 
     name: str
@@ -80,6 +91,7 @@ class DriverContext:
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("multidp.driver"))
     checking: bool = False
     files: Mapping[str, Path] = field(default_factory=dict)
+    frontend: str = "device-plugin"
 
     def local_path(self, path: str | Path) -> Path:
         """Where to read ``path``, a file (or a file in a folder) the driver's config names.

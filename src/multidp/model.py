@@ -79,11 +79,18 @@ class AllocationRequest:
     duplicates folded, kubelet order kept. ``requested_ids`` are the IDs as
     the kubelet sent them (duplicates folded), for policies that count
     replicas, such as refusing shared requests larger than one.
+
+    Through DRA (driver API 1.3) ``claim_uid`` and ``request_name`` name the
+    ResourceClaim and the request in it that this answer is for (a driver may
+    name per-claim things after them); through the Device Plugin API both are
+    empty.
     """
 
     resource: str
     device_ids: tuple[str, ...]
     requested_ids: tuple[str, ...]
+    claim_uid: str = ""
+    request_name: str = ""
 
 
 @dataclass(slots=True)

@@ -74,6 +74,10 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "[MULTIDP_STRICT]")
     add("--simulate", nargs="?", const=True, type=_bool_flag, help="simulated hardware [MULTIDP_SIMULATE]")
     add("--cdi-dir", help="where CDI specs are written [MULTIDP_CDI_DIR; /var/run/cdi]")
+    add("--dra-plugins-dir", help="DRA drivers' sockets and checkpoints, one folder each "
+        "[MULTIDP_DRA_PLUGINS_DIR; /var/lib/kubelet/plugins]")
+    add("--dra-registry-dir", help="the kubelet's plugin registry, for DRA registration "
+        "[MULTIDP_DRA_REGISTRY_DIR; /var/lib/kubelet/plugins_registry]")
     add("--metrics-address", help="host:port for /metrics, /healthz, /readyz [MULTIDP_METRICS_ADDRESS; off]")
     add("--probe-address", help="host:port for /healthz and /readyz alone, its own listener "
         "[MULTIDP_PROBE_ADDRESS; off]")
@@ -123,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 FLAG_KEYS = ("config", "plugin_dir", "kubelet_socket", "drivers", "strict", "simulate", "cdi_dir",
+             "dra_plugins_dir", "dra_registry_dir",
              "metrics_address", "probe_address", "log_format", "log_level")
 
 

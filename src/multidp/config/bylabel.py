@@ -19,13 +19,17 @@ from multidp.errors import ConfigError
 from multidp.names import DNS1123_SUBDOMAIN, LABEL_PREFIX, QUALIFIED_NAME_PART
 
 CONFIG_BY_LABEL = "configByLabel"
+FRONTENDS = ("device-plugin", "dra")
+# A DRA driver name is a DNS subdomain of at most 63 characters (resource.k8s.io/v1 DriverNameMaxLength).
+DRA_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 NAMED_FALLBACK = "default"
 
 _KEYS = ("label", "annotation", "default", "configs")
 # The host hands node annotations to selection beside the labels, under keys no label can have
 # (a label key holds no '@'), so one mapping carries both (host/labels.py).
 ANNOTATION_PREFIX = "@annotation:"
-HOST_KEYS = ("enabled", CONFIG_BY_LABEL, "pauseByLabel")  # the host's keys: not the driver's, and not per node
+FRONTEND, DRA_DRIVER_NAME = "frontend", "draDriverName"
+HOST_KEYS = ("enabled", CONFIG_BY_LABEL, "pauseByLabel", FRONTEND, DRA_DRIVER_NAME)  # the host's: not per node
 
 
 @dataclass(frozen=True)
@@ -231,6 +235,12 @@ def with_host_keys(section: dict[str, Any], defs: Mapping[str, Any]) -> dict[str
             "oneOf": [{"required": ["label"]}, {"required": ["annotation"]}],
             "additionalProperties": False,
         },
+        FRONTEND: {"enum": list(FRONTENDS), "default": FRONTENDS[0],
+                   "description": "the host's: how this driver's devices reach pods: the Device Plugin API, or DRA "
+                                  "(Dynamic Resource Allocation; driver API 1.3)"},
+        DRA_DRIVER_NAME: {"type": "string", "maxLength": 63, "pattern": DRA_NAME_PATTERN,
+                          "description": "the host's: the DRA driver name this driver registers with "
+                                         "(default <driver>.multidp.io)"},
         "pauseByLabel": {
             "description": "the host's: a {label, values} rule or a list of them; while any rule's node label has "
                            "one of its values, the driver is stopped (resources withdrawn) and started again when "

@@ -23,6 +23,10 @@ import msgspec
 
 from multidp.config.bylabel import (
     CONFIG_BY_LABEL,
+    DRA_DRIVER_NAME,
+    DRA_NAME_PATTERN,
+    FRONTEND,
+    FRONTENDS,
     HOST_KEYS,
     ConfigByLabel,
     Selection,
@@ -86,6 +90,8 @@ class Resolved:
     selection: Selection | None = None
     variables: Mapping[str, str] = field(default_factory=dict)  # key -> the MULTIDP_<NAME>_<KEY> that set it
     pause: PauseByLabel | None = None
+    frontend: str = FRONTENDS[0]  # "device-plugin" or "dra"
+    dra_name: str = ""  # the DRA driver name (set when frontend is "dra")
 
 
 def resolve_section(
@@ -127,7 +133,24 @@ def _compose(name: str, section: Mapping[str, Any], by_label: ConfigByLabel | No
     merged.pop(PAUSE_BY_LABEL, None)
     where = variables.get(PAUSE_BY_LABEL) or f"drivers.{name}.{PAUSE_BY_LABEL}"
     pause = parse_pause_by_label(raw_pause, where) if raw_pause is not None else None
-    return Resolved(enabled, merged, by_label, selection, variables, pause)
+    frontend, dra_name = _frontend(name, merged, variables)
+    return Resolved(enabled, merged, by_label, selection, variables, pause, frontend, dra_name)
+
+
+def _frontend(name: str, merged: dict[str, Any], variables: Mapping[str, str]) -> tuple[str, str]:
+    """``frontend`` and ``draDriverName`` taken out of the section and checked (the host's keys)."""
+    frontend = merged.pop(FRONTEND, FRONTENDS[0])
+    if frontend not in FRONTENDS:
+        where = variables.get(FRONTEND) or f"drivers.{name}.{FRONTEND}"
+        raise ConfigError(where, f"must be one of {', '.join(FRONTENDS)}, not {frontend!r}")
+    dra_name = merged.pop(DRA_DRIVER_NAME, None)
+    if dra_name is None:
+        return frontend, f"{name}.multidp.io"
+    where = variables.get(DRA_DRIVER_NAME) or f"drivers.{name}.{DRA_DRIVER_NAME}"
+    if not isinstance(dra_name, str) or len(dra_name) > 63 or not re.fullmatch(DRA_NAME_PATTERN, dra_name):
+        raise ConfigError(where, f"{dra_name!r} is not a DRA driver name (a DNS subdomain of at most 63 "
+                                 "characters: lower-case letters, digits, '-' and '.', e.g. gpu.example.com)")
+    return frontend, dra_name
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,9 @@ from multidp.errors import ConfigError, split_validation_error
 
 DEFAULT_PLUGIN_DIR = Path("/var/lib/kubelet/device-plugins")
 DEFAULT_CDI_DIR = Path("/var/run/cdi")
+DEFAULT_DRA_PLUGINS_DIR = Path("/var/lib/kubelet/plugins")  # DRA sockets and checkpoints: <dir>/<DRA driver name>/
+DEFAULT_DRA_REGISTRY_DIR = Path("/var/lib/kubelet/plugins_registry")  # the kubelet's plugin watcher
+DEFAULT_BOOT_ID_FILE = Path("/proc/sys/kernel/random/boot_id")
 
 MAX_TIMEOUT_S = 86_400.0  # longer deadlines overflow the platform's time_t in threading waits
 
@@ -84,6 +87,8 @@ class FileConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_
     probe_address: str | None = None
     lock_wait: float | None = None
     cdi_dir: str | None = None
+    dra_plugins_dir: str | None = None
+    dra_registry_dir: str | None = None
     log_format: Literal["text", "json"] | None = None
     log_level: Literal["debug", "info", "warning", "error"] | None = None
     timeouts: Timeouts = msgspec.field(default_factory=Timeouts)
@@ -104,6 +109,9 @@ class Settings:
     probe_address: str | None = None  # /healthz and /readyz on their own listener too
     lock_wait: float = 30.0  # seconds start waits for another multidp's plugin-dir lock (the grace period)
     cdi_dir: Path = DEFAULT_CDI_DIR
+    dra_plugins_dir: Path = DEFAULT_DRA_PLUGINS_DIR
+    dra_registry_dir: Path = DEFAULT_DRA_REGISTRY_DIR
+    boot_id_file: Path = DEFAULT_BOOT_ID_FILE  # tests act out a reboot by changing what it says
     log_format: str = "text"
     log_level: str = "info"
     sysfs_root: Path = Path("/sys")
@@ -191,6 +199,11 @@ def load_settings(flags: Mapping[str, Any], environ: Mapping[str, str] | None = 
         probe_address=pick("probe_address", "MULTIDP_PROBE_ADDRESS", file.probe_address),
         lock_wait=_seconds(pick("lock_wait", "MULTIDP_LOCK_WAIT", file.lock_wait, _float), "lockWait", 30.0),
         cdi_dir=Path(pick("cdi_dir", "MULTIDP_CDI_DIR", file.cdi_dir) or DEFAULT_CDI_DIR),
+        dra_plugins_dir=Path(pick("dra_plugins_dir", "MULTIDP_DRA_PLUGINS_DIR", file.dra_plugins_dir)
+                             or DEFAULT_DRA_PLUGINS_DIR),
+        dra_registry_dir=Path(pick("dra_registry_dir", "MULTIDP_DRA_REGISTRY_DIR", file.dra_registry_dir)
+                              or DEFAULT_DRA_REGISTRY_DIR),
+        boot_id_file=Path(env.get("MULTIDP_BOOT_ID_FILE") or DEFAULT_BOOT_ID_FILE),
         log_format=pick("log_format", "MULTIDP_LOG_FORMAT", file.log_format) or "text",
         log_level=pick("log_level", "MULTIDP_LOG_LEVEL", file.log_level) or "info",
         sysfs_root=Path(env.get("MULTIDP_SYSFS_ROOT") or "/sys"),

@@ -50,6 +50,8 @@ class DriverStatus:
 class Created:
     driver: Driver
     selection: Selection | None  # the per-node config the labels selected (None: no configByLabel)
+    frontend: str = "device-plugin"
+    dra_name: str = ""
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ class Checked:
 
 
 CHECKING_SINCE = (1, 1)  # the driver API version that brought DriverContext.checking
+DRA_SINCE = (1, 3)  # the driver API version that brought DriverContext.frontend (DRA mode)
 
 
 class UnknownDrivers(ValueError):
@@ -150,6 +153,7 @@ class DriverFactory:
         """:meth:`create`, also saying which per-node config the node's labels selected for it."""
         self.load(name)
         config, resolved = self.configured(name)
+        self._check_frontend(name, resolved.frontend)
         simulation = self._simulate(name) if self.settings.simulate else None
         context = DriverContext(
             name=name,
@@ -160,8 +164,17 @@ class DriverFactory:
             environ=self.environ,
             log=logging.getLogger(f"multidp.driver.{name}"),
             files=self.files,
+            frontend=resolved.frontend,
         )
-        return Created(self._create(context), resolved.selection)
+        return Created(self._create(context), resolved.selection, resolved.frontend, resolved.dra_name)
+
+    def _check_frontend(self, name: str, frontend: str) -> None:
+        """A driver written before DRA mode cannot be served through it: say so, naming the key."""
+        version = self.info(name).api_version
+        if frontend == "dra" and version < DRA_SINCE:
+            raise ConfigError(f"drivers.{name}.frontend",
+                              f"dra needs a driver written for driver API {DRA_SINCE[0]}.{DRA_SINCE[1]} or later "
+                              f"(complete CDI answers); driver {name} declares {version[0]}.{version[1]}")
 
     def check(self, name: str, config: Any) -> Checked:
         """Create the loaded driver only to validate ``config`` (``context.checking``), then close it.
@@ -178,9 +191,11 @@ class DriverFactory:
         driver_log.propagate = False  # the command prints them, once
         driver_log.setLevel(logging.WARNING)  # collected whatever the caller's logging says
         try:
+            frontend = self.resolved(name).frontend
+            self._check_frontend(name, frontend)
             context = DriverContext(name=name, config=config, sysfs_root=self.settings.sysfs_root,
                                     dev_root=self.settings.dev_root, environ=self.environ, log=driver_log,
-                                    checking=True, files=self.files)
+                                    checking=True, files=self.files, frontend=frontend)
             driver = self._create(context)
             with_deadline(f"driver {name}: close", self.settings.timeouts.create, driver.close)
         except Exception as exc:  # noqa: BLE001 - the caller reports it, with the warnings before it
