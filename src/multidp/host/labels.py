@@ -17,7 +17,6 @@ BACKOFF_FIRST_S to BACKOFF_MAX_S: the delay about doubles while failures go on, 
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 import threading
 import time
@@ -26,6 +25,7 @@ from typing import Any
 from urllib.parse import quote
 
 from multidp.config.bylabel import ANNOTATION_PREFIX
+from multidp.kubeapi import ApiProblem, NoCredentials, check_status, json_object, make_client, read_at_most
 from multidp.names import LABEL_PREFIX
 
 log = logging.getLogger(__name__)
@@ -39,18 +39,6 @@ MAX_ANSWER_BYTES = 4 << 20  # one Node is tens of kB
 
 Overrides = dict[str, bool | None]  # driver -> label says on / off / nothing
 Labels = dict[str, str]
-
-
-class NoCredentials(Exception):
-    """No in-cluster service account and no KUBECONFIG."""
-
-
-class ApiProblem(Exception):
-    """A failed read or watch; ``kind`` (``HTTP 403``, ``garbage``, ``ConnectError``) is what repeats."""
-
-    def __init__(self, kind: str, detail: str) -> None:
-        self.kind = kind
-        super().__init__(f"{kind}: {detail}")
 
 
 class Stalled(Exception):
@@ -76,39 +64,6 @@ def overrides_from(labels: Mapping[str, str] | None, drivers: Sequence[str],
     return result
 
 
-def make_client(environ: Mapping[str, str]) -> Any:
-    """An HTTP client for the API server, built by lightkube from the service account, else KUBECONFIG
-    (auth, TLS, the server's address); NoCredentials if neither works.
-
-    lightkube builds the client, the requests are ours: its ``watch`` reads without a timeout (a
-    half-open connection hangs it for good) and starts the next request itself when one ends (a watch
-    that fails at once loops), so the watch below is made on the client directly.
-    """
-    from lightkube.config.client_adapter import Client, ConnectionParams
-    from lightkube.config.kubeconfig import KubeConfig
-
-    def client(config: KubeConfig) -> Any:
-        chosen = config.get()
-        if chosen is None:
-            raise ValueError("it has no current context")
-        return Client(chosen, ConnectionParams(trust_env=False))
-
-    if environ.get("KUBERNETES_SERVICE_HOST"):
-        try:
-            return client(KubeConfig.from_service_account())
-        except Exception as exc:  # noqa: BLE001 - lightkube raises several kinds; all mean "not usable"
-            in_cluster_error = f"in-cluster config unusable: {exc}"
-    else:
-        in_cluster_error = "not running in a cluster (KUBERNETES_SERVICE_HOST is unset)"
-    kubeconfig = environ.get("KUBECONFIG")
-    if not kubeconfig:
-        raise NoCredentials(f"{in_cluster_error}, and KUBECONFIG is unset")
-    try:
-        return client(KubeConfig.from_file(kubeconfig.split(":")[0]))
-    except Exception as exc:  # noqa: BLE001
-        raise NoCredentials(f"{in_cluster_error}; KUBECONFIG {kubeconfig}: {exc}") from exc
-
-
 class NodeApi:
     """GET and watch one Node over an authenticated HTTP client, every read under a timeout."""
 
@@ -124,13 +79,13 @@ class NodeApi:
         """The node's labels and resourceVersion."""
         try:
             with self.http.stream("GET", f"/api/v1/nodes/{quote(self.node)}", timeout=self._timeout(None)) as answer:
-                _check_status(answer)
-                body = _read_at_most(answer, MAX_ANSWER_BYTES)
+                check_status(answer)
+                body = read_at_most(answer, MAX_ANSWER_BYTES)
         except self.httpx.HTTPError as exc:  # cannot connect, timed out, connection broken
             raise ApiProblem(type(exc).__name__, str(exc) or "no detail") from exc
         if len(body) > MAX_ANSWER_BYTES:
             raise ApiProblem("garbage", f"the Node is over {MAX_ANSWER_BYTES >> 20} MiB")
-        node = _object(body, "the Node")
+        node = json_object(body, "the Node")
         return _labels_of(node, self.node), _version_of(node)
 
     def watch(self, version: str) -> Iterator[dict[str, Any]]:
@@ -140,34 +95,14 @@ class NodeApi:
                   "allowWatchBookmarks": "true", "timeoutSeconds": str(max(1, round(WATCH_TIMEOUT_S)))}
         try:
             with self.http.stream("GET", "/api/v1/nodes", params=params, timeout=self._timeout(read_s)) as answer:
-                _check_status(answer)
+                check_status(answer)
                 for line in _lines(answer.iter_bytes()):
-                    yield _object(line, "a watch event")
+                    yield json_object(line, "a watch event")
         except self.httpx.ReadTimeout as exc:
             raise Stalled(f"its watch stalled: nothing for {read_s:g} s, although the API server was asked to end "
                           f"it after {WATCH_TIMEOUT_S:g} s (a dead connection?)") from exc
         except self.httpx.HTTPError as exc:
             raise ApiProblem(type(exc).__name__, str(exc) or "no detail") from exc
-
-
-def _check_status(answer: Any) -> None:
-    if answer.status_code == 200:
-        return
-    body = _read_at_most(answer, 1 << 16)
-    try:
-        message = str(json.loads(body)["message"])  # a Status
-    except (ValueError, KeyError, TypeError):
-        message = body[:200].decode(errors="replace")
-    raise ApiProblem(f"HTTP {answer.status_code}", message)  # 410 Gone too: read the node again
-
-
-def _read_at_most(answer: Any, limit: int) -> bytes:
-    body = bytearray()  # never all of an endless answer: at most limit + 1 bytes
-    for chunk in answer.iter_bytes():
-        body += chunk
-        if len(body) > limit:
-            break
-    return bytes(body[:limit + 1])
 
 
 def _lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
@@ -179,16 +114,6 @@ def _lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
             raise ApiProblem("garbage", f"a watch event is over {MAX_ANSWER_BYTES >> 20} MiB")
     if buffer.strip():
         yield buffer
-
-
-def _object(data: bytes, what: str) -> dict[str, Any]:
-    try:
-        value = json.loads(data)
-    except ValueError:
-        value = None
-    if not isinstance(value, dict):
-        raise ApiProblem("garbage", f"{what} is not a JSON object: {data[:60]!r}")
-    return value
 
 
 def _labels_of(node: dict[str, Any], name: str) -> Labels:
