@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from multidp.config.settings import Settings
+from multidp.dra.frontends import DraFrontends
 from multidp.host.nodestate import NodeState
 from multidp.host.plugindir import InstanceLock, claim_plugin_dir
 from multidp.host.restarts import KubeletRestarts
@@ -61,6 +62,7 @@ class Host:
         self.factory = DriverFactory(settings, registry, environ, workdir)
         self.cdi = CDIRegistry(settings.cdi_dir)
         self.table = ResourceTable(settings, self.cdi)
+        self.dra = DraFrontends(settings, self.cdi, self.factory.environ)  # drivers with frontend: dra
         self.statuses: dict[str, DriverStatus] = {}
         self.runners: dict[str, DriverRunner] = {}
         self._lock = threading.RLock()
@@ -104,7 +106,7 @@ class Host:
         with self._apply_lock:
             self._in_parallel(self._bring_up, names)
             self._started = True
-        if not self.endpoints:
+        if not self.endpoints and not self.dra.all():
             log.warning("nothing to serve yet: no enabled driver found devices; waiting for changes")
 
     @staticmethod
@@ -146,7 +148,7 @@ class Host:
             stopping = self._stopped.is_set()  # SIGTERM while this driver was being created
             if not stopping:
                 self.runners[name] = runner
-                self.table.rebind(name, runner)
+                self._front(name, created.frontend, created.dra_name, runner)
                 self.statuses[name] = DriverStatus(name, origin, RUNNING, selected)
         if stopping:
             runner.stop()
@@ -158,6 +160,15 @@ class Host:
         runner.scan_now()
         runner.start()
 
+    def _front(self, name: str, frontend: str, dra_name: str, runner: DriverRunner) -> None:
+        """Serve the driver's devices through its front-end, withdrawing them from the other one."""
+        if frontend == "dra":
+            self.table.withdraw(self.table.resources_of(name))
+            self.dra.bind(name, dra_name, runner)
+        else:
+            self.dra.retire(name)
+            self.table.rebind(name, runner)
+
     def _retire(self, name: str) -> None:
         """Stop a driver that no longer runs here; withdraw its resources."""
         with self._lock:
@@ -166,6 +177,7 @@ class Host:
         if runner is None:
             return
         self.table.withdraw(self.table.resources_of(name))
+        self.dra.retire(name)
         runner.stop()
 
     def reload(self, settings: Settings) -> None:
@@ -276,7 +288,9 @@ class Host:
                       error: str) -> None:
         with self._lock:
             current = self.runners.get(runner.name) is runner and not self._stopped.is_set()
-        if current:  # not a late report from a runner that was replaced
+        if current and self.dra.serves(runner.name):
+            self.dra.report(runner, inventory, error)
+        elif current:  # not a late report from a runner that was replaced
             self.table.report(runner, inventory, error)
 
     # Stopping ------------------------------------------------------------------------
@@ -292,6 +306,7 @@ class Host:
         with self._lock:
             runners = list(self.runners.values())
         self.table.stop_all()
+        self.dra.stop_all()
         for runner in runners:
             runner.stop()
         self.factory.cleanup()

@@ -18,11 +18,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from multidp.config.settings import Settings
-from multidp.errors import DriverCallError
 from multidp.model import Device
 from multidp.names import resource_name_problem
 from multidp.plugins.runner import DriverRunner
 from multidp.serving.cdi import CDIRegistry
+from multidp.serving.cdipublish import publish_driver_specs
 from multidp.serving.endpoint import Endpoint
 from multidp.serving.eventloop import ServingLoop
 from multidp.serving.registration import KubeletClient
@@ -149,18 +149,7 @@ class ResourceTable:
 
     def _publish_cdi(self, runner: DriverRunner) -> None:
         self._cdi_runner[runner.name] = runner
-        try:
-            specs = runner.call("CDI specs", runner.driver.cdi_specs, timeout=self.settings.timeouts.scan)
-        except DriverCallError as exc:
-            self.cdi.fail(runner.name, str(exc))
-            return
-        try:
-            given = list(specs or ())
-        except Exception as exc:  # noqa: BLE001 - not iterable (a number), or the driver's generator raised
-            self.cdi.fail(runner.name, f"driver {runner.name}: cdi_specs() returned an object of type "
-                                       f"{type(specs).__name__!r}, not a list of CDISpec ({type(exc).__name__}: {exc})")
-            return
-        self.cdi.publish(runner.name, given)
+        publish_driver_specs(runner, self.cdi, self.settings.timeouts.scan)
 
     def _cdi_changed(self, driver: str) -> None:
         """The driver's CDI specs failed or are written again: its devices that name CDI devices follow."""

@@ -288,13 +288,18 @@ class CDIRegistry:
 
     @staticmethod
     def _write(path: Path, document: dict[str, Any]) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".multidp-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as out:
-                os.fchmod(out.fileno(), 0o644)  # on the open file: no path, no symlink to follow
-                json.dump(document, out, indent=1)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_spec_file(path, document)
+
+
+def write_spec_file(path: Path, document: dict[str, Any]) -> None:
+    """Write one CDI spec file atomically (readable by the runtime: 0644), making its folders."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".multidp-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as out:
+            os.fchmod(out.fileno(), 0o644)  # on the open file: no path, no symlink to follow
+            json.dump(document, out, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,196 @@
+"""One driver served through DRA: its devices by DRA name, their health, its sockets and prepared claims.
+
+The driver's scans arrive here instead of the device-plugin table. Each resource is one pool
+(``<node>/<resource>``); each device is named as :mod:`multidp.dra.names` says (replicas are not
+offered: DRA shares devices by other means). The DRA service socket is served first, then the
+registration socket appears in the kubelet's registry, so the kubelet never finds a plugin that does
+not answer yet; stopping removes the registration socket first.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from multidp.config.settings import Settings
+from multidp.dra.checkpoint import Checkpoint, read_boot_id
+from multidp.dra.claims import ClaimReader
+from multidp.dra.names import device_name, pool_name
+from multidp.dra.prepare import ClaimPreparer
+from multidp.dra.registration import RegistrationService
+from multidp.dra.service import DraService
+from multidp.model import Device
+from multidp.plugins.runner import DriverRunner
+from multidp.serving.cdi import CDIRegistry
+from multidp.serving.eventloop import ServingLoop
+
+log = logging.getLogger(__name__)
+
+STOP_GRACE_S = 1.0
+
+
+@dataclass(frozen=True)
+class DeviceState:
+    resource: str
+    driver_id: str
+    healthy: bool
+    reason: str
+    since: int  # unix seconds of the last health change
+    cdi_devices: tuple[str, ...] = ()
+
+
+@dataclass
+class DraStats:
+    """Prepare and Unprepare counts and time spent, for /metrics."""
+
+    prepares: int = 0
+    prepare_errors: int = 0
+    prepare_seconds: float = 0.0
+    unprepares: int = 0
+    unprepare_errors: int = 0
+    unprepare_seconds: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def prepared(self, ok: bool, seconds: float) -> None:
+        with self._lock:
+            self.prepares += 1
+            self.prepare_errors += not ok
+            self.prepare_seconds += seconds
+
+    def unprepared(self, ok: bool, seconds: float) -> None:
+        with self._lock:
+            self.unprepares += 1
+            self.unprepare_errors += not ok
+            self.unprepare_seconds += seconds
+
+
+def node_name(environ: Mapping[str, str]) -> str:
+    return environ.get("NODE_NAME") or socket.gethostname().lower()
+
+
+class DraFrontend:
+    """The DRA face of one driver."""
+
+    def __init__(self, driver: str, dra_name: str, runner: DriverRunner, settings: Settings, cdi: CDIRegistry,
+                 environ: Mapping[str, str]) -> None:
+        self.driver, self.dra_name, self.node = driver, dra_name, node_name(environ)
+        self.directory = settings.dra_plugins_dir / dra_name
+        self.socket_path = self.directory / "dra.sock"
+        self.registration_path = settings.dra_registry_dir / f"{dra_name}-reg.sock"
+        self.stats = DraStats()
+        self._lock = threading.Lock()
+        self._devices: dict[tuple[str, str], DeviceState] = {}  # (pool, device name) -> state
+        self._listeners: list[Callable[[], None]] = []
+        self.preparer = ClaimPreparer(driver, dra_name, Checkpoint(self.directory / "checkpoint.json"),
+                                      read_boot_id(settings.boot_id_file), cdi, ClaimReader(environ), runner,
+                                      self.lookup, settings.timeouts.allocate, self.declared_cdi)
+        self.registration = RegistrationService(dra_name, self.socket_path)
+        self._loop = ServingLoop.shared()
+        self._servers: list[grpc.aio.Server] = []
+
+    # Devices and health ------------------------------------------------------------------
+
+    def lookup(self, pool: str, name: str) -> tuple[str, str] | None:
+        with self._lock:
+            state = self._devices.get((pool, name))
+        return None if state is None else (state.resource, state.driver_id)
+
+    def declared_cdi(self, pool: str, name: str) -> tuple[str, ...]:
+        with self._lock:
+            state = self._devices.get((pool, name))
+        return () if state is None else state.cdi_devices
+
+    def health(self) -> dict[tuple[str, str], DeviceState]:
+        with self._lock:
+            return dict(self._devices)
+
+    def report(self, inventory: Mapping[str, Sequence[Device]] | None, error: str) -> bool:
+        """A scan of the driver: its devices now (None: the scan failed, every device Unhealthy with ``error``);
+        whether anything changed."""
+        now = int(time.time())
+        with self._lock:
+            if inventory is None:
+                fresh = {key: self._changed(state, False, error, now) for key, state in self._devices.items()}
+            else:
+                fresh = self._states(inventory, now)
+            changed = fresh != self._devices
+            self._devices = fresh
+            listeners = list(self._listeners)
+        if changed:
+            for wake in listeners:
+                wake()
+        return changed
+
+    def _states(self, inventory: Mapping[str, Sequence[Device]], now: int) -> dict[tuple[str, str], DeviceState]:
+        fresh: dict[tuple[str, str], DeviceState] = {}
+        for resource, devices in inventory.items():
+            pool = pool_name(self.node, resource)
+            for device in devices:
+                key = (pool, device_name(device.id))
+                if key in fresh:
+                    log.error("driver %s: devices %s and %s have one DRA name %s; the second is left out",
+                              self.driver, fresh[key].driver_id, device.id, key[1])
+                    continue
+                reason = device.reason if not device.healthy else ""
+                old = self._devices.get(key)
+                cdi = tuple(device.cdi_devices)
+                state = DeviceState(resource, device.id, device.healthy, reason, now, cdi)
+                fresh[key] = state if old is None or old.cdi_devices != cdi else self._changed(
+                    old, device.healthy, reason, now)
+        return fresh
+
+    @staticmethod
+    def _changed(old: DeviceState, healthy: bool, reason: str, now: int) -> DeviceState:
+        if old.healthy == healthy and old.reason == reason:
+            return old
+        return DeviceState(old.resource, old.driver_id, healthy, reason, now, old.cdi_devices)
+
+    def listen(self, wake: Callable[[], None]) -> None:
+        with self._lock:
+            self._listeners.append(wake)
+
+    def unlisten(self, wake: Callable[[], None]) -> None:
+        with self._lock:
+            if wake in self._listeners:
+                self._listeners.remove(wake)
+
+    def rebind(self, runner: DriverRunner) -> None:
+        """The driver was created again (reload, label change): later calls go to the new one."""
+        self.preparer.runner = runner
+
+    # Sockets ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Serve the DRA socket, then the registration socket."""
+        self._loop.run(self._start())
+        log.info("driver %s: serving DRA as %s on %s (registration %s)", self.driver, self.dra_name,
+                 self.socket_path, self.registration_path)
+
+    async def _start(self) -> None:
+        self._servers.append(await self._serve(self.socket_path, DraService(self).handlers()))
+        self._servers.append(await self._serve(self.registration_path, [self.registration.handler()]))
+
+    @staticmethod
+    async def _serve(path: Path, handlers: list[grpc.GenericRpcHandler]) -> grpc.aio.Server:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)  # a socket left by a host that died
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers(handlers)
+        server.add_insecure_port(f"unix://{path}")
+        await server.start()
+        return server
+
+    def stop(self) -> None:
+        """Remove the registration socket (the kubelet deregisters), then stop serving."""
+        self.registration_path.unlink(missing_ok=True)
+        servers, self._servers = list(reversed(self._servers)), []
+        for server in servers:
+            self._loop.run(server.stop(STOP_GRACE_S))
+        self.socket_path.unlink(missing_ok=True)

@@ -1,0 +1,32 @@
+"""DRA names for the host's resources and the drivers' devices.
+
+A DRA device name is a DNS label (at most 63 lower-case letters, digits and '-'), while drivers' IDs
+are GPU UUIDs, PCI addresses and the like. A driver ID that already is a DNS label is its own name;
+any other is lower-cased, every other character made '-', and a hash of the whole ID appended, so
+that the name depends on that ID alone (two IDs never meet in one name, whatever else the node has)
+and a device keeps its name across restarts and reboots. Each resource is one pool, named
+``<node>/<resource>`` (pool names are DNS subdomains joined by '/', unique per driver in a cluster).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+MAX_NAME = 63
+_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_OTHER = re.compile(r"[^a-z0-9]+")
+
+
+def device_name(driver_id: str) -> str:
+    """The DNS-label name under which ``driver_id`` is a DRA device."""
+    if _LABEL.fullmatch(driver_id):
+        return driver_id
+    digest = hashlib.sha256(driver_id.encode()).hexdigest()[:8]
+    stem = _OTHER.sub("-", driver_id.lower()).strip("-")[: MAX_NAME - len(digest) - 1].rstrip("-")
+    return f"{stem}-{digest}" if stem else f"dev-{digest}"
+
+
+def pool_name(node: str, resource: str) -> str:
+    """The pool of ``resource`` on ``node``."""
+    return f"{node}/{resource}"
