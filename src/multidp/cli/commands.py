@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 import msgspec
 
+from multidp.cli import dradevices
 from multidp.cli.exits import EXIT_DRIVER_FAILED, EXIT_OK, EXIT_USAGE, EXIT_WARNINGS, UsageError
 from multidp.config.bylabel import with_host_keys
 from multidp.config.sections import section_variants
@@ -136,6 +138,7 @@ def _close(name: str, driver: Driver) -> None:
 def list_devices(settings: Settings, as_json: bool) -> int:
     """Exit 1 when a driver failed or found something the node would not serve (each says why)."""
     report = scan_all(settings, PluginRegistry())
+    dradevices.annotate(settings, report, dict(os.environ))
     troubled = any(e["state"] == FAILED or e["not_served"] or any(
         "not_served" in d for devices in e["resources"].values() for d in devices) for e in report)
     code = EXIT_DRIVER_FAILED if troubled else EXIT_OK
@@ -152,6 +155,7 @@ def list_devices(settings: Settings, as_json: bool) -> int:
                 problem = refused or d.get("not_served")
                 details = (f"NOT SERVED: {problem}" if problem else
                            d["reason"] or ", ".join(f"{k}={v}" for k, v in d["info"].items()))
+                details = "; ".join(filter(None, [details, dradevices.details(d)]))
                 numa = ",".join(map(str, d["numa_nodes"])) or "-"
                 rows.append([entry["driver"], resource, str(d["id"]), d["health"], numa, str(d["replicas"] or "-"),
                              details])

@@ -14,7 +14,13 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from multidp import __version__
@@ -71,7 +77,34 @@ class HostCollector:
             registrations.add_metric([resource], endpoint.registrations)
             reregistrations.add_metric([resource], max(0, endpoint.registrations - 1))
         yield from (devices, allocations, errors, durations, registrations, reregistrations)
+        yield from self._dra()
         yield from self._drivers()
+
+    def _dra(self) -> Iterator[Metric]:
+        """Drivers served through DRA: devices by health, prepared claims, Prepare and Unprepare calls."""
+        devices = GaugeMetricFamily("multidp_dra_devices", "Devices offered through DRA, by health",
+                                    labels=["driver", "dra_driver", "health"])
+        claims = GaugeMetricFamily("multidp_dra_prepared_claims", "Claims prepared on this node",
+                                   labels=["driver", "dra_driver"])
+        calls = {kind: (SummaryMetricFamily(f"multidp_dra_{kind}_duration_seconds",
+                                            f"Node{kind.capitalize()}Resources handling time per claim",
+                                            labels=["driver", "dra_driver"]),
+                        CounterMetricFamily(f"multidp_dra_{kind}_errors", f"Claims whose {kind} failed",
+                                            labels=["driver", "dra_driver"]))
+                 for kind in ("prepare", "unprepare")}
+        for frontend in self.host.dra.all():
+            names = [frontend.driver, frontend.dra_name]
+            states = frontend.health().values()
+            healthy = sum(1 for s in states if s.healthy)
+            devices.add_metric([*names, Health.HEALTHY.value], healthy)
+            devices.add_metric([*names, Health.UNHEALTHY.value], len(states) - healthy)
+            claims.add_metric(names, len(frontend.preparer.claims))
+            s = frontend.stats
+            calls["prepare"][0].add_metric(names, s.prepares, s.prepare_seconds)
+            calls["prepare"][1].add_metric(names, s.prepare_errors)
+            calls["unprepare"][0].add_metric(names, s.unprepares, s.unprepare_seconds)
+            calls["unprepare"][1].add_metric(names, s.unprepare_errors)
+        yield from (devices, claims, *(family for pair in calls.values() for family in pair))
 
     def _drivers(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("multidp_driver_up", "1 for each driver's current state ('retrying': failed, "
