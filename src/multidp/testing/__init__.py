@@ -3,6 +3,9 @@
 A driver's tests import only :mod:`multidp` and this package.
 
 - :class:`KubeletStandIn`: the kubelet's side of the Device Plugin API.
+- :class:`DraKubelet`: the kubelet's side of DRA (registration, Prepare and
+  Unprepare, the health stream, kubelet restarts and reboots); claims come from
+  :class:`FakeApiServer` (``api.claims.add(...)``).
 - :func:`running_host`: a whole multidp host in-process, pointed at a stand-in.
 - :func:`create_driver`, :func:`driver_config`: a driver, or its config, made
   as the host makes them on a node.
@@ -23,6 +26,8 @@ from multidp.plugins.registry import PluginInfo, PluginRegistry  # noqa: E402
 from multidp.serving.sockets import socket_name  # noqa: E402
 from multidp.testing.apiserver import FakeApiServer  # noqa: E402
 from multidp.testing.dists import fake_distribution  # noqa: E402
+from multidp.testing.drakubelet import DraKubelet
+from multidp.testing.draview import DraCallFailed, DraPluginView, HealthEntry, PrepareAnswer, PreparedDevice
 from multidp.testing.drivers import check_config, create_driver, driver_config
 from multidp.testing.host import running_host, simulation_of
 from multidp.testing.kubelet import KubeletStandIn
@@ -33,13 +38,19 @@ from multidp.testing.wire import allocate_request, preferred_request, response_d
 
 __all__ = [
     "AllocationFailed",
+    "DraCallFailed",
+    "DraKubelet",
+    "DraPluginView",
     "FakeApiServer",
+    "HealthEntry",
     "Host",
     "KubeletAllocation",
     "KubeletStandIn",
     "PluginInfo",
     "PluginOptions",
     "PluginRegistry",
+    "PrepareAnswer",
+    "PreparedDevice",
     "Registration",
     "ResourceView",
     "SampleConfig",

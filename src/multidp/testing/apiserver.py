@@ -10,7 +10,9 @@ Enough of the real protocol for a client: GET /api/v1/nodes/<name> answers the
 Node; GET /api/v1/nodes?watch=true&fieldSelector=metadata.name=<name> streams
 JSON lines ({"type": "MODIFIED", "object": <Node>}) as labels change, and ends
 the watch after ``timeoutSeconds`` (with a BOOKMARK first when the client
-allows them), as the real API server does. Tests can change labels, drop the
+allows them), as the real API server does. It also holds ResourceClaims
+(``claims``, a :class:`~multidp.testing.claims.ClaimStore`) and answers GETs of them
+(``/apis/resource.k8s.io/v1/namespaces/<ns>/resourceclaims/<name>``). Tests can change labels, drop the
 watch connections, answer 403 to everything, and misbehave: accept a request
 and never answer it (a half-open connection), or end every watch at once, with
 410 Gone, with an expired-version ERROR event, or with garbage.
@@ -26,12 +28,15 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlparse
 
+from multidp.testing.claims import ClaimStore, claim_path
+
 
 class FakeApiServer(ThreadingHTTPServer):
     """One Node named ``node`` with ``labels``, served from the moment it is made; :meth:`close` when done.
 
     ``url`` is its address, :meth:`kubeconfig` a kubeconfig for it (``KUBECONFIG``). Tests may change
     ``forbidden`` (True: every request answered 403) and read ``requests`` (every path asked for).
+    ``claims`` holds the ResourceClaims (its ``forbidden_claims`` refuses claim GETs only).
 
     Misbehaviour: ``stall_gets`` / ``stall_watches`` (True: such a request is read and never answered,
     not even after the switch is turned off again, until :meth:`drop_watches` or :meth:`close`; ``stalled``
@@ -54,6 +59,7 @@ class FakeApiServer(ThreadingHTTPServer):
         self.stalled = 0
         self.watch_answer: Literal["end", "gone", "expired", "garbage"] | None = None
         self.requests: list[str] = []
+        self.claims = ClaimStore()
         self.cond = threading.Condition()
         self._generation = 0  # bumped to drop every open watch
         threading.Thread(target=self.serve_forever, daemon=True).start()
@@ -129,6 +135,11 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlparse(self.path)
         query = parse_qs(url.query)
         api.requests.append(self.path)
+        claim = claim_path(url.path)
+        if claim is not None:
+            if api.stall_gets and not (api.forbidden or api.claims.forbidden_claims):
+                return self._stall()
+            return self._json(*api.claims.answer(*claim, forbidden=api.forbidden))
         if api.forbidden:
             status = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403,
                       "message": f'nodes "{api.node}" is forbidden: User "system:serviceaccount:x:y" cannot get'}

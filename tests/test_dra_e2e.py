@@ -1,0 +1,238 @@
+"""DRA end to end: a host serving the sample driver through DRA, the DRA kubelet stand-in, a fake API
+server holding the claims, real unix sockets. Restarts, reboots and bad checkpoints included."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from multidp.api.services import DRA_V1
+from multidp.dra.names import device_name
+from multidp.model import ContainerAllocation
+from multidp.testing import FakeApiServer, Host, SampleDriver, SamplePlugin, running_host, short_socket_dir, wait_until
+from multidp.testing.drakubelet import DraKubelet
+
+DRA_NAME = "sample.multidp.io"
+NODE = "node-a"
+WIDGET = "example.com/widget"
+POOL = f"{NODE}/{WIDGET}"
+
+
+@dataclass
+class Env:
+    root: Path
+    api: FakeApiServer
+    kubelet: DraKubelet
+    plugin: SamplePlugin
+    start: Callable[..., AbstractContextManager[Host]]
+
+    @property
+    def cdi(self) -> Path:
+        return self.root / "dp" / "cdi"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.root / "pl" / DRA_NAME / "checkpoint.json"
+
+    def claim(self, name: str, *devices: str, request: str = "widgets") -> tuple[str, str, str]:
+        results = [{"request": request, "driver": DRA_NAME, "pool": POOL, "device": device_name(d)} for d in devices]
+        obj = self.api.claims.add("ns", name, results)
+        return ("ns", obj["metadata"]["uid"], name)
+
+    def reboot(self) -> None:
+        (self.root / "boot_id").write_text("boot-2\n")
+        for spec in self.cdi.glob("*.json"):
+            spec.unlink()  # /var/run/cdi is tmpfs
+
+
+@pytest.fixture
+def env() -> Iterator[Env]:
+    root = short_socket_dir()
+    try:
+        (root / "boot_id").write_text("boot-1\n")
+        api = FakeApiServer(NODE)
+        kubeconfig = api.kubeconfig(root)
+        kubelet = DraKubelet(root / "reg")
+        kubelet.start()
+        plugin = SamplePlugin()
+
+        def start(drivers: dict[str, Any] | None = None, driver_plugin: Any = None) -> AbstractContextManager[Host]:
+            return running_host(root / "dp", {"sample": driver_plugin or plugin},
+                                drivers=drivers or {"sample": {"frontend": "dra"}},
+                                environ={"KUBECONFIG": str(kubeconfig), "NODE_NAME": NODE},
+                                dra_plugins_dir=root / "pl", dra_registry_dir=root / "reg",
+                                boot_id_file=root / "boot_id")
+
+        try:
+            yield Env(root, api, kubelet, plugin, start)
+        finally:
+            kubelet.stop()
+            api.close()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def allocations(plugin: SamplePlugin) -> list[Any]:
+    return [request for driver in plugin.drivers for call, request in driver.calls if call == "allocate"]
+
+
+def test_a_claim_is_prepared_with_cdi_ids_and_unprepared(env: Env):
+    with env.start():
+        view = env.kubelet.wait_registered(DRA_NAME)
+        assert view.dra_service == DRA_V1
+        claim = env.claim("c1", "widget-0", "widget-1")
+        answer = env.kubelet.prepare(DRA_NAME, [claim])[claim[1]]
+        assert answer.error == ""
+        assert sorted(d.device for d in answer.devices) == ["widget-0", "widget-1"]
+        ids = {d.device: list(d.cdi_ids) for d in answer.devices}
+        # each device its own declared CDI name; the per-claim spec's device once, on the first
+        assert ids == {"widget-0": ["example.com/widget=widget-0", f"{DRA_NAME}/claim={claim[1]}-0"],
+                       "widget-1": ["example.com/widget=widget-1"]}
+        spec = json.loads((env.cdi / f"multidp-{DRA_NAME}_claim-{claim[1]}.json").read_text())
+        edits = spec["devices"][0]["containerEdits"]
+        assert [n["path"] for n in edits["deviceNodes"]] == ["/dev/widget-0", "/dev/widget-1"]
+        assert edits["env"] == ["WIDGET_DEVICES=widget-0,widget-1"]
+        request = allocations(env.plugin)[-1]
+        assert (request.claim_uid, request.request_name, request.device_ids) == (claim[1], "widgets",
+                                                                                ("widget-0", "widget-1"))
+        assert env.kubelet.unprepare(DRA_NAME, [claim]) == {claim[1]: ""}
+        assert not list(env.cdi.glob("*_claim-*.json"))
+        assert env.kubelet.unprepare(DRA_NAME, [("ns", "no-such-uid", "gone")]) == {"no-such-uid": ""}
+
+
+def test_device_plugin_resources_are_not_offered_in_dra_mode(env: Env, kubelet):
+    with env.start() as host:
+        env.kubelet.wait_registered(DRA_NAME)
+        assert host.endpoints == {}
+        assert not list((env.root / "dp").glob("*.sock"))
+
+
+def test_each_claim_fails_alone_naming_why(env: Env):
+    with env.start():
+        env.kubelet.wait_registered(DRA_NAME)
+        first = env.claim("first", "widget-0")
+        taken = env.claim("taken", "widget-0")
+        elsewhere = env.claim("elsewhere", "widget-99")
+        stale = ("ns", "old-uid", "first")
+        missing = ("ns", "uid-x", "missing")
+        answers = env.kubelet.prepare(DRA_NAME, [first, taken, elsewhere, stale, missing])
+        assert answers[first[1]].error == ""
+        assert "already prepared for claim ns/first" in answers[taken[1]].error
+        assert "widget-99" in answers[elsewhere[1]].error and "not a device" in answers[elsewhere[1]].error
+        assert "has UID" in answers["old-uid"].error
+        assert "not found" in answers["uid-x"].error
+
+
+def test_an_answer_with_annotations_is_refused(env: Env):
+    class Annotating(SampleDriver):
+        def allocate(self, request: Any) -> ContainerAllocation:
+            answer = super().allocate(request)
+            answer.annotations = {"vendor.com/visible": "0"}
+            return answer
+
+    with env.start(driver_plugin=SamplePlugin(Annotating)):
+        env.kubelet.wait_registered(DRA_NAME)
+        claim = env.claim("c1", "widget-0")
+        error = env.kubelet.prepare(DRA_NAME, [claim])[claim[1]].error
+        assert "annotations (vendor.com/visible)" in error
+        assert not list(env.cdi.glob("*_claim-*.json"))
+        assert json.loads(env.checkpoint.read_text())["data"]["claims"] == {}
+
+
+def test_a_host_restart_keeps_prepared_claims(env: Env):
+    with env.start():
+        env.kubelet.wait_registered(DRA_NAME)
+        claim = env.claim("c1", "widget-0")
+        before = env.kubelet.prepare(DRA_NAME, [claim])[claim[1]]
+    env.api.claims.remove("ns", "c1")  # answered from the checkpoint: no GET needed
+    with env.start():
+        env.kubelet.wait_registered(DRA_NAME)
+        calls = len(allocations(env.plugin))
+        again = env.kubelet.prepare(DRA_NAME, [claim])[claim[1]]
+        assert again == before and len(allocations(env.plugin)) == calls
+        other = env.claim("c2", "widget-0")
+        assert "already prepared for claim ns/c1" in env.kubelet.prepare(DRA_NAME, [other])[other[1]].error
+        # dra-example-driver#259: a spec file lost meanwhile is written again before answering
+        (env.cdi / f"multidp-{DRA_NAME}_claim-{claim[1]}.json").unlink()
+        assert env.kubelet.prepare(DRA_NAME, [claim])[claim[1]] == before
+        assert (env.cdi / f"multidp-{DRA_NAME}_claim-{claim[1]}.json").exists()
+
+
+def test_after_a_reboot_answers_are_derived_again_not_replayed(env: Env):
+    with env.start():
+        env.kubelet.wait_registered(DRA_NAME)
+        claim = env.claim("c1", "widget-1")
+        before = env.kubelet.prepare(DRA_NAME, [claim])[claim[1]]
+    env.reboot()
+    env.api.claims.remove("ns", "c1")
+    with env.start():
+        env.kubelet.wait_registered(DRA_NAME)
+        calls = len(allocations(env.plugin))
+        replayed = env.kubelet.reboot_replay(DRA_NAME)  # kubernetes#141433: the kubelet prepares again
+        assert replayed[claim[1]] == before
+        assert len(allocations(env.plugin)) == calls + 1
+        assert allocations(env.plugin)[-1].device_ids == ("widget-1",)
+        assert (env.cdi / f"multidp-{DRA_NAME}_claim-{claim[1]}.json").exists()
+        stored = json.loads(env.checkpoint.read_text())["data"]["claims"][claim[1]]
+        assert stored["boot_id"] == "boot-2"
+
+
+def test_a_half_prepared_claim_is_cleaned_up_at_start(env: Env):
+    from multidp.dra.checkpoint import PREPARING, Checkpoint, Contents, PreparedClaim
+
+    spec = env.cdi / f"multidp-{DRA_NAME}_claim-u9.json"
+    spec.parent.mkdir(parents=True)
+    spec.write_text("{}")
+    Checkpoint(env.checkpoint).save(Contents({"u9": PreparedClaim("u9", "ns", "c9", PREPARING, (), (str(spec),))}))
+    with env.start():
+        env.kubelet.wait_registered(DRA_NAME)
+        assert not spec.exists()
+        assert json.loads(env.checkpoint.read_text())["data"]["claims"] == {}
+
+
+def test_a_corrupt_checkpoint_stops_prepare_but_not_unprepare(env: Env):
+    env.checkpoint.parent.mkdir(parents=True)
+    env.checkpoint.write_text('{"kind": "MultidpDRACheckpoint", "version": 1, "checksum": "x", "data": {}}')
+    with env.start():
+        env.kubelet.wait_registered(DRA_NAME)
+        claim = env.claim("c1", "widget-0")
+        error = env.kubelet.prepare(DRA_NAME, [claim])[claim[1]].error
+        assert str(env.checkpoint) in error and "checksum" in error
+        assert env.kubelet.unprepare(DRA_NAME, [claim]) == {claim[1]: ""}
+
+
+def test_health_changes_reach_the_health_stream(env: Env):
+    with env.start():
+        env.kubelet.wait_registered(DRA_NAME)
+        key = (POOL, "widget-2")
+        env.kubelet.wait_health(DRA_NAME, lambda h: key in h and h[key].health == "Healthy", 10)
+        assert env.plugin.hardware is not None
+        env.plugin.hardware.set_health(WIDGET, "widget-2", False, "fan stopped")
+        env.kubelet.wait_health(DRA_NAME, lambda h: h[key].health == "Unhealthy" and h[key].message == "fan stopped",
+                                10)
+        env.plugin.hardware.set_health(WIDGET, "widget-2", True)
+        env.kubelet.wait_health(DRA_NAME, lambda h: h[key].health == "Healthy", 10)
+
+
+def test_a_kubelet_restart_registers_again_and_claims_stay(env: Env):
+    with env.start():
+        env.kubelet.wait_registered(DRA_NAME)
+        claim = env.claim("c1", "widget-3")
+        before = env.kubelet.prepare(DRA_NAME, [claim])[claim[1]]
+        env.kubelet.restart()
+        env.kubelet.wait_registered(DRA_NAME)
+        assert env.kubelet.prepare(DRA_NAME, [claim])[claim[1]] == before
+
+
+def test_stopping_removes_the_sockets(env: Env):
+    with env.start():
+        env.kubelet.wait_registered(DRA_NAME)
+    assert not list(env.root.rglob("*.sock"))
+    wait_until(lambda: DRA_NAME not in env.kubelet.plugins, 10)
