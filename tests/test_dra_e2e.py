@@ -236,3 +236,19 @@ def test_stopping_removes_the_sockets(env: Env):
         env.kubelet.wait_registered(DRA_NAME)
     assert not list(env.root.rglob("*.sock"))
     wait_until(lambda: DRA_NAME not in env.kubelet.plugins, 10)
+
+
+def test_metrics_count_prepares_and_prepared_claims(env: Env):
+    from multidp.observe.metrics import HostCollector
+
+    with env.start() as host:
+        env.kubelet.wait_registered(DRA_NAME)
+        good, bad = env.claim("c1", "widget-0"), env.claim("c2", "widget-0")
+        env.kubelet.prepare(DRA_NAME, [good, bad])
+        samples = {(s.name, s.labels.get("health", "")): s.value
+                   for family in HostCollector(host).collect() for s in family.samples
+                   if s.name.startswith("multidp_dra_")}
+        assert samples[("multidp_dra_prepared_claims", "")] == 1
+        assert samples[("multidp_dra_prepare_duration_seconds_count", "")] == 2
+        assert samples[("multidp_dra_prepare_errors_total", "")] == 1
+        assert samples[("multidp_dra_devices", "Healthy")] == 5
