@@ -35,11 +35,15 @@ class FpgaDriver(Driver):
     vanish show up at the next scan without a restart. A scan first repeats the
     reads of the last full scan (:mod:`multidp_fpga.reads`): when every answer
     is the same, so is the result, and the rest of the work is skipped.
+
+    ``dra`` (the host serves the devices through DRA): answers are device nodes, mounts and CDI names
+    only, which the host can hand over as CDI; Intel's region-mode annotation is left out.
     """
 
     def __init__(self, config: FpgaConfig, sysfs_root: Path, dev_root: Path, log: logging.Logger,
-                 amd: AmdSettings | None = None) -> None:
+                 amd: AmdSettings | None = None, dra: bool = False) -> None:
         self.config = config
+        self.dra = dra  # served through DRA: answers without annotations (see allocate)
         self.poll_interval = config.poll_interval
         self.log = log
         self.reads = Reads()
@@ -110,7 +114,10 @@ class FpgaDriver(Driver):
                 raise AllocationRefused(f"{request.resource}: device {device_id} is no longer on this node")
             answer.device_nodes.extend(grant.device_nodes)
             answer.mounts.extend(grant.mounts)
-            answer.annotations.update(grant.annotations)
+            if not self.dra:
+                # Intel's region-mode annotation; through DRA there are none, and Intel's CRI hook (run by the
+                # CDI device) no longer reads it since v0.31.
+                answer.annotations.update(grant.annotations)
             answer.cdi_devices.extend(d for d in grant.cdi_devices if d not in answer.cdi_devices)
         return answer
 

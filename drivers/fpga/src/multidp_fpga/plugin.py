@@ -9,7 +9,8 @@ from multidp import Driver, DriverContext, Simulation, hookimpl
 
 from multidp_fpga.config import FpgaConfig, validate
 
-MULTIDP_DRIVER_API = "1.2"  # the multidp driver API this plugin is written for (Device.cdi_devices)
+# The multidp driver API this plugin is written for (Device.cdi_devices; 1.3: frontend, DRA mode).
+MULTIDP_DRIVER_API = "1.3"
 
 
 @hookimpl
@@ -37,4 +38,5 @@ def multidp_create_driver(context: DriverContext) -> Driver:
     # AMD's variables and NameCustomize.json are read (and refused or warned about) even when checking.
     amd = resolve(config, context.environ, context.log, context.local_path) if config.amd else None
     # Creating the driver reads no sysfs (scans do), so a checking host can create and close it.
-    return FpgaDriver(config, context.sysfs_root, context.dev_root, context.log, amd)
+    # In DRA mode answers carry no annotation (driver.py): DRA cannot pass one on.
+    return FpgaDriver(config, context.sysfs_root, context.dev_root, context.log, amd, dra=context.frontend == "dra")

@@ -21,7 +21,8 @@ from multidp_nvidia.imex import ImexChannelMissing
 from multidp_nvidia.nvml import load_pynvml
 from multidp_nvidia.settings import resolve
 
-MULTIDP_DRIVER_API = "1.2"  # the multidp driver API this plugin is written for (checking, local_path, cdi_devices)
+# The multidp driver API this plugin is written for (checking, local_path, cdi_devices; 1.3: frontend, DRA mode).
+MULTIDP_DRIVER_API = "1.3"
 
 
 def create(context: DriverContext, nvml_source: Callable[[], Any] | None = None,
@@ -30,7 +31,8 @@ def create(context: DriverContext, nvml_source: Callable[[], Any] | None = None,
     ``recover_after`` the default recovery time (the config's ``health.recoverAfter`` wins)."""
     config = context.config if isinstance(context.config, NvidiaConfig) else NvidiaConfig()
     # Every file the config names is read where context.local_path says (config check --file POD=LOCAL).
-    settings = resolve(config, context.environ, context.local_path)
+    # In DRA mode (context.frontend) what cannot work is refused and every answer is CDI (dra_mode).
+    settings = resolve(config, context.environ, context.local_path, context.frontend)
     for warning in settings.warnings:
         context.log.warning("%s", warning)
     simulation = context.simulation

@@ -11,7 +11,7 @@ NVIDIA's plugin would ignore becomes one warning each (``Settings.warnings``).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from multidp import DNS1123_SUBDOMAIN, ConfigError
 
 from multidp_nvidia.cdi_hooks import HOOK_NAMES
 from multidp_nvidia.config import DEFAULT_IGNORED_XIDS, Flags, NvidiaConfig, NvidiaFileConfig, PluginFlags
+from multidp_nvidia.dra_mode import DRA, DRA_STRATEGIES, FILE, SECTION, SHORTCUTS, VARIABLES, check_dra_config
 from multidp_nvidia.file_naming import discard_naming
 from multidp_nvidia.flag_checks import checked_flags
 from multidp_nvidia.layering import KEY, RESOURCE_PREFIX, checked_name, pick, plain_root
@@ -88,11 +89,13 @@ def _strategies(value: str | list[str] | None) -> tuple[str, ...]:
 
 
 def resolve(config: NvidiaConfig, environ: Mapping[str, str],
-            local_path: Callable[[str], Path] = Path) -> Settings:
+            local_path: Callable[[str], Path] = Path, frontend: str = "device-plugin") -> Settings:
     """One :class:`Settings` from the driver's section, NVIDIA's variables and NVIDIA's file.
 
     ``local_path`` maps the file's path to where it is read (``DriverContext.local_path``).
-    An error that the file alone causes names the file (``source``) and its key.
+    An error that the file alone causes names the file (``source``) and its key. With ``frontend``
+    ``dra`` what cannot work through DRA is refused first and the answers are CDI only
+    (:mod:`multidp_nvidia.dra_mode`).
     """
     file_key = f"{KEY}.configFile" if config.config_file else "CONFIG_FILE"
     file_path = config.config_file or environ.get("CONFIG_FILE") or None
@@ -106,9 +109,12 @@ def resolve(config: NvidiaConfig, environ: Mapping[str, str],
         mps_root=config.mps_root))
     check_layer(config, f"{KEY}.", None)
     layers: list[Any] = [shortcuts, config, env_layer(environ)]
+    named = list(zip((SHORTCUTS, SECTION, VARIABLES), layers, strict=True))
     warnings: list[str] = []
     if not file_path:
-        return _combine(config, layers, environ, warnings)
+        if frontend == DRA:
+            check_dra_config(named)
+        return _for_frontend(_combine(config, layers, environ, warnings), frontend)
     # Imported here: NVIDIA's file format (its shape tables) is read only on a node that names a file.
     from multidp_nvidia.nvidia_file import read_nvidia_file, source_of
 
@@ -118,12 +124,21 @@ def resolve(config: NvidiaConfig, environ: Mapping[str, str],
     check_layer(file, "", source)
     file, discarded = discard_naming(file, source)  # as NVIDIA v0.20.0 does after reading it
     warnings += discarded
+    if frontend == DRA:
+        check_dra_config([*named, (FILE, file)], source)
     try:
-        return _combine(config, [*layers, file], environ, warnings)
+        return _for_frontend(_combine(config, [*layers, file], environ, warnings), frontend)
     except ConfigError as exc:
         if exc.source is None and _file_is_to_blame(exc, config, layers, file, environ):
             raise ConfigError(exc.key.removeprefix(f"{KEY}."), exc.message, source) from exc
         raise
+
+
+def _for_frontend(settings: Settings, frontend: str) -> Settings:
+    """DRA mode answers with the driver's CDI devices only (its config was checked: nothing else was asked)."""
+    if frontend != DRA:
+        return settings
+    return replace(settings, list_strategies=DRA_STRATEGIES, pass_device_specs=False)
 
 
 def _file_is_to_blame(exc: ConfigError, config: NvidiaConfig, layers: list[Any], file: NvidiaFileConfig,

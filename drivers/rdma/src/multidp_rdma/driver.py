@@ -62,13 +62,15 @@ class PoolState:
 
 class RdmaDriver(Driver):
     def __init__(self, config: RdmaConfig, pools: Sequence[Pool], sysfs_root: Path, dev_root: Path,
-                 log: logging.Logger, claims: Sequence[Claim] = (), simulation: object = None) -> None:
+                 log: logging.Logger, claims: Sequence[Claim] = (), simulation: object = None,
+                 dra: bool = False) -> None:
         self.config = config
         self.pools = list(pools)
         self.claims = tuple(claims)  # an SR-IOV file's selector objects in file order (pools.assign)
         self.root = SysfsRoot(sysfs_root)
         self.dev_root = Path(dev_root)
         self.log = log
+        self.dra = dra  # served through DRA: CDI names travel in the claim's answer, never in an annotation
         self.poll_interval = config.poll_interval
         self._discovery_log = ProblemLog(log)
         self._simulation = simulation
@@ -220,10 +222,12 @@ class RdmaDriver(Driver):
         if self._devinfo is not None and state.pool.rules.devinfo and not state.pool.shared:
             self._devinfo.store(request.resource, members, self._discovery.devices)
         if self.config.use_cdi:
+            names = list(cdiedits.qualified_names(state.pool, members))
+            if self.dra:  # the claim's answer carries the CDI IDs; DRA has no annotations
+                return replace(allocation, device_nodes=[], cdi_devices=names)
             kind = cdiedits.kind(state.pool)
             return replace(allocation, device_nodes=[], cdi_field=False,
-                           cdi_annotation_key=cdiedits.annotation_key(kind),
-                           cdi_devices=list(cdiedits.qualified_names(state.pool, members)))
+                           cdi_annotation_key=cdiedits.annotation_key(kind), cdi_devices=names)
         return allocation
 
     def cdi_specs(self) -> Sequence[CDISpec]:

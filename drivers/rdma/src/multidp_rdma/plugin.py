@@ -8,10 +8,12 @@ from typing import Any
 import multidp
 from multidp import ConfigError, Driver, DriverContext, Simulation
 
-from multidp_rdma.config import RdmaConfig, Rules, resolve_pools
+from multidp_rdma.config import Pool, RdmaConfig, Rules, resolve_pools
 from multidp_rdma.poolconfig import Claim
 
-MULTIDP_DRIVER_API = "1.2"  # the multidp driver API this plugin is written for (checking, local_path, cdi_devices)
+# The multidp driver API this plugin is written for (checking, local_path, cdi_devices; 1.3: frontend, DRA mode).
+MULTIDP_DRIVER_API = "1.3"
+DRA = "dra"
 
 
 @multidp.hookimpl
@@ -65,7 +67,19 @@ def multidp_create_driver(context: DriverContext) -> Driver:
         if pool.shared and pool.replicas == 0:
             context.log.warning("%s: rdmaHcaMax 0: the pool advertises no devices (a placeholder, as in "
                                 "Mellanox's plugin)", pool.resource)
+    dra = context.frontend == DRA
+    if dra:
+        _warn_dra_replicas(pools, context)
     if context.checking:  # config check: everything is validated; touch no hardware
         return Driver()
     return RdmaDriver(config, pools, context.sysfs_root, context.dev_root, context.log, claims,
-                      simulation=context.simulation)
+                      simulation=context.simulation, dra=dra)
+
+
+def _warn_dra_replicas(pools: list[Pool], context: DriverContext) -> None:
+    """Through DRA the host offers a device with replicas once: such a shared pool serves one claim at a time."""
+    for pool in pools:
+        if pool.shared and pool.replicas and not pool.rules.index_ids:
+            context.log.warning("%s: a shared pool with replicas (<pool>::n) is offered once through DRA, so one "
+                                "claim at a time holds it; set drivers.%s.sharedIds: index to offer rdmaHcaMax "
+                                "devices (0 ... N-1) that each give the whole pool", pool.resource, context.name)
