@@ -14,6 +14,7 @@ import threading
 from collections.abc import Mapping, Sequence
 
 from multidp import (
+    DRIVER_API_VERSION,
     AllocationRequest,
     ContainerAllocation,
     Device,
@@ -24,6 +25,8 @@ from multidp import (
     Notify,
     hookimpl,
 )
+
+MULTIDP_DRIVER_API = DRIVER_API_VERSION  # shipped with the host: its own version (DRA mode needs 1.3)
 
 RESOURCE = "bench.multidp.io/dev"
 

@@ -11,12 +11,15 @@ Measured side by side with a minimal grpcio plugin (minimal_plugin.py):
 - idle: CPU per minute, threads and wake-ups of multidp with each real driver and all of them, beside
   the minimal plugin serving as many resources (idle.py);
 - start → registered with each real driver on its simulated tree (startup.py), and import time per
-  module under -X importtime (imports.py).
+  module under -X importtime (imports.py);
+- DRA (dra.py): NodePrepareResources / NodeUnprepareResources p50/p99 for one device, beside Allocate on
+  the same device through the device plugin, and resident memory in both modes.
 
 Each figure is printed with the bar it is held to (docs/design.md, "Performance bars"). Without a
 section flag every section runs. Usage:
-  python bench/run.py [--serving] [--idle] [--start] [--imports] [--sizes 1,1000,10000] [--calls 3000]
-                      [--restarts 10] [--starts 7] [--idle-seconds 30] [--import-spawns 3] [--json PATH]
+  python bench/run.py [--serving] [--idle] [--start] [--imports] [--dra] [--sizes 1,1000,10000] [--calls 3000]
+                      [--restarts 10] [--starts 7] [--idle-seconds 30] [--import-spawns 3] [--dra-calls 300]
+                      [--json PATH]
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from typing import Any
 
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
+import dra  # noqa: E402
 import idle  # noqa: E402
 import imports  # noqa: E402
 import startup  # noqa: E402
@@ -49,7 +53,7 @@ from spawn import driver_targets, resource_counts  # noqa: E402
 
 from multidp.testing import FakeApiServer, fake_distribution, short_socket_dir  # noqa: E402
 
-SECTIONS = ("serving", "idle", "start", "imports")
+SECTIONS = ("serving", "idle", "start", "imports", "dra")
 
 
 def render(rows: list[list[str]], header: list[str]) -> str:
@@ -92,12 +96,15 @@ def main() -> int:
     parser.add_argument("--idle", action="store_true", help="idle CPU, threads, wake-ups")
     parser.add_argument("--start", action="store_true", help="start → registered with the real drivers")
     parser.add_argument("--imports", action="store_true", help="import time per module (-X importtime)")
+    parser.add_argument("--dra", action="store_true",
+                        help="DRA: Prepare / Unprepare beside Allocate on the same device, and memory in both modes")
     parser.add_argument("--sizes", default="1,1000,10000")
     parser.add_argument("--calls", type=int, default=3000)
     parser.add_argument("--restarts", type=int, default=10)
     parser.add_argument("--starts", type=int, default=7, help="spawns of each plugin for start → registered")
     parser.add_argument("--idle-seconds", type=float, default=30.0, help="the idle window (60 for a steadier figure)")
     parser.add_argument("--import-spawns", type=int, default=3, help="spawns of each target under -X importtime")
+    parser.add_argument("--dra-calls", type=int, default=300, help="Prepare / Unprepare / Allocate calls of --dra")
     parser.add_argument("--json", default=str(HERE / "results" / "latest.json"))
     args = parser.parse_args()
     chosen = [s for s in SECTIONS if getattr(args, s)] or list(SECTIONS)
@@ -122,6 +129,11 @@ def main() -> int:
         assert counts is not None
         report["imports"] = result = imports.import_times(args.import_spawns, counts)
         print("\n" + render(*reversed(imports.table(result))) + "\n" + imports.top_modules(result))
+    if "dra" in chosen:
+        print("… DRA: a device-plugin host and a DRA host, side by side", file=sys.stderr, flush=True)
+        report["dra"] = result = dra.measure(args.dra_calls)
+        header, rows = dra.table(result)
+        print("\n" + render(rows, header) + "\n" + dra.summary(result))
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2))
     print(f"\nJSON: {args.json}")
