@@ -29,6 +29,7 @@ class PreparedDevice:
 
     @classmethod
     def from_wire(cls, device: Any) -> PreparedDevice:
+        """One ``Device`` of a NodePrepareResourceResponse, as plain data."""
         return cls(list(device.request_names), device.pool_name, device.device_name, list(device.cdi_device_ids),
                    device.share_id)
 
