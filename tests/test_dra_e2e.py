@@ -123,8 +123,10 @@ def test_each_claim_fails_alone_naming_why(env: Env):
         stale = ("ns", "old-uid", "first")
         missing = ("ns", "uid-x", "missing")
         answers = env.kubelet.prepare(DRA_NAME, [first, taken, elsewhere, stale, missing])
-        assert answers[first[1]].error == ""
-        assert "already prepared for claim ns/first" in answers[taken[1]].error
+        # the two claims of widget-0 are read at the same time: one wins, the other names it
+        (winner,) = [c for c in (first, taken) if answers[c[1]].error == ""]
+        loser = taken if winner is first else first
+        assert f"already prepared for claim ns/{winner[2]}" in answers[loser[1]].error
         assert "widget-99" in answers[elsewhere[1]].error and "not a device" in answers[elsewhere[1]].error
         assert "has UID" in answers["old-uid"].error
         assert "not found" in answers["uid-x"].error
@@ -252,3 +254,29 @@ def test_metrics_count_prepares_and_prepared_claims(env: Env):
         assert samples[("multidp_dra_prepare_duration_seconds_count", "")] == 2
         assert samples[("multidp_dra_prepare_errors_total", "")] == 1
         assert samples[("multidp_dra_devices", "Healthy")] == 5
+
+
+def test_devices_that_need_unwritable_cdi_specs_are_unhealthy_and_bad_devices_left_out(env: Env):
+    from multidp.model import Device
+
+    class Broken(SampleDriver):
+        def cdi_specs(self) -> Any:
+            raise RuntimeError("no libcuda here")
+
+        def scan(self) -> Any:
+            inventory = dict(super().scan())
+            inventory["example.com/other"] = ["not a device", Device(""), Device("ok-0")]
+            inventory["Not A Name"] = [Device("x")]
+            return inventory
+
+    with env.start(driver_plugin=SamplePlugin(Broken)) as host:
+        env.kubelet.wait_registered(DRA_NAME)
+        key = (POOL, "widget-0")
+        env.kubelet.wait_health(DRA_NAME, lambda h: key in h and h[key].health == "Unhealthy", 10)
+        health = env.kubelet.health(DRA_NAME)
+        assert "needs CDI device example.com/widget=widget-0, but" in health[key].message
+        assert "no libcuda here" in health[key].message
+        assert health[(f"{NODE}/example.com/widget-shared", "widget-shared-0")].health == "Healthy"  # names no CDI
+        assert {name for pool, name in health if pool == f"{NODE}/example.com/other"} == {"ok-0"}
+        assert not [pool for pool, _ in health if "Not A Name" in pool]
+        assert host.dra.all()[0].preparer.broken is None

@@ -13,9 +13,12 @@ from collections.abc import Mapping, Sequence
 from multidp.config.settings import Settings
 from multidp.dra.frontend import DraFrontend
 from multidp.model import Device
+from multidp.names import resource_name_problem
 from multidp.plugins.runner import DriverRunner
 from multidp.serving.cdi import CDIRegistry
 from multidp.serving.cdipublish import publish_driver_specs
+from multidp.serving.devicecheck import as_list, device_problem, label
+from multidp.serving.resource import cdi_marked
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +32,7 @@ class DraFrontends:
         self._frontends: dict[str, DraFrontend] = {}
         self._started: set[str] = set()
         self._closed = False
+        self._logged: set[tuple[str, str]] = set()
 
     def all(self) -> list[DraFrontend]:
         with self._lock:
@@ -61,11 +65,44 @@ class DraFrontends:
             return
         if first:
             publish_driver_specs(runner, self.cdi, self.settings.timeouts.scan)
+        if inventory is not None:
+            inventory = self._usable(runner.name, inventory)
         changed = frontend.report(inventory, error)
         if first:
             frontend.start()
         elif inventory is not None and (changed or self.cdi.error(runner.name) is not None):
             publish_driver_specs(runner, self.cdi, self.settings.timeouts.scan)
+
+    def _usable(self, driver: str, inventory: Mapping[str, Sequence[Device]]) -> dict[str, Sequence[Device]]:
+        """The scan with what the host cannot offer left out (logged once each, as for device plugins),
+        and, while the driver's CDI specs cannot be written, its devices that need them Unhealthy."""
+        usable: dict[str, Sequence[Device]] = {}
+        problem = self.cdi.error(driver)
+        for resource, devices in inventory.items():
+            why = (resource_name_problem(resource) if isinstance(resource, str)
+                   else f"its name is a {type(resource).__name__}, not a string")
+            items = as_list(devices)
+            if why is None and items is None:
+                why = f"its devices are a {type(devices).__name__}, not a list"
+            if why is not None or items is None:
+                self._once(driver, f"resource {resource!r} left out: {why}")
+                continue
+            seen: set[str] = set()
+            kept: list[object] = []
+            for device in items:
+                if (bad := device_problem(device, seen)) is not None:
+                    self._once(driver, f"resource {resource}: device {label(device)} left out: it {bad}")
+                    continue
+                seen.add(device.id)  # type: ignore[attr-defined]
+                kept.append(device)
+            usable[resource] = [d for d in (cdi_marked(kept, problem) if problem else kept)
+                                if isinstance(d, Device)]
+        return usable
+
+    def _once(self, driver: str, message: str) -> None:
+        if (driver, message) not in self._logged:
+            self._logged.add((driver, message))
+            log.error("driver %s: %s", driver, message)
 
     def retire(self, driver: str) -> None:
         """Stop serving ``driver`` through DRA (its prepared claims stay in its checkpoint)."""

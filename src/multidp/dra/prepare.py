@@ -26,7 +26,7 @@ from multidp.dra.checkpoint import (
     PreparedClaim,
     PreparedDevice,
 )
-from multidp.dra.claims import ClaimProblem, ClaimReader, ClaimRef
+from multidp.dra.claims import AllocatedDevice, ClaimProblem, ClaimReader, ClaimRef
 from multidp.dra.claimspecs import (
     AnswerRefused,
     SpecRefused,
@@ -96,32 +96,45 @@ class ClaimPreparer:
     # Prepare ---------------------------------------------------------------------------
 
     def prepare(self, claim: ClaimRef) -> PrepareResult:
-        """Prepare one claim; the result's ``error`` says why not."""
-        with self._lock:
-            try:
-                return PrepareResult(self._prepare(claim))
-            except Failed as exc:
-                log.error("driver %s: %s", self.driver, exc)
-                return PrepareResult(error=str(exc))
+        """Prepare one claim; the result's ``error`` says why not.
 
-    def _prepare(self, claim: ClaimRef) -> tuple[PreparedDevice, ...]:
+        The claim is read from the API server outside the lock (other claims go on meanwhile); the
+        rest, checkpoint writes included, runs one claim at a time.
+        """
+        try:
+            with self._lock:
+                known = self._known(claim)
+            if known is not None:
+                return PrepareResult(known)
+            try:
+                allocated = self.reader.read(claim, self.dra_name)
+            except ClaimProblem as exc:
+                raise Failed(str(exc)) from None
+            with self._lock:
+                known = self._known(claim)  # prepared by a call that overtook this one
+                return PrepareResult(known if known is not None else self._prepare_new(claim, allocated))
+        except Failed as exc:
+            log.error("driver %s: %s", self.driver, exc)
+            return PrepareResult(error=str(exc))
+
+    def _known(self, claim: ClaimRef) -> tuple[PreparedDevice, ...] | None:
+        """A claim prepared before: its devices (derived again when needed); None for a new claim."""
         if self.broken:
             raise Failed(self.broken)
         stored = self.contents.claims.get(claim.uid)
-        if stored is not None and stored.state == PREPARED:
-            if stored.boot_id == self.boot_id and all(Path(f).exists() for f in stored.spec_files):
-                return stored.devices
-            for device in stored.devices:
-                if self.lookup(device.pool, device.device) != (device.resource, device.driver_id):
-                    raise Failed(f"claim {claim}: device {device.pool}/{device.device} it was prepared with is no "
-                                 "longer on this node")
-            why = "after a reboot" if stored.boot_id != self.boot_id else "its CDI spec file is gone"
-            log.info("driver %s: claim %s prepared before; deriving its answers again (%s)", self.driver, claim, why)
-            return self._derive(claim, stored.devices, stored)
-        try:
-            allocated = self.reader.read(claim, self.dra_name)
-        except ClaimProblem as exc:
-            raise Failed(str(exc)) from None
+        if stored is None or stored.state != PREPARED:
+            return None
+        if stored.boot_id == self.boot_id and all(Path(f).exists() for f in stored.spec_files):
+            return stored.devices
+        for device in stored.devices:
+            if self.lookup(device.pool, device.device) != (device.resource, device.driver_id):
+                raise Failed(f"claim {claim}: device {device.pool}/{device.device} it was prepared with is no "
+                             "longer on this node")
+        why = "after a reboot" if stored.boot_id != self.boot_id else "its CDI spec file is gone"
+        log.info("driver %s: claim %s prepared before; deriving its answers again (%s)", self.driver, claim, why)
+        return self._derive(claim, stored.devices, stored)
+
+    def _prepare_new(self, claim: ClaimRef, allocated: list[AllocatedDevice]) -> tuple[PreparedDevice, ...]:
         devices = []
         for result in allocated:
             found = self.lookup(result.pool, result.device)

@@ -3,7 +3,8 @@
 One set of message classes (v1) serves every version the kubelets of Kubernetes 1.34 and later may
 pick (:mod:`multidp.api.services`): the DRA service as v1 and v1beta1, the health stream as v1,
 v1beta1 and v1alpha1. Prepare and Unprepare run off the loop (they read the API server and call the
-driver); each claim is answered on its own, so one bad claim never fails the others.
+driver); each claim is answered on its own, so one bad claim never fails the others, and the claims
+of one Prepare are read from the API server at the same time.
 """
 
 from __future__ import annotations
@@ -74,13 +75,17 @@ class DraService:
         self.frontend = frontend
 
     async def prepare(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        results = await asyncio.gather(*(self._prepare_one(claim) for claim in _claims(request)))
         answer = dra.NodePrepareResourcesResponse()
-        for claim in _claims(request):
-            started = time.monotonic()
-            result = await asyncio.to_thread(self.frontend.preparer.prepare, claim)
-            self.frontend.stats.prepared(not result.error, time.monotonic() - started)
-            answer.claims[claim.uid].CopyFrom(_prepared(result))
+        for uid, result in results:
+            answer.claims[uid].CopyFrom(_prepared(result))
         return answer
+
+    async def _prepare_one(self, claim: ClaimRef) -> tuple[str, PrepareResult]:
+        started = time.monotonic()
+        result = await asyncio.to_thread(self.frontend.preparer.prepare, claim)
+        self.frontend.stats.prepared(not result.error, time.monotonic() - started)
+        return claim.uid, result
 
     async def unprepare(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         answer = dra.NodeUnprepareResourcesResponse()
