@@ -280,3 +280,30 @@ def test_devices_that_need_unwritable_cdi_specs_are_unhealthy_and_bad_devices_le
         assert {name for pool, name in health if pool == f"{NODE}/example.com/other"} == {"ok-0"}
         assert not [pool for pool, _ in health if "Not A Name" in pool]
         assert host.dra.all()[0].preparer.broken is None
+
+
+def test_a_reload_moves_a_driver_between_front_ends_never_offering_a_device_twice(env: Env):
+    from multidp.testing import KubeletStandIn
+    from multidp.testing.host import make_settings
+
+    kubelet = KubeletStandIn(env.root / "dp").start()
+    try:
+        def settings(frontend: str) -> Any:
+            new = make_settings(env.root / "dp", {"sample": {"frontend": frontend}}, dra_plugins_dir=env.root / "pl",
+                                dra_registry_dir=env.root / "reg", boot_id_file=env.root / "boot_id")
+            new.drivers = ["sample"]
+            return new
+
+        with env.start({"sample": {"frontend": "device-plugin"}}) as host:
+            kubelet.wait_devices(WIDGET, lambda v: v.capacity == 4)
+            assert not list((env.root / "reg").glob("*.sock"))
+            host.reload(settings("dra"))
+            kubelet.wait_devices(WIDGET, lambda v: v.capacity == 0, what="the empty list")
+            env.kubelet.wait_registered(DRA_NAME)
+            assert host.endpoints == {}
+            host.reload(settings("device-plugin"))
+            env.kubelet.wait_for(lambda: DRA_NAME not in env.kubelet.plugins, what="DRA deregistered")
+            assert not list((env.root / "reg").glob("*.sock"))
+            kubelet.wait_devices(WIDGET, lambda v: v.capacity == 4 and v.stream_open, what="served again")
+    finally:
+        kubelet.stop()

@@ -163,7 +163,7 @@ class Host:
     def _front(self, name: str, frontend: str, dra_name: str, runner: DriverRunner) -> None:
         """Serve the driver's devices through its front-end, withdrawing them from the other one."""
         if frontend == "dra":
-            self.table.withdraw(self.table.resources_of(name))
+            self.table.withdraw(self.table.resources_of(name), wait=True)
             self.dra.bind(name, dra_name, runner)
         else:
             self.dra.retire(name)
@@ -183,7 +183,8 @@ class Host:
     def reload(self, settings: Settings) -> None:
         """Apply a new config (SIGHUP): every driver is created again and rescanned. The plugin dir
         and kubelet socket stay as they were; a driver whose new config is bad keeps its old one."""
-        old, kept = self.settings, ("plugin_dir", "kubelet_socket", "simulate", "lock_wait")  # take a restart
+        old, kept = self.settings, ("plugin_dir", "kubelet_socket", "simulate", "lock_wait", "dra_plugins_dir",
+                                "dra_registry_dir", "boot_id_file")  # take a restart
         if changed := [key for key in kept if getattr(settings, key) != getattr(old, key)]:
             log.warning("reload: %s changed but takes a restart; kept as it was", ", ".join(changed))
         for key in kept:
@@ -194,6 +195,7 @@ class Host:
         factory.labels, factory.running_configs = self.node.labels, self.node.per_node  # before a retry uses it
         self.factory = factory
         self.table.use_settings(settings)
+        self.dra.settings = settings  # timeouts for DRA front-ends made from now on
         self.cdi.directory = settings.cdi_dir
         names = selected_names(settings, self.registry)
         with self._apply_lock:

@@ -162,15 +162,20 @@ class ResourceTable:
             if self.cdi.error(driver) == problem:
                 return
 
-    def withdraw(self, resources: Sequence[str]) -> None:
-        """Stop serving ``resources``: empty list first, then the server stops (in the background)."""
+    def withdraw(self, resources: Sequence[str], wait: bool = False) -> None:
+        """Stop serving ``resources``: empty list first, then the server stops (in the background, unless
+        ``wait``: a driver moving to DRA must be gone from the kubelet's list before DRA offers its devices)."""
         with self._lock:
             endpoints = [self.endpoints.pop(r) for r in resources if r in self.endpoints]
             for resource in resources:
                 self._owner.pop(resource, None)
+        threads = []
         for endpoint in endpoints:
             log.info("withdrawing resource %s", endpoint.resource)
-            threading.Thread(target=endpoint.stop, args=(True,), name="withdraw", daemon=True).start()
+            threads.append(threading.Thread(target=endpoint.stop, args=(True,), name="withdraw", daemon=True))
+            threads[-1].start()
+        for thread in threads if wait else ():
+            thread.join()
 
     def stop_all(self) -> None:
         """Stop every endpoint without withdrawing (a restarting host keeps the node's capacity)."""
