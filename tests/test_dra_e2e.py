@@ -307,3 +307,16 @@ def test_a_reload_moves_a_driver_between_front_ends_never_offering_a_device_twic
             kubelet.wait_devices(WIDGET, lambda v: v.capacity == 4 and v.stream_open, what="served again")
     finally:
         kubelet.stop()
+
+
+def test_a_slow_claim_is_answered_before_the_kubelets_deadline_and_found_done_later(env: Env):
+    with env.start():
+        env.kubelet.wait_registered(DRA_NAME)
+        assert env.plugin.driver is not None
+        env.plugin.driver.faults["allocate"] = 2.0  # seconds
+        slow = env.claim("slow", "widget-0")
+        answer = env.kubelet.prepare(DRA_NAME, [slow], timeout=1.5)[slow[1]]
+        assert "not prepared within the kubelet's deadline" in answer.error
+        env.plugin.driver.faults.clear()
+        wait_until(lambda: env.kubelet.prepare(DRA_NAME, [slow])[slow[1]].error == "", 10, "the claim done")
+        assert len(allocations(env.plugin)) == 1  # the first try finished it; the retry found it done

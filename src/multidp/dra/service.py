@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 HEALTH_RESEND_S = 30.0  # the full list again, so a kubelet's view never goes stale while nothing changes
 HEALTH_TIMEOUT_S = 90  # how long the kubelet may trust one message (three resends)
 MAX_MESSAGE_BYTES = 1024  # the kubelet's limit on a health message
+MAX_BUDGET_S = 40.0  # for a caller without a deadline: within the kubelet's 45 s all the same
+ANSWER_MARGIN_S = 1.0  # of the caller's deadline, kept for answering
 
 
 def _claims(request: Any) -> list[ClaimRef]:
@@ -75,15 +77,25 @@ class DraService:
         self.frontend = frontend
 
     async def prepare(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        results = await asyncio.gather(*(self._prepare_one(claim) for claim in _claims(request)))
+        left = context.time_remaining()
+        budget = min(left - ANSWER_MARGIN_S, MAX_BUDGET_S) if left is not None else MAX_BUDGET_S
+        results = await asyncio.gather(*(self._prepare_one(claim, budget) for claim in _claims(request)))
         answer = dra.NodePrepareResourcesResponse()
         for uid, result in results:
             answer.claims[uid].CopyFrom(_prepared(result))
         return answer
 
-    async def _prepare_one(self, claim: ClaimRef) -> tuple[str, PrepareResult]:
+    async def _prepare_one(self, claim: ClaimRef, budget: float) -> tuple[str, PrepareResult]:
+        """One claim, answered within ``budget`` seconds: a claim still at work then is answered as not
+        prepared in time, and goes on; once done it is in the checkpoint, and the kubelet's retry finds it."""
         started = time.monotonic()
-        result = await asyncio.to_thread(self.frontend.preparer.prepare, claim)
+        work = asyncio.ensure_future(asyncio.to_thread(self.frontend.preparer.prepare, claim))
+        try:
+            result = await asyncio.wait_for(asyncio.shield(work), max(budget, 0.0))
+        except TimeoutError:
+            result = PrepareResult(error=f"claim {claim}: not prepared within the kubelet's deadline ({budget:.0f} s "
+                                         "were left for it); still at work, so the kubelet's next try may find it "
+                                         "done")
         self.frontend.stats.prepared(not result.error, time.monotonic() - started)
         return claim.uid, result
 
