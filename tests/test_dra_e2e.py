@@ -168,6 +168,8 @@ def test_a_host_restart_keeps_prepared_claims(env: Env):
 
 
 def test_after_a_reboot_answers_are_derived_again_not_replayed(env: Env):
+    """kubernetes#141433: after a reboot the kubelet calls Prepare again for its claims; device numbers may
+    have changed (ROCm k8s-gpu-dra-driver#86), so the driver is asked again for the stored device IDs."""
     with env.start():
         env.kubelet.wait_registered(DRA_NAME)
         claim = env.claim("c1", "widget-1")
@@ -187,6 +189,7 @@ def test_after_a_reboot_answers_are_derived_again_not_replayed(env: Env):
 
 
 def test_a_half_prepared_claim_is_cleaned_up_at_start(env: Env):
+    """NVIDIA dra-driver-gpu#840: a host that died mid-Prepare left a claim and its spec behind."""
     from multidp.dra.checkpoint import PREPARING, Checkpoint, Contents, PreparedClaim
 
     spec = env.cdi / f"multidp-{DRA_NAME}_claim-u9.json"
@@ -200,6 +203,8 @@ def test_a_half_prepared_claim_is_cleaned_up_at_start(env: Env):
 
 
 def test_a_corrupt_checkpoint_stops_prepare_but_not_unprepare(env: Env):
+    """dra-example-driver#249: an unusable checkpoint is never read as empty (claims of running pods would
+    be handed out twice), so Prepare fails naming it; Unprepare still answers, so pods can go."""
     env.checkpoint.parent.mkdir(parents=True)
     env.checkpoint.write_text('{"kind": "MultidpDRACheckpoint", "version": 1, "checksum": "x", "data": {}}')
     with env.start():
