@@ -325,3 +325,38 @@ def test_a_slow_claim_is_answered_before_the_kubelets_deadline_and_found_done_la
         env.plugin.driver.faults.clear()
         wait_until(lambda: env.kubelet.prepare(DRA_NAME, [slow])[slow[1]].error == "", 10, "the claim done")
         assert len(allocations(env.plugin)) == 1  # the first try finished it; the retry found it done
+
+
+def test_a_stopped_driver_keeps_serving_unprepare_for_its_claims(env: Env):
+    from multidp.testing.host import make_settings
+
+    with env.start() as host:
+        env.kubelet.wait_registered(DRA_NAME)
+        claim = env.claim("c1", "widget-0")
+        assert env.kubelet.prepare(DRA_NAME, [claim])[claim[1]].error == ""
+        off = make_settings(env.root / "dp", {"sample": {"frontend": "dra", "enabled": False}},
+                            dra_plugins_dir=env.root / "pl", dra_registry_dir=env.root / "reg",
+                            boot_id_file=env.root / "boot_id")
+        off.drivers = ["sample"]
+        host.reload(off)
+        key = (POOL, "widget-0")
+        env.kubelet.wait_health(DRA_NAME, lambda h: h[key].health == "Unhealthy", 10)
+        assert "does not run on this node now" in env.kubelet.health(DRA_NAME)[key].message
+        other = env.claim("c2", "widget-1")
+        assert "does not run on this node now" in env.kubelet.prepare(DRA_NAME, [other])[other[1]].error
+        assert env.kubelet.unprepare(DRA_NAME, [claim]) == {claim[1]: ""}
+        env.kubelet.wait_for(lambda: DRA_NAME not in env.kubelet.plugins, what="deregistered after the last claim")
+        wait_until(lambda: not list(env.root.rglob("*.sock")), 10, "the DRA sockets removed")
+
+
+def test_a_driver_that_fails_to_start_still_unprepares_its_claims(env: Env):
+    with env.start():
+        env.kubelet.wait_registered(DRA_NAME)
+        claim = env.claim("c1", "widget-0")
+        assert env.kubelet.prepare(DRA_NAME, [claim])[claim[1]].error == ""
+    with env.start({"sample": {"frontend": "dra", "pollInterval": "often"}}) as host:  # a bad config
+        assert host.failed_drivers
+        env.kubelet.wait_registered(DRA_NAME)
+        assert "failed to start" in env.kubelet.prepare(DRA_NAME, [env.claim("c2", "widget-1")]).popitem()[1].error
+        assert env.kubelet.unprepare(DRA_NAME, [claim]) == {claim[1]: ""}
+        env.kubelet.wait_for(lambda: DRA_NAME not in env.kubelet.plugins, what="deregistered after the last claim")

@@ -78,7 +78,7 @@ def node_name(environ: Mapping[str, str]) -> str:
 class DraFrontend:
     """The DRA face of one driver."""
 
-    def __init__(self, driver: str, dra_name: str, runner: DriverRunner, settings: Settings, cdi: CDIRegistry,
+    def __init__(self, driver: str, dra_name: str, runner: DriverRunner | None, settings: Settings, cdi: CDIRegistry,
                  environ: Mapping[str, str]) -> None:
         self.driver, self.dra_name, self.node = driver, dra_name, node_name(environ)
         self.directory = settings.dra_plugins_dir / dra_name
@@ -162,8 +162,14 @@ class DraFrontend:
                 self._listeners.remove(wake)
 
     def rebind(self, runner: DriverRunner) -> None:
-        """The driver was created again (reload, label change): later calls go to the new one."""
-        self.preparer.runner = runner
+        """The driver was created again (reload, label change, back after a failure): later calls go to it."""
+        self.preparer.runner, self.preparer.stopped = runner, ""
+
+    def orphan(self, reason: str) -> None:
+        """The driver stopped while claims are prepared: serve Unprepare on, refuse Prepare, and stream every
+        known device Unhealthy with ``reason`` (pods holding them can still terminate)."""
+        self.preparer.runner, self.preparer.stopped = None, reason
+        self.report(None, f"driver {self.driver} does not run on this node now: {reason}")
 
     # Sockets ------------------------------------------------------------------------------
 

@@ -30,7 +30,8 @@ class DraFrontends:
         self.settings, self.cdi, self.environ = settings, cdi, environ
         self._lock = threading.Lock()
         self._frontends: dict[str, DraFrontend] = {}
-        self._started: set[str] = set()
+        self._started: set[str] = set()  # drivers whose sockets are up
+        self._published: dict[str, DriverRunner] = {}  # driver -> the runner whose CDI specs were written
         self._closed = False
         self._logged: set[tuple[str, str]] = set()
 
@@ -46,11 +47,11 @@ class DraFrontends:
         """Serve ``driver`` as ``dra_name`` with ``runner`` (a new runner of the same name keeps the sockets)."""
         with self._lock:
             current = self._frontends.get(driver)
-            if current is not None and current.dra_name == dra_name:
-                current.rebind(runner)
-                return
+        if current is not None and current.dra_name == dra_name:
+            current.rebind(runner)
+            return
         if current is not None:
-            self.retire(driver)
+            self._drop(driver, current)
         frontend = DraFrontend(driver, dra_name, runner, self.settings, self.cdi, self.environ)
         with self._lock:
             self._frontends[driver] = frontend
@@ -58,19 +59,24 @@ class DraFrontends:
     def report(self, runner: DriverRunner, inventory: Mapping[str, Sequence[Device]] | None, error: str) -> None:
         with self._lock:
             frontend = None if self._closed else self._frontends.get(runner.name)
-            first = frontend is not None and inventory is not None and runner.name not in self._started
+            # A runner's first good scan writes its CDI specs (a reload's new runner too); the sockets
+            # start with the front-end's first.
+            first = frontend is not None and inventory is not None and self._published.get(runner.name) is not runner
+            start = first and runner.name not in self._started
             if first:
+                self._published[runner.name] = runner
+            if start:
                 self._started.add(runner.name)
-        if frontend is None:
-            return
+        if frontend is None or frontend.preparer.runner is not runner:
+            return  # a late report of a runner that was replaced or stopped
         if first:
             publish_driver_specs(runner, self.cdi, self.settings.timeouts.scan)
         if inventory is not None:
             inventory = self._usable(runner.name, inventory)
         changed = frontend.report(inventory, error)
-        if first:
+        if start:
             frontend.start()
-        elif inventory is not None and (changed or self.cdi.error(runner.name) is not None):
+        elif not first and inventory is not None and (changed or self.cdi.error(runner.name) is not None):
             publish_driver_specs(runner, self.cdi, self.settings.timeouts.scan)
 
     def _usable(self, driver: str, inventory: Mapping[str, Sequence[Device]]) -> dict[str, Sequence[Device]]:
@@ -104,18 +110,60 @@ class DraFrontends:
             self._logged.add((driver, message))
             log.error("driver %s: %s", driver, message)
 
-    def retire(self, driver: str) -> None:
-        """Stop serving ``driver`` through DRA (its prepared claims stay in its checkpoint)."""
+    def retire(self, driver: str, reason: str = "it was stopped") -> None:
+        """Stop serving ``driver`` through DRA. With claims still prepared its sockets stay, serving
+        Unprepare only, until the last claim is unprepared or the driver comes back (:meth:`bind`)."""
         with self._lock:
-            frontend = self._frontends.pop(driver, None)
+            frontend = self._frontends.get(driver)
+            started, closed = driver in self._started, self._closed
+            self._published.pop(driver, None)
+        if frontend is None:
+            return
+        if started and not closed and frontend.preparer.claims:
+            self._keep_for_unprepare(driver, frontend, reason)
+            return
+        self._drop(driver, frontend)
+
+    def orphan(self, driver: str, dra_name: str, reason: str) -> None:
+        """``driver`` failed to start: if its checkpoint holds prepared claims, serve Unprepare for them."""
+        with self._lock:
+            if self._closed or driver in self._frontends:
+                return  # one runs already (an earlier instance kept after a failed reload)
+        frontend = DraFrontend(driver, dra_name, None, self.settings, self.cdi, self.environ)
+        if not frontend.preparer.claims:
+            return
+        with self._lock:
+            self._frontends[driver] = frontend
+            self._started.add(driver)
+        frontend.start()
+        self._keep_for_unprepare(driver, frontend, reason)
+
+    def _keep_for_unprepare(self, driver: str, frontend: DraFrontend, reason: str) -> None:
+        frontend.orphan(reason)
+        frontend.preparer.on_empty = lambda: self._drop_if_orphan(driver, frontend)
+        log.warning("driver %s: %s, with %d claims prepared; its DRA socket stays for NodeUnprepareResources "
+                    "(Prepare is refused) until they are unprepared or the driver runs again", driver, reason,
+                    len(frontend.preparer.claims))
+
+    def _drop_if_orphan(self, driver: str, frontend: DraFrontend) -> None:
+        if frontend.preparer.runner is None:
+            threading.Thread(target=self._drop, args=(driver, frontend), name="dra-drop", daemon=True).start()
+
+    def _drop(self, driver: str, frontend: DraFrontend) -> None:
+        with self._lock:
+            if self._frontends.get(driver) is not frontend:
+                return
+            del self._frontends[driver]
             started = driver in self._started
             self._started.discard(driver)
-        if frontend is not None and started:
+            self._published.pop(driver, None)
+        if started:
             frontend.stop()
 
     def stop_all(self) -> None:
+        """The host stops: every socket goes (a restarting host serves its claims again from the checkpoint)."""
         with self._lock:
             self._closed = True
-            drivers = list(self._frontends)
-        for driver in drivers:
-            self.retire(driver)
+            frontends = list(self._frontends.items())
+        for driver, frontend in frontends:
+            self._drop(driver, frontend)

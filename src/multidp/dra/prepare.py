@@ -61,11 +61,13 @@ class ClaimPreparer:
     """The prepared claims of one DRA driver, and the work of preparing and unpreparing them."""
 
     def __init__(self, driver: str, dra_name: str, checkpoint: Checkpoint, boot_id: str, cdi: CDIRegistry,
-                 reader: ClaimReader, runner: DriverRunner, lookup: Lookup, allocate_timeout: float,
+                 reader: ClaimReader, runner: DriverRunner | None, lookup: Lookup, allocate_timeout: float,
                  declared: Declared = lambda pool, name: ()) -> None:
         self.driver, self.dra_name, self.checkpoint, self.boot_id = driver, dra_name, checkpoint, boot_id
         self.cdi, self.reader, self.runner, self.lookup = cdi, reader, runner, lookup
         self.allocate_timeout, self.declared = allocate_timeout, declared
+        self.stopped = ""  # why the driver does not run (runner None): only Unprepare is served
+        self.on_empty: Callable[[], None] | None = None  # called when an Unprepare leaves no claim
         self._lock = threading.Lock()
         self.broken: str | None = None  # why the checkpoint cannot be trusted
         self.contents = Contents()
@@ -102,6 +104,9 @@ class ClaimPreparer:
         rest, checkpoint writes included, runs one claim at a time.
         """
         try:
+            if self.runner is None:
+                raise Failed(f"claim {claim}: driver {self.driver} does not run on this node now ({self.stopped}); "
+                             "claims it prepared can still be unprepared")
             with self._lock:
                 known = self._known(claim)
             if known is not None:
@@ -186,9 +191,11 @@ class ClaimPreparer:
         for (request, resource), members in groups.items():
             ids = tuple(dict.fromkeys(d.driver_id for d in members))
             asked = AllocationRequest(resource, ids, ids, claim_uid=claim.uid, request_name=request)
+            runner = self.runner
+            if runner is None:
+                raise Failed(f"claim {claim}: driver {self.driver} stopped ({self.stopped})")
             try:
-                answer = self.runner.call("allocate", self.runner.driver.allocate, asked,
-                                          timeout=self.allocate_timeout)
+                answer = runner.call("allocate", runner.driver.allocate, asked, timeout=self.allocate_timeout)
                 own = edits_of(answer, self.driver)
             except (DriverCallError, AnswerRefused) as exc:
                 raise Failed(f"claim {claim}, request {request}: {exc}") from None
@@ -260,4 +267,7 @@ class ClaimPreparer:
                 return f"cannot write the DRA checkpoint {self.checkpoint.path}: {exc}"
             remove_spec_files(stored.spec_files)
             log.info("driver %s: claim %s unprepared", self.driver, claim)
-            return ""
+            empty = not self.contents.claims
+        if empty and self.on_empty is not None:
+            self.on_empty()
+        return ""

@@ -271,6 +271,16 @@ class Host:
         log.log(level, "driver %s (%s) failed: %s; %s", name, origin, reason, plan)
         with self._lock:
             self.statuses[name] = failed_status(name, origin, reason, failure)
+        self._unprepare_only(name, f"it failed to start: {reason}")
+
+    def _unprepare_only(self, name: str, reason: str) -> None:
+        """A DRA driver that cannot run still answers Unprepare for the claims its checkpoint holds."""
+        try:
+            resolved = self.factory.resolved(name)
+        except Exception:  # noqa: BLE001 - a config that does not resolve names no DRA driver to serve
+            return
+        if resolved.frontend == "dra":
+            self.dra.orphan(name, resolved.dra_name, reason)
 
     def _retry(self, name: str, token: int) -> None:
         """A planned try came due (on the retry timer's thread): bring the driver up again, unless
