@@ -29,6 +29,7 @@ from multidp.model import (
     Health,
     Mount,
     PreferenceRequest,
+    SemVer,
 )
 from multidp.names import (
     DNS1123_SUBDOMAIN,
@@ -51,7 +52,8 @@ __version__ = "0.1.0"
 # 1.1: DriverContext.checking, files and local_path() (``multidp config check``).
 # 1.2: Device.cdi_devices: a device whose CDI spec cannot be written is advertised Unhealthy.
 # 1.3: DriverContext.frontend ("dra": answers complete as CDI); AllocationRequest.claim_uid and request_name.
-DRIVER_API_VERSION = "1.3"
+# 1.4: Device.attributes and capacity (SemVer): what DRA's ResourceSlices say about each device.
+DRIVER_API_VERSION = "1.4"
 
 __all__ = [
     "CDI_HOOK_NAMES",
@@ -78,6 +80,7 @@ __all__ = [
     "MultidpError",
     "Notify",
     "PreferenceRequest",
+    "SemVer",
     "Simulation",
     "base_id",
     "hookimpl",

@@ -20,6 +20,16 @@ class Health(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class SemVer:
+    """A semantic version (semver 2.0.0, e.g. ``"12.4.0"``): a DRA device attribute of version type."""
+
+    value: str
+
+
+AttributeValue = bool | int | str | SemVer
+
+
+@dataclass(frozen=True, slots=True)
 class Device:
     """One device of a resource, as the driver sees it now.
 
@@ -32,6 +42,17 @@ class Device:
     while the host cannot write the driver's CDI specs (a spec refused, the CDI
     directory unwritable, ``cdi_specs()`` failing), such a device is advertised
     Unhealthy with the reason, so that no pod is sent to it only to fail.
+
+    ``attributes`` and ``capacity`` (driver API 1.4) describe the device to DRA's
+    scheduler (ResourceSlices; the Device Plugin API has no place for them).
+    A name is a C identifier of at most 32 characters (the driver's own, e.g.
+    ``productName``) or ``<DNS subdomain>/<C identifier>`` for one defined by
+    others (e.g. ``resource.kubernetes.io/pciBusID``); at most 32 attributes and
+    capacities together. Attribute values are ``bool``, ``int``, ``str`` (at most
+    64 bytes) or :class:`SemVer`; capacities are Kubernetes quantities (``"80Gi"``)
+    or integers. The host adds ``resource.kubernetes.io/numaNode`` from
+    ``numa_nodes`` when there is exactly one; what breaks these rules is left out
+    and logged, naming the device and the attribute.
     """
 
     id: str
@@ -41,6 +62,8 @@ class Device:
     reason: str = ""
     info: Mapping[str, str] = field(default_factory=dict)
     cdi_devices: tuple[str, ...] = ()
+    attributes: Mapping[str, AttributeValue] = field(default_factory=dict)
+    capacity: Mapping[str, str | int] = field(default_factory=dict)
 
     @property
     def healthy(self) -> bool:
