@@ -360,3 +360,23 @@ def test_a_driver_that_fails_to_start_still_unprepares_its_claims(env: Env):
         assert "failed to start" in env.kubelet.prepare(DRA_NAME, [env.claim("c2", "widget-1")]).popitem()[1].error
         assert env.kubelet.unprepare(DRA_NAME, [claim]) == {claim[1]: ""}
         env.kubelet.wait_for(lambda: DRA_NAME not in env.kubelet.plugins, what="deregistered after the last claim")
+
+
+def test_a_node_label_switches_the_front_end_live_and_a_typo_keeps_the_last_good(env: Env):
+    from multidp.testing import KubeletStandIn
+
+    kubelet = KubeletStandIn(env.root / "dp").start()
+    label = "multidp.io/sample.frontend"
+    try:
+        with env.start({"sample": {}}) as host:
+            kubelet.wait_devices(WIDGET, lambda v: v.capacity == 4)
+            host.apply_labels({label: "dra"})
+            kubelet.wait_devices(WIDGET, lambda v: v.capacity == 0, what="the empty list")
+            env.kubelet.wait_registered(DRA_NAME)
+            host.apply_labels({label: "DRA-please"})  # a typo: stays on DRA
+            assert DRA_NAME in env.kubelet.plugins and host.endpoints == {}
+            host.apply_labels({})  # the label removed: the config's front-end
+            env.kubelet.wait_for(lambda: DRA_NAME not in env.kubelet.plugins, what="DRA deregistered")
+            kubelet.wait_devices(WIDGET, lambda v: v.capacity == 4 and v.stream_open, what="served again")
+    finally:
+        kubelet.stop()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import msgspec
@@ -37,6 +37,7 @@ from multidp.config.bylabel import (
 from multidp.config.pause import PAUSE_BY_LABEL, PauseByLabel, parse_pause_by_label
 from multidp.configfiles import parse_yaml
 from multidp.errors import ConfigError, split_validation_error
+from multidp.names import LABEL_PREFIX
 
 
 def declared_keys(config_type: Any) -> list[str]:
@@ -102,7 +103,9 @@ def resolve_section(
     the per-node config the driver runs with, kept when the label names no config)."""
     by_label, env, variables = _by_label_and_env(name, section, environ, config_type, source)
     selection = select(by_label, labels, running) if by_label else None
-    return _compose(name, section, by_label, selection, env, variables)
+    resolved = _compose(name, section, by_label, selection, env, variables)
+    label = (labels or {}).get(f"{LABEL_PREFIX}{name}.{FRONTEND}")  # checked by the host (host/nodestate.py)
+    return replace(resolved, frontend=label) if label in FRONTENDS else resolved
 
 
 def _by_label_and_env(

@@ -26,6 +26,7 @@ from multidp.dra.names import device_name, pool_name
 from multidp.dra.prepare import ClaimPreparer
 from multidp.dra.registration import RegistrationService
 from multidp.dra.service import DraService
+from multidp.dra.slices import Offered, SlicePublisher
 from multidp.model import Device
 from multidp.plugins.runner import DriverRunner
 from multidp.serving.cdi import CDIRegistry
@@ -91,7 +92,12 @@ class DraFrontend:
         self.preparer = ClaimPreparer(driver, dra_name, Checkpoint(self.directory / "checkpoint.json"),
                                       read_boot_id(settings.boot_id_file), cdi, ClaimReader(environ), runner,
                                       self.lookup, settings.timeouts.allocate, self.declared_cdi)
-        self.registration = RegistrationService(dra_name, self.socket_path)
+        self._described: dict[tuple[str, str], Device] = {}
+        self.slices: SlicePublisher | None = None
+        if environ.get("NODE_NAME"):  # the Node to own the slices; without it, no API side (part 1 alone)
+            self.slices = SlicePublisher(driver, dra_name, self.node, environ, self.offered)
+        self.registration = RegistrationService(dra_name, self.socket_path,
+                                                self.slices.changed if self.slices else lambda: None)
         self._loop = ServingLoop.shared()
         self._servers: list[grpc.aio.Server] = []
 
@@ -118,18 +124,30 @@ class DraFrontend:
         with self._lock:
             if inventory is None:
                 fresh = {key: self._changed(state, False, error, now) for key, state in self._devices.items()}
+                described = self._described
             else:
-                fresh = self._states(inventory, now)
+                fresh, described = self._states(inventory, now)
             changed = fresh != self._devices
-            self._devices = fresh
+            published = changed or described != self._described
+            self._devices, self._described = fresh, described
             listeners = list(self._listeners)
         if changed:
             for wake in listeners:
                 wake()
+        if published and self.slices is not None:
+            self.slices.changed()
         return changed
 
-    def _states(self, inventory: Mapping[str, Sequence[Device]], now: int) -> dict[tuple[str, str], DeviceState]:
+    def offered(self) -> list[Offered]:
+        """The devices as the ResourceSlices list them."""
+        with self._lock:
+            return [Offered(pool, name, state.resource, self._described[(pool, name)], state.healthy)
+                    for (pool, name), state in sorted(self._devices.items()) if (pool, name) in self._described]
+
+    def _states(self, inventory: Mapping[str, Sequence[Device]], now: int
+                ) -> tuple[dict[tuple[str, str], DeviceState], dict[tuple[str, str], Device]]:
         fresh: dict[tuple[str, str], DeviceState] = {}
+        described: dict[tuple[str, str], Device] = {}
         for resource, devices in inventory.items():
             pool = pool_name(self.node, resource)
             for device in devices:
@@ -144,7 +162,8 @@ class DraFrontend:
                 state = DeviceState(resource, device.id, device.healthy, reason, now, cdi)
                 fresh[key] = state if old is None or old.cdi_devices != cdi else self._changed(
                     old, device.healthy, reason, now)
-        return fresh
+                described[key] = device
+        return fresh, described
 
     @staticmethod
     def _changed(old: DeviceState, healthy: bool, reason: str, now: int) -> DeviceState:
@@ -176,10 +195,12 @@ class DraFrontend:
     def start(self) -> None:
         """Serve the DRA socket, then the registration socket."""
         self._loop.run(self._start())
+        if self.slices is not None:
+            self.slices.start()
         log.info("driver %s: serving DRA as %s on %s (registration %s)", self.driver, self.dra_name,
                  self.socket_path, self.registration_path)
 
-    async def _start(self) -> None:
+    async def _start(self) -> None:  # then the slices (started by start())
         self._servers.append(await self._serve(self.socket_path, DraService(self).handlers()))
         self._servers.append(await self._serve(self.registration_path, [self.registration.handler()]))
 
@@ -193,8 +214,11 @@ class DraFrontend:
         await server.start()
         return server
 
-    def stop(self) -> None:
-        """Remove the registration socket (the kubelet deregisters), then stop serving."""
+    def stop(self, withdraw: bool = True) -> None:
+        """Remove the registration socket (the kubelet deregisters), then stop serving; with ``withdraw``
+        delete the driver's ResourceSlices too (not when the host only restarts: capacity stays)."""
+        if self.slices is not None:
+            self.slices.stop(withdraw)
         self.registration_path.unlink(missing_ok=True)
         servers, self._servers = list(reversed(self._servers)), []
         for server in servers:

@@ -149,7 +149,7 @@ class DraFrontends:
         if frontend.preparer.runner is None:
             threading.Thread(target=self._drop, args=(driver, frontend), name="dra-drop", daemon=True).start()
 
-    def _drop(self, driver: str, frontend: DraFrontend) -> None:
+    def _drop(self, driver: str, frontend: DraFrontend, withdraw: bool = True) -> None:
         with self._lock:
             if self._frontends.get(driver) is not frontend:
                 return
@@ -158,7 +158,7 @@ class DraFrontends:
             self._started.discard(driver)
             self._published.pop(driver, None)
         if started:
-            frontend.stop()
+            frontend.stop(withdraw)
 
     def stop_all(self) -> None:
         """The host stops: every socket goes (a restarting host serves its claims again from the checkpoint)."""
@@ -166,4 +166,4 @@ class DraFrontends:
             self._closed = True
             frontends = list(self._frontends.items())
         for driver, frontend in frontends:
-            self._drop(driver, frontend)
+            self._drop(driver, frontend, withdraw=False)

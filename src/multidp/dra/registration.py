@@ -8,6 +8,7 @@ versions it supports, and tells the plugin whether registration worked.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,10 @@ log = logging.getLogger(__name__)
 class RegistrationService:
     """Answers the kubelet's plugin watcher for one DRA driver."""
 
-    def __init__(self, dra_name: str, endpoint: Path) -> None:
+    def __init__(self, dra_name: str, endpoint: Path, on_registered: Callable[[], None] = lambda: None) -> None:
         self.dra_name = dra_name
         self.endpoint = endpoint
+        self.on_registered = on_registered  # a kubelet that (re)starts deleted the node's ResourceSlices
         self.registered: bool | None = None  # what the kubelet said last (None: nothing yet)
         self.error = ""
 
@@ -36,6 +38,7 @@ class RegistrationService:
         self.registered, self.error = request.plugin_registered, request.error
         if request.plugin_registered:
             log.info("DRA driver %s: registered with the kubelet", self.dra_name)
+            self.on_registered()
         else:
             log.error("DRA driver %s: the kubelet refused its registration: %s", self.dra_name,
                       request.error or "no reason given")

@@ -142,7 +142,7 @@ class Host:
             self.statuses[name] = DriverStatus(name, origin, DISABLED, why_not)
             return
         origin = self.factory.info(name).origin
-        selected = self.node.built(name, created.selection)
+        selected = self.node.built(name, created.selection, created.frontend)
         runner = DriverRunner(name, created.driver, self.settings.timeouts, self._on_inventory)
         with self._lock:
             stopping = self._stopped.is_set()  # SIGTERM while this driver was being created
@@ -251,7 +251,7 @@ class Host:
                 self.retries.forget(name)
                 self.statuses[name] = DriverStatus(name, self.factory.info(name).origin, DISABLED, reason)
             for name in rebuilding:
-                log.info("driver %s: its per-node config changed; creating it again", name)
+                log.info("driver %s: its per-node config or front-end changed; creating it again", name)
             for name in staying:
                 if name not in rebuilding:  # same config, but say so when the label value changed
                     self.statuses[name].reason = self.node.note(name, self.node.selection(name, self.factory))

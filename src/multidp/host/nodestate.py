@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 
-from multidp.config.bylabel import Selection
+from multidp.config.bylabel import FRONTEND, FRONTENDS, Selection
 from multidp.errors import ConfigError
 from multidp.host.labels import Labels, Overrides, overrides_from
 from multidp.names import LABEL_PREFIX
@@ -35,11 +35,13 @@ class NodeState:
         self._tried: dict[str, str | None] = {}  # driver -> the per-node config its last creation used
         self._last_good: dict[str, bool] = {}  # driver -> its multidp.io/<driver> label's last valid value
         self.refused: dict[str, str] = {}  # running drivers whose new per-node config failed -> why
+        self.frontends: dict[str, str] = {}  # running drivers -> the front-end they were built for
+        self._last_good_frontend: dict[str, str] = {}  # driver -> its frontend label's last valid value
 
     def update(self, labels: Mapping[str, str], drivers: Sequence[str]) -> None:
         """Take the node's labels. A ``multidp.io/<driver>`` value that is neither true nor false (a typo)
         keeps the last good one: a typo must not withdraw devices pods use (at first, the config's default)."""
-        self.labels = dict(labels)
+        self.labels = self._frontend_labels(dict(labels), drivers)
         overrides = overrides_from(labels, drivers, self._warned)
         for driver, value in overrides.items():
             if value is not None:
@@ -49,6 +51,27 @@ class NodeState:
             else:  # not set: the config decides
                 self._last_good.pop(driver, None)
         self.overrides = overrides
+
+    def _frontend_labels(self, labels: Labels, drivers: Sequence[str]) -> Labels:
+        """``multidp.io/<driver>.frontend`` checked: a value that is neither front-end keeps the last good one
+        (at first, the config's), as a typo in the enable label does: devices in use must not move."""
+        for driver in drivers:
+            key = f"{LABEL_PREFIX}{driver}.{FRONTEND}"
+            value = labels.get(key)
+            if value is None:
+                self._last_good_frontend.pop(driver, None)
+            elif value.strip().lower() in FRONTENDS:
+                labels[key] = self._last_good_frontend[driver] = value.strip().lower()
+            else:
+                if (driver, f"frontend={value}") not in self._warned:
+                    self._warned.add((driver, f"frontend={value}"))
+                    log.error("node label %s=%r is neither %s: ignored; driver %s keeps its last good front-end "
+                              "(the config's if it had none)", key, value, " nor ".join(FRONTENDS), driver)
+                if driver in self._last_good_frontend:
+                    labels[key] = self._last_good_frontend[driver]
+                else:
+                    del labels[key]
+        return labels
 
     def desired(self, name: str, factory: DriverFactory) -> tuple[bool, str]:
         """Whether a selected driver should run here: its node label, else its config default."""
@@ -76,7 +99,13 @@ class NodeState:
             return None
 
     def config_changed(self, name: str, factory: DriverFactory) -> bool:
-        """Whether a running driver's per-node config is no longer the one the labels select."""
+        """Whether a running driver's per-node config (or front-end) is no longer the one the labels select."""
+        running = self.frontends.get(name)
+        try:
+            if running is not None and factory.resolve(name).frontend != running:
+                return True
+        except ConfigError:
+            pass  # creating it reports the error
         selection = self.selection(name, factory)
         return (selection.chosen if selection else None) != (self.per_node.get(name) or None)
 
@@ -99,9 +128,10 @@ class NodeState:
         return {name: name in self.refused or bool((noted := self._noted.get(name)) and noted.unknown)
                 for name in self.per_node.keys() | self.refused.keys()}
 
-    def built(self, name: str, selection: Selection | None) -> str:
-        """Record the config a new instance was built with; the status reason to show."""
+    def built(self, name: str, selection: Selection | None, frontend: str = FRONTENDS[0]) -> str:
+        """Record the config (and front-end) a new instance was built with; the status reason to show."""
         self.refused.pop(name, None)
+        self.frontends[name] = frontend
         if selection is None:
             self.per_node.pop(name, None)
         else:
@@ -125,3 +155,4 @@ class NodeState:
         self._noted.pop(name, None)
         self._tried.pop(name, None)
         self.refused.pop(name, None)
+        self.frontends.pop(name, None)
