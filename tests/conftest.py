@@ -10,3 +10,5 @@ from multidp.testing import SamplePlugin
 @pytest.fixture
 def sample() -> SamplePlugin:
     return SamplePlugin()
+
+from dra_helpers import env  # noqa: E402, F401 - the DRA tests' fixture (a host, the DRA stand-in, claims)

@@ -48,6 +48,7 @@ def test_each_driver_prepares_a_claim_with_working_cdi_ids(driver: str):
             assert answer.error == ""
             ids = [i for d in answer.devices for i in d.cdi_ids]
             assert ids, "no CDI IDs"
+            assert len(ids) == len(set(ids)), f"a CDI ID given twice: {ids}"
             defined = defined_cdi_names(root / "dp" / "cdi")
             assert set(ids) <= defined, (ids, sorted(defined))
             assert kubelet.unprepare(dra_name, [("ns", uid, "c1")]) == {uid: ""}

@@ -157,8 +157,10 @@ def _overlay(body: Any, where: str, source: str | None) -> dict[str, Any]:
         raise ConfigError(where, f"must be a mapping of the driver's keys, not {type(body).__name__}", source)
     for key in HOST_KEYS:
         if key in body:
-            raise ConfigError(f"{where}.{key}", f"cannot be set per config (the node label {LABEL_PREFIX}<driver> "
-                              "turns a driver on and off)", source)
+            how = {FRONTEND: f"the node label {LABEL_PREFIX}<driver>.frontend picks the front-end per node",
+                   DRA_DRIVER_NAME: "a driver has one DRA name on every node"}.get(
+                key, f"the node label {LABEL_PREFIX}<driver> turns a driver on and off")
+            raise ConfigError(f"{where}.{key}", f"cannot be set per config ({how})", source)
     return dict(body)
 
 

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from multidp.config.bylabel import CONFIG_BY_LABEL, parse_config_by_label
+from multidp.config.bylabel import CONFIG_BY_LABEL, DRA_DRIVER_NAME, parse_config_by_label
 from multidp.config.pause import PAUSE_BY_LABEL, parse_pause_by_label
 from multidp.configfiles import parse_yaml, read_small_file
 from multidp.errors import ConfigError, split_validation_error
@@ -227,7 +227,19 @@ def load_settings(flags: Mapping[str, Any], environ: Mapping[str, str] | None = 
             parse_config_by_label(name, section[CONFIG_BY_LABEL], f"drivers.{name}.{CONFIG_BY_LABEL}", source)
         if section.get(PAUSE_BY_LABEL) is not None:
             parse_pause_by_label(section[PAUSE_BY_LABEL], f"drivers.{name}.{PAUSE_BY_LABEL}", source)
+    _check_dra_names(settings.driver_sections, source)
     return settings
+
+
+def _check_dra_names(sections: Mapping[str, Mapping[str, Any]], source: str | None) -> None:
+    """Two drivers under one DRA name would share sockets and a checkpoint, and hand devices out twice."""
+    names: dict[str, str] = {}
+    for name, section in sorted(sections.items()):
+        dra_name = section.get(DRA_DRIVER_NAME) or f"{name}.multidp.io"
+        if isinstance(dra_name, str) and dra_name in names:
+            raise ConfigError(f"drivers.{name}.{DRA_DRIVER_NAME}", f"{dra_name!r} is driver {names[dra_name]}'s DRA "
+                              "driver name too; each driver needs its own", source)
+        names[str(dra_name)] = name
 
 
 DEFAULTS = "default"  # drivers.default: what applies to every driver the file does not name; not a driver

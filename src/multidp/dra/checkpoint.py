@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 KIND = "MultidpDRACheckpoint"
 VERSION = 1
@@ -42,6 +45,8 @@ class PreparedDevice:
     resource: str
     driver_id: str
     cdi_ids: tuple[str, ...] = ()
+    admin: bool = False  # adminAccess: reaches a device others may hold, and holds it for nobody
+    share_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -131,11 +136,14 @@ class Checkpoint:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        directory = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        try:  # the rename is done: a folder that cannot be synced loses nothing but durability
+            directory = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
+        except OSError as exc:
+            log.warning("DRA checkpoint %s written, but its folder could not be synced: %s", self.path, exc)
 
 
 def read_boot_id(path: Path) -> str:

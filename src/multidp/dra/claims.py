@@ -45,6 +45,7 @@ class AllocatedDevice:
     pool: str
     device: str
     share_id: str | None = None
+    admin: bool = False
 
 
 class ClaimReader:
@@ -87,14 +88,17 @@ class ClaimReader:
 
 def results_for(obj: Mapping[str, Any], claim: ClaimRef, driver_name: str) -> list[AllocatedDevice]:
     """The allocation results of ``driver_name`` in the claim object ``obj`` (checked against ``claim``)."""
-    uid = (obj.get("metadata") or {}).get("uid")
+    def mapping(value: object) -> dict[str, Any]:
+        return value if isinstance(value, dict) else {}
+
+    uid = mapping(obj.get("metadata")).get("uid")
     if uid != claim.uid:
         raise ClaimProblem(f"claim {claim}: the API server has UID {uid!r} under that name (deleted and "
                            "created again?)")
-    allocation = (obj.get("status") or {}).get("allocation")
+    allocation = mapping(obj.get("status")).get("allocation")
     if not isinstance(allocation, dict):
         raise ClaimProblem(f"claim {claim}: it is not allocated")
-    results = (allocation.get("devices") or {}).get("results") or []
+    results = mapping(allocation.get("devices")).get("results") or []
     if not isinstance(results, list):
         raise ClaimProblem(f"claim {claim}: status.allocation.devices.results is not a list")
     mine: list[AllocatedDevice] = []
@@ -106,7 +110,8 @@ def results_for(obj: Mapping[str, Any], claim: ClaimRef, driver_name: str) -> li
                 and request and pool and device):
             raise ClaimProblem(f"claim {claim}: allocation result {index} lacks request, pool or device")
         share = result.get("shareID")
-        mine.append(AllocatedDevice(request, pool, device, share if isinstance(share, str) else None))
+        mine.append(AllocatedDevice(request, pool, device, share if isinstance(share, str) else None,
+                                    result.get("adminAccess") is True))
     if not mine:
         raise ClaimProblem(f"claim {claim}: none of its allocated devices belongs to DRA driver {driver_name}")
     return mine

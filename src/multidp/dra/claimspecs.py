@@ -8,6 +8,7 @@ through as they are. Annotations have no CDI form: such an answer is refused.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +16,8 @@ from pathlib import Path
 from multidp.model import CDIDeviceSpec, CDISpec, ContainerAllocation
 from multidp.serving.cdi import SpecRefused, checked_documents, write_spec_file
 from multidp.serving.contract import allocation_problem
+
+log = logging.getLogger(__name__)
 
 CLAIM_CLASS = "claim"
 
@@ -60,11 +63,14 @@ def write_claim_spec(cdi_dir: Path, dra_name: str, uid: str, devices: Sequence[t
 
 
 def remove_spec_files(paths: Sequence[str]) -> None:
+    """Remove claim spec files; one that cannot be removed is logged, never raised."""
     for path in paths:
         try:
             os.unlink(path)
         except FileNotFoundError:
             pass
+        except OSError as exc:
+            log.error("cannot remove the claim's CDI spec %s: %s", path, exc)
 
 
 __all__ = ["AnswerRefused", "SpecRefused", "claim_kind", "edits_of", "remove_spec_files", "spec_path",

@@ -9,6 +9,7 @@ not answer yet; stopping removes the registration socket first.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
@@ -100,6 +101,9 @@ class DraFrontend:
                                                 self.slices.changed if self.slices else lambda: None)
         self._loop = ServingLoop.shared()
         self._servers: list[grpc.aio.Server] = []
+        self._service: DraService | None = None
+        self._serving = threading.Lock()  # start and stop, one at a time
+        self._closed = False
 
     # Devices and health ------------------------------------------------------------------
 
@@ -180,9 +184,10 @@ class DraFrontend:
             if wake in self._listeners:
                 self._listeners.remove(wake)
 
-    def rebind(self, runner: DriverRunner) -> None:
+    def rebind(self, runner: DriverRunner, allocate_timeout: float) -> None:
         """The driver was created again (reload, label change, back after a failure): later calls go to it."""
         self.preparer.runner, self.preparer.stopped = runner, ""
+        self.preparer.allocate_timeout = allocate_timeout
 
     def orphan(self, reason: str) -> None:
         """The driver stopped while claims are prepared: serve Unprepare on, refuse Prepare, and stream every
@@ -193,15 +198,24 @@ class DraFrontend:
     # Sockets ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Serve the DRA socket, then the registration socket."""
-        self._loop.run(self._start())
+        """Serve the DRA socket, then the registration socket; nothing once stopped. Raises (OSError,
+        RuntimeError) when a socket cannot be served, leaving none behind."""
+        with self._serving:
+            if self._closed:
+                return
+            try:
+                self._loop.run(self._start())
+            except BaseException:
+                self._stop_servers()
+                raise
         if self.slices is not None:
             self.slices.start()
         log.info("driver %s: serving DRA as %s on %s (registration %s)", self.driver, self.dra_name,
                  self.socket_path, self.registration_path)
 
-    async def _start(self) -> None:  # then the slices (started by start())
-        self._servers.append(await self._serve(self.socket_path, DraService(self).handlers()))
+    async def _start(self) -> None:
+        self._service = DraService(self)
+        self._servers.append(await self._serve(self.socket_path, self._service.handlers()))
         self._servers.append(await self._serve(self.registration_path, [self.registration.handler()]))
 
     @staticmethod
@@ -216,11 +230,21 @@ class DraFrontend:
 
     def stop(self, withdraw: bool = True) -> None:
         """Remove the registration socket (the kubelet deregisters), then stop serving; with ``withdraw``
-        delete the driver's ResourceSlices too (not when the host only restarts: capacity stays)."""
-        if self.slices is not None:
-            self.slices.stop(withdraw)
-        self.registration_path.unlink(missing_ok=True)
+        delete the driver's ResourceSlices too (not when the host only restarts: capacity stays). A
+        :meth:`start` racing this one serves nothing."""
+        with self._serving:
+            self._closed = True
+            if self.slices is not None:
+                self.slices.stop(withdraw)
+            self._stop_servers()
+
+    def _stop_servers(self) -> None:
+        with contextlib.suppress(OSError):  # e.g. its folder is a file: nothing of ours there
+            self.registration_path.unlink(missing_ok=True)
         servers, self._servers = list(reversed(self._servers)), []
         for server in servers:
             self._loop.run(server.stop(STOP_GRACE_S))
-        self.socket_path.unlink(missing_ok=True)
+        if self._service is not None:
+            self._service.executor.shutdown(wait=False)
+        with contextlib.suppress(OSError):
+            self.socket_path.unlink(missing_ok=True)

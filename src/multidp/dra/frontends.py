@@ -1,7 +1,10 @@
 """Every driver this host serves through DRA, by driver name: the host's view of the DRA front-end.
 
-A driver's first scan publishes its CDI specs, then starts its sockets; later scans update devices and
-health, and CDI specs are written again after changes and while they failed (as for device plugins).
+A runner's first good scan writes its CDI specs; the front-end's sockets start with its first scan
+(or at once when its checkpoint holds claims, so that they can be unprepared even if scans fail).
+Later scans update devices and health, and CDI specs are written again after changes and while they
+failed (as for device plugins). A driver that stops with claims prepared keeps its sockets for
+Unprepare until the last claim goes (:meth:`DraFrontends.retire`).
 """
 
 from __future__ import annotations
@@ -12,13 +15,11 @@ from collections.abc import Mapping, Sequence
 
 from multidp.config.settings import Settings
 from multidp.dra.frontend import DraFrontend
+from multidp.dra.usable import mark_held, usable
 from multidp.model import Device
-from multidp.names import resource_name_problem
 from multidp.plugins.runner import DriverRunner
 from multidp.serving.cdi import CDIRegistry
 from multidp.serving.cdipublish import publish_driver_specs
-from multidp.serving.devicecheck import as_list, device_problem, label
-from multidp.serving.resource import cdi_marked
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +41,22 @@ class DraFrontends:
             return list(self._frontends.values())
 
     def serves(self, driver: str) -> bool:
+        """Whether ``driver``'s scans belong here (a front-end kept only for Unprepare takes none)."""
         with self._lock:
-            return driver in self._frontends
+            frontend = self._frontends.get(driver)
+        return frontend is not None and frontend.preparer.runner is not None
 
     def bind(self, driver: str, dra_name: str, runner: DriverRunner) -> None:
-        """Serve ``driver`` as ``dra_name`` with ``runner`` (a new runner of the same name keeps the sockets)."""
+        """Serve ``driver`` as ``dra_name`` with ``runner`` (a new runner of the same name keeps the sockets).
+        A new DRA name waits while claims are prepared under the old one: their pods could not terminate."""
         with self._lock:
             current = self._frontends.get(driver)
+        if current is not None and current.dra_name != dra_name and current.preparer.claims:
+            self._once(driver, f"draDriverName {dra_name!r} waits: {len(current.preparer.claims)} claims are "
+                               f"prepared as {current.dra_name!r}; serving that name until they are unprepared")
+            dra_name = current.dra_name
         if current is not None and current.dra_name == dra_name:
-            current.rebind(runner)
+            current.rebind(runner, self.settings.timeouts.allocate)
             return
         if current is not None:
             self._drop(driver, current)
@@ -59,56 +67,41 @@ class DraFrontends:
     def report(self, runner: DriverRunner, inventory: Mapping[str, Sequence[Device]] | None, error: str) -> None:
         with self._lock:
             frontend = None if self._closed else self._frontends.get(runner.name)
-            # A runner's first good scan writes its CDI specs (a reload's new runner too); the sockets
-            # start with the front-end's first.
             first = frontend is not None and inventory is not None and self._published.get(runner.name) is not runner
-            start = first and runner.name not in self._started
             if first:
                 self._published[runner.name] = runner
-            if start:
-                self._started.add(runner.name)
         if frontend is None or frontend.preparer.runner is not runner:
             return  # a late report of a runner that was replaced or stopped
         if first:
             publish_driver_specs(runner, self.cdi, self.settings.timeouts.scan)
         if inventory is not None:
-            inventory = self._usable(runner.name, inventory)
+            inventory = usable(runner.name, inventory, self.cdi.error(runner.name), self._once)
         changed = frontend.report(inventory, error)
-        if start:
-            frontend.start()
-        elif not first and inventory is not None and (changed or self.cdi.error(runner.name) is not None):
+        if inventory is not None or frontend.preparer.claims:
+            self._start(runner.name, frontend)
+        if not first and inventory is not None and (changed or self.cdi.error(runner.name) is not None):
             publish_driver_specs(runner, self.cdi, self.settings.timeouts.scan)
 
-    def _usable(self, driver: str, inventory: Mapping[str, Sequence[Device]]) -> dict[str, Sequence[Device]]:
-        """The scan with what the host cannot offer left out (logged once each, as for device plugins),
-        and, while the driver's CDI specs cannot be written, its devices that need them Unhealthy."""
-        usable: dict[str, Sequence[Device]] = {}
-        problem = self.cdi.error(driver)
-        for resource, devices in inventory.items():
-            why = (resource_name_problem(resource) if isinstance(resource, str)
-                   else f"its name is a {type(resource).__name__}, not a string")
-            items = as_list(devices)
-            if why is None and items is None:
-                why = f"its devices are a {type(devices).__name__}, not a list"
-            if why is not None or items is None:
-                self._once(driver, f"resource {resource!r} left out: {why}")
-                continue
-            seen: set[str] = set()
-            kept: list[object] = []
-            for device in items:
-                if (bad := device_problem(device, seen)) is not None:
-                    self._once(driver, f"resource {resource}: device {label(device)} left out: it {bad}")
-                    continue
-                seen.add(device.id)  # type: ignore[attr-defined]
-                kept.append(device)
-            usable[resource] = [d for d in (cdi_marked(kept, problem) if problem else kept)
-                                if isinstance(d, Device)]
-        return usable
+    def _start(self, driver: str, frontend: DraFrontend) -> None:
+        with self._lock:
+            if driver in self._started or self._frontends.get(driver) is not frontend:
+                return
+            self._started.add(driver)
+        try:
+            frontend.start()
+        except Exception as exc:  # noqa: BLE001 - a socket that cannot be served: said, and tried next scan
+            with self._lock:
+                self._started.discard(driver)
+            self._once(driver, f"cannot serve DRA on {frontend.socket_path} and {frontend.registration_path}: "
+                               f"{type(exc).__name__}: {exc}; tried again after each scan")
 
-    def _once(self, driver: str, message: str) -> None:
-        if (driver, message) not in self._logged:
-            self._logged.add((driver, message))
-            log.error("driver %s: %s", driver, message)
+    def mark_held(self, driver: str, inventory: Mapping[str, Sequence[Device]]) -> Mapping[str, Sequence[Device]]:
+        """For the device-plugin path: devices that DRA claims still hold, Unhealthy until unprepared."""
+        with self._lock:
+            frontend = self._frontends.get(driver)
+        if frontend is None or not frontend.preparer.claims:
+            return inventory
+        return mark_held(inventory, frontend.preparer.claims)
 
     def retire(self, driver: str, reason: str = "it was stopped") -> None:
         """Stop serving ``driver`` through DRA. With claims still prepared its sockets stay, serving
@@ -134,8 +127,8 @@ class DraFrontends:
             return
         with self._lock:
             self._frontends[driver] = frontend
-            self._started.add(driver)
-        frontend.start()
+        frontend.orphan(reason)
+        self._start(driver, frontend)
         self._keep_for_unprepare(driver, frontend, reason)
 
     def _keep_for_unprepare(self, driver: str, frontend: DraFrontend, reason: str) -> None:
@@ -146,19 +139,23 @@ class DraFrontends:
                     len(frontend.preparer.claims))
 
     def _drop_if_orphan(self, driver: str, frontend: DraFrontend) -> None:
-        if frontend.preparer.runner is None:
-            threading.Thread(target=self._drop, args=(driver, frontend), name="dra-drop", daemon=True).start()
+        threading.Thread(target=self._drop, args=(driver, frontend, True, True), name="dra-drop", daemon=True).start()
 
-    def _drop(self, driver: str, frontend: DraFrontend, withdraw: bool = True) -> None:
+    def _drop(self, driver: str, frontend: DraFrontend, withdraw: bool = True, only_orphan: bool = False) -> None:
         with self._lock:
             if self._frontends.get(driver) is not frontend:
                 return
+            if only_orphan and (frontend.preparer.runner is not None or frontend.preparer.claims):
+                return  # the driver came back (or a claim was prepared) meanwhile: it serves on
             del self._frontends[driver]
-            started = driver in self._started
             self._started.discard(driver)
             self._published.pop(driver, None)
-        if started:
-            frontend.stop(withdraw)
+        frontend.stop(withdraw)
+
+    def _once(self, driver: str, message: str) -> None:
+        if (driver, message) not in self._logged:
+            self._logged.add((driver, message))
+            log.error("driver %s: %s", driver, message)
 
     def stop_all(self) -> None:
         """The host stops: every socket goes (a restarting host serves its claims again from the checkpoint)."""

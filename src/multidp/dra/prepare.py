@@ -1,12 +1,17 @@
 """NodePrepareResources and NodeUnprepareResources for one DRA driver, claim by claim.
 
-Prepare reads the claim (:mod:`multidp.dra.claims`), maps its devices to the driver's IDs, refuses a
-device another claim holds, records the claim ``preparing``, asks the driver for one answer per claim
-request (through the same runner, deadline and isolation as Allocate), turns the answers into CDI
-device IDs (:mod:`multidp.dra.claimspecs`) and records the claim ``prepared``. A claim prepared before
-answers from the checkpoint; after a reboot, or when its spec file is gone, the answers are derived
-again from the stored device IDs. Unprepare needs the checkpoint alone; an unknown claim is success.
-Claims are handled one at a time, as the kubelet's Go helper does by default.
+Prepare reads the claim (:mod:`multidp.dra.claims`) outside the lock, so the claims of one call are read
+at the same time. The rest runs one claim at a time, checkpoint writes included:
+- map the claim's devices to the driver's IDs, refusing a device another claim holds (admin access
+  excepted);
+- record the claim ``preparing``;
+- ask the driver for the answers (:mod:`multidp.dra.answers`) and write the per-claim CDI spec;
+- record the claim ``prepared``.
+
+A claim prepared before answers from the checkpoint. After a reboot, or when its spec file is gone,
+its answers are derived again from the stored device IDs. Unprepare needs the checkpoint alone; an
+unknown claim is success. An Unprepare that overtakes a Prepare still at work (the kubelet gave up
+waiting) wins: that Prepare records nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from multidp.dra.answers import Answering, Declared, Failed, answers
 from multidp.dra.checkpoint import (
     PREPARED,
     PREPARING,
@@ -27,34 +33,19 @@ from multidp.dra.checkpoint import (
     PreparedDevice,
 )
 from multidp.dra.claims import AllocatedDevice, ClaimProblem, ClaimReader, ClaimRef
-from multidp.dra.claimspecs import (
-    AnswerRefused,
-    SpecRefused,
-    claim_kind,
-    edits_of,
-    remove_spec_files,
-    spec_path,
-    write_claim_spec,
-)
-from multidp.errors import DriverCallError
-from multidp.model import AllocationRequest, CDIDeviceSpec
+from multidp.dra.claimspecs import SpecRefused, remove_spec_files, spec_path, write_claim_spec
 from multidp.plugins.runner import DriverRunner
 from multidp.serving.cdi import CDIRegistry
 
 log = logging.getLogger(__name__)
 
 Lookup = Callable[[str, str], "tuple[str, str] | None"]  # (pool, device name) -> (resource, driver ID)
-Declared = Callable[[str, str], "tuple[str, ...]"]  # (pool, device name) -> the CDI names the device declares
 
 
 @dataclass(frozen=True)
 class PrepareResult:
     devices: tuple[PreparedDevice, ...] = ()
     error: str = ""
-
-
-class Failed(Exception):
-    """One claim cannot be prepared; the message is what the kubelet is told."""
 
 
 class ClaimPreparer:
@@ -69,20 +60,23 @@ class ClaimPreparer:
         self.stopped = ""  # why the driver does not run (runner None): only Unprepare is served
         self.on_empty: Callable[[], None] | None = None  # called when an Unprepare leaves no claim
         self._lock = threading.Lock()
+        self._inflight: dict[str, int] = {}  # claim UID -> Prepares at work on it
+        self._epochs: dict[str, int] = {}  # claim UID -> Unprepares since those began
         self.broken: str | None = None  # why the checkpoint cannot be trusted
         self.contents = Contents()
-        try:
-            self.contents = checkpoint.load()
-        except CheckpointCorrupt as exc:
-            self.broken = str(exc)
-            log.error("driver %s: %s; Prepare is refused until it is moved away (claims of running pods would "
-                      "otherwise be handed out twice)", driver, exc)
-        self._clean_half_prepared()
+        self._load()
 
-    def _clean_half_prepared(self) -> None:
-        """Claims a host died preparing: their spec files go, and the kubelet's retry starts afresh."""
+    def _load(self) -> None:
+        try:
+            self.contents, self.broken = self.checkpoint.load(), None
+        except CheckpointCorrupt as exc:
+            if self.broken != str(exc):
+                log.error("driver %s: %s; Prepare is refused until it is moved away (claims of running pods would "
+                          "otherwise be handed out twice)", self.driver, exc)
+            self.broken = str(exc)
+            return
         stale = [c for c in self.contents.claims.values() if c.state == PREPARING]
-        for claim in stale:
+        for claim in stale:  # a host died preparing them: the kubelet's retry starts afresh
             log.warning("driver %s: claim %s/%s (%s) was left half-prepared; cleaning it up", self.driver,
                         claim.namespace, claim.name, claim.uid)
             remove_spec_files(claim.spec_files)
@@ -92,40 +86,55 @@ class ClaimPreparer:
 
     @property
     def claims(self) -> list[PreparedClaim]:
-        with self._lock:
-            return list(self.contents.claims.values())
+        """The claims prepared (a copy, taken without waiting for a Prepare at work)."""
+        return list(dict(self.contents.claims).values())
 
     # Prepare ---------------------------------------------------------------------------
 
     def prepare(self, claim: ClaimRef) -> PrepareResult:
-        """Prepare one claim; the result's ``error`` says why not.
-
-        The claim is read from the API server outside the lock (other claims go on meanwhile); the
-        rest, checkpoint writes included, runs one claim at a time.
-        """
+        """Prepare one claim; the result's ``error`` says why not (never raises)."""
+        with self._lock:
+            self._inflight[claim.uid] = self._inflight.get(claim.uid, 0) + 1
+            epoch = self._epochs.get(claim.uid, 0)
         try:
-            if self.runner is None:
-                raise Failed(f"claim {claim}: driver {self.driver} does not run on this node now ({self.stopped}); "
-                             "claims it prepared can still be unprepared")
-            with self._lock:
-                known = self._known(claim)
-            if known is not None:
-                return PrepareResult(known)
-            try:
-                allocated = self.reader.read(claim, self.dra_name)
-            except ClaimProblem as exc:
-                raise Failed(str(exc)) from None
-            with self._lock:
-                known = self._known(claim)  # prepared by a call that overtook this one
-                return PrepareResult(known if known is not None else self._prepare_new(claim, allocated))
+            return PrepareResult(self._prepare(claim, epoch))
         except Failed as exc:
             log.error("driver %s: %s", self.driver, exc)
             return PrepareResult(error=str(exc))
+        except Exception as exc:  # noqa: BLE001 - one claim's surprise must not fail the others
+            log.exception("driver %s: preparing claim %s failed", self.driver, claim)
+            return PrepareResult(error=f"claim {claim}: internal error: {type(exc).__name__}: {exc}")
+        finally:
+            with self._lock:
+                self._inflight[claim.uid] -= 1
+                if not self._inflight[claim.uid]:
+                    del self._inflight[claim.uid]
+                    self._epochs.pop(claim.uid, None)
 
-    def _known(self, claim: ClaimRef) -> tuple[PreparedDevice, ...] | None:
+    def _prepare(self, claim: ClaimRef, epoch: int) -> tuple[PreparedDevice, ...]:
+        if self.runner is None:
+            raise Failed(f"claim {claim}: driver {self.driver} does not run on this node now ({self.stopped}); "
+                         "claims it prepared can still be unprepared")
+        with self._lock:
+            known = self._known(claim, epoch)
+        if known is not None:
+            return known
+        try:
+            allocated = self.reader.read(claim, self.dra_name)
+        except ClaimProblem as exc:
+            raise Failed(str(exc)) from None
+        with self._lock:
+            known = self._known(claim, epoch)  # prepared by a call that overtook this one
+            return known if known is not None else self._prepare_new(claim, allocated)
+
+    def _known(self, claim: ClaimRef, epoch: int) -> tuple[PreparedDevice, ...] | None:
         """A claim prepared before: its devices (derived again when needed); None for a new claim."""
         if self.broken:
-            raise Failed(self.broken)
+            self._load()  # moved away meanwhile?
+            if self.broken:
+                raise Failed(self.broken)
+        if self._epochs.get(claim.uid, 0) != epoch:
+            raise Failed(f"claim {claim}: unprepared while this Prepare was at work; not prepared")
         stored = self.contents.claims.get(claim.uid)
         if stored is None or stored.state != PREPARED:
             return None
@@ -146,84 +155,50 @@ class ClaimPreparer:
             if found is None:
                 raise Failed(f"claim {claim}: device {result.pool}/{result.device} is not a device of DRA driver "
                              f"{self.dra_name} on this node")
-            devices.append(PreparedDevice(result.request, result.pool, result.device, *found))
+            devices.append(PreparedDevice(result.request, result.pool, result.device, *found, admin=result.admin,
+                                          share_id=result.share_id))
         self._refuse_held(claim, devices)
         return self._derive(claim, tuple(devices), None)
 
     def _refuse_held(self, claim: ClaimRef, devices: list[PreparedDevice]) -> None:
-        wanted = {(d.resource, d.driver_id): d for d in devices}
+        wanted = {(d.resource, d.driver_id) for d in devices if not d.admin}
         for other in self.contents.claims.values():
             if other.uid == claim.uid:
                 continue
             for held in other.devices:
-                if (held.resource, held.driver_id) in wanted:
+                if not held.admin and (held.resource, held.driver_id) in wanted:
                     raise Failed(f"claim {claim}: device {held.pool}/{held.device} is already prepared for claim "
                                  f"{other.namespace}/{other.name} ({other.uid})")
 
     def _derive(self, claim: ClaimRef, devices: tuple[PreparedDevice, ...],
                 stored: PreparedClaim | None) -> tuple[PreparedDevice, ...]:
-        """Ask the driver for the answers, write the claim's spec, record it prepared."""
-        path = spec_path(self.cdi.directory, self.dra_name, claim.uid)
-        record = PreparedClaim(claim.uid, claim.namespace, claim.name, PREPARING, devices, (str(path),), self.boot_id)
-        self._save(record)
+        """Ask the driver, write the claim's spec, record it prepared; on any failure leave no trace (a claim
+        prepared before keeps its record, and is derived again next time)."""
+        path = str(spec_path(self.cdi.directory, self.dra_name, claim.uid))
+        record = PreparedClaim(claim.uid, claim.namespace, claim.name, PREPARING, devices, (path,), self.boot_id)
+        if stored is None:
+            self._save(record)  # a new claim is recorded before the driver is asked: a crash leaves it cleanable
+        how = Answering(self.driver, self.dra_name, self.runner, self.cdi, self.declared, self.allocate_timeout,
+                        self.stopped)
         try:
-            prepared, edits = self._answers(claim, devices)
+            prepared, edits = answers(how, claim, devices)
             spec_files: tuple[str, ...] = ()
             if edits:
                 spec_files = (str(write_claim_spec(self.cdi.directory, self.dra_name, claim.uid, edits)),)
-        except (Failed, SpecRefused, OSError) as exc:
-            remove_spec_files([str(path)])
+            else:
+                remove_spec_files([path])  # one left by an earlier answer that had edits
+            self._save(replace(record, state=PREPARED, devices=prepared, spec_files=spec_files))
+        except BaseException as exc:
+            remove_spec_files([path])
             self._undo(claim.uid, stored)
-            if isinstance(exc, Failed):
+            if isinstance(exc, (Failed, KeyboardInterrupt, SystemExit)):
                 raise
-            raise Failed(f"claim {claim}: cannot write its CDI spec: {exc}") from None
-        self._save(replace(record, state=PREPARED, devices=prepared, spec_files=spec_files))
+            if isinstance(exc, (SpecRefused, OSError)):
+                raise Failed(f"claim {claim}: cannot write its CDI spec: {exc}") from None
+            raise
         return prepared
 
-    def _answers(self, claim: ClaimRef, devices: tuple[PreparedDevice, ...]
-                 ) -> tuple[tuple[PreparedDevice, ...], list[tuple[str, CDIDeviceSpec]]]:
-        """One driver answer per (request, resource); the devices with their CDI IDs, and the edits to write."""
-        groups: dict[tuple[str, str], list[PreparedDevice]] = {}
-        for device in devices:
-            groups.setdefault((device.request, device.resource), []).append(device)
-        cdi_ids: dict[tuple[str, str, str], tuple[str, ...]] = {}  # (request, resource, device) -> IDs
-        edits: list[tuple[str, CDIDeviceSpec]] = []
-        for (request, resource), members in groups.items():
-            ids = tuple(dict.fromkeys(d.driver_id for d in members))
-            asked = AllocationRequest(resource, ids, ids, claim_uid=claim.uid, request_name=request)
-            runner = self.runner
-            if runner is None:
-                raise Failed(f"claim {claim}: driver {self.driver} stopped ({self.stopped})")
-            try:
-                answer = runner.call("allocate", runner.driver.allocate, asked, timeout=self.allocate_timeout)
-                own = edits_of(answer, self.driver)
-            except (DriverCallError, AnswerRefused) as exc:
-                raise Failed(f"claim {claim}, request {request}: {exc}") from None
-            names = list(getattr(answer, "cdi_devices", []))
-            if problem := self.cdi.problem(self.driver, names):
-                raise Failed(f"claim {claim}, request {request}: {problem}")
-            if own is not None:
-                device_name = f"{claim.uid}-{len(edits)}"
-                edits.append((device_name, own))
-                names.append(f"{claim_kind(self.dra_name)}={device_name}")
-            if not names:
-                raise Failed(f"claim {claim}, request {request}: driver {self.driver} answered nothing a container "
-                             "could use (no CDI devices, device nodes, mounts or variables)")
-            cdi_ids.update(self._spread(request, resource, members, names))
-        return tuple(replace(d, cdi_ids=cdi_ids[(d.request, d.resource, d.device)]) for d in devices), edits
-
-    def _spread(self, request: str, resource: str, members: list[PreparedDevice], names: list[str]
-                ) -> dict[tuple[str, str, str], tuple[str, ...]]:
-        """Each CDI name on the device that declares it (``Device.cdi_devices``), the rest on the first
-        device: the kubelet hands the runtime every device's IDs, and a name given twice is injected twice."""
-        owner = {name: d.device for d in members for name in self.declared(d.pool, d.device)}
-        spread: dict[str, list[str]] = {d.device: [] for d in members}
-        for name in names:
-            spread[owner.get(name, members[0].device)].append(name)
-        return {(request, resource, device): tuple(ids) for device, ids in spread.items()}
-
     def _undo(self, uid: str, stored: PreparedClaim | None) -> None:
-        """A failed Prepare leaves no trace, except that a claim prepared before keeps its devices held."""
         if stored is None:
             self.contents.claims.pop(uid, None)
         else:
@@ -251,8 +226,10 @@ class ClaimPreparer:
     # Unprepare -------------------------------------------------------------------------
 
     def unprepare(self, claim: ClaimRef) -> str:
-        """Unprepare one claim from the checkpoint alone; an error message, or "" for success."""
+        """Unprepare one claim from the checkpoint alone; an error message, or "" for success (never raises)."""
         with self._lock:
+            if claim.uid in self._inflight:  # a Prepare at work on it must not record it afterwards
+                self._epochs[claim.uid] = self._epochs.get(claim.uid, 0) + 1
             if self.broken:
                 log.warning("driver %s: unpreparing claim %s with a checkpoint that cannot be trusted: nothing to "
                             "undo is known; answered as done", self.driver, claim)
@@ -265,9 +242,9 @@ class ClaimPreparer:
             except OSError as exc:
                 self.contents.claims[claim.uid] = stored
                 return f"cannot write the DRA checkpoint {self.checkpoint.path}: {exc}"
-            remove_spec_files(stored.spec_files)
-            log.info("driver %s: claim %s unprepared", self.driver, claim)
             empty = not self.contents.claims
+        remove_spec_files(stored.spec_files)
+        log.info("driver %s: claim %s unprepared", self.driver, claim)
         if empty and self.on_empty is not None:
             self.on_empty()
         return ""

@@ -13,6 +13,8 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any, Protocol
 
 import grpc
@@ -30,6 +32,7 @@ HEALTH_TIMEOUT_S = 90  # how long the kubelet may trust one message (three resen
 MAX_MESSAGE_BYTES = 1024  # the kubelet's limit on a health message
 MAX_BUDGET_S = 40.0  # for a caller without a deadline: within the kubelet's 45 s all the same
 ANSWER_MARGIN_S = 1.0  # of the caller's deadline, kept for answering
+WORKERS = 8  # claims of one driver worked on at once (the API reads; the rest takes turns)
 
 
 def _claims(request: Any) -> list[ClaimRef]:
@@ -39,9 +42,13 @@ def _claims(request: Any) -> list[ClaimRef]:
 def _prepared(result: PrepareResult) -> Any:
     if result.error:
         return dra.NodePrepareResourceResponse(error=result.error)
-    return dra.NodePrepareResourceResponse(devices=[
-        dra.Device(request_names=[d.request], pool_name=d.pool, device_name=d.device, cdi_device_ids=list(d.cdi_ids))
-        for d in result.devices])
+    answer = dra.NodePrepareResourceResponse()
+    for d in result.devices:
+        device = answer.devices.add(request_names=[d.request], pool_name=d.pool, device_name=d.device,
+                                    cdi_device_ids=list(d.cdi_ids))
+        if d.share_id is not None:
+            device.share_id = d.share_id
+    return answer
 
 
 def clip(message: str) -> str:
@@ -75,35 +82,50 @@ class DraService:
 
     def __init__(self, frontend: Served) -> None:
         self.frontend = frontend
+        # Its own threads: one driver's stalls (a hung allocate, an API server that does not answer) never
+        # hold up another driver's Prepare or Unprepare.
+        self.executor = ThreadPoolExecutor(WORKERS, thread_name_prefix="dra-claims")
+        self._running: dict[str, asyncio.Future[PrepareResult]] = {}  # claim UID -> its Prepare at work
 
     async def prepare(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         left = context.time_remaining()
         budget = min(left - ANSWER_MARGIN_S, MAX_BUDGET_S) if left is not None else MAX_BUDGET_S
-        results = await asyncio.gather(*(self._prepare_one(claim, budget) for claim in _claims(request)))
+        claims = _claims(request)
+        results = await asyncio.gather(*(self._prepare_one(claim, budget) for claim in claims), return_exceptions=True)
         answer = dra.NodePrepareResourcesResponse()
-        for uid, result in results:
-            answer.claims[uid].CopyFrom(_prepared(result))
+        for claim, result in zip(claims, results, strict=True):
+            if isinstance(result, BaseException):  # never expected: _prepare_one answers every claim itself
+                result = PrepareResult(error=f"claim {claim}: internal error: {type(result).__name__}: {result}")
+            answer.claims[claim.uid].CopyFrom(_prepared(result))
         return answer
 
-    async def _prepare_one(self, claim: ClaimRef, budget: float) -> tuple[str, PrepareResult]:
+    async def _prepare_one(self, claim: ClaimRef, budget: float) -> PrepareResult:
         """One claim, answered within ``budget`` seconds: a claim still at work then is answered as not
-        prepared in time, and goes on; once done it is in the checkpoint, and the kubelet's retry finds it."""
+        prepared in time, and goes on; a retry of it joins that work instead of starting another."""
         started = time.monotonic()
-        work = asyncio.ensure_future(asyncio.to_thread(self.frontend.preparer.prepare, claim))
+        work = self._running.get(claim.uid)
+        if work is None:
+            work = asyncio.get_running_loop().run_in_executor(self.executor, self.frontend.preparer.prepare, claim)
+            self._running[claim.uid] = work
+            work.add_done_callback(partial(self._done, claim.uid))
         try:
-            result = await asyncio.wait_for(asyncio.shield(work), max(budget, 0.0))
+            result: PrepareResult = await asyncio.wait_for(asyncio.shield(work), max(budget, 0.0))
         except TimeoutError:
             result = PrepareResult(error=f"claim {claim}: not prepared within the kubelet's deadline ({budget:.0f} s "
                                          "were left for it); still at work, so the kubelet's next try may find it "
                                          "done")
         self.frontend.stats.prepared(not result.error, time.monotonic() - started)
-        return claim.uid, result
+        return result
+
+    def _done(self, uid: str, _: object) -> None:
+        self._running.pop(uid, None)
 
     async def unprepare(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         answer = dra.NodeUnprepareResourcesResponse()
+        loop = asyncio.get_running_loop()
         for claim in _claims(request):
             started = time.monotonic()
-            error = await asyncio.to_thread(self.frontend.preparer.unprepare, claim)
+            error = await loop.run_in_executor(self.executor, self.frontend.preparer.unprepare, claim)
             self.frontend.stats.unprepared(not error, time.monotonic() - started)
             answer.claims[claim.uid].error = error
         return answer

@@ -303,6 +303,8 @@ class Host:
         if current and self.dra.serves(runner.name):
             self.dra.report(runner, inventory, error)
         elif current:  # not a late report from a runner that was replaced
+            if inventory is not None:  # devices that DRA claims still hold stay Unhealthy here
+                inventory = self.dra.mark_held(runner.name, inventory)
             self.table.report(runner, inventory, error)
 
     # Stopping ------------------------------------------------------------------------
