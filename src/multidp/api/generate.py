@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-PROTOS = ("deviceplugin_v1beta1", "dra_v1", "drahealth_v1", "pluginregistration_v1")
+PROTOS = ("deviceplugin_v1beta1", "dra_v1", "drahealth_v1", "pluginregistration_v1", "podresources_v1")
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
 OUTPUTS = tuple(f"{name}{suffix}" for name in PROTOS for suffix in ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py"))
 
