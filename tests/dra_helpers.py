@@ -60,12 +60,13 @@ def env() -> Iterator[Env]:
         kubelet.start()
         plugin = SamplePlugin()
 
-        def start(drivers: dict[str, Any] | None = None, driver_plugin: Any = None) -> AbstractContextManager[Host]:
+        def start(drivers: dict[str, Any] | None = None, driver_plugin: Any = None,
+                  **overrides: Any) -> AbstractContextManager[Host]:
+            settings = {"dra_plugins_dir": root / "pl", "dra_registry_dir": root / "reg",
+                        "boot_id_file": root / "boot_id", "pod_resources_socket": root / "podres.sock", **overrides}
             return running_host(root / "dp", {"sample": driver_plugin or plugin},
                                 drivers=drivers or {"sample": {"frontend": "dra"}},
-                                environ={"KUBECONFIG": str(kubeconfig), "NODE_NAME": NODE},
-                                dra_plugins_dir=root / "pl", dra_registry_dir=root / "reg",
-                                boot_id_file=root / "boot_id")
+                                environ={"KUBECONFIG": str(kubeconfig), "NODE_NAME": NODE}, **settings)
 
         try:
             yield Env(root, api, kubelet, plugin, start)

@@ -24,7 +24,7 @@ from multidp.testing.host import make_settings
 def settings_for(env: Env, frontend: str = "dra", **section: Any) -> Any:
     new = make_settings(env.root / "dp", {"sample": {"frontend": frontend, **section}},
                         dra_plugins_dir=env.root / "pl", dra_registry_dir=env.root / "reg",
-                        boot_id_file=env.root / "boot_id")
+                        boot_id_file=env.root / "boot_id", pod_resources_socket=env.root / "podres.sock")
     new.drivers = ["sample"]
     return new
 
@@ -157,3 +157,31 @@ def test_two_drivers_under_one_dra_name_are_refused(tmp_path):
     path.write_text("drivers:\n  a: {draDriverName: x.example.com}\n  b: {draDriverName: x.example.com}\n")
     with pytest.raises(ConfigError, match="drivers.b.draDriverName.*driver a's DRA driver name too"):
         load_settings({"config": str(path)}, {})
+
+
+def test_devices_pods_got_through_the_device_plugin_stay_out_of_dra_until_the_pods_end(
+        env: Env, monkeypatch: pytest.MonkeyPatch):
+    from multidp.dra import podwatch
+    from multidp.testing.podresources import FakePodResources
+
+    monkeypatch.setattr(podwatch, "POLL_S", 0.2)
+    kubelet = KubeletStandIn(env.root / "dp").start()
+    pods = FakePodResources(env.root / "podres.sock").start()
+    try:
+        with env.start({"sample": {"frontend": "device-plugin"}}) as host:
+            kubelet.wait_devices(WIDGET, lambda v: v.capacity == 4)
+            pods.pods = [("team", "train", "main", {WIDGET: ["widget-2"]}, [])]
+            host.reload(settings_for(env, "dra"))
+            env.kubelet.wait_registered(DRA_NAME)
+            key = (POOL, "widget-2")
+            env.kubelet.wait_health(DRA_NAME, lambda h: key in h, 10)
+            health = env.kubelet.health(DRA_NAME)
+            assert health[key].health == "Unhealthy" and "held by pod team/train" in health[key].message
+            claim = env.claim("c1", "widget-2")
+            assert "held by pod team/train" in env.kubelet.prepare(DRA_NAME, [claim])[claim[1]].error
+            pods.pods = []  # the pod ended
+            env.kubelet.wait_health(DRA_NAME, lambda h: h[key].health == "Healthy", 10)
+            assert env.kubelet.prepare(DRA_NAME, [claim])[claim[1]].error == ""
+    finally:
+        pods.stop()
+        kubelet.stop()

@@ -78,6 +78,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "[MULTIDP_DRA_PLUGINS_DIR; /var/lib/kubelet/plugins]")
     add("--dra-registry-dir", help="the kubelet's plugin registry, for DRA registration "
         "[MULTIDP_DRA_REGISTRY_DIR; /var/lib/kubelet/plugins_registry]")
+    add("--pod-resources-socket", help="the kubelet's PodResources API, which devices running pods hold "
+        "[MULTIDP_POD_RESOURCES_SOCKET; /var/lib/kubelet/pod-resources/kubelet.sock]")
     add("--metrics-address", help="host:port for /metrics, /healthz, /readyz [MULTIDP_METRICS_ADDRESS; off]")
     add("--probe-address", help="host:port for /healthz and /readyz alone, its own listener "
         "[MULTIDP_PROBE_ADDRESS; off]")
@@ -127,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 FLAG_KEYS = ("config", "plugin_dir", "kubelet_socket", "drivers", "strict", "simulate", "cdi_dir",
-             "dra_plugins_dir", "dra_registry_dir",
+             "dra_plugins_dir", "dra_registry_dir", "pod_resources_socket",
              "metrics_address", "probe_address", "log_format", "log_level")
 
 

@@ -28,6 +28,7 @@ DEFAULT_CDI_DIR = Path("/var/run/cdi")
 DEFAULT_DRA_PLUGINS_DIR = Path("/var/lib/kubelet/plugins")  # DRA sockets and checkpoints: <dir>/<DRA driver name>/
 DEFAULT_DRA_REGISTRY_DIR = Path("/var/lib/kubelet/plugins_registry")  # the kubelet's plugin watcher
 DEFAULT_BOOT_ID_FILE = Path("/proc/sys/kernel/random/boot_id")
+DEFAULT_POD_RESOURCES_SOCKET = Path("/var/lib/kubelet/pod-resources/kubelet.sock")  # which devices pods hold
 
 MAX_TIMEOUT_S = 86_400.0  # longer deadlines overflow the platform's time_t in threading waits
 
@@ -89,6 +90,7 @@ class FileConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_
     cdi_dir: str | None = None
     dra_plugins_dir: str | None = None
     dra_registry_dir: str | None = None
+    pod_resources_socket: str | None = None
     log_format: Literal["text", "json"] | None = None
     log_level: Literal["debug", "info", "warning", "error"] | None = None
     timeouts: Timeouts = msgspec.field(default_factory=Timeouts)
@@ -112,6 +114,7 @@ class Settings:
     dra_plugins_dir: Path = DEFAULT_DRA_PLUGINS_DIR
     dra_registry_dir: Path = DEFAULT_DRA_REGISTRY_DIR
     boot_id_file: Path = DEFAULT_BOOT_ID_FILE  # tests act out a reboot by changing what it says
+    pod_resources_socket: Path = DEFAULT_POD_RESOURCES_SOCKET
     log_format: str = "text"
     log_level: str = "info"
     sysfs_root: Path = Path("/sys")
@@ -204,6 +207,8 @@ def load_settings(flags: Mapping[str, Any], environ: Mapping[str, str] | None = 
         dra_registry_dir=Path(pick("dra_registry_dir", "MULTIDP_DRA_REGISTRY_DIR", file.dra_registry_dir)
                               or DEFAULT_DRA_REGISTRY_DIR),
         boot_id_file=Path(env.get("MULTIDP_BOOT_ID_FILE") or DEFAULT_BOOT_ID_FILE),
+        pod_resources_socket=Path(pick("pod_resources_socket", "MULTIDP_POD_RESOURCES_SOCKET",
+                                       file.pod_resources_socket) or DEFAULT_POD_RESOURCES_SOCKET),
         log_format=pick("log_format", "MULTIDP_LOG_FORMAT", file.log_format) or "text",
         log_level=pick("log_level", "MULTIDP_LOG_LEVEL", file.log_level) or "info",
         sysfs_root=Path(env.get("MULTIDP_SYSFS_ROOT") or "/sys"),

@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import grpc
@@ -24,11 +24,13 @@ from multidp.config.settings import Settings
 from multidp.dra.checkpoint import Checkpoint, read_boot_id
 from multidp.dra.claims import ClaimReader
 from multidp.dra.names import device_name, pool_name
+from multidp.dra.podresources import PodResourcesUnavailable
+from multidp.dra.podwatch import Holders, PodHeldWatch
 from multidp.dra.prepare import ClaimPreparer
 from multidp.dra.registration import RegistrationService
 from multidp.dra.service import DraService
 from multidp.dra.slices import Offered, SlicePublisher
-from multidp.model import Device
+from multidp.model import Device, Health
 from multidp.plugins.runner import DriverRunner
 from multidp.serving.cdi import CDIRegistry
 from multidp.serving.eventloop import ServingLoop
@@ -92,8 +94,12 @@ class DraFrontend:
         self._listeners: list[Callable[[], None]] = []
         self.preparer = ClaimPreparer(driver, dra_name, Checkpoint(self.directory / "checkpoint.json"),
                                       read_boot_id(settings.boot_id_file), cdi, ClaimReader(environ), runner,
-                                      self.lookup, settings.timeouts.allocate, self.declared_cdi)
+                                      self.lookup, settings.timeouts.allocate, self.declared_cdi, self.blocked)
         self._described: dict[tuple[str, str], Device] = {}
+        self._inventory: Mapping[str, Sequence[Device]] | None = None  # the last good scan
+        self._pod_held: Holders = {}  # devices pods got through the device plugin, until those pods end
+        self.podwatch = PodHeldWatch(driver, settings.pod_resources_socket, lambda: list(self._inventory or {}),
+                                     self._pods_changed)
         self.slices: SlicePublisher | None = None
         if environ.get("NODE_NAME"):  # the Node to own the slices; without it, no API side (part 1 alone)
             self.slices = SlicePublisher(driver, dra_name, self.node, environ, self.offered)
@@ -125,6 +131,9 @@ class DraFrontend:
         """A scan of the driver: its devices now (None: the scan failed, every device Unhealthy with ``error``);
         whether anything changed."""
         now = int(time.time())
+        if inventory is not None:
+            self._inventory = inventory
+            inventory = self._mark_pod_held(inventory)
         with self._lock:
             if inventory is None:
                 fresh = {key: self._changed(state, False, error, now) for key, state in self._devices.items()}
@@ -141,6 +150,30 @@ class DraFrontend:
         if published and self.slices is not None:
             self.slices.changed()
         return changed
+
+    def _mark_pod_held(self, inventory: Mapping[str, Sequence[Device]]) -> Mapping[str, Sequence[Device]]:
+        held = self._pod_held
+        if not held:
+            return inventory
+        return {resource: [replace(d, health=Health.UNHEALTHY, reason=self._held_reason(held[(resource, d.id)]))
+                           if (resource, d.id) in held else d for d in devices]
+                for resource, devices in inventory.items()}
+
+    @staticmethod
+    def _held_reason(pod: str) -> str:
+        return f"held by pod {pod} through the device plugin until it ends"
+
+    def _pods_changed(self, holders: Holders) -> None:
+        self._pod_held = holders
+        if self._inventory is not None:
+            self.report(self._inventory, "")
+
+    def blocked(self, pool: str, name: str) -> str | None:
+        """Why Prepare may not take the device now (a pod holds it through the device plugin), or None."""
+        with self._lock:
+            state = self._devices.get((pool, name))
+        pod = None if state is None else self._pod_held.get((state.resource, state.driver_id))
+        return None if pod is None else self._held_reason(pod)
 
     def offered(self) -> list[Offered]:
         """The devices as the ResourceSlices list them."""
@@ -203,6 +236,7 @@ class DraFrontend:
         with self._serving:
             if self._closed:
                 return
+            self._check_pods()
             try:
                 self._loop.run(self._start())
             except BaseException:
@@ -212,6 +246,19 @@ class DraFrontend:
             self.slices.start()
         log.info("driver %s: serving DRA as %s on %s (registration %s)", self.driver, self.dra_name,
                  self.socket_path, self.registration_path)
+
+    def _check_pods(self) -> None:
+        """Before the first socket: which devices pods still hold through the device plugin (then polled)."""
+        if self.preparer.runner is None:
+            return
+        try:
+            held = self.podwatch.check()
+        except PodResourcesUnavailable as exc:
+            log.warning("driver %s: cannot tell which devices running pods got through the device plugin: %s; "
+                        "DRA offers them all", self.driver, exc)
+            return
+        if held:
+            self.podwatch.start()
 
     async def _start(self) -> None:
         self._service = DraService(self)
@@ -234,6 +281,7 @@ class DraFrontend:
         :meth:`start` racing this one serves nothing."""
         with self._serving:
             self._closed = True
+            self.podwatch.stop()
             if self.slices is not None:
                 self.slices.stop(withdraw)
             self._stop_servers()

@@ -53,10 +53,11 @@ class ClaimPreparer:
 
     def __init__(self, driver: str, dra_name: str, checkpoint: Checkpoint, boot_id: str, cdi: CDIRegistry,
                  reader: ClaimReader, runner: DriverRunner | None, lookup: Lookup, allocate_timeout: float,
-                 declared: Declared = lambda pool, name: ()) -> None:
+                 declared: Declared = lambda pool, name: (),
+                 blocked: Callable[[str, str], str | None] = lambda pool, name: None) -> None:
         self.driver, self.dra_name, self.checkpoint, self.boot_id = driver, dra_name, checkpoint, boot_id
         self.cdi, self.reader, self.runner, self.lookup = cdi, reader, runner, lookup
-        self.allocate_timeout, self.declared = allocate_timeout, declared
+        self.allocate_timeout, self.declared, self.blocked = allocate_timeout, declared, blocked
         self.stopped = ""  # why the driver does not run (runner None): only Unprepare is served
         self.on_empty: Callable[[], None] | None = None  # called when an Unprepare leaves no claim
         self._lock = threading.Lock()
@@ -155,6 +156,8 @@ class ClaimPreparer:
             if found is None:
                 raise Failed(f"claim {claim}: device {result.pool}/{result.device} is not a device of DRA driver "
                              f"{self.dra_name} on this node")
+            if (why := self.blocked(result.pool, result.device)) is not None:
+                raise Failed(f"claim {claim}: device {result.pool}/{result.device} {why}")
             devices.append(PreparedDevice(result.request, result.pool, result.device, *found, admin=result.admin,
                                           share_id=result.share_id))
         self._refuse_held(claim, devices)

@@ -184,7 +184,7 @@ class Host:
         """Apply a new config (SIGHUP): every driver is created again and rescanned. The plugin dir
         and kubelet socket stay as they were; a driver whose new config is bad keeps its old one."""
         old, kept = self.settings, ("plugin_dir", "kubelet_socket", "simulate", "lock_wait", "dra_plugins_dir",
-                                "dra_registry_dir", "boot_id_file")  # take a restart
+                                "dra_registry_dir", "boot_id_file", "pod_resources_socket")  # take a restart
         if changed := [key for key in kept if getattr(settings, key) != getattr(old, key)]:
             log.warning("reload: %s changed but takes a restart; kept as it was", ", ".join(changed))
         for key in kept:
