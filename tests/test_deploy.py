@@ -843,7 +843,7 @@ def test_dockerfile_installs_the_host_and_every_driver_with_every_extra() -> Non
         rel = "." if project == ROOT else f"./{project.relative_to(ROOT)}"
         named = [w for w in install if w == rel or w.startswith(rel + "[")]
         assert named, f"{meta['name']} ({rel}) is not in the image's pip install line"
-        extras = set(meta.get("optional-dependencies", {})) - {"test", "tests", "dev", "docs"}
+        extras = set(meta.get("optional-dependencies", {})) - {"test", "tests", "testing", "dev", "docs"}
         asked = set(re.findall(r"\[(.*)\]", named[0])[0].split(",")) if "[" in named[0] else set()
         assert extras <= asked, f"{meta['name']}: extras {sorted(extras - asked)} are not installed in the image"
         assert asked <= extras, f"{meta['name']} has no extras {sorted(asked - extras)}: the image asks for them"

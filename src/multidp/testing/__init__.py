@@ -5,7 +5,10 @@ A driver's tests import only :mod:`multidp` and this package.
 - :class:`KubeletStandIn`: the kubelet's side of the Device Plugin API.
 - :class:`DraKubelet`: the kubelet's side of DRA (registration, Prepare and
   Unprepare, the health stream, kubelet restarts and reboots); claims come from
-  :class:`FakeApiServer` (``api.claims.add(...)``).
+  :class:`FakeApiServer` (``api.claims.add(...)``), which also keeps the
+  ResourceSlices a host publishes (``api.slices``, a :class:`SliceStore`), and
+  :class:`SchedulerStandIn` allocates claims from them.
+- :class:`FakePodResources`: the kubelet's PodResources API.
 - :func:`running_host`: a whole multidp host in-process, pointed at a stand-in.
 - :func:`create_driver`, :func:`driver_config`: a driver, or its config, made
   as the host makes them on a node.
@@ -32,7 +35,10 @@ from multidp.testing.drivers import check_config, create_driver, driver_config
 from multidp.testing.host import running_host, simulation_of
 from multidp.testing.kubelet import KubeletStandIn
 from multidp.testing.kubeletview import AllocationFailed, KubeletAllocation, PluginOptions, Registration, ResourceView
+from multidp.testing.podresources import FakePodResources
 from multidp.testing.sample import SampleConfig, SampleDriver, SampleHardware, SamplePlugin
+from multidp.testing.scheduler import SchedulerStandIn, Unschedulable
+from multidp.testing.slices import SliceStore
 from multidp.testing.util import percentile, short_socket_dir, wait_until
 from multidp.testing.wire import allocate_request, preferred_request, response_dict, v1beta1, v1beta1_grpc
 
@@ -42,6 +48,7 @@ __all__ = [
     "DraKubelet",
     "DraPluginView",
     "FakeApiServer",
+    "FakePodResources",
     "HealthEntry",
     "Host",
     "KubeletAllocation",
@@ -57,6 +64,8 @@ __all__ = [
     "SampleDriver",
     "SampleHardware",
     "SamplePlugin",
+    "SchedulerStandIn",
+    "SliceStore",
     "allocate_request",
     "check_config",
     "create_driver",
@@ -66,6 +75,7 @@ __all__ = [
     "preferred_request",
     "response_dict",
     "running_host",
+    "Unschedulable",
     "short_socket_dir",
     "simulation_of",
     "socket_name",

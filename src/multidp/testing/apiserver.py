@@ -12,7 +12,9 @@ JSON lines ({"type": "MODIFIED", "object": <Node>}) as labels change, and ends
 the watch after ``timeoutSeconds`` (with a BOOKMARK first when the client
 allows them), as the real API server does. It also holds ResourceClaims
 (``claims``, a :class:`~multidp.testing.claims.ClaimStore`) and answers GETs of them
-(``/apis/resource.k8s.io/v1/namespaces/<ns>/resourceclaims/<name>``). Tests can change labels, drop the
+(``/apis/resource.k8s.io/v1/namespaces/<ns>/resourceclaims/<name>``), and ResourceSlices (``slices``, a
+:class:`~multidp.testing.slices.SliceStore`: list, watch, create, update, delete under
+``/apis/resource.k8s.io/v1/resourceslices``). Tests can change labels, drop the
 watch connections, answer 403 to everything, and misbehave: accept a request
 and never answer it (a half-open connection), or end every watch at once, with
 410 Gone, with an expired-version ERROR event, or with garbage.
@@ -23,20 +25,24 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlparse
 
-from multidp.testing.claims import ClaimStore, claim_path
+from multidp.testing import slices
+from multidp.testing.claims import ClaimStore, claim_path, status_body
 
 
 class FakeApiServer(ThreadingHTTPServer):
     """One Node named ``node`` with ``labels``, served from the moment it is made; :meth:`close` when done.
 
     ``url`` is its address, :meth:`kubeconfig` a kubeconfig for it (``KUBECONFIG``). Tests may change
-    ``forbidden`` (True: every request answered 403) and read ``requests`` (every path asked for).
-    ``claims`` holds the ResourceClaims (its ``forbidden_claims`` refuses claim GETs only).
+    ``forbidden`` (True: every request answered 403) and read ``requests`` (every path asked for, but the
+    slices' paths: ``slices.requests`` has those). ``claims`` holds the ResourceClaims (its
+    ``forbidden_claims`` refuses claim GETs only), ``slices`` the ResourceSlices (the switches below cover
+    slice requests too). The Node's ``uid`` stays as made.
 
     Misbehaviour: ``stall_gets`` / ``stall_watches`` (True: such a request is read and never answered,
     not even after the switch is turned off again, until :meth:`drop_watches` or :meth:`close`; ``stalled``
@@ -60,9 +66,11 @@ class FakeApiServer(ThreadingHTTPServer):
         self.watch_answer: Literal["end", "gone", "expired", "garbage"] | None = None
         self.requests: list[str] = []
         self.claims = ClaimStore()
+        self.slices = slices.SliceStore()
+        self.uid = str(uuid.uuid4())
         self.cond = threading.Condition()
         self._generation = 0  # bumped to drop every open watch
-        threading.Thread(target=self.serve_forever, daemon=True).start()
+        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
     @property
     def url(self) -> str:
@@ -72,8 +80,8 @@ class FakeApiServer(ThreadingHTTPServer):
     def node_object(self) -> dict[str, Any]:
         """The Node as the API server answers it (its labels, its resourceVersion)."""
         return {"apiVersion": "v1", "kind": "Node",
-                "metadata": {"name": self.node, "resourceVersion": str(self.version), "labels": dict(self.labels),
-                             "annotations": dict(self.annotations)}}
+                "metadata": {"name": self.node, "uid": self.uid, "resourceVersion": str(self.version),
+                             "labels": dict(self.labels), "annotations": dict(self.annotations)}}
 
     def set_labels(self, labels: dict[str, str | None] | None = None, **changes: str | None) -> None:
         """Set (or, with None, remove) labels, in one change: ``labels`` by their keys, keywords with '_'
@@ -104,6 +112,7 @@ class FakeApiServer(ThreadingHTTPServer):
         with self.cond:
             self._generation += 1
             self.cond.notify_all()
+        self.slices.drop_watches()
 
     def kubeconfig(self, directory: Path) -> Path:
         """Write a kubeconfig for this server into ``directory``; its path."""
@@ -137,6 +146,9 @@ class _Handler(BaseHTTPRequestHandler):
         api = self.server
         url = urlparse(self.path)
         query = parse_qs(url.query)
+        slice_name = slices.slice_path(url.path)
+        if slice_name is not None:  # recorded in slices.requests: node-label tests count these
+            return self._slices("GET", slice_name, query)
         api.requests.append(self.path)
         claim = claim_path(url.path)
         if claim is not None:
@@ -160,6 +172,49 @@ class _Handler(BaseHTTPRequestHandler):
             return self._watch(int(query.get("resourceVersion", ["0"])[0]), timeout,
                                query.get("allowWatchBookmarks") == ["true"])
         return self._json(404, {"kind": "Status", "code": 404, "message": "not found"})
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._write("POST")
+
+    def do_PUT(self) -> None:  # noqa: N802
+        self._write("PUT")
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._write("DELETE")
+
+    def _write(self, method: str) -> None:
+        url = urlparse(self.path)
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        name = slices.slice_path(url.path)
+        if name is None:
+            return self._json(405, status_body(405, "MethodNotAllowed", f"{method} {url.path}: not served here"))
+        self._slices(method, name, parse_qs(url.query), body)
+
+    def _slices(self, method: str, name: str, query: dict[str, list[str]], body: bytes = b"") -> None:
+        """Answer a ResourceSlice request (as the other requests: 403 or a stall when the switches say so)."""
+        api = self.server
+        api.slices.requests.append(f"{method} {self.path}")
+        watch = method == "GET" and query.get("watch") == ["true"]
+        if api.forbidden:
+            return self._json(*slices.forbidden())
+        if method == "GET" and (api.stall_watches if watch else api.stall_gets):
+            return self._stall()
+        if not watch:
+            return self._json(*api.slices.answer(method, name, query, body))
+        if api.watch_answer is not None:
+            return self._misbehave(api.watch_answer)
+        try:
+            events = api.slices.watch(query)
+        except slices.BadRequest as exc:
+            return self._json(400, status_body(400, "BadRequest", str(exc)))
+        self._start_stream()
+        try:
+            for event in events:
+                self._send_line(event)
+        except (slices.WatchDropped, OSError):
+            self.close_connection = True
+            return  # no terminating chunk, as a broken connection
+        self._send_chunk(b"")
 
     def _stall(self) -> None:
         """Say nothing, as over a half-open connection, until the watches are dropped or the server closes."""

@@ -113,6 +113,11 @@ class ClaimStore:
             found = self._claims.get((namespace, name))
             return copy.deepcopy(found) if found is not None else None
 
+    def all(self) -> dict[tuple[str, str], dict[str, Any]]:
+        """Copies of every claim, by (namespace, name)."""
+        with self._lock:
+            return copy.deepcopy(self._claims)
+
     def answer(self, namespace: str, name: str, forbidden: bool = False) -> tuple[int, dict[str, Any]]:
         """The HTTP status and body the API server gives a GET of the claim (``forbidden``: the
         server's switch that refuses everything)."""
