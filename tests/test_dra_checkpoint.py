@@ -89,3 +89,16 @@ def test_ids_that_are_labels_keep_their_name_and_others_never_meet():
     assert device_name("mlx5_0") != device_name("mlx5-0")
     assert device_name("GPU-ab") != device_name("gpu-ab")
     assert pool_name("node-a", "nvidia.com/gpu") == "node-a/nvidia.com/gpu"
+
+
+def test_pool_names_are_dns_subdomains_even_for_resources_with_capitals_and_underscores():
+    from multidp.dra.attributes import resource_value
+
+    pattern = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+    for resource in ("amd.com/MA35", "amd.com/xilinx_u250_gen3x16_xdma_shell_4_1-1617814830", "rdma/hca",
+                     "fpga.intel.com/af-ce4.d84.zkiWk5jwXzOUbVYHCL4QithCTcSko8QT-J5DNoP5BAs"):
+        name = pool_name("node-a", resource)
+        assert all(re.fullmatch(pattern, part) and len(part) <= 63 for part in name.split("/")), name
+        assert len(resource_value(resource).encode()) <= 64
+    assert pool_name("node-a", "nvidia.com/gpu") == "node-a/nvidia.com/gpu"
+    assert pool_name("node-a", "amd.com/MA35") != pool_name("node-a", "amd.com/ma35")

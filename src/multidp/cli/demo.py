@@ -4,7 +4,8 @@ It shows, for every installed driver (or the sample driver when none is
 installed): registration, the inventory, one allocation per resource, a
 health change travelling to the kubelet and back, and a kubelet restart with
 the time each resource took to register again. Then it stops the host and
-checks that no socket was left behind.
+checks that no socket was left behind. A second part (:mod:`multidp.cli.demodra`) serves the same
+drivers through DRA.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import shutil
 import time
 from collections.abc import Sequence
 
+from multidp.cli.demodra import run_dra_demo
 from multidp.host.host import Host
 from multidp.plugins.registry import PluginRegistry
 from multidp.testing.host import make_settings
@@ -42,11 +44,12 @@ def run_demo(drivers: Sequence[str] | None = None, with_sample: bool = False) ->
     settings.drivers = list(drivers) if drivers else None
     host = Host(settings, registry)
     try:
-        return _show(host, kubelet)
+        code = _show(host, kubelet)
     finally:
         host.stop()
         kubelet.shutdown()
         shutil.rmtree(directory, ignore_errors=True)
+    return max(code, run_dra_demo(registry, drivers))
 
 
 def _show(host: Host, kubelet: KubeletStandIn) -> int:

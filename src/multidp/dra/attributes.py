@@ -10,6 +10,7 @@ carries the taint ``multidp.io/unhealthy`` (NoSchedule) with its reason in label
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -64,6 +65,15 @@ def _capacity(value: object) -> tuple[dict[str, Any] | None, str]:
     return None, f"{value!r} is not a Kubernetes quantity"
 
 
+def resource_value(resource: str) -> str:
+    """``multidp.io/resource`` for ``resource``: the name itself, or, past the 64 bytes a string attribute may
+    hold (Intel's FPGA resource names are longer), its first 55 characters, '~' and 8 hex digits of its SHA-256
+    (DeviceClasses select on the same value: ``multidp dra classes``)."""
+    if len(resource.encode()) <= MAX_VALUE_BYTES:
+        return resource
+    return resource[:55] + "~" + hashlib.sha256(resource.encode()).hexdigest()[:8]
+
+
 def label_value(text: str) -> str:
     """``text`` as a label value (a taint's value): at most 63 of [A-Za-z0-9_.-], alphanumeric at both ends."""
     return _NOT_LABEL_VALUE.sub("-", text)[:63].strip("-_.")
@@ -71,7 +81,7 @@ def label_value(text: str) -> str:
 
 def listed(name: str, device: Device, resource: str, taint: bool) -> Listed:
     """``device`` under ``name`` as a ResourceSlice device; with ``taint``, tainted with its reason."""
-    attributes: dict[str, Any] = {RESOURCE_ATTRIBUTE: {"string": resource}}
+    attributes: dict[str, Any] = {RESOURCE_ATTRIBUTE: {"string": resource_value(resource)}}
     if len(device.numa_nodes) == 1:
         attributes[NUMA_ATTRIBUTE] = {"int": device.numa_nodes[0]}
     capacity: dict[str, Any] = {}

@@ -5,7 +5,9 @@ are GPU UUIDs, PCI addresses and the like. A driver ID that already is a DNS lab
 any other is lower-cased, every other character made '-', and a hash of the whole ID appended, so
 that the name depends on that ID alone (two IDs never meet in one name, whatever else the node has)
 and a device keeps its name across restarts and reboots. Each resource is one pool, named
-``<node>/<resource>`` (pool names are DNS subdomains joined by '/', unique per driver in a cluster).
+``<node>/<resource>`` (pool names are DNS subdomains joined by '/', unique per driver in a cluster), each
+part that is not a DNS subdomain already named as a device would be; ``multidp.io/resource`` on every
+device carries the resource name itself.
 """
 
 from __future__ import annotations
@@ -27,6 +29,15 @@ def device_name(driver_id: str) -> str:
     return f"{stem}-{digest}" if stem else f"dev-{digest}"
 
 
+_SUBDOMAIN = re.compile(r"(?=.{1,63}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+def _pool_part(part: str) -> str:
+    """One '/'-separated part of a pool name: kept when it is a DNS subdomain, else made one like a device name."""
+    return part if _SUBDOMAIN.fullmatch(part) else device_name(part)
+
+
 def pool_name(node: str, resource: str) -> str:
-    """The pool of ``resource`` on ``node``."""
-    return f"{node}/{resource}"
+    """The pool of ``resource`` on ``node``: ``<node>/<resource>`` with each part a DNS subdomain (extended
+    resource names may hold capitals and '_', as ``amd.com/MA35`` does; such a part gets a hash suffix)."""
+    return "/".join(_pool_part(part) for part in (node, *resource.split("/")))

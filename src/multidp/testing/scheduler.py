@@ -18,6 +18,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from multidp.dra.attributes import RESOURCE_ATTRIBUTE, resource_value
+
 if TYPE_CHECKING:
     from multidp.testing.apiserver import FakeApiServer
 
@@ -44,6 +46,16 @@ def tolerates(tolerations: Iterable[Mapping[str, str]], taint: Mapping[str, Any]
         if operator == "Exists" or (toleration.get("value") or "") == (taint.get("value") or ""):
             return True
     return False
+
+
+def _serves(obj: Mapping[str, Any], resource: str) -> bool:
+    """Whether the slice lists devices of ``resource``: multidp's ``multidp.io/resource`` attribute (pool
+    names may spell the resource differently), else a pool name ending in ``/<resource>``."""
+    for device in obj["spec"].get("devices") or []:
+        named = ((device.get("attributes") or {}).get(RESOURCE_ATTRIBUTE) or {}).get("string")
+        if named is not None:
+            return bool(named == resource_value(resource))
+    return str(obj["spec"].get("pool", {}).get("name", "")).endswith(f"/{resource}")
 
 
 def _held(api: FakeApiServer, claim: tuple[str, str]) -> set[DeviceKey]:
@@ -90,8 +102,7 @@ class SchedulerStandIn:
         if count < 1:
             raise ValueError(f"count must be at least 1, not {count}")
         tolerations = list(tolerations)
-        wanted = [obj for obj in self.api.slices.slices(driver=driver, node=node)
-                  if str(obj["spec"].get("pool", {}).get("name", "")).endswith(f"/{resource}")]
+        wanted = [obj for obj in self.api.slices.slices(driver=driver, node=node) if _serves(obj, resource)]
         pools, incomplete = _newest_complete(wanted)
         held = _held(self.api, (namespace, name))
         chosen: list[dict[str, str]] = []
