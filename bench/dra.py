@@ -23,7 +23,7 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -54,26 +54,29 @@ PREPARE_INCLUDES = ("Prepare of a new claim includes one GET of the claim (light
 
 
 class SpawnedHost:
-    """`multidp run --drivers bench` with one device, as a device plugin or (``kubeconfig`` given) through DRA."""
+    """`multidp run --drivers bench` with ``count`` devices, as a device plugin or (``kubeconfig`` given) through
+    DRA; ``extra_env`` is added last (draslices.py passes NODE_NAME and the event FIFO). ``started``: the spawn."""
 
-    def __init__(self, site: Path, kubeconfig: Path | None = None) -> None:
+    def __init__(self, site: Path, kubeconfig: Path | None = None, count: int = 1,
+                 extra_env: Mapping[str, str] | None = None) -> None:
         self.scratch = short_socket_dir("mdp")
         plugin_dir = self.scratch / "p"
         plugin_dir.mkdir()
         self.kubelet = KubeletStandIn(plugin_dir).start()
-        env = bench_env(site, MULTIDP_BENCH_COUNT="1")
+        env = bench_env(site, MULTIDP_BENCH_COUNT=str(count))
         extra: list[str] = []
         if kubeconfig is not None:
             boot_id = self.scratch / "boot_id"
             boot_id.write_text(f"{uuid.uuid4()}\n")
             env.update(MULTIDP_BENCH_FRONTEND="dra", MULTIDP_BOOT_ID_FILE=str(boot_id), KUBECONFIG=str(kubeconfig))
             extra = ["--dra-plugins-dir", str(self.scratch / "d"), "--dra-registry-dir", str(self.scratch / "r")]
-        environ = {k: v for k, v in os.environ.items() if k != "NODE_NAME"} | env
+        environ = {k: v for k, v in os.environ.items() if k != "NODE_NAME"} | env | dict(extra_env or {})
         self.socket = self.scratch / "d" / DRA_NAME / "dra.sock"
         self.registration = self.scratch / "r" / f"{DRA_NAME}-reg.sock"
         self.log = self.scratch / "stderr.log"
         try:
             with open(self.log, "wb") as stderr:
+                self.started = time.monotonic()
                 self.proc = subprocess.Popen(multidp_command(plugin_dir, "--drivers", "bench", *extra), env=environ,
                                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
         except BaseException:

@@ -13,13 +13,14 @@ Measured side by side with a minimal grpcio plugin (minimal_plugin.py):
 - start → registered with each real driver on its simulated tree (startup.py), and import time per
   module under -X importtime (imports.py);
 - DRA (dra.py): NodePrepareResources / NodeUnprepareResources p50/p99 for one device, beside Allocate on
-  the same device through the device plugin, and resident memory in both modes.
+  the same device through the device plugin, and resident memory in both modes; the ResourceSlices
+  (draslices.py): a health change → its taint in the API and back, and a 1,000-device pool published.
 
 Each figure is printed with the bar it is held to (docs/design.md, "Performance bars"). Without a
 section flag every section runs. Usage:
   python bench/run.py [--serving] [--idle] [--start] [--imports] [--dra] [--sizes 1,1000,10000] [--calls 3000]
                       [--restarts 10] [--starts 7] [--idle-seconds 30] [--import-spawns 3] [--dra-calls 300]
-                      [--json PATH]
+                      [--dra-flips 10] [--json PATH]
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from typing import Any
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 import dra  # noqa: E402
+import draslices  # noqa: E402
 import idle  # noqa: E402
 import imports  # noqa: E402
 import startup  # noqa: E402
@@ -105,6 +107,8 @@ def main() -> int:
     parser.add_argument("--idle-seconds", type=float, default=30.0, help="the idle window (60 for a steadier figure)")
     parser.add_argument("--import-spawns", type=int, default=3, help="spawns of each target under -X importtime")
     parser.add_argument("--dra-calls", type=int, default=300, help="Prepare / Unprepare / Allocate calls of --dra")
+    parser.add_argument("--dra-flips", type=int, default=10,
+                        help="health flips each way of --dra's ResourceSlice figures")
     parser.add_argument("--json", default=str(HERE / "results" / "latest.json"))
     args = parser.parse_args()
     chosen = [s for s in SECTIONS if getattr(args, s)] or list(SECTIONS)
@@ -134,6 +138,10 @@ def main() -> int:
         report["dra"] = result = dra.measure(args.dra_calls)
         header, rows = dra.table(result)
         print("\n" + render(rows, header) + "\n" + dra.summary(result))
+        print("… DRA: ResourceSlices (a health change → its taint; a 1,000-device pool)", file=sys.stderr, flush=True)
+        result["slices"] = published = draslices.measure(args.dra_flips)
+        header, rows = draslices.table(published)
+        print("\n" + render(rows, header) + "\n" + draslices.summary(published))
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2))
     print(f"\nJSON: {args.json}")
