@@ -44,6 +44,7 @@ from multidp.config.sections import driver_section
 from multidp.config.settings import load_settings
 from multidp.host.instancelock import DEFAULT_LOCK_WAIT_S
 from multidp.testing import FakeApiServer, KubeletStandIn, short_socket_dir, wait_until
+from multidp.testing.drakubelet import DraKubelet
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -149,9 +150,21 @@ def schema_errors(doc: Doc, versions: list[str]) -> Iterator[str]:
             yield f"{name}: no schema: {exc.message}"
 
 
+# Kustomizations that need a newer Kubernetes than the rest: the DRA overlay's objects (resource.k8s.io/v1,
+# GA in 1.34) and its ValidatingAdmissionPolicy (admissionregistration.k8s.io/v1, 1.30) exist from then on.
+MINIMUM_KUBERNETES = {OVERLAYS / "dra": (1, 34)}
+
+
+def supported_versions(path: Path) -> list[str]:
+    """The bundled schema versions ``path`` is meant to run on."""
+    since = MINIMUM_KUBERNETES.get(path, (0, 0))
+    return [v for v in schema_versions() if tuple(int(p) for p in v.split(".")[:2]) >= since]
+
+
 @pytest.mark.parametrize("path", KUSTOMIZATIONS, ids=KUSTOMIZATION_IDS)
 def test_every_rendered_object_is_valid_for_every_bundled_kubernetes_version(path: Path) -> None:
-    versions = schema_versions()
+    versions = supported_versions(path)
+    assert versions, f"no bundled schema for Kubernetes {MINIMUM_KUBERNETES.get(path)} or later"
     docs = render(path)
     assert {d["kind"] for d in docs} >= {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
                                          "ConfigMap", "DaemonSet"}
@@ -254,16 +267,26 @@ def test_daemonset_runs_multidp_as_the_design_says(path: Path, tmp_path: Path) -
     init_only = {m["name"] for c in spec.get("initContainers", []) for m in c.get("volumeMounts", [])} - mounts.keys()
     host = {v["hostPath"]["path"]: mounts[v["name"]] for v in spec["volumes"]
             if "hostPath" in v and v["name"] not in init_only}
+    # The kubelet's DRA paths exactly where a driver is served through DRA (and at the same paths: the
+    # kubelet is told host paths).
+    dra = uses_dra(settings)
+    dra_paths = {"/var/lib/kubelet/plugins", "/var/lib/kubelet/plugins_registry", "/var/lib/kubelet/pod-resources"}
     assert set(host) - {"/run/nvidia/mps"} == {"/var/lib/kubelet/device-plugins", "/dev", "/sys", "/var/run/cdi",
-                                               "/var/run/k8s.cni.cncf.io/devinfo"}
+                                               "/var/run/k8s.cni.cncf.io/devinfo", *(dra_paths if dra else ())}
     if "/run/nvidia/mps" in host:  # the MPS daemon's root (gpu-mps): only looked at
         assert host["/run/nvidia/mps"]["readOnly"] is True
     assert host["/var/lib/kubelet/device-plugins"]["mountPath"] == str(settings.plugin_dir)
     assert host["/var/run/cdi"]["mountPath"] == str(settings.cdi_dir)
     assert host["/dev"]["mountPath"] == str(settings.dev_root) == env["MULTIDP_DEV_ROOT"]
     assert host["/sys"]["mountPath"] == str(settings.sysfs_root) == "/sys", "pyverbs and udev need the real /sys"
+    if dra:
+        for path_, setting in (("/var/lib/kubelet/plugins", settings.dra_plugins_dir),
+                               ("/var/lib/kubelet/plugins_registry", settings.dra_registry_dir),
+                               ("/var/lib/kubelet/pod-resources", settings.pod_resources_socket.parent)):
+            assert host[path_]["mountPath"] == str(setting) == path_, f"{path_}: the kubelet's own path"
     for path_, mount in host.items():
-        writable = path_ in ("/var/lib/kubelet/device-plugins", "/var/run/cdi", "/var/run/k8s.cni.cncf.io/devinfo")
+        writable = path_ in ("/var/lib/kubelet/device-plugins", "/var/run/cdi", "/var/run/k8s.cni.cncf.io/devinfo",
+                             "/var/lib/kubelet/plugins", "/var/lib/kubelet/plugins_registry")
         assert bool(mount.get("readOnly")) is not writable, f"{path_} should be {'rw' if writable else 'ro'}"
 
     # Probes on probeAddress's own listener; the metrics port and Prometheus on metricsAddress's.
@@ -335,14 +358,31 @@ def mounted_config_maps(docs: list[Doc], root: Path) -> Iterator[tuple[str, Path
             yield mount["mountPath"], folder
 
 
+NODE_RULE = {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}
+# DRA mode: Prepare reads claims; the publisher lists, writes and deletes this node's slices.
+DRA_RULES = [{"apiGroups": ["resource.k8s.io"], "resources": ["resourceclaims"], "verbs": ["get"]},
+             {"apiGroups": ["resource.k8s.io"], "resources": ["resourceslices"],
+              "verbs": ["get", "list", "watch", "create", "update", "delete"]}]
+
+
+def uses_dra(settings: Any) -> bool:
+    """Whether the config serves some driver through DRA (without node labels)."""
+    return any(section.get("frontend") == "dra" for section in settings.driver_sections.values())
+
+
 @pytest.mark.parametrize("path", KUSTOMIZATIONS, ids=KUSTOMIZATION_IDS)
-def test_rbac_reads_nodes_and_nothing_else(path: Path) -> None:
+def test_rbac_reads_nodes_and_nothing_else(path: Path, tmp_path: Path) -> None:
+    """Read-only on nodes; where a driver is served through DRA, DRA's own needs on top, and a policy that
+    keeps the slices' writes to the pod's own node."""
     docs = render(path)
     daemonset = one(docs, "DaemonSet")
     namespace = daemonset["metadata"]["namespace"]
     assert not [d for d in docs if d["kind"] in ("Role", "RoleBinding")]
     role, binding, account = one(docs, "ClusterRole"), one(docs, "ClusterRoleBinding"), one(docs, "ServiceAccount")
-    assert role["rules"] == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}]
+    dra = uses_dra(settings_for(docs, tmp_path)[0])
+    assert role["rules"] == [NODE_RULE, *(DRA_RULES if dra else [])]
+    policies = [d for d in docs if d["kind"].startswith("ValidatingAdmissionPolicy")]
+    assert len(policies) == (2 if dra else 0), "the slice policy goes with the right to write slices"
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
                                   "name": role["metadata"]["name"]}
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["metadata"]["name"],
@@ -378,11 +418,12 @@ def free_ports(count: int) -> list[int]:
 
 @contextlib.contextmanager
 def running_multidp(docs: list[Doc], tmp_path: Path, labels: dict[str, str],
-                    ports: list[int] | None = None) -> Iterator[Any]:
+                    ports: list[int] | None = None, extra_env: Mapping[str, str] | None = None) -> Iterator[Any]:
     """`multidp run` with this DaemonSet's args, config and env over simulated hardware, a kubelet stand-in
     and a fake API server holding its Node with ``labels``; metricsAddress and probeAddress on 127.0.0.1,
-    ``ports`` or free ones (instead of the config's 0.0.0.0:...). Yields a namespace: daemon, kubelet, api,
-    log, metrics and probes (base URLs), metrics_port, readyz and healthz (the probes' paths)."""
+    ``ports`` or free ones (instead of the config's 0.0.0.0:...); ``extra_env`` on top. Yields a namespace:
+    daemon, kubelet, api, log, metrics and probes (base URLs), metrics_port, readyz and healthz (the probes'
+    paths)."""
     ctr = container(docs)
     _, env = settings_for(docs, tmp_path)
     metrics_port, probe_port = ports or free_ports(2)
@@ -393,7 +434,7 @@ def running_multidp(docs: list[Doc], tmp_path: Path, labels: dict[str, str],
     run_env = {**clean, **env, "MULTIDP_SIMULATE": "1", "MULTIDP_PLUGIN_DIR": str(plugin_dir),
                "MULTIDP_CDI_DIR": str(tmp_path / "cdi"), "MULTIDP_METRICS_ADDRESS": f"127.0.0.1:{metrics_port}",
                "MULTIDP_PROBE_ADDRESS": f"127.0.0.1:{probe_port}", "NODE_NAME": api.node,
-               "KUBECONFIG": str(api.kubeconfig(tmp_path))}
+               "KUBECONFIG": str(api.kubeconfig(tmp_path)), **(extra_env or {})}
     log = tmp_path / "multidp.log"
     with log.open("w") as out:
         daemon = subprocess.Popen([sys.executable, "-m", "multidp", *ctr["args"]], env=run_env, stderr=out)
@@ -695,6 +736,113 @@ def test_fpga_region_overlay_installs_intels_hook(tmp_path: Path) -> None:
     assert fpga["mode"] == "region" and fpga["configByLabel"]["annotation"] == "fpga.intel.com/device-plugin-mode"
     # FPGA only, on the pod's own network, as Intel's plugin runs.
     assert settings.drivers == ["fpga"] and pod_spec(docs)["hostNetwork"] is False
+
+
+SERVICE_ACCOUNT_USER = "system:serviceaccount:{namespace}:{name}"
+
+
+def slice_policy(docs: list[Doc]) -> Doc:
+    """The DRA overlay's ResourceSlice policy, checked to be bound with Deny."""
+    policy, binding = one(docs, "ValidatingAdmissionPolicy"), one(docs, "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
+    return policy
+
+
+def test_dra_overlay_lets_multidp_write_only_its_own_nodes_slices() -> None:
+    """The policy covers every write to ResourceSlices by multidp's service account (as rendered: its
+    namespace and name) and compares the slice's node with the token's node claim, as upstream DRA drivers do."""
+    docs = render(OVERLAYS / "dra")
+    spec = slice_policy(docs)["spec"]
+    assert spec["failurePolicy"] == "Fail"
+    (rule,) = spec["matchConstraints"]["resourceRules"]
+    assert rule == {"apiGroups": ["resource.k8s.io"], "apiVersions": ["*"],
+                    "operations": ["CREATE", "UPDATE", "DELETE"], "resources": ["resourceslices"]}
+    account = one(docs, "ServiceAccount")["metadata"]
+    assert pod_spec(docs)["serviceAccountName"] == account["name"]
+    user = SERVICE_ACCOUNT_USER.format(**account)
+    (condition,) = spec["matchConditions"]
+    assert condition["expression"] == f'request.userInfo.username == "{user}"'
+    variables = {v["name"]: v["expression"] for v in spec["variables"]}
+    assert "request.userInfo.extra[?'authentication.kubernetes.io/node-name']" in variables["podNode"]
+    assert "object.spec.?nodeName" in variables["newNode"] and "oldObject.spec.?nodeName" in variables["oldNode"]
+
+
+def test_dra_overlay_slice_policy_decides_as_intended() -> None:
+    """The policy's CEL run by CEL itself (cel-expr-python, with optionals, when installed): writes to this
+    node's slices pass; another node's, a slice for no single node, and a token without a node claim do not."""
+    cel = pytest.importorskip("cel_expr_python.cel", reason="cel-expr-python is not installed")
+    optional = pytest.importorskip("cel_expr_python.ext.ext_optional")
+    docs = render(OVERLAYS / "dra")
+    spec = slice_policy(docs)["spec"]
+    env = cel.NewEnv(variables={name: cel.Type.DYN for name in ("request", "object", "oldObject", "variables")},
+                     extensions=[optional.ExtOptional()])
+    user = SERVICE_ACCOUNT_USER.format(**one(docs, "ServiceAccount")["metadata"])
+
+    def decide(operation: str, claim: str | None, new: str | None, old: str | None, who: str = user) -> str:
+        """'allow', 'unmatched' or the denial's message; a node None is a slice without spec.nodeName."""
+        def obj(node: str | None) -> Doc:
+            return {"spec": {"nodeName": node} if node else {"allNodes": True}}
+
+        extra = {"authentication.kubernetes.io/node-name": [claim]} if claim else {}
+        data: dict[str, Any] = {"request": {"operation": operation, "userInfo": {"username": who, "extra": extra}},
+                                "object": None if operation == "DELETE" else obj(new),
+                                "oldObject": None if operation == "CREATE" else obj(old), "variables": {}}
+        if not all(env.compile(c["expression"]).eval(data=data).value() for c in spec["matchConditions"]):
+            return "unmatched"
+        for variable in spec["variables"]:  # each may use the ones before it
+            data["variables"][variable["name"]] = env.compile(variable["expression"]).eval(data=data).value()
+        for check in spec["validations"]:
+            if not env.compile(check["expression"]).eval(data=data).value():
+                return check.get("message") or str(env.compile(check["messageExpression"]).eval(data=data).value())
+        return "allow"
+
+    for operation, new, old in (("CREATE", "n1", None), ("UPDATE", "n1", "n1"), ("DELETE", None, "n1")):
+        assert decide(operation, "n1", new, old) == "allow", operation
+    assert decide("CREATE", "n1", "n2", None) == ("multidp on node 'n1' may write only that node's ResourceSlices, "
+                                                  "not one of node 'n2'")
+    assert "not one of node 'n2'" in decide("UPDATE", "n1", "n1", "n2")
+    assert "not one of node 'n2'" in decide("UPDATE", "n1", "n2", "n1")
+    assert "not one of node 'n2'" in decide("DELETE", "n1", None, "n2")
+    assert "not one without spec.nodeName" in decide("CREATE", "n1", None, None)
+    assert "node-name claim" in decide("CREATE", None, "n1", None)
+    assert decide("CREATE", None, "n2", None, who="system:serviceaccount:other:scheduler") == "unmatched"
+
+
+def test_dra_overlay_serves_gpus_through_dra_and_its_classes_select_them(tmp_path: Path) -> None:
+    """The DRA overlay's config and env, run by `multidp run` over simulated GPUs with multidp.io/nvidia=true:
+    the DRA kubelet stand-in registers gpu.multidp.io, the device-plugin kubelet gets nothing, the GPUs are
+    published as ResourceSlices; `multidp dra classes` with the same config prints a class whose
+    extendedResourceName is the attribute every published device carries, valid for Kubernetes 1.34+."""
+    docs = render(OVERLAYS / "dra")
+    settings, env = settings_for(docs, tmp_path)
+    dra_name = settings.driver_sections["nvidia"]["draDriverName"]
+    root = short_socket_dir("mdpdra")
+    dra_env = {"MULTIDP_DRA_PLUGINS_DIR": str(root / "pl"), "MULTIDP_DRA_REGISTRY_DIR": str(root / "reg"),
+               "MULTIDP_POD_RESOURCES_SOCKET": str(root / "podres.sock")}
+    kubelet = DraKubelet(root / "reg").start()
+    try:
+        with running_multidp(docs, tmp_path, {"multidp.io/nvidia": "true"}, extra_env=dra_env) as run:
+            wait_until(lambda: dra_name in kubelet.plugins or run.daemon.poll() is not None, timeout=60,
+                       what=f"{dra_name} registered with the DRA kubelet", interval=0.1)
+            assert run.daemon.poll() is None, run.log.read_text()
+            wait_until(lambda: run.api.slices.slices(driver=dra_name), timeout=30, what="slices published",
+                       interval=0.1)
+            published = [d for s in run.api.slices.slices(driver=dra_name) for d in s["spec"]["devices"]]
+            assert run.kubelet.registrations == [], "served through DRA, not the device plugin"
+    finally:
+        kubelet.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MULTIDP_") and k != "NODE_NAME"}
+    done = subprocess.run([sys.executable, "-m", "multidp", "dra", "classes", "--json"], capture_output=True, text=True,
+                          env={**clean, **env, "MULTIDP_SIMULATE": "1"}, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    classes = json.loads(done.stdout)
+    assert [c["spec"]["extendedResourceName"] for c in classes] == ["nvidia.com/gpu"]
+    assert published and {d["attributes"]["multidp.io/resource"]["string"] for d in published} == {"nvidia.com/gpu"}
+    expression = classes[0]["spec"]["selectors"][0]["cel"]["expression"]
+    assert f'device.driver == "{dra_name}"' in expression
+    errors = [e for c in classes for e in schema_errors(c, supported_versions(OVERLAYS / "dra"))]
+    assert not errors, "\n".join(errors)
 
 
 def test_overlays_keep_one_daemonset_name() -> None:

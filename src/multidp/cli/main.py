@@ -1,4 +1,4 @@
-"""The ``multidp`` command: run, devices, drivers, demo, kubelet, new-driver, config.
+"""The ``multidp`` command: run, devices, drivers, demo, kubelet, new-driver, config, dra.
 
 Options come from flags, then MULTIDP_* variables, then the config file.
 Exit codes: 0 after SIGTERM/SIGINT; 2 for usage and config errors; 1 when
@@ -125,6 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
     _common(check)
     check.add_argument("--file", action="append", default=[], metavar="POD_PATH=LOCAL_PATH",
                        help="read a file (or folder) the config names at POD_PATH from LOCAL_PATH (repeatable)")
+    dra = _command(commands, "dra", "for drivers served through DRA")
+    dra_commands = dra.add_subparsers(dest="dra_command", required=True, metavar="ACTION")
+    classes = _command(dra_commands, "classes", "print a DeviceClass for each resource of each driver in DRA mode")
+    _common(classes)
+    classes.add_argument("--json", action="store_true", help="a JSON list instead of YAML documents")
     return parser
 
 
@@ -190,6 +195,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return commands.list_devices(settings, args.json)
     if args.command == "drivers":
         return commands.list_drivers(settings, args.json)
+    if args.command == "dra":
+        from multidp.cli import draclasses
+
+        return draclasses.print_classes(settings, args.json)
     if args.config_command == "schema":
         return commands.config_schema(settings)
     return commands.config_check(settings, commands.parse_file_maps(args.file))
