@@ -195,3 +195,17 @@ def test_real_node_pools_by_pf_and_link_type(tmp_path: Path, make_driver) -> Non
     roce = device(inventory, "roce", "rdma/roce")
     assert roce.healthy and roce.info == {"members": "rocep134s0f0,rocep134s0f1", "healthy": "1/2"}
     assert set(health(inventory, "rdma/ib")) == {"0000:3b:00.0"}
+
+
+def test_real_node_attributes_for_dra(tmp_path: Path, make_driver) -> None:
+    inventory = make_driver(_write_node(tmp_path / "real")).scan()
+    bus, root = "resource.kubernetes.io/pciBusID", "resource.kubernetes.io/pcieRoot"
+    assert dict(device(inventory, "0000:3b:00.0").attributes) == {
+        "rdmaDevice": "ibp59s0f0", "linkLayer": "InfiniBand", "netdev": "ibp59s0f0", "rateGbps": 200, "ports": 1,
+        "firmwareVersion": "20.39.1002", "nodeGUID": "b83f:d203:00aa:0001", "vendorID": "15b3", "deviceID": "101b",
+        "driver": "mlx5_core", "virtualFunction": False, bus: "0000:3b:00.0", root: "pci0000:3a"}
+    vf = device(inventory, "0000:86:00.2").attributes
+    assert (vf["rdmaDevice"], vf["netdev"], vf["pfPciBusID"], vf["vfIndex"], vf[root]) == (
+        "rocep134s0f0v0", "ens2f0v0", "0000:86:00.0", 0, "pci0000:85")
+    assert "rateGbps" not in vf and "firmwareVersion" not in vf  # files this tree does not hold are left out
+    assert device(inventory, "0000:86:00.1").attributes["netdev"] == "ens2f1np1"

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from multidp_fpga.reads import Reads
-from multidp_fpga.sysfs import PCI_ADDRESS, Resolver, SysfsError, natural_key, numa_node
+from multidp_fpga.sysfs import PCI_ADDRESS, Resolver, SysfsError, natural_key, numa_node, pcie_root
 
 #: Xilinx, AWS (F1), Arista, Advantech: the vendors XRT cards come under.
 VENDORS = frozenset({"0x10ee", "0x1d0f", "0x3475", "0x13fe"})
@@ -45,6 +45,8 @@ class AmdDevice:
     numa: tuple[int, ...] = ()
     nodes: tuple[str, ...] = ()
     info: dict[str, str] = field(default_factory=dict)
+    kind: str = "alveo"  # or "ma35"
+    pcie_root: str = ""  # the root complex it hangs off in sys/devices ("pci0000:3a"); '' when not told
 
 
 def qdma_instance(address: str) -> int:
@@ -184,7 +186,7 @@ class AmdScanner:
                          uuid=self._optional_attribute(user / "logic_uuids")[-6:],
                          device_id=self._optional_attribute(user / "device", once=True), serial=serial,
                          faults=tuple(faults), numa=numa_node(user, lambda path: self.reads.attribute(path, once=True)),
-                         nodes=tuple(nodes), info=info)
+                         nodes=tuple(nodes), info=info, pcie_root=pcie_root(self.sysfs_root, user))
 
     def _optional(self, node: str, nodes: list[str], problems: dict[str, str], address: str) -> None:
         """A node the card may do without: handed out only when it exists."""

@@ -18,6 +18,7 @@ from multidp import DeviceNode, Mount
 from multidp_fpga.amd import AWS_SERIAL, PERMISSIONS, AmdDevice, AmdScanner
 from multidp_fpga.amdnames import Facts, amd_name, is_u30, u30_shell
 from multidp_fpga.amdsettings import AmdSettings
+from multidp_fpga.describe import amd
 from multidp_fpga.inventory import Grant, Observed
 from multidp_fpga.ma35 import Ma35Scanner
 from multidp_fpga.reads import Reads
@@ -91,5 +92,6 @@ class AmdServer:
             info["card"] = addresses
         faults = tuple(f for m in members for f in m.faults)
         numa = tuple(sorted({n for m in members for n in m.numa}))
+        kind = "u30" if first.kind == "alveo" and is_u30(first.shell or "") else first.kind
         return Observed(device_id, what, self.name(first, device_id, problems), first.unusable, faults, numa,
-                        info, Grant(device_nodes=device_nodes, mounts=mounts))
+                        info, Grant(device_nodes=device_nodes, mounts=mounts), amd(first, kind))

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from multidp import DeviceNode
 
+from multidp_fpga.describe import intel
 from multidp_fpga.inventory import Grant, Observed
 from multidp_fpga.naming import (
     INTEL_CDI_KIND,
@@ -32,6 +33,7 @@ from multidp_fpga.sysfs import (
     natural_key,
     numa_node,
     pci_function_of,
+    pcie_root,
     read_uuid,
 )
 
@@ -70,6 +72,7 @@ class Fme:
     interface_problem: str
     numa: tuple[int, ...]
     ports: list[Port] = field(default_factory=list)
+    pcie_root: str = ""
 
 
 @dataclass
@@ -82,6 +85,7 @@ class Port:
     fme: Fme | None
     fme_problem: str = ""
     owner: str = ""  # the PCI function that owns the port's FME (the PF of a VF)
+    pcie_root: str = ""  # the root complex its PCI function hangs off ("pci0000:3a"); '' when not told
 
 
 def _usable_id(reads: Reads, path: Path, meaning: str) -> tuple[str | None, str]:
@@ -158,7 +162,8 @@ class IntelScanner:
 
     def _port(self, layout: Layout, port_dir: Path, fmes: dict[Path, Fme]) -> Port:
         pci_dir = pci_function_of(self.resolve.root, port_dir)
-        port = Port(port_dir.name, pci_dir.name if pci_dir else "", None, "", self._numa(pci_dir), None)
+        port = Port(port_dir.name, pci_dir.name if pci_dir else "", None, "", self._numa(pci_dir), None,
+                    pcie_root=pcie_root(self.resolve.root, pci_dir))
         owner = pci_dir
         # A VF's port belongs to the FME of its physical function.
         physfn = pci_dir / "physfn" if pci_dir is not None else None
@@ -193,7 +198,12 @@ class IntelScanner:
             interface_id, problem = _usable_id(self.reads, id_files[0], "the region reports no usable interface")
         else:
             interface_id, problem = None, f"no interface id file under {fme_dir / layout.interface_id_glob}"
-        return Fme(fme_dir.name, pci_dir.name, interface_id, problem, self._numa(pci_dir))
+        return Fme(fme_dir.name, pci_dir.name, interface_id, problem, self._numa(pci_dir),
+                   pcie_root=pcie_root(self.resolve.root, pci_dir))
+
+    def _driver(self) -> str:
+        """The kernel driver whose layout the scan read: ``dfl`` or ``opae``."""
+        return self.layout.name.lower() if self.layout else ""
 
     def _numa(self, pci_dir: Path | None) -> tuple[int, ...]:
         return numa_node(pci_dir, lambda path: self.reads.attribute(path, once=True))
@@ -226,8 +236,11 @@ class IntelScanner:
                 info["interface"] = fme.interface_id
         if port.afu_id:
             info["afu"] = port.afu_id
+        attributes = intel(mode="af", driver=self._driver(), interface_id=fme.interface_id if fme else None,
+                           fme=fme.name if fme else None, pci=port.pci, root=port.pcie_root, afu_id=port.afu_id,
+                           port=port.name, virtual_function=port.owner != port.pci if port.pci else None)
         return Observed(port.name, f"Intel port {port.name}", resource, unusable, (missing,) if missing else (),
-                        port.numa, info, Grant(device_nodes=(node,)))
+                        port.numa, info, Grant(device_nodes=(node,)), attributes)
 
     def _region_devices(self, ports: list[Port], problems: dict[str, str]) -> list[Observed]:
         fmes: dict[str, Fme] = {}
@@ -259,6 +272,8 @@ class IntelScanner:
                 grant = Grant(device_nodes=tuple(nodes[:-1]),
                               annotations=((REGION_MODE_ANNOTATION, REGION_MODE_VALUE),),
                               cdi_devices=(f"{INTEL_CDI_KIND}={fme.name}",))
+            attributes = intel(mode=self.mode_of(fme.pci), driver=self._driver(), interface_id=fme.interface_id,
+                               fme=fme.name, pci=fme.pci, root=fme.pcie_root, ports=len(fme.ports))
             devices.append(Observed(fme.name, f"Intel FME {fme.name}", resource, fme.interface_problem,
-                                    tuple(faults), fme.numa, info, grant))
+                                    tuple(faults), fme.numa, info, grant, attributes))
         return devices

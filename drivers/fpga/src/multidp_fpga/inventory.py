@@ -14,7 +14,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from multidp import Device, DeviceNode, Health, Mount, resource_name_problem
+from multidp import Device, DeviceNode, Health, Mount, SemVer, resource_name_problem
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,7 @@ class Observed:
     numa: tuple[int, ...] = ()
     info: Mapping[str, str] = field(default_factory=dict)
     grant: Grant = Grant()
+    attributes: Mapping[str, bool | int | str | SemVer] = field(default_factory=dict)  # for DRA (describe.py)
 
 
 Inventory = dict[str, list[Device]]
@@ -98,6 +99,7 @@ class Placer:
                 reason=reason,
                 info=dict(item.info),
                 cdi_devices=item.grant.cdi_devices,  # Unhealthy while the host cannot write their spec
+                attributes=item.attributes,
             ))
             grants[(resource, item.device_id)] = item.grant
         # A device that vanished from sysfs is gone: forget where it was.

@@ -13,7 +13,7 @@ from pathlib import Path
 from multidp_fpga.amd import AmdDevice
 from multidp_fpga.amdnames import MA35
 from multidp_fpga.reads import Reads
-from multidp_fpga.sysfs import PCI_ADDRESS, SysfsError, natural_key, numa_node
+from multidp_fpga.sysfs import PCI_ADDRESS, SysfsError, natural_key, numa_node, pcie_root, resolve
 
 PREFIX = "ama_transcoder"
 PRODUCT, SERIAL, DEVICE_ID = "product name", "product serial number", "pcie device id"
@@ -33,6 +33,7 @@ class Ma35Scanner:
     """Reads the MA35 transcoders of one sysfs tree."""
 
     def __init__(self, sysfs_root: Path, dev_root: Path, reads: Reads | None = None) -> None:
+        self.sysfs_root = sysfs_root
         self.class_dir = sysfs_root / "class/misc"
         self.pci_dir = sysfs_root / "bus/pci/devices"
         self.dev_root = dev_root
@@ -75,8 +76,9 @@ class Ma35Scanner:
         if details.get(PRODUCT):
             info["product"] = details[PRODUCT]
         pci = self.pci_dir / address
+        listed = self.reads.exists(pci)
         return AmdDevice(address, what, shell, "0", unusable, uuid="ma35", device_id=details.get(DEVICE_ID, ""),
                          serial=details.get(SERIAL, ""), faults=faults,
-                         numa=numa_node(pci if self.reads.exists(pci) else None,
-                                        lambda path: self.reads.attribute(path, once=True)),
-                         nodes=(name,), info=info)
+                         numa=numa_node(pci if listed else None, lambda path: self.reads.attribute(path, once=True)),
+                         nodes=(name,), info=info, kind="ma35",
+                         pcie_root=pcie_root(self.sysfs_root, resolve(self.sysfs_root, pci) if listed else None))

@@ -9,8 +9,9 @@ from multidp import Driver, DriverContext, Simulation, hookimpl
 
 from multidp_fpga.config import FpgaConfig, validate
 
-# The multidp driver API this plugin is written for (Device.cdi_devices; 1.3: frontend, DRA mode).
-MULTIDP_DRIVER_API = "1.3"
+# The multidp driver API this plugin is written for (Device.cdi_devices; 1.3: frontend, DRA mode;
+# 1.4: each device's attributes).
+MULTIDP_DRIVER_API = "1.4"
 
 
 @hookimpl

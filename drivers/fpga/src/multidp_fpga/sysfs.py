@@ -17,6 +17,7 @@ from pathlib import Path
 #: number, 4 to 8 hex digits), bus, device, function, in lowercase hex.
 PCI_ADDRESS = re.compile(r"^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 _HEX_UUID = re.compile(r"^[0-9a-f]{32}$")
+_ROOT_COMPLEX = re.compile(r"pci[0-9a-f]{4,8}:[0-9a-f]{2}")
 ALL_F = "f" * 32
 
 #: A sysfs attribute is a page at most; anything longer is not one.
@@ -220,6 +221,18 @@ def pci_function_of(root: Path, real: Path) -> Path | None:
         if PCI_ADDRESS.match(candidate.name):
             return candidate
     return None
+
+
+def pcie_root(sysfs_root: Path, pci_dir: Path | None) -> str:
+    """The PCIe root complex (``pci0000:3a``) a resolved PCI function folder hangs off: the first
+    ``pci<domain>:<bus>`` folder below the sysfs root; '' when there is none."""
+    if pci_dir is None:
+        return ""
+    try:
+        parts = Path(os.path.abspath(pci_dir)).relative_to(os.path.realpath(sysfs_root)).parts
+    except ValueError:
+        parts = pci_dir.parts
+    return next((part for part in parts if _ROOT_COMPLEX.fullmatch(part)), "")
 
 
 def numa_node(pci_dir: Path | None, read: Callable[[Path], str] = read_attribute) -> tuple[int, ...]:

@@ -4,6 +4,8 @@ Discovery runs once per NVML session (at the first successful scan, and again
 only when the GPU count changes); allocation and health work from its result.
 Each fact that cannot be read becomes a ``problem`` on that device, with the
 file or NVML call named, instead of an exception that would hide every GPU.
+The facts DRA's attributes need (:mod:`.facts`) are read here too, once; those
+NVML or sysfs cannot tell stay empty and are left out.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from multidp_nvidia.facts import GpuFacts, cuda_version, optional, read_facts
 from multidp_nvidia.nvml import error_name, is_code, sysfs_bus_id, text
 from multidp_nvidia.topology import LinkGraph, read_link_graph
 
@@ -32,6 +35,7 @@ class MigInfo:
     full_instance: bool  # compute slices == GPU slices (NVIDIA serves only these)
     cap_nodes: tuple[str, ...]  # /dev/nvidia-caps/nvidia-cap<N> of its GPU and compute instance
     problem: str = ""
+    memory: int = 0  # bytes (0: unknown)
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ class GpuInfo:
     mig_enabled: bool
     migs: tuple[MigInfo, ...] = ()
     problem: str = ""
+    facts: GpuFacts = GpuFacts()
 
     @property
     def node(self) -> str:
@@ -57,6 +62,7 @@ class Machine:
     gpus: tuple[GpuInfo, ...]
     driver_version: str
     links: LinkGraph
+    cuda_driver_version: str = ""  # "13.0.0"; '' when NVML cannot tell
 
 
 def read_numa(sysfs_root: Path, bus_id: str, log: logging.Logger) -> int | None:
@@ -122,9 +128,9 @@ def _ci_slices(nvml: Any, index: int) -> int:
     raise ValueError(f"unknown compute instance profile index {index}")
 
 
-def mig_profile(nvml: Any, parent: Any, mig: Any, gi_id: int, ci_id: int, total_bytes: int) -> tuple[str, bool]:
-    """The profile name NVIDIA gives a MIG device, and whether it is a full GPU instance."""
-    memory_mb = nvml.nvmlDeviceGetAttributes(mig).memorySizeMB
+def mig_profile(nvml: Any, parent: Any, memory_mb: int, gi_id: int, ci_id: int,
+                total_bytes: int) -> tuple[str, bool]:
+    """The profile name NVIDIA gives a MIG device of ``memory_mb``, and whether it is a full GPU instance."""
     gi = nvml.nvmlDeviceGetGpuInstanceById(parent, gi_id)
     gi_profile_id = nvml.nvmlGpuInstanceGetInfo(gi).profileId
     ci = nvml.nvmlGpuInstanceGetComputeInstanceById(gi, ci_id)
@@ -160,9 +166,10 @@ def _migs(nvml: Any, gpu: GpuInfo, handle: Any, minors: dict[str, int], minors_p
             raise
         uuid = text(nvml.nvmlDeviceGetUUID(mig))
         gi, ci = nvml.nvmlDeviceGetGpuInstanceId(mig), nvml.nvmlDeviceGetComputeInstanceId(mig)
-        problem, full = "", True
+        problem, full, memory_mb = "", True, 0
         try:
-            profile, full = mig_profile(nvml, handle, mig, gi, ci, gpu.memory_total)
+            memory_mb = nvml.nvmlDeviceGetAttributes(mig).memorySizeMB
+            profile, full = mig_profile(nvml, handle, memory_mb, gi, ci, gpu.memory_total)
         except (nvml.NVMLError, ValueError) as exc:
             profile, problem = "unknown", f"cannot tell its MIG profile: {error_name(exc)}"
         gi_key, ci_key = f"gpu{gpu.minor}/gi{gi}/access", f"gpu{gpu.minor}/gi{gi}/ci{ci}/access"
@@ -171,7 +178,8 @@ def _migs(nvml: Any, gpu: GpuInfo, handle: Any, minors: dict[str, int], minors_p
             caps = (f"/dev/nvidia-caps/nvidia-cap{minors[gi_key]}", f"/dev/nvidia-caps/nvidia-cap{minors[ci_key]}")
         elif not problem:
             problem = minors_problem or f"no capability minors for {gi_key} in {MIG_MINORS}"
-        found.append(MigInfo(uuid, f"{gpu.index}:{j}", gpu.uuid, gi, ci, profile, full, caps, problem))
+        found.append(MigInfo(uuid, f"{gpu.index}:{j}", gpu.uuid, gi, ci, profile, full, caps, problem,
+                             memory_mb * 1024 * 1024))
     return found
 
 
@@ -198,6 +206,7 @@ def discover(nvml: Any, sysfs_root: Path, proc_root: Path, log: logging.Logger) 
             numa=read_numa(sysfs_root, bus_id, log),
             memory_total=nvml.nvmlDeviceGetMemoryInfo(handle).total,
             mig_enabled=mode == 1,
+            facts=read_facts(nvml, handle, sysfs_root, bus_id, log),
         )
         if gpu.mig_enabled:
             if minors is None:
@@ -208,4 +217,5 @@ def discover(nvml: Any, sysfs_root: Path, proc_root: Path, log: logging.Logger) 
         gpus.append(gpu)
         handles.append(handle)
     links = read_link_graph(nvml, handles, [g.bus_id for g in gpus], [g.numa for g in gpus], log)
-    return Machine(tuple(gpus), text(nvml.nvmlSystemGetDriverVersion()), links)
+    cuda = cuda_version(optional(nvml, nvml.nvmlSystemGetCudaDriverVersion)) if gpus else ""
+    return Machine(tuple(gpus), text(nvml.nvmlSystemGetDriverVersion()), links, cuda)

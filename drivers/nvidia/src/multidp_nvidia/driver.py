@@ -156,7 +156,7 @@ class NvidiaDriver(Driver):
         numa = (served.numa,) if served.numa is not None else ()
         cdi = tuple(answers.cdi_names((served.name_id,), self._channels)) if self.settings.uses_cdi else ()
         return Device(served.id, Health.UNHEALTHY if problem else Health.HEALTHY, numa, served.replicas,
-                      problem, served.info, cdi)
+                      problem, served.info, cdi, served.attributes, served.capacity)
 
     def _node_problem(self, served: Served) -> str:
         for path in served.nodes:

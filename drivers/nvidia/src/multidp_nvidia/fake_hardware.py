@@ -33,12 +33,18 @@ class FakeGpu:
     register_error: int | None = None  # NVML error code RegisterEvents answers with
     lost: bool = False  # every call on it raises GPU_IS_LOST
     remapped_rows: tuple[int, int, int, int] | None = (0, 0, 0, 0)  # None: "Not Supported"
+    # Descriptive facts (the recorded H100's); None: NVML answers "Not Supported".
+    brand: int | None = 14  # NVML_BRAND_NVIDIA
+    architecture: int | None = 9  # NVML_DEVICE_ARCH_HOPPER
+    compute_capability: tuple[int, int] | None = (9, 0)
+    pcie_root: str | None = "pci0000:00"  # the root complex in sysfs; None: a flat sysfs with no devices tree
 
 
 @dataclass
 class FakeMachine:
     gpus: list[FakeGpu]
     driver_version: str = "580.159.04"
+    cuda_driver_version: int | None = 13000  # NVML's integer form (12040 is CUDA 12.4); None: "Not Supported"
     init_error: int | None = None  # NVML error code nvmlInit answers with
     topology: dict[tuple[int, int], int] = field(default_factory=dict)  # NVML_TOPOLOGY_* per pair
     numa: dict[int, int] = field(default_factory=dict)  # GPU index -> sysfs numa_node (-1 if absent)

@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, TypeVar
 
 import pynvml  # type: ignore[import-untyped]  # nvidia-ml-py ships neither stubs nor py.typed
 
@@ -27,6 +27,7 @@ __all__ = ["FakeGpu", "FakeMachine", "FakeMig", "FakeNvml", "WHOLE"]
 
 WHOLE = 0xFFFFFFFF
 _E = pynvml.NVMLError
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,12 @@ class FakeNvml:
     def nvmlSystemGetDriverVersion(self) -> str:
         return self.machine.driver_version
 
+    def nvmlSystemGetCudaDriverVersion(self) -> int:
+        self._count("nvmlSystemGetCudaDriverVersion")
+        if self.machine.cuda_driver_version is None:
+            raise _E(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        return self.machine.cuda_driver_version
+
     def nvmlDeviceGetCount(self) -> int:
         self._count("nvmlDeviceGetCount")
         if not self.initialised:
@@ -133,6 +140,22 @@ class FakeNvml:
     def nvmlDeviceGetMemoryInfo(self, handle: Any) -> Any:
         gpu = self._gpu(handle)
         return SimpleNamespace(total=gpu.memory_total, free=gpu.memory_total, used=0)
+
+    # Descriptive facts, counted: discovery reads them, a poll never should.
+    def nvmlDeviceGetBrand(self, handle: Any) -> int:
+        return self._fact("nvmlDeviceGetBrand", self._gpu(handle).brand)
+
+    def nvmlDeviceGetArchitecture(self, handle: Any) -> int:
+        return self._fact("nvmlDeviceGetArchitecture", self._gpu(handle).architecture)
+
+    def nvmlDeviceGetCudaComputeCapability(self, handle: Any) -> tuple[int, int]:
+        return self._fact("nvmlDeviceGetCudaComputeCapability", self._gpu(handle).compute_capability)
+
+    def _fact(self, call: str, value: _T | None) -> _T:
+        self._count(call)
+        if value is None:
+            raise _E(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        return value
 
     def nvmlDeviceGetRemappedRows(self, handle: Any) -> tuple[int, int, int, int]:
         rows = self._gpu(handle).remapped_rows

@@ -12,8 +12,10 @@ from __future__ import annotations
 import functools
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
+from multidp_nvidia.describe import Attribute, gpu_attributes, gpu_capacity, mig_attributes, mig_capacity
 from multidp_nvidia.discovery import GpuInfo, Machine, MigInfo
 from multidp_nvidia.settings import Settings
 from multidp_nvidia.sharing import ReplicaRule
@@ -42,6 +44,8 @@ class Served:
     problem: str = ""
     info: dict[str, str] = field(default_factory=dict)
     mps: bool = False  # its replicas go through NVIDIA's MPS control daemon
+    attributes: Mapping[str, Attribute] = field(default_factory=dict)  # for DRA, made at discovery
+    capacity: Mapping[str, str | int] = field(default_factory=dict)
 
     @property
     def is_mig(self) -> bool:
@@ -55,19 +59,21 @@ class Inventory:
     gpu_of_uuid: dict[str, GpuInfo]
 
 
-def _gpu_served(gpu: GpuInfo, resource: str, settings: Settings) -> Served:
+def _gpu_served(gpu: GpuInfo, resource: str, settings: Settings, machine: Machine) -> Served:
     return Served(gpu.uuid, resource, gpu.uuid if settings.id_strategy == "uuid" else str(gpu.index), gpu.uuid,
                   gpu.index, nodes=(gpu.node,), numa=gpu.numa, problem=gpu.problem,
-                  info={"index": str(gpu.index), "model": gpu.name, "bus": gpu.bus_id})
+                  info={"index": str(gpu.index), "model": gpu.name, "bus": gpu.bus_id},
+                  attributes=gpu_attributes(gpu, machine), capacity=gpu_capacity(gpu))
 
 
-def _mig_served(gpu: GpuInfo, mig: MigInfo, resource: str, settings: Settings) -> Served:
+def _mig_served(gpu: GpuInfo, mig: MigInfo, resource: str, settings: Settings, machine: Machine) -> Served:
     # Capability nodes matter only when we hand out device nodes ourselves.
     needs_caps = settings.pass_device_specs or settings.uses_cdi
     return Served(mig.uuid, resource, mig.uuid if settings.id_strategy == "uuid" else mig.index, gpu.uuid,
                   gpu.index, mig.gi, mig.ci, (gpu.node, *mig.cap_nodes), gpu.numa,
                   problem=mig.problem if needs_caps else "",
-                  info={"index": mig.index, "profile": mig.profile, "gpu": gpu.uuid})
+                  info={"index": mig.index, "profile": mig.profile, "gpu": gpu.uuid},
+                  attributes=mig_attributes(gpu, mig, machine), capacity=mig_capacity(mig))
 
 
 @functools.lru_cache(maxsize=64)
@@ -132,10 +138,10 @@ def build(machine: Machine, settings: Settings, log: logging.Logger) -> Inventor
             for mig in gpu.migs:
                 resource = _mig_resource(mig, settings, log)
                 if resource:
-                    served.append(_mig_served(gpu, mig, resource, settings))
+                    served.append(_mig_served(gpu, mig, resource, settings, machine))
             continue
         resource = _match(settings.gpu_resources, gpu.name) or "nvidia.com/gpu"  # "*" ends the list anyway
-        served.append(_gpu_served(gpu, resource, settings))
+        served.append(_gpu_served(gpu, resource, settings, machine))
     served = apply_replicas(served, settings.replica_rules, log)
     resources: dict[str, tuple[Served, ...]] = {}
     for item in served:

@@ -43,8 +43,13 @@ def recorded_h100(uuid: str | None = None) -> FakeMachine:
         max_migs=dev["max_mig"],
         nvlinks=None,  # "Not Supported" on that VM
         supported_events=dev["supported_events"],
+        brand=dev["brand"],
+        architecture=dev["arch"],
+        compute_capability=(dev["cuda_cc"][0], dev["cuda_cc"][1]),
+        pcie_root=Path(dev["sysfs_path"]).parts[3],  # /sys/devices/pci0000:00/0000:00:06.0
     )
-    return FakeMachine([gpu], driver_version=snap["driver_version"], numa={0: int(dev["sysfs_numa_node"])})
+    return FakeMachine([gpu], driver_version=snap["driver_version"], cuda_driver_version=snap["cuda_driver_version"],
+                       numa={0: int(dev["sysfs_numa_node"])})
 
 
 def _uuid(n: int, prefix: str = "GPU") -> str:
@@ -53,13 +58,15 @@ def _uuid(n: int, prefix: str = "GPU") -> str:
 
 def nvlink8() -> FakeMachine:
     """8 H100s over two NUMA nodes: two NVLink quads (4 links per pair inside a quad),
-    2 links between GPU i and i+4 across the quads; GPU pairs (0,1), (2,3), … share a PCIe switch."""
+    2 links between GPU i and i+4 across the quads; GPU pairs (0,1), (2,3), … share a PCIe switch;
+    each quad hangs off its own PCIe root complex (``pci0000:00``, ``pci0000:80``)."""
     bus = [f"00000000:{b:02X}:00.0" for b in (0x18, 0x2A, 0x3A, 0x5D, 0x9A, 0xAB, 0xBA, 0xDB)]
     gpus = []
     for i in range(8):
         quad = range(0, 4) if i < 4 else range(4, 8)
         links = [bus[j] for j in quad if j != i for _ in range(4)] + [bus[(i + 4) % 8]] * 2
-        gpus.append(FakeGpu(uuid=_uuid(i + 1), minor=i, bus_id=bus[i], nvlinks=links + [""] * (18 - len(links))))
+        gpus.append(FakeGpu(uuid=_uuid(i + 1), minor=i, bus_id=bus[i], nvlinks=links + [""] * (18 - len(links)),
+                            pcie_root="pci0000:00" if i < 4 else "pci0000:80"))
     topology = {}
     for i in range(8):
         for j in range(i + 1, 8):
@@ -110,6 +117,18 @@ def _touch(path: Path, content: str = "") -> None:
     path.write_text(content)
 
 
+def _pci_device(sys_root: Path, bus: str, pcie_root: str | None) -> None:
+    """A GPU's sysfs folder: as the kernel lays it out, ``bus/pci/devices/<bus>`` a link into
+    ``devices/<root complex>/<bus>``; without a known root, a plain folder."""
+    listed = sys_root / "bus/pci/devices" / bus
+    if pcie_root is None or listed.exists() or listed.is_symlink():  # laid out already
+        return
+    real = sys_root / "devices" / pcie_root / bus
+    real.mkdir(parents=True, exist_ok=True)
+    listed.parent.mkdir(parents=True, exist_ok=True)
+    listed.symlink_to(Path("../../..") / "devices" / pcie_root / bus)
+
+
 def mig_minor_table(machine: FakeMachine) -> dict[str, int]:
     """The kernel's capability minors: config 1, monitor 2, then one per GPU / compute instance."""
     table, minor = {"config": 1, "monitor": 2}, 3
@@ -128,6 +147,7 @@ def write_host_files(machine: FakeMachine, root: Path, driver_files: bool = True
         path.mkdir(parents=True, exist_ok=True)
     for i, gpu in enumerate(machine.gpus):
         bus = gpu.bus_id.lower()[4:]
+        _pci_device(roots["sys"], bus, gpu.pcie_root)
         _touch(roots["sys"] / "bus/pci/devices" / bus / "numa_node", f"{machine.numa.get(i, -1)}\n")
         _touch(roots["dev"] / f"nvidia{gpu.minor}")
     for name in CONTROL_NODES:

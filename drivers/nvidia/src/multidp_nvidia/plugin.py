@@ -21,8 +21,9 @@ from multidp_nvidia.imex import ImexChannelMissing
 from multidp_nvidia.nvml import load_pynvml
 from multidp_nvidia.settings import resolve
 
-# The multidp driver API this plugin is written for (checking, local_path, cdi_devices; 1.3: frontend, DRA mode).
-MULTIDP_DRIVER_API = "1.3"
+# The multidp driver API this plugin is written for (checking, local_path, cdi_devices; 1.3: frontend, DRA mode;
+# 1.4: each device's attributes and capacity).
+MULTIDP_DRIVER_API = "1.4"
 
 
 def create(context: DriverContext, nvml_source: Callable[[], Any] | None = None,

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from multidp import Device, Health
 
 from multidp_rdma.health import Verdict
-from multidp_rdma.inventory import RdmaDevice
+from multidp_rdma.inventory import Attribute, RdmaDevice
 from multidp_rdma.poolconfig import Pool
 
 _SHARED_REASON_LIMIT = 3
@@ -34,7 +34,7 @@ def exclusive_device(device: RdmaDevice, verdict: Verdict, extra: Mapping[str, s
     """``cdi_devices``: what a CDI answer names (the host marks the device Unhealthy while their spec is unwritten)."""
     return Device(id=device.id, health=Health.HEALTHY if verdict.healthy else Health.UNHEALTHY,
                   numa_nodes=device.numa_nodes, reason=verdict.reason, info=info(device, verdict, extra),
-                  cdi_devices=cdi_devices)
+                  cdi_devices=cdi_devices, attributes=device.attributes)
 
 
 class SharedDevices:
@@ -45,7 +45,9 @@ class SharedDevices:
         self._cache: dict[str, tuple[tuple[object, ...], tuple[Device, ...]]] = {}
 
     def devices(self, pool: Pool, members: Sequence[RdmaDevice], healthy: frozenset[str],
-                verdicts: Mapping[str, Verdict], cdi_devices: tuple[str, ...] = ()) -> tuple[Device, ...]:
+                verdicts: Mapping[str, Verdict], cdi_devices: tuple[str, ...] = (),
+                shared: Mapping[str, Attribute] | None = None) -> tuple[Device, ...]:
+        """``shared``: the attributes of the pool's device (what all its members have in common)."""
         numa = tuple(sorted({n for d in members for n in d.numa_nodes}))
         reason = ""
         if not healthy:
@@ -54,7 +56,8 @@ class SharedDevices:
             reason = "no member is Healthy: " + "; ".join(reasons) + more
         facts = {"members": ",".join(d.name for d in members), "healthy": f"{len(healthy)}/{len(members)}"}
         health = Health.HEALTHY if healthy else Health.UNHEALTHY
-        key = (health, numa, reason, tuple(facts.items()), cdi_devices)
+        shared = shared or {}
+        key = (health, numa, reason, tuple(facts.items()), cdi_devices, shared)
         cached = self._cache.get(pool.resource)
         if cached is not None and cached[0] == key:
             return cached[1]
@@ -62,9 +65,9 @@ class SharedDevices:
             made: tuple[Device, ...] = ()
         elif pool.rules.index_ids:  # strconv.Itoa(n), n < rdmaHcaMax: Mellanox's own IDs
             made = tuple(Device(id=str(n), health=health, numa_nodes=numa, reason=reason, info=facts,
-                                cdi_devices=cdi_devices) for n in range(pool.replicas))
+                                cdi_devices=cdi_devices, attributes=shared) for n in range(pool.replicas))
         else:
             made = (Device(id=pool.short_name, health=health, numa_nodes=numa, replicas=pool.replicas,
-                           reason=reason, info=facts, cdi_devices=cdi_devices),)
+                           reason=reason, info=facts, cdi_devices=cdi_devices, attributes=shared),)
         self._cache[pool.resource] = (key, made)
         return made

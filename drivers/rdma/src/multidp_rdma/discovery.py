@@ -18,6 +18,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from multidp_rdma.describe import attributes, pcie_root
 from multidp_rdma.inventory import ENCAP_TYPES, CharDevice, Discovery, PciFunction, Port, RdmaDevice
 from multidp_rdma.sysfs import (
     PCI_ADDRESS,
@@ -120,7 +121,7 @@ def _with_ids(devices: list[RdmaDevice]) -> list[RdmaDevice]:
             device_id = f"{device.pci.address}-{device.name}"
         else:
             device_id = device.pci.address
-        result.append(replace(device, id=device_id))
+        result.append(replace(device, id=device_id, attributes=attributes(device)))
     return result
 
 
@@ -215,6 +216,7 @@ def _read_pci(reader: _Reader, name: str, device_dir: Path) -> PciFunction | Non
         vf_count=vf_count,
         link_type=_encap_type(function, netdevs),
         pf_link_type=pf_link_type,
+        pcie_root=pcie_root(function),
     )
 
 

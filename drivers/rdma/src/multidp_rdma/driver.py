@@ -36,10 +36,11 @@ from multidp_rdma.advertise import SharedDevices, exclusive_device
 from multidp_rdma.allocation import container_allocation
 from multidp_rdma.bindings import VerbsReader
 from multidp_rdma.config import Pool, RdmaConfig
+from multidp_rdma.describe import common
 from multidp_rdma.devinfo import DEFAULT_DIR, DeviceInfoWriter
 from multidp_rdma.discovery import class_signature, discover
 from multidp_rdma.events import EventHub
-from multidp_rdma.inventory import Discovery, RdmaDevice
+from multidp_rdma.inventory import Attribute, Discovery, RdmaDevice
 from multidp_rdma.judging import HealthJudge
 from multidp_rdma.poolconfig import Claim
 from multidp_rdma.pools import assign, numa_then_parent
@@ -82,6 +83,7 @@ class RdmaDriver(Driver):
         self._retry_in: float | None = None  # set when the last discovery saw a device half-made
         self._discovery = Discovery()
         self._members: dict[str, list[RdmaDevice]] = {}
+        self._shared_attributes: dict[str, dict[str, Attribute]] = {}  # a shared pool's, made at discovery
         self._state: dict[str, PoolState] = {}
         self._verbs_attributes: dict[str, dict[str, str]] = {}
         # libibverbs sees the real node: its answers only match a tree that is the host's /sys.
@@ -168,6 +170,8 @@ class RdmaDriver(Driver):
             self._watch.watch([d.name for d in discovery.devices])
         self._retry_in = self._next_retry(discovery)
         self._members = assign(discovery.devices, self.pools, self.claims)
+        self._shared_attributes = {pool.resource: common([d.attributes for d in self._members[pool.resource]])
+                                   for pool in self.pools if pool.shared}
         for pool in self.pools:
             if pool.default and not self._members[pool.resource] and discovery.devices:
                 self._discovery_log.report(
@@ -195,7 +199,8 @@ class RdmaDriver(Driver):
             cdi = self.config.use_cdi  # then each device declares the CDI devices its answers name
             if pool.shared and members:
                 named = cdiedits.qualified_names(pool, members) if cdi else ()
-                devices = self._shared.devices(pool, members, healthy, verdicts, named)
+                devices = self._shared.devices(pool, members, healthy, verdicts, named,
+                                               self._shared_attributes.get(pool.resource))
             elif not pool.shared:
                 devices = tuple(exclusive_device(d, verdicts[d.name], self._verbs_attributes.get(d.name, {}),
                                                  cdiedits.qualified_names(pool, (d,)) if cdi else ())

@@ -8,9 +8,12 @@ device nodes are read on every poll.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+
+from multidp import SemVer
 
 DEV_DIR = "/dev/infiniband"
 RDMA_CM = "rdma_cm"
@@ -28,6 +31,8 @@ LINK_UP = 5
 LINK_TYPES = {"infiniband": "infiniband", "ethernet": "ether"}
 # A netdev's ``type`` (ARPHRD_*) → netlink's EncapType (vishvananda/netlink's encapType), for the incumbents.
 ENCAP_TYPES = {1: "ether", 32: "infiniband", 772: "loopback", 65534: "none"}
+
+Attribute = bool | int | str | SemVer  # a DRA attribute's value (driver API 1.4)
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,7 @@ class PciFunction:
     # netdev on a VF: what the incumbents' linkTypes compare with. "" where there is no such netdev.
     link_type: str = ""
     pf_link_type: str = ""
+    pcie_root: str = ""  # the root complex it hangs off in /sys/devices ("pci0000:3a"); "" when not told
 
     @property
     def is_vf(self) -> bool:
@@ -108,6 +114,8 @@ class RdmaDevice:
     # Problems found at discovery that keep the device Unhealthy until fixed.
     problems: tuple[str, ...] = ()
     id: str = ""  # the device ID in an exclusive pool (set by discovery)
+    # What DRA's scheduler is told about it (describe.attributes; set by discovery, once).
+    attributes: Mapping[str, Attribute] = field(default_factory=dict, hash=False)
 
     @property
     def link_types(self) -> frozenset[str]:

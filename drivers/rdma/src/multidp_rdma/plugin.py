@@ -11,8 +11,9 @@ from multidp import ConfigError, Driver, DriverContext, Simulation
 from multidp_rdma.config import Pool, RdmaConfig, Rules, resolve_pools
 from multidp_rdma.poolconfig import Claim
 
-# The multidp driver API this plugin is written for (checking, local_path, cdi_devices; 1.3: frontend, DRA mode).
-MULTIDP_DRIVER_API = "1.3"
+# The multidp driver API this plugin is written for (checking, local_path, cdi_devices; 1.3: frontend, DRA mode;
+# 1.4: each device's attributes).
+MULTIDP_DRIVER_API = "1.4"
 DRA = "dra"
 
 

@@ -1,0 +1,59 @@
+"""DRA's rules for a device's attributes and capacity (resource.k8s.io/v1), checked on what the RDMA driver
+returns (a module name of its own: the drivers' test suites run together).
+
+Names: a C identifier of at most 32 characters, or ``<DNS subdomain of at most 63>/<C identifier>``.
+Values: bool, int (64 bits), str or SemVer (strings and versions at most 64 bytes, versions semver 2.0.0);
+capacities: non-negative ints or Kubernetes quantities. At most 32 attributes and capacities per device,
+two of which the host adds (``multidp.io/resource`` and ``resource.kubernetes.io/numaNode``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from multidp import Device, SemVer
+
+HOST_ADDS = 2
+MAX_ENTRIES = 32
+MAX_VALUE_BYTES = 64
+_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+NAME = re.compile(rf"((?=[^/]{{1,63}}/){_LABEL}(\.{_LABEL})*/)?[A-Za-z_][A-Za-z0-9_]{{0,31}}")
+SEMVER = re.compile(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?")
+QUANTITY = re.compile(r"[+]?(\d+(\.\d*)?|\.\d+)(([KMGTPE]i)|[numkMGTPE]|[eE][+-]?\d+)?")
+
+
+def problems(device: Device) -> list[str]:
+    """Every way ``device``'s attributes and capacity break DRA's rules (none: [])."""
+    found = []
+    entries = len(device.attributes) + len(device.capacity)
+    if entries + HOST_ADDS > MAX_ENTRIES:
+        found.append(f"{device.id}: {entries} attributes and capacities, over {MAX_ENTRIES - HOST_ADDS}")
+    for name, value in device.attributes.items():
+        where = f"{device.id}: attribute {name!r}"
+        if not NAME.fullmatch(name):
+            found.append(f"{where}: not a qualified name")
+        if isinstance(value, SemVer):
+            if not SEMVER.fullmatch(value.value) or len(value.value.encode()) > MAX_VALUE_BYTES:
+                found.append(f"{where}: {value.value!r} is not a semantic version of at most 64 bytes")
+        elif isinstance(value, str):
+            if not value or len(value.encode()) > MAX_VALUE_BYTES:
+                found.append(f"{where}: a string must have 1 to {MAX_VALUE_BYTES} bytes: {value!r}")
+        elif isinstance(value, int):  # bool included
+            if not -(2**63) <= value < 2**63:
+                found.append(f"{where}: {value} is beyond 64 bits")
+        else:
+            found.append(f"{where}: a {type(value).__name__}, not a bool, int, str or SemVer")
+    for name, quantity in device.capacity.items():
+        where = f"{device.id}: capacity {name!r}"
+        if not NAME.fullmatch(name) or name in device.attributes:
+            found.append(f"{where}: not a qualified name, or also an attribute")
+        if isinstance(quantity, bool) or not (isinstance(quantity, int) and quantity >= 0
+                                              or isinstance(quantity, str) and QUANTITY.fullmatch(quantity)):
+            found.append(f"{where}: {quantity!r} is not a quantity")
+    return found
+
+
+def all_problems(devices: Iterable[Device]) -> list[str]:
+    """The problems of every device in ``devices``."""
+    return [problem for device in devices for problem in problems(device)]
