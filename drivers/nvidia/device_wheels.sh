@@ -6,6 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PACKAGES="grpcio typing-extensions protobuf msgspec watchdog pluggy PyYAML nvidia-ml-py"
+if [ "${1:-}" = "--dra" ]; then  # device_dra.sh: the API client (lightkube) and its HTTP stack too
+  PACKAGES="$PACKAGES lightkube lightkube-models httpx2 httpcore2 anyio h11 idna truststore"
+fi
 rm -rf .whl && mkdir .whl
 for name in $PACKAGES; do
   pin=$(grep -i "^${name}==" requirements/constraints.txt)
