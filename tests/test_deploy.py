@@ -778,10 +778,12 @@ def test_dra_overlay_slice_policy_decides_as_intended() -> None:
                      extensions=[optional.ExtOptional()])
     user = SERVICE_ACCOUNT_USER.format(**one(docs, "ServiceAccount")["metadata"])
 
-    def decide(operation: str, claim: str | None, new: str | None, old: str | None, who: str = user) -> str:
+    def decide(operation: str, claim: str | None, new: str | None, old: str | None, who: str = user,
+               pool: str | None = None) -> str:
         """'allow', 'unmatched' or the denial's message; a node None is a slice without spec.nodeName."""
         def obj(node: str | None) -> Doc:
-            return {"spec": {"nodeName": node} if node else {"allNodes": True}}
+            where = {"nodeName": node} if node else {"allNodes": True}
+            return {"spec": {**where, "pool": {"name": pool or f"{node or 'any'}/example.com/gpu"}}}
 
         extra = {"authentication.kubernetes.io/node-name": [claim]} if claim else {}
         data: dict[str, Any] = {"request": {"operation": operation, "userInfo": {"username": who, "extra": extra}},
@@ -806,6 +808,9 @@ def test_dra_overlay_slice_policy_decides_as_intended() -> None:
     assert "not one without spec.nodeName" in decide("CREATE", "n1", None, None)
     assert "node-name claim" in decide("CREATE", None, "n1", None)
     assert decide("CREATE", None, "n2", None, who="system:serviceaccount:other:scheduler") == "unmatched"
+    assert "may write only pools named 'n1/...', not 'n2/example.com/gpu'" in decide(
+        "CREATE", "n1", "n1", None, pool="n2/example.com/gpu")
+    assert "not 'n2/example.com/gpu'" in decide("UPDATE", "n1", "n1", "n1", pool="n2/example.com/gpu")
 
 
 def test_dra_overlay_serves_gpus_through_dra_and_its_classes_select_them(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ an API server that drops taints, and claims the scheduler stand-in allocates fro
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -54,6 +55,7 @@ def test_health_travels_as_a_taint_and_recovery_removes_it(env: Env):
         env.plugin.hardware.set_health(WIDGET, "widget-1", False, "fan stopped")
         wait_until(lambda: (device(env, POOL, "widget-1") or {}).get("taints"), 10, "the taint")
         (taint,) = device(env, POOL, "widget-1")["taints"]  # type: ignore[index]
+        assert taint.pop("timeAdded")  # the server's stamp
         assert taint == {"key": "multidp.io/unhealthy", "value": "fan-stopped", "effect": "NoSchedule"}
         assert max(o["spec"]["pool"]["generation"] for o in env.api.slices.slices(driver=DRA_NAME)) > first
         env.plugin.hardware.set_health(WIDGET, "widget-1", True)
@@ -125,3 +127,46 @@ def test_moving_to_the_device_plugin_deletes_the_slices(env: Env):
         wait_until(lambda: bool(pools(env)), 10, "published")
         host.apply_labels({"multidp.io/sample.frontend": "device-plugin"})
         wait_until(lambda: env.api.slices.slices(driver=DRA_NAME) == [], 10, "slices deleted")
+
+
+def test_a_tainted_pool_is_not_written_again_while_nothing_changes(env: Env):
+    with env.start() as host:
+        wait_until(lambda: device(env, POOL, "widget-1") is not None, 10, "published")
+        assert env.plugin.hardware is not None
+        env.plugin.hardware.set_health(WIDGET, "widget-1", False, "fan stopped")
+        wait_until(lambda: (device(env, POOL, "widget-1") or {}).get("taints"), 10, "the taint")
+        (frontend,) = host.dra.all()
+        assert frontend.slices is not None
+        time.sleep(0.3)
+        writes = env.api.slices.writes
+        for _ in range(3):  # the server stamped timeAdded on the taint: still the same slices
+            frontend.slices.changed()
+            time.sleep(0.2)
+        assert env.api.slices.writes == writes
+
+
+def test_a_host_restarted_onto_the_device_plugin_clears_its_old_slices(env: Env):
+    with env.start():
+        wait_until(lambda: bool(pools(env)), 10, "published")
+    assert env.api.slices.slices(driver=DRA_NAME)  # a restarting host keeps them
+    with env.start({"sample": {"frontend": "device-plugin"}}):
+        wait_until(lambda: env.api.slices.slices(driver=DRA_NAME) == [], 10, "the old slices deleted")
+
+
+def test_a_host_restarted_onto_the_device_plugin_still_unprepares_old_claims(env: Env):
+    from multidp.testing import KubeletStandIn
+
+    with env.start():
+        env.kubelet.wait_registered(DRA_NAME)
+        claim = env.claim("c1", "widget-2")
+        assert env.kubelet.prepare(DRA_NAME, [claim])[claim[1]].error == ""
+    kubelet = KubeletStandIn(env.root / "dp").start()
+    try:
+        with env.start({"sample": {"frontend": "device-plugin"}}):
+            kubelet.wait_devices(WIDGET, lambda v: v.capacity == 4 and "widget-2" not in v.healthy)
+            env.kubelet.wait_registered(DRA_NAME)  # Unprepare-only
+            wait_until(lambda: env.api.slices.slices(driver=DRA_NAME) == [], 10, "no devices offered via DRA")
+            assert env.kubelet.unprepare(DRA_NAME, [claim]) == {claim[1]: ""}
+            kubelet.wait_devices(WIDGET, lambda v: len(v.healthy) == 4, what="widget-2 free on the device plugin")
+    finally:
+        kubelet.stop()

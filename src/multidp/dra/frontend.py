@@ -176,7 +176,9 @@ class DraFrontend:
         return None if pod is None else self._held_reason(pod)
 
     def offered(self) -> list[Offered]:
-        """The devices as the ResourceSlices list them."""
+        """The devices as the ResourceSlices list them: none while the driver does not run (Unprepare only)."""
+        if self.preparer.runner is None:
+            return []
         with self._lock:
             return [Offered(pool, name, state.resource, self._described[(pool, name)], state.healthy)
                     for (pool, name), state in sorted(self._devices.items()) if (pool, name) in self._described]
@@ -218,9 +220,13 @@ class DraFrontend:
                 self._listeners.remove(wake)
 
     def rebind(self, runner: DriverRunner, allocate_timeout: float) -> None:
-        """The driver was created again (reload, label change, back after a failure): later calls go to it."""
+        """The driver was created again (reload, label change, back after a failure): later calls go to it.
+        Back from Unprepare-only, pods may have got its devices through the device plugin meanwhile."""
+        returning = self.preparer.runner is None
         self.preparer.runner, self.preparer.stopped = runner, ""
         self.preparer.allocate_timeout = allocate_timeout
+        if returning and self._servers:
+            self._check_pods()
 
     def orphan(self, reason: str) -> None:
         """The driver stopped while claims are prepared: serve Unprepare on, refuse Prepare, and stream every

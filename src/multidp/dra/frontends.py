@@ -12,9 +12,12 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from multidp.config.settings import Settings
-from multidp.dra.frontend import DraFrontend
+from multidp.dra.checkpoint import Checkpoint, CheckpointCorrupt
+from multidp.dra.frontend import DraFrontend, node_name
+from multidp.dra.slices import SlicePublisher
 from multidp.dra.usable import mark_held, usable
 from multidp.model import Device
 from multidp.plugins.runner import DriverRunner
@@ -116,6 +119,29 @@ class DraFrontends:
             self._keep_for_unprepare(driver, frontend, reason)
             return
         self._drop(driver, frontend)
+
+    def leave(self, driver: str, dra_name: str, reason: str) -> None:
+        """``driver`` is served through the device plugin (now, or since this host started). Claims prepared
+        through DRA before keep an Unprepare-only front-end (its slices go); slices an earlier run of DRA on
+        this node left behind go too (its folder says there was one)."""
+        self.retire(driver, reason)
+        self.orphan(driver, dra_name, reason)
+        with self._lock:
+            kept = driver in self._frontends
+        folder = self.settings.dra_plugins_dir / dra_name
+        if not kept and folder.is_dir() and self.environ.get("NODE_NAME"):
+            threading.Thread(target=self._clear, args=(driver, dra_name, folder), name=f"{driver}-slices-clear",
+                             daemon=True).start()
+
+    def _clear(self, driver: str, dra_name: str, folder: Path) -> None:
+        SlicePublisher(driver, dra_name, node_name(self.environ), self.environ, list).stop(withdraw=True)
+        checkpoint = Checkpoint(folder / "checkpoint.json")
+        try:
+            if not checkpoint.load().claims:
+                checkpoint.path.unlink(missing_ok=True)
+                folder.rmdir()  # DRA left no trace here: the next start need not look again
+        except (CheckpointCorrupt, OSError):
+            pass  # kept: a later start tries again
 
     def orphan(self, driver: str, dra_name: str, reason: str) -> None:
         """``driver`` failed to start: if its checkpoint holds prepared claims, serve Unprepare for them."""

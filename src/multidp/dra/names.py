@@ -16,6 +16,7 @@ import hashlib
 import re
 
 MAX_NAME = 63
+MAX_POOL = 253
 _LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _OTHER = re.compile(r"[^a-z0-9]+")
 
@@ -40,4 +41,8 @@ def _pool_part(part: str) -> str:
 def pool_name(node: str, resource: str) -> str:
     """The pool of ``resource`` on ``node``: ``<node>/<resource>`` with each part a DNS subdomain (extended
     resource names may hold capitals and '_', as ``amd.com/MA35`` does; such a part gets a hash suffix)."""
-    return "/".join(_pool_part(part) for part in (node, *resource.split("/")))
+    name = "/".join(_pool_part(part) for part in (node, *resource.split("/")))
+    if len(name) <= MAX_POOL:
+        return name
+    digest = hashlib.sha256(resource.encode()).hexdigest()[:8]  # a long node and resource: the resource shrinks
+    return f"{node}/{device_name(resource)[:MAX_POOL - len(node) - 10].rstrip('-')}-{digest}"

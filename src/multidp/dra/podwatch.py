@@ -20,6 +20,7 @@ from multidp.dra.podresources import PodResourcesUnavailable, held
 log = logging.getLogger(__name__)
 
 POLL_S = 5.0
+GIVE_UP_S = 600.0  # a PodResources socket gone this long: its holders are forgotten
 
 Holders = dict[tuple[str, str], str]  # (resource, driver ID) -> "namespace/pod" holding it
 
@@ -35,6 +36,11 @@ class PodHeldWatch:
         self._thread = threading.Thread(target=self._run, name=f"{driver}-podresources", daemon=True)
 
     def start(self) -> None:
+        """Poll in the background until nothing is held (again after an earlier poll ended)."""
+        if self._thread.is_alive():
+            return
+        self._stopped.clear()
+        self._thread = threading.Thread(target=self._run, name=f"{self.driver}-podresources", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -52,15 +58,22 @@ class PodHeldWatch:
         return bool(holders)
 
     def _run(self) -> None:
+        failures = 0
         while not self._stopped.is_set():
             try:
                 if not self.check():
                     return  # nothing held: devices freed later are DRA's already
+                failures = 0
             except PodResourcesUnavailable as exc:
-                log.warning("driver %s: cannot tell which devices running pods got through the device plugin: %s; "
-                            "DRA offers them all", self.driver, exc)
-                if self.holders:
+                # A kubelet restarting makes its socket go for a while: what was held stays held meanwhile.
+                failures += 1
+                if failures == 1:
+                    log.warning("driver %s: PodResources did not answer (%s); the devices pods held stay out of "
+                                "DRA while it is asked again", self.driver, exc)
+                if failures * POLL_S >= GIVE_UP_S:
+                    log.error("driver %s: PodResources has not answered for %g s; DRA now offers the devices pods "
+                              "held through the device plugin (%s)", self.driver, GIVE_UP_S, exc)
                     self.holders = {}
                     self.changed({})
-                return
+                    return
             self._stopped.wait(POLL_S)

@@ -148,11 +148,13 @@ class Host:
             stopping = self._stopped.is_set()  # SIGTERM while this driver was being created
             if not stopping:
                 self.runners[name] = runner
-                self._front(name, created.frontend, created.dra_name, runner)
                 self.statuses[name] = DriverStatus(name, origin, RUNNING, selected)
         if stopping:
             runner.stop()
             return
+        # Outside the lock (withdrawing may wait on the kubelet or the API server); the runner reports
+        # nothing before scan_now below.
+        self._front(name, created.frontend, created.dra_name, runner)
         if previous is not None:
             previous.stop()
         tries = self.retries.succeeded(name)
@@ -166,7 +168,7 @@ class Host:
             self.table.withdraw(self.table.resources_of(name), wait=True)
             self.dra.bind(name, dra_name, runner)
         else:
-            self.dra.retire(name)
+            self.dra.leave(name, dra_name, "it is served through the device plugin now")
             self.table.rebind(name, runner)
 
     def _retire(self, name: str) -> None:

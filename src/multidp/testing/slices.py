@@ -317,6 +317,9 @@ class SliceStore:
                 causes = [(".".join(map(str, exc.absolute_path)) or "<root>", str(exc.message))]
         if causes:
             return self._refuse(name, causes)
+        for device in stored["spec"].get("devices") or []:  # the server stamps each taint, as the real one does
+            for taint in device.get("taints") or []:
+                taint.setdefault("timeAdded", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         self._version += 1
         stored["metadata"]["resourceVersion"] = str(self._version)
         self._slices[name] = stored
