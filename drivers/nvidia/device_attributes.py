@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from multidp import DriverContext, SemVer
+from multidp.testing import attribute_problems as all_problems
 
 import multidp_nvidia.plugin as plugin
 from multidp_nvidia.config import NvidiaConfig
-from tests.attribute_rules import all_problems
 
 
 def _plain(value: Any) -> Any:

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fpga_attribute_rules import all_problems
 from multidp import Device
+from multidp.testing import attribute_problems as all_problems
 from multidp.testing import create_driver
 
 import multidp_fpga.plugin as plugin

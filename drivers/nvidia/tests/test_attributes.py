@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from multidp import Device, SemVer
+from multidp.testing import attribute_problems as all_problems
 from multidp.testing import create_driver
 
 from multidp_nvidia import machines
@@ -21,8 +22,6 @@ from multidp_nvidia.describe import version
 from multidp_nvidia.facts import compute_capability, cuda_version, pcie_root
 from multidp_nvidia.fake_nvml import FakeMachine, FakeNvml
 from multidp_nvidia.plugin import NvidiaPlugin
-
-from .attribute_rules import all_problems
 
 FACT_CALLS = ("nvmlDeviceGetBrand", "nvmlDeviceGetArchitecture", "nvmlDeviceGetCudaComputeCapability")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from multidp import Device
-from rdma_attribute_rules import all_problems
+from multidp.testing import attribute_problems as all_problems
 from rdma_helpers import device
 
 from multidp_rdma.describe import pcie_root, rate_gbps

@@ -28,6 +28,7 @@ from multidp.host.host import Host  # noqa: E402
 from multidp.plugins.registry import PluginInfo, PluginRegistry  # noqa: E402
 from multidp.serving.sockets import socket_name  # noqa: E402
 from multidp.testing.apiserver import FakeApiServer  # noqa: E402
+from multidp.testing.attributes import attribute_problems  # noqa: E402
 from multidp.testing.dists import fake_distribution  # noqa: E402
 from multidp.testing.drakubelet import DraKubelet
 from multidp.testing.draview import DraCallFailed, DraPluginView, HealthEntry, PrepareAnswer, PreparedDevice
@@ -67,6 +68,7 @@ __all__ = [
     "SchedulerStandIn",
     "SliceStore",
     "allocate_request",
+    "attribute_problems",
     "check_config",
     "create_driver",
     "driver_config",

@@ -1,4 +1,7 @@
-"""DRA's rules for a device's attributes and capacity (resource.k8s.io/v1), checked on what a driver returns.
+"""DRA's rules for a device's attributes and capacity (resource.k8s.io/v1), for drivers' tests.
+
+A driver's tests check every device its scans return with :func:`attribute_problems`; the host leaves
+out what breaks these rules when it publishes ResourceSlices (:mod:`multidp.dra.attributes`).
 
 Names: a C identifier of at most 32 characters, or ``<DNS subdomain of at most 63>/<C identifier>``.
 Values: bool, int (64 bits), str or SemVer (strings and versions at most 64 bytes, versions semver 2.0.0);
@@ -53,6 +56,6 @@ def problems(device: Device) -> list[str]:
     return found
 
 
-def all_problems(devices: Iterable[Device]) -> list[str]:
+def attribute_problems(devices: Iterable[Device]) -> list[str]:
     """The problems of every device in ``devices``."""
     return [problem for device in devices for problem in problems(device)]
