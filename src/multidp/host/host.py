@@ -15,10 +15,9 @@ import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from multidp.config.settings import Settings
-from multidp.dra.frontends import DraFrontends
 from multidp.host.nodestate import NodeState
 from multidp.host.plugindir import InstanceLock, claim_plugin_dir
 from multidp.host.restarts import KubeletRestarts
@@ -41,6 +40,7 @@ from multidp.serving.cdi import CDIRegistry
 from multidp.serving.endpoint import Endpoint
 
 if TYPE_CHECKING:
+    from multidp.dra.frontends import DraFrontends
     from multidp.host.labels import NodeLabelWatcher
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class Host:
         self.factory = DriverFactory(settings, registry, environ, workdir)
         self.cdi = CDIRegistry(settings.cdi_dir)
         self.table = ResourceTable(settings, self.cdi)
-        self.dra = DraFrontends(settings, self.cdi, self.factory.environ)  # drivers with frontend: dra
+        self._dra: DraFrontends | None = None  # drivers with frontend: dra (imported only when one is)
         self.statuses: dict[str, DriverStatus] = {}
         self.runners: dict[str, DriverRunner] = {}
         self._lock = threading.RLock()
@@ -77,6 +77,19 @@ class Host:
         retry = settings.driver_retry
         self.retries = Retries(self._retry, *(retry_delays or (retry.first, retry.max)))
         self.instance_lock = InstanceLock(settings.plugin_dir, self.factory.environ)  # one multidp per plugin dir
+
+    @property
+    def dra(self) -> DraFrontends:
+        """The DRA front-ends; the DRA package is imported the first time a driver needs it."""
+        if self._dra is None:
+            from multidp.dra.frontends import DraFrontends
+
+            self._dra = DraFrontends(self.settings, self.cdi, self.factory.environ)
+        return self._dra
+
+    def dra_frontends(self) -> list[Any]:
+        """The drivers served through DRA now (none, and nothing imported, on a device-plugin-only host)."""
+        return self._dra.all() if self._dra is not None else []
 
     @property
     def endpoints(self) -> dict[str, Endpoint]:
@@ -106,7 +119,7 @@ class Host:
         with self._apply_lock:
             self._in_parallel(self._bring_up, names)
             self._started = True
-        if not self.endpoints and not self.dra.all():
+        if not self.endpoints and not self.dra_frontends():
             log.warning("nothing to serve yet: no enabled driver found devices; waiting for changes")
 
     @staticmethod
@@ -168,7 +181,8 @@ class Host:
             self.table.withdraw(self.table.resources_of(name), wait=True)
             self.dra.bind(name, dra_name, runner)
         else:
-            self.dra.leave(name, dra_name, "it is served through the device plugin now")
+            if self._dra is not None or (self.settings.dra_plugins_dir / dra_name).is_dir():  # DRA served it before
+                self.dra.leave(name, dra_name, "it is served through the device plugin now")
             self.table.rebind(name, runner)
 
     def _retire(self, name: str) -> None:
@@ -179,7 +193,8 @@ class Host:
         if runner is None:
             return
         self.table.withdraw(self.table.resources_of(name))
-        self.dra.retire(name)
+        if self._dra is not None:
+            self._dra.retire(name)
         runner.stop()
 
     def reload(self, settings: Settings) -> None:
@@ -197,7 +212,8 @@ class Host:
         factory.labels, factory.running_configs = self.node.labels, self.node.per_node  # before a retry uses it
         self.factory = factory
         self.table.use_settings(settings)
-        self.dra.settings = settings  # timeouts for DRA front-ends made from now on
+        if self._dra is not None:
+            self._dra.settings = settings  # timeouts for DRA front-ends made from now on
         self.cdi.directory = settings.cdi_dir
         names = selected_names(settings, self.registry)
         with self._apply_lock:
@@ -302,11 +318,12 @@ class Host:
                       error: str) -> None:
         with self._lock:
             current = self.runners.get(runner.name) is runner and not self._stopped.is_set()
-        if current and self.dra.serves(runner.name):
-            self.dra.report(runner, inventory, error)
+        dra = self._dra
+        if current and dra is not None and dra.serves(runner.name):
+            dra.report(runner, inventory, error)
         elif current:  # not a late report from a runner that was replaced
-            if inventory is not None:  # devices that DRA claims still hold stay Unhealthy here
-                inventory = self.dra.mark_held(runner.name, inventory)
+            if inventory is not None and dra is not None:  # devices DRA claims still hold stay Unhealthy here
+                inventory = dra.mark_held(runner.name, inventory)
             self.table.report(runner, inventory, error)
 
     # Stopping ------------------------------------------------------------------------
@@ -322,7 +339,8 @@ class Host:
         with self._lock:
             runners = list(self.runners.values())
         self.table.stop_all()
-        self.dra.stop_all()
+        if self._dra is not None:
+            self._dra.stop_all()
         for runner in runners:
             runner.stop()
         self.factory.cleanup()

@@ -92,7 +92,7 @@ class HostCollector:
                         CounterMetricFamily(f"multidp_dra_{kind}_errors", f"Claims whose {kind} failed",
                                             labels=["driver", "dra_driver"]))
                  for kind in ("prepare", "unprepare")}
-        for frontend in self.host.dra.all():
+        for frontend in self.host.dra_frontends():
             names = [frontend.driver, frontend.dra_name]
             states = frontend.health().values()
             healthy = sum(1 for s in states if s.healthy)
