@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import time
 import uuid
@@ -30,6 +29,7 @@ from typing import Any
 
 import grpc
 from measure import RESOURCE, WAIT_S, bench_env, multidp_command, rss_mb
+from spawn import terminate
 
 from multidp.api import dra_v1_pb2 as dra
 from multidp.api import pb
@@ -95,13 +95,7 @@ class SpawnedHost:
 
     def close(self) -> None:
         try:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
+            terminate(self.proc)
         finally:
             self.kubelet.shutdown()
             shutil.rmtree(self.scratch, ignore_errors=True)

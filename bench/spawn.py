@@ -110,16 +110,21 @@ class Spawned:
 
     def close(self) -> None:
         try:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
+            terminate(self.proc)
         finally:
             self.kubelet.shutdown()
             shutil.rmtree(self._scratch, ignore_errors=True)
+
+
+def terminate(proc: subprocess.Popen[Any]) -> None:
+    """SIGTERM a spawned plugin as the kubelet's node would stop it; kill it after 30 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def resource_counts(targets: list[Target]) -> dict[str, int]:

@@ -9,6 +9,7 @@ on it, each under a timeout, and read answers through the helpers here.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -86,3 +87,19 @@ def json_object(data: bytes, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ApiProblem("garbage", f"{what} is not a JSON object: {data[:60]!r}")
     return value
+
+
+class LazyClient:
+    """One API client, made by :func:`make_client` on first use (lightkube is imported then), for every
+    reader and writer of one DRA driver; NoCredentials until the credentials work."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+        self._http: Any = None
+        self._lock = threading.Lock()
+
+    def get(self) -> Any:
+        with self._lock:
+            if self._http is None:
+                self._http = make_client(self.environ)
+            return self._http

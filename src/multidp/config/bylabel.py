@@ -20,8 +20,12 @@ from multidp.names import DNS1123_SUBDOMAIN, LABEL_PREFIX, QUALIFIED_NAME_PART
 
 CONFIG_BY_LABEL = "configByLabel"
 FRONTENDS = ("device-plugin", "dra")
-# A DRA driver name is a DNS subdomain of at most 63 characters (resource.k8s.io/v1 DriverNameMaxLength).
-DRA_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DRA_NAME_MAX = 63  # a DRA driver name is a DNS subdomain of at most 63 characters (resource.k8s.io/v1)
+
+
+def is_dra_name(name: object) -> bool:
+    """Whether ``name`` can be a DRA driver name."""
+    return isinstance(name, str) and len(name) <= DRA_NAME_MAX and DNS1123_SUBDOMAIN.fullmatch(name) is not None
 NAMED_FALLBACK = "default"
 
 _KEYS = ("label", "annotation", "default", "configs")
@@ -240,7 +244,8 @@ def with_host_keys(section: dict[str, Any], defs: Mapping[str, Any]) -> dict[str
         FRONTEND: {"enum": list(FRONTENDS), "default": FRONTENDS[0],
                    "description": "the host's: how this driver's devices reach pods: the Device Plugin API, or DRA "
                                   "(Dynamic Resource Allocation; driver API 1.3)"},
-        DRA_DRIVER_NAME: {"type": "string", "maxLength": 63, "pattern": DRA_NAME_PATTERN,
+        DRA_DRIVER_NAME: {"type": "string", "maxLength": DRA_NAME_MAX,
+                          "pattern": f"^{DNS1123_SUBDOMAIN.pattern}$",
                           "description": "the host's: the DRA driver name this driver registers with "
                                          "(default <driver>.multidp.io)"},
         "pauseByLabel": {

@@ -24,13 +24,13 @@ import msgspec
 from multidp.config.bylabel import (
     CONFIG_BY_LABEL,
     DRA_DRIVER_NAME,
-    DRA_NAME_PATTERN,
     FRONTEND,
     FRONTENDS,
     HOST_KEYS,
     ConfigByLabel,
     Selection,
     apply,
+    is_dra_name,
     parse_config_by_label,
     select,
 )
@@ -146,18 +146,13 @@ def _frontend(name: str, merged: dict[str, Any], variables: Mapping[str, str]) -
     if frontend not in FRONTENDS:
         where = variables.get(FRONTEND) or f"drivers.{name}.{FRONTEND}"
         raise ConfigError(where, f"must be one of {', '.join(FRONTENDS)}, not {frontend!r}")
-    dra_name = merged.pop(DRA_DRIVER_NAME, None)
-    where = variables.get(DRA_DRIVER_NAME) or f"drivers.{name}.{DRA_DRIVER_NAME}"
-    if dra_name is None:
-        dra_name = f"{name}.multidp.io"
-        if len(dra_name) > 63 or not re.fullmatch(DRA_NAME_PATTERN, dra_name):
-            if frontend == "dra":
-                raise ConfigError(where, f"the default {dra_name!r} (from the driver's name) is not a DRA driver "
-                                         "name; set one (a DNS subdomain of at most 63 characters)")
-        return frontend, dra_name
-    if not isinstance(dra_name, str) or len(dra_name) > 63 or not re.fullmatch(DRA_NAME_PATTERN, dra_name):
-        raise ConfigError(where, f"{dra_name!r} is not a DRA driver name (a DNS subdomain of at most 63 "
-                                 "characters: lower-case letters, digits, '-' and '.', e.g. gpu.example.com)")
+    given = merged.pop(DRA_DRIVER_NAME, None)
+    dra_name = f"{name}.multidp.io" if given is None else given
+    if not is_dra_name(dra_name) and (given is not None or frontend == "dra"):
+        where = variables.get(DRA_DRIVER_NAME) or f"drivers.{name}.{DRA_DRIVER_NAME}"
+        what = f"{dra_name!r}" if given is not None else f"the default {dra_name!r} (from the driver's name)"
+        raise ConfigError(where, f"{what} is not a DRA driver name (a DNS subdomain of at most 63 characters: "
+                                 "lower-case letters, digits, '-' and '.', e.g. gpu.example.com)")
     return frontend, dra_name
 
 

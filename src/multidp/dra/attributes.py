@@ -27,9 +27,9 @@ TAINT_KEY = f"{HOST_DOMAIN}/unhealthy"
 
 _IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]{0,31}"
 _DOMAIN = r"(?=.{1,63}/)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
-_NAME = re.compile(rf"({_DOMAIN}/)?{_IDENTIFIER}")
-_SEMVER = re.compile(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?")
-_QUANTITY = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)(([KMGTPE]i)|[numkMGTPE]|[eE][+-]?\d+)?")
+NAME = re.compile(rf"({_DOMAIN}/)?{_IDENTIFIER}")
+SEMVER = re.compile(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?")
+QUANTITY = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)(([KMGTPE]i)|[numkMGTPE]|[eE][+-]?\d+)?")
 _NOT_LABEL_VALUE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -47,7 +47,7 @@ def _attribute(value: object) -> tuple[dict[str, Any] | None, str]:
     if isinstance(value, int):
         return ({"int": value}, "") if -(2**63) <= value < 2**63 else (None, "an int beyond 64 bits")
     if isinstance(value, SemVer):
-        ok = isinstance(value.value, str) and len(value.value.encode()) <= MAX_VALUE_BYTES and _SEMVER.fullmatch(
+        ok = isinstance(value.value, str) and len(value.value.encode()) <= MAX_VALUE_BYTES and SEMVER.fullmatch(
             value.value)
         return ({"version": value.value}, "") if ok else (None, f"{value.value!r} is not a semantic version")
     if isinstance(value, str):
@@ -60,7 +60,7 @@ def _attribute(value: object) -> tuple[dict[str, Any] | None, str]:
 def _capacity(value: object) -> tuple[dict[str, Any] | None, str]:
     if isinstance(value, int) and not isinstance(value, bool):
         return {"value": str(value)}, ""
-    if isinstance(value, str) and _QUANTITY.fullmatch(value):
+    if isinstance(value, str) and QUANTITY.fullmatch(value):
         return {"value": value}, ""
     return None, f"{value!r} is not a Kubernetes quantity"
 
@@ -89,7 +89,7 @@ def listed(name: str, device: Device, resource: str, taint: bool) -> Listed:
     for kind, given, into, convert in (("attribute", device.attributes, attributes, _attribute),
                                        ("capacity", device.capacity, capacity, _capacity)):
         for key, value in (given.items() if isinstance(given, Mapping) else ()):
-            if not isinstance(key, str) or not _NAME.fullmatch(key):
+            if not isinstance(key, str) or not NAME.fullmatch(key):
                 problems.append(f"{kind} {key!r}: not a C identifier (at most 32 characters), optionally after "
                                 "a DNS subdomain and '/'")
                 continue

@@ -9,13 +9,12 @@ made on lightkube's client (:mod:`multidp.kubeapi`), on the calling thread, unde
 from __future__ import annotations
 
 import importlib
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from multidp.kubeapi import ApiProblem, NoCredentials, check_status, json_object, make_client, read_at_most
+from multidp.kubeapi import ApiProblem, LazyClient, NoCredentials, check_status, json_object, read_at_most
 
 REQUEST_TIMEOUT_S = 10.0
 MAX_CLAIM_BYTES = 4 << 20
@@ -49,21 +48,16 @@ class AllocatedDevice:
 
 
 class ClaimReader:
-    """GETs claims for one DRA driver; the HTTP client is made on first use."""
+    """GETs claims for one DRA driver, on its API client (made on first use)."""
 
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        self.environ = environ
-        self._http: Any = None
-        self._lock = threading.Lock()
+    def __init__(self, client: LazyClient) -> None:
+        self.client = client
 
     def _client(self) -> Any:
-        with self._lock:
-            if self._http is None:
-                try:
-                    self._http = make_client(self.environ)
-                except NoCredentials as exc:
-                    raise ClaimProblem(f"cannot read claims from the API server: {exc}") from exc
-            return self._http
+        try:
+            return self.client.get()
+        except NoCredentials as exc:
+            raise ClaimProblem(f"cannot read claims from the API server: {exc}") from exc
 
     def read(self, claim: ClaimRef, driver_name: str) -> list[AllocatedDevice]:
         """The claim's allocation results for ``driver_name``; ClaimProblem naming what is wrong."""

@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -30,7 +30,9 @@ from multidp.dra.prepare import ClaimPreparer
 from multidp.dra.registration import RegistrationService
 from multidp.dra.service import DraService
 from multidp.dra.slices import Offered, SlicePublisher
-from multidp.model import Device, Health
+from multidp.dra.usable import mark
+from multidp.kubeapi import LazyClient
+from multidp.model import Device
 from multidp.plugins.runner import DriverRunner
 from multidp.serving.cdi import CDIRegistry
 from multidp.serving.eventloop import ServingLoop
@@ -85,6 +87,7 @@ class DraFrontend:
     def __init__(self, driver: str, dra_name: str, runner: DriverRunner | None, settings: Settings, cdi: CDIRegistry,
                  environ: Mapping[str, str]) -> None:
         self.driver, self.dra_name, self.node = driver, dra_name, node_name(environ)
+        self.client = LazyClient(environ)  # one API client for the claims read and the slices written
         self.directory = settings.dra_plugins_dir / dra_name
         self.socket_path = self.directory / "dra.sock"
         self.registration_path = settings.dra_registry_dir / f"{dra_name}-reg.sock"
@@ -93,16 +96,17 @@ class DraFrontend:
         self._devices: dict[tuple[str, str], DeviceState] = {}  # (pool, device name) -> state
         self._listeners: list[Callable[[], None]] = []
         self.preparer = ClaimPreparer(driver, dra_name, Checkpoint(self.directory / "checkpoint.json"),
-                                      read_boot_id(settings.boot_id_file), cdi, ClaimReader(environ), runner,
+                                      read_boot_id(settings.boot_id_file), cdi, ClaimReader(self.client), runner,
                                       self.lookup, settings.timeouts.allocate, self.declared_cdi, self.blocked)
         self._described: dict[tuple[str, str], Device] = {}
+        self._clashes: set[tuple[str, str]] = set()  # driver IDs that met under one DRA name (logged)
         self._inventory: Mapping[str, Sequence[Device]] | None = None  # the last good scan
         self._pod_held: Holders = {}  # devices pods got through the device plugin, until those pods end
         self.podwatch = PodHeldWatch(driver, settings.pod_resources_socket, lambda: list(self._inventory or {}),
                                      self._pods_changed)
         self.slices: SlicePublisher | None = None
         if environ.get("NODE_NAME"):  # the Node to own the slices; without it, no API side (part 1 alone)
-            self.slices = SlicePublisher(driver, dra_name, self.node, environ, self.offered)
+            self.slices = SlicePublisher(driver, dra_name, self.node, self.client, self.offered)
         self.registration = RegistrationService(dra_name, self.socket_path,
                                                 self.slices.changed if self.slices else lambda: None)
         self._loop = ServingLoop.shared()
@@ -153,11 +157,7 @@ class DraFrontend:
 
     def _mark_pod_held(self, inventory: Mapping[str, Sequence[Device]]) -> Mapping[str, Sequence[Device]]:
         held = self._pod_held
-        if not held:
-            return inventory
-        return {resource: [replace(d, health=Health.UNHEALTHY, reason=self._held_reason(held[(resource, d.id)]))
-                           if (resource, d.id) in held else d for d in devices]
-                for resource, devices in inventory.items()}
+        return mark(inventory, {key: self._held_reason(pod) for key, pod in held.items()}) if held else inventory
 
     @staticmethod
     def _held_reason(pod: str) -> str:
@@ -192,8 +192,10 @@ class DraFrontend:
             for device in devices:
                 key = (pool, device_name(device.id))
                 if key in fresh:
-                    log.error("driver %s: devices %s and %s have one DRA name %s; the second is left out",
-                              self.driver, fresh[key].driver_id, device.id, key[1])
+                    if (clash := (fresh[key].driver_id, device.id)) not in self._clashes:  # once, not every poll
+                        self._clashes.add(clash)
+                        log.error("driver %s: devices %s and %s have one DRA name %s; the second is left out",
+                                  self.driver, *clash, key[1])
                     continue
                 reason = device.reason if not device.healthy else ""
                 old = self._devices.get(key)

@@ -19,6 +19,7 @@ from multidp.dra.checkpoint import Checkpoint, CheckpointCorrupt
 from multidp.dra.frontend import DraFrontend, node_name
 from multidp.dra.slices import SlicePublisher
 from multidp.dra.usable import mark_held, usable
+from multidp.kubeapi import LazyClient
 from multidp.model import Device
 from multidp.plugins.runner import DriverRunner
 from multidp.serving.cdi import CDIRegistry
@@ -134,7 +135,7 @@ class DraFrontends:
                              daemon=True).start()
 
     def _clear(self, driver: str, dra_name: str, folder: Path) -> None:
-        SlicePublisher(driver, dra_name, node_name(self.environ), self.environ, list).stop(withdraw=True)
+        SlicePublisher(driver, dra_name, node_name(self.environ), LazyClient(self.environ), list).stop(withdraw=True)
         checkpoint = Checkpoint(folder / "checkpoint.json")
         try:
             if not checkpoint.load().claims:

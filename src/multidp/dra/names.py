@@ -12,8 +12,11 @@ device carries the resource name itself.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
+
+from multidp.names import DNS1123_SUBDOMAIN
 
 MAX_NAME = 63
 MAX_POOL = 253
@@ -21,6 +24,7 @@ _LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _OTHER = re.compile(r"[^a-z0-9]+")
 
 
+@functools.lru_cache(maxsize=1 << 16)  # every scan names every device again: hash each ID once
 def device_name(driver_id: str) -> str:
     """The DNS-label name under which ``driver_id`` is a DRA device."""
     if _LABEL.fullmatch(driver_id):
@@ -30,14 +34,12 @@ def device_name(driver_id: str) -> str:
     return f"{stem}-{digest}" if stem else f"dev-{digest}"
 
 
-_SUBDOMAIN = re.compile(r"(?=.{1,63}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-
-
 def _pool_part(part: str) -> str:
     """One '/'-separated part of a pool name: kept when it is a DNS subdomain, else made one like a device name."""
-    return part if _SUBDOMAIN.fullmatch(part) else device_name(part)
+    return part if len(part) <= MAX_NAME and DNS1123_SUBDOMAIN.fullmatch(part) else device_name(part)
 
 
+@functools.lru_cache(maxsize=1024)
 def pool_name(node: str, resource: str) -> str:
     """The pool of ``resource`` on ``node``: ``<node>/<resource>`` with each part a DNS subdomain (extended
     resource names may hold capitals and '_', as ``amd.com/MA35`` does; such a part gets a hash suffix)."""

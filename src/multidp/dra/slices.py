@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from multidp.dra.attributes import listed
 from multidp.dra.sliceapi import Conflict, SliceApi
-from multidp.kubeapi import ApiProblem, NoCredentials, make_client
+from multidp.kubeapi import ApiProblem, LazyClient, NoCredentials
 from multidp.model import Device
 
 log = logging.getLogger(__name__)
@@ -49,9 +49,9 @@ class Offered:
 class SlicePublisher:
     """Keeps ``driver``'s ResourceSlices on ``node`` equal to what ``offered()`` returns."""
 
-    def __init__(self, driver: str, dra_name: str, node: str, environ: Mapping[str, str],
+    def __init__(self, driver: str, dra_name: str, node: str, client: LazyClient,
                  offered: Callable[[], list[Offered]]) -> None:
-        self.driver, self.dra_name, self.node, self.environ, self.offered = driver, dra_name, node, environ, offered
+        self.driver, self.dra_name, self.node, self.client, self.offered = driver, dra_name, node, client, offered
         self.taints_dropped = False
         self.generations: dict[str, int] = {}  # pool -> generation last seen published
         self.last_error = ""
@@ -82,7 +82,7 @@ class SlicePublisher:
         if not withdraw:
             return
         try:
-            api = self._api or SliceApi(make_client(self.environ), self.node, self.dra_name)
+            api = self._api or SliceApi(self.client.get(), self.node, self.dra_name)
             for item in api.list():
                 api.delete(item["metadata"]["name"])
         except (ApiProblem, Conflict, NoCredentials, KeyError, TypeError) as exc:
@@ -127,7 +127,7 @@ class SlicePublisher:
 
     def _connect(self) -> SliceApi:
         if self._api is None:
-            self._api = SliceApi(make_client(self.environ), self.node, self.dra_name)
+            self._api = SliceApi(self.client.get(), self.node, self.dra_name)
         if not self._node_uid:
             self._node_uid = self._api.node_uid()
         return self._api

@@ -14,7 +14,7 @@ from dataclasses import replace
 from multidp.dra.checkpoint import PreparedClaim
 from multidp.model import Device, Health
 from multidp.names import resource_name_problem
-from multidp.serving.devicecheck import as_list, device_problem, label
+from multidp.serving.devicecheck import as_list, check
 from multidp.serving.resource import cdi_marked
 
 Note = Callable[[str, str], None]  # (driver, message): logged once
@@ -33,28 +33,25 @@ def usable(driver: str, inventory: Mapping[str, Sequence[Device]], cdi_problem: 
         if why is not None or items is None:
             note(driver, f"resource {resource!r} left out: {why}")
             continue
-        seen: set[str] = set()
-        kept: list[object] = []
-        for device in items:
-            if (bad := device_problem(device, seen)) is not None:
-                note(driver, f"resource {resource}: device {label(device)} left out: it {bad}")
-                continue
-            seen.add(device.id)  # type: ignore[attr-defined]
-            kept.append(device)
+        checked = check(items)  # the device plugin's own checks
+        for device, problem in checked.problems:
+            note(driver, f"resource {resource}: device {device} left out: it {problem}")
+        kept: list[object] = list(checked.kept)
         marked = cdi_marked(kept, cdi_problem) if cdi_problem else kept
         kept_resources[resource] = [d for d in marked if isinstance(d, Device)]
     return kept_resources
 
 
+def mark(inventory: Mapping[str, Sequence[Device]], reasons: Mapping[tuple[str, str], str]
+         ) -> dict[str, Sequence[Device]]:
+    """``inventory`` with each device in ``reasons`` ((resource, ID) -> why) Unhealthy for that reason."""
+    return {resource: [replace(d, health=Health.UNHEALTHY, reason=reasons[(resource, d.id)])
+                       if (resource, d.id) in reasons else d for d in devices]
+            for resource, devices in inventory.items()}
+
+
 def mark_held(inventory: Mapping[str, Sequence[Device]], claims: Sequence[PreparedClaim]
               ) -> dict[str, Sequence[Device]]:
     """``inventory`` with each device a prepared (non-admin) claim holds Unhealthy, naming the claim."""
-    holders = {(d.resource, d.driver_id): f"{c.namespace}/{c.name}" for c in claims for d in c.devices if not d.admin}
-    marked: dict[str, Sequence[Device]] = {}
-    for resource, devices in inventory.items():
-        marked[resource] = [
-            replace(d, health=Health.UNHEALTHY, reason=f"held by DRA claim {holders[(resource, d.id)]} until it is "
-                                                       "unprepared")
-            if isinstance(d, Device) and (resource, d.id) in holders else d
-            for d in devices]
-    return marked
+    return mark(inventory, {(d.resource, d.driver_id): f"held by DRA claim {c.namespace}/{c.name} until it is "
+                                                       "unprepared" for c in claims for d in c.devices if not d.admin})

@@ -11,18 +11,13 @@ two of which the host adds (``multidp.io/resource`` and ``resource.kubernetes.io
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 
 from multidp import Device, SemVer
+from multidp.dra.attributes import MAX_ATTRIBUTES, MAX_VALUE_BYTES, NAME, QUANTITY, SEMVER
 
-HOST_ADDS = 2
-MAX_ENTRIES = 32
-MAX_VALUE_BYTES = 64
-_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
-NAME = re.compile(rf"((?=[^/]{{1,63}}/){_LABEL}(\.{_LABEL})*/)?[A-Za-z_][A-Za-z0-9_]{{0,31}}")
-SEMVER = re.compile(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?")
-QUANTITY = re.compile(r"[+]?(\d+(\.\d*)?|\.\d+)(([KMGTPE]i)|[numkMGTPE]|[eE][+-]?\d+)?")
+HOST_ADDS = 2  # multidp.io/resource and resource.kubernetes.io/numaNode
+MAX_ENTRIES = MAX_ATTRIBUTES
 
 
 def problems(device: Device) -> list[str]:
@@ -50,8 +45,9 @@ def problems(device: Device) -> list[str]:
         where = f"{device.id}: capacity {name!r}"
         if not NAME.fullmatch(name) or name in device.attributes:
             found.append(f"{where}: not a qualified name, or also an attribute")
-        if isinstance(quantity, bool) or not (isinstance(quantity, int) and quantity >= 0
-                                              or isinstance(quantity, str) and QUANTITY.fullmatch(quantity)):
+        quantity_ok = (isinstance(quantity, int) and quantity >= 0
+                       or isinstance(quantity, str) and bool(QUANTITY.fullmatch(quantity)) and quantity[:1] != "-")
+        if isinstance(quantity, bool) or not quantity_ok:
             found.append(f"{where}: {quantity!r} is not a quantity")
     return found
 
