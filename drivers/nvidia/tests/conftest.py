@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
+import msgspec
 import pytest
 from multidp.testing import Host, KubeletStandIn, allocate_request, preferred_request, v1beta1
 
@@ -24,8 +24,7 @@ def recording(name: str) -> dict[str, Any]:
     return json.loads((FIXTURES / f"nvidia_plugin_{name}.json").read_text())
 
 
-@dataclass
-class Node:
+class Node(msgspec.Struct):
     host: Host
     fake: FakeNvml
     plugin: NvidiaPlugin

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from multidp import ConfigError, Driver, DriverContext
 from multidp.testing import driver_config
@@ -102,7 +102,7 @@ def _file(tmp_path: Path, text: str, name: str = "config.json") -> str:
 
 def _pools(driver: RdmaDriver) -> list[Pool]:
     # The rules are compared apart; so are the selections: an incumbent's match its exact strings (gomatch.py).
-    return [replace(pool, rules=Rules(), selections=()) for pool in driver.pools]
+    return [msgspec.structs.replace(pool, rules=Rules(), selections=()) for pool in driver.pools]
 
 
 def test_mellanox_file_gives_the_native_pools(tmp_path: Path, standard: FakeRdmaNode, make_driver) -> None:
@@ -118,8 +118,8 @@ def test_mellanox_file_gives_the_native_pools(tmp_path: Path, standard: FakeRdma
 def test_mellanox_keys_pasted_inline_give_the_same_pools_and_rules() -> None:
     inline = _config(**json.loads(MELLANOX))
     native = _config(**MELLANOX_NATIVE)
-    assert [replace(p, rules=Rules(), selections=()) for p in resolve_pools(inline)] == [
-        replace(p, selections=()) for p in resolve_pools(native)]
+    assert [msgspec.structs.replace(p, rules=Rules(), selections=()) for p in resolve_pools(inline)] == [
+        msgspec.structs.replace(p, selections=()) for p in resolve_pools(native)]
     assert {p.rules.origin for p in resolve_pools(inline)} == {"mellanox"}
     assert {s.exact for p in resolve_pools(inline) for s in p.selections} == {True}
     assert {s.exact for p in resolve_pools(native) for s in p.selections} == {False}

@@ -12,8 +12,9 @@ shares what it read.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
+
+import msgspec
 
 from multidp_fpga.reads import Reads
 from multidp_fpga.sysfs import PCI_ADDRESS, Resolver, SysfsError, natural_key, numa_node, pcie_root
@@ -25,8 +26,7 @@ AWS_VENDOR = "0x1d0f"
 AWS_SERIAL = "F1-Node"  # what AMD's plugin calls an F1 card, which has no serial number
 
 
-@dataclass(frozen=True)
-class AmdDevice:
+class AmdDevice(msgspec.Struct, frozen=True):
     """One AMD device as a scan read it: an Alveo user function or an MA35 transcoder.
 
     ``shell`` is None when it cannot be read now (``unusable`` says why); ``nodes``
@@ -44,7 +44,7 @@ class AmdDevice:
     faults: tuple[str, ...] = ()
     numa: tuple[int, ...] = ()
     nodes: tuple[str, ...] = ()
-    info: dict[str, str] = field(default_factory=dict)
+    info: dict[str, str] = msgspec.field(default_factory=dict)
     kind: str = "alveo"  # or "ma35"
     pcie_root: str = ""  # the root complex it hangs off in sys/devices ("pci0000:3a"); '' when not told
 
@@ -56,8 +56,7 @@ def qdma_instance(address: str) -> int:
     return int(domain, 16) * 65536 + int(bus, 16) * 256 + int(device, 16) * 8 + int(function, 16)
 
 
-@dataclass
-class Card:
+class Card(msgspec.Struct):
     """The functions of one card found in a scan."""
 
     slot: str  # domain:bus:device

@@ -9,8 +9,8 @@ matching key of the table; else an MA35 is ``MA35``; else ``<shell>-<timestamp>`
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
+import msgspec
 from multidp import ConfigError, read_small_file
 
 from multidp_fpga.naming import AMD_PREFIX, XILINX_PREFIX
@@ -24,8 +24,7 @@ FIELDS = ("shellVer", "deviceType", "uuid", "timestamp", "DBDF", "deviceID", "He
 MAX_CUSTOM = 60
 
 
-@dataclass(frozen=True)
-class Facts:
+class Facts(msgspec.Struct, frozen=True):
     """What AMD's plugin knows of one advertised device, under its field names."""
 
     shellVer: str  # noqa: N815 - AMD's field names are the table's vocabulary
@@ -52,8 +51,7 @@ def is_u30(shell: str) -> bool:
     return U30_SHELL in shell or U30_COMMON in shell
 
 
-@dataclass(frozen=True)
-class Rule:
+class Rule(msgspec.Struct, frozen=True):
     key: str
     parts: tuple[str, str, str]  # deviceType, shellVer, timestamp or the uuid's last 6 characters
     name: tuple[tuple[bool, str], ...]  # (literal?, text or field name)
@@ -72,8 +70,7 @@ def _equal(pattern: str, value: str) -> bool:
     return pattern == "*" or pattern.casefold() == value.casefold()
 
 
-@dataclass(frozen=True)
-class NameTable:
+class NameTable(msgspec.Struct, frozen=True):
     """NameCustomize.json: ``{"<type>-<shell>-<timestamp|uuid>": "'literal'+field+..."}``, in file order."""
 
     rules: tuple[Rule, ...]

@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
 from multidp import MAX_REPLICAS, ConfigError
 
 from multidp_fpga.amdnames import NameTable, load_name_table
 from multidp_fpga.config import SECTION, FpgaConfig
 
 
-@dataclass(frozen=True)
-class AmdSettings:
+class AmdSettings(msgspec.Struct, frozen=True):
     """How the AMD part of the driver names, groups and shares devices."""
 
     u30_common_names: bool = True  # U30NameConvention=CommonName

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
+
+import msgspec
 
 INTEL = "0x8086"
 XILINX = "0x10ee"
@@ -21,19 +22,18 @@ PORT_MAJOR, FME_MAJOR, DRM_MAJOR, XCLMGMT_MAJOR, MISC_MAJOR = 235, 236, 226, 240
 U30_SHELL, U30_TIMESTAMP = "xilinx_u30_gen3x4_base_2", "1598453230"
 
 
-@dataclass
-class Card:
+class Card(msgspec.Struct):
     """What the builder made for one card, to change or remove it later."""
 
     address: str
     kind: str
-    sysfs: list[Path] = field(default_factory=list)  # directories owned by the card
-    links: list[Path] = field(default_factory=list)
-    nodes: list[Path] = field(default_factory=list)
-    ports: list[str] = field(default_factory=list)
+    sysfs: list[Path] = msgspec.field(default_factory=list)  # directories owned by the card
+    links: list[Path] = msgspec.field(default_factory=list)
+    nodes: list[Path] = msgspec.field(default_factory=list)
+    ports: list[str] = msgspec.field(default_factory=list)
     fme: str = ""
     interface_file: Path | None = None
-    afu_files: dict[str, Path] = field(default_factory=dict)
+    afu_files: dict[str, Path] = msgspec.field(default_factory=dict)
     user_address: str = ""
     rom: Path | None = None
 

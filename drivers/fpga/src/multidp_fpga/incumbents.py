@@ -7,14 +7,14 @@ and that ``docs/drop-in/fpga.md`` gives each the same verdict.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
+
+import msgspec
 
 Kind = Literal["honoured", "refused", "n/a"]
 
 
-@dataclass(frozen=True)
-class Verdict:
+class Verdict(msgspec.Struct, frozen=True):
     kind: Kind
     how: str
 

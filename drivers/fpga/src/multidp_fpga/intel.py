@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
 from multidp import DeviceNode
 
 from multidp_fpga.describe import intel
@@ -38,8 +38,7 @@ from multidp_fpga.sysfs import (
 )
 
 
-@dataclass(frozen=True)
-class Layout:
+class Layout(msgspec.Struct, frozen=True):
     """Where one kernel driver puts things in sysfs."""
 
     name: str
@@ -64,19 +63,17 @@ def pick_layout(sysfs_root: Path, reads: Reads) -> Layout | None:
     return None
 
 
-@dataclass
-class Fme:
+class Fme(msgspec.Struct):
     name: str
     pci: str
     interface_id: str | None
     interface_problem: str
     numa: tuple[int, ...]
-    ports: list[Port] = field(default_factory=list)
+    ports: list[Port] = msgspec.field(default_factory=list)
     pcie_root: str = ""
 
 
-@dataclass
-class Port:
+class Port(msgspec.Struct):
     name: str
     pci: str
     afu_id: str | None

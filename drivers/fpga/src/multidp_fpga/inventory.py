@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
+import msgspec
 from multidp import Device, DeviceNode, Health, Mount, SemVer, resource_name_problem
 
 
-@dataclass(frozen=True)
-class Grant:
+class Grant(msgspec.Struct, frozen=True):
     """What a container gets for one device."""
 
     device_nodes: tuple[DeviceNode, ...] = ()
@@ -27,8 +26,7 @@ class Grant:
     cdi_devices: tuple[str, ...] = ()  # fully qualified CDI names, for the CRI cdi_devices field
 
 
-@dataclass(frozen=True)
-class Observed:
+class Observed(msgspec.Struct, frozen=True):
     """One device as a scan saw it.
 
     ``resource`` is the computed resource name, or None with ``unusable``
@@ -42,9 +40,9 @@ class Observed:
     unusable: str = ""
     faults: tuple[str, ...] = ()
     numa: tuple[int, ...] = ()
-    info: Mapping[str, str] = field(default_factory=dict)
+    info: Mapping[str, str] = msgspec.field(default_factory=dict)
     grant: Grant = Grant()
-    attributes: Mapping[str, bool | int | str | SemVer] = field(default_factory=dict)  # for DRA (describe.py)
+    attributes: Mapping[str, bool | int | str | SemVer] = msgspec.field(default_factory=dict)  # for DRA (describe.py)
 
 
 Inventory = dict[str, list[Device]]

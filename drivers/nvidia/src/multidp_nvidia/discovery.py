@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from multidp_nvidia.facts import GpuFacts, cuda_version, optional, read_facts
 from multidp_nvidia.nvml import error_name, is_code, sysfs_bus_id, text
@@ -24,8 +25,7 @@ MIG_MINORS = "driver/nvidia-caps/mig-minors"
 WHOLE = 0xFFFFFFFF  # NVML's "no GPU / compute instance": the whole GPU
 
 
-@dataclass(frozen=True)
-class MigInfo:
+class MigInfo(msgspec.Struct, frozen=True):
     uuid: str
     index: str  # "<gpu index>:<mig index>", NVIDIA's MIG index
     parent_uuid: str
@@ -38,8 +38,7 @@ class MigInfo:
     memory: int = 0  # bytes (0: unknown)
 
 
-@dataclass(frozen=True)
-class GpuInfo:
+class GpuInfo(msgspec.Struct, frozen=True):
     index: int
     uuid: str
     name: str
@@ -57,8 +56,7 @@ class GpuInfo:
         return f"/dev/nvidia{self.minor}"
 
 
-@dataclass(frozen=True)
-class Machine:
+class Machine(msgspec.Struct, frozen=True):
     gpus: tuple[GpuInfo, ...]
     driver_version: str
     links: LinkGraph
@@ -213,7 +211,7 @@ def discover(nvml: Any, sysfs_root: Path, proc_root: Path, log: logging.Logger) 
                 minors, minors_problem = read_mig_minors(proc_root, log)
                 if minors_problem:
                     log.warning("%s; MIG devices get no capability device nodes", minors_problem)
-            gpu = replace(gpu, migs=tuple(_migs(nvml, gpu, handle, minors, minors_problem)))
+            gpu = msgspec.structs.replace(gpu, migs=tuple(_migs(nvml, gpu, handle, minors, minors_problem)))
         gpus.append(gpu)
         handles.append(handle)
     links = read_link_graph(nvml, handles, [g.bus_id for g in gpus], [g.numa for g in gpus], log)

@@ -21,9 +21,9 @@ path) works as in device-plugin mode.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from multidp import ConfigError
 
 from multidp_nvidia.layering import KEY, pick
@@ -62,8 +62,7 @@ def _entries(why: str) -> Callable[[Any], str]:
     return lambda value: why if value else ""  # an empty list shares nothing
 
 
-@dataclass(frozen=True)
-class Rule:
+class Rule(msgspec.Struct, frozen=True):
     """One key that DRA mode refuses for some values.
 
     ``key`` is NVIDIA's spelling (also the key under ``drivers.nvidia``), ``path`` the attribute path

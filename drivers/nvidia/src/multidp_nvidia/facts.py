@@ -9,9 +9,10 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+
+import msgspec
 
 # NVML's nvmlDeviceArchitecture_t and nvmlBrandType_t, spelled as NVIDIA's go-nvlib spells them.
 ARCHITECTURES = {2: "Kepler", 3: "Maxwell", 4: "Pascal", 5: "Volta", 6: "Turing", 7: "Ampere", 8: "Ada Lovelace",
@@ -24,8 +25,7 @@ _ROOT_COMPLEX = re.compile(r"pci[0-9a-f]{4}:[0-9a-f]{2}")
 _T = TypeVar("_T")
 
 
-@dataclass(frozen=True)
-class GpuFacts:
+class GpuFacts(msgspec.Struct, frozen=True):
     """What a GPU is, beyond what serving it needs; '' where unknown."""
 
     brand: str = ""  # "Nvidia"

@@ -6,11 +6,10 @@ and :mod:`multidp_nvidia.machines` builds the recorded and synthetic machines.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import msgspec
 
 
-@dataclass
-class FakeMig:
+class FakeMig(msgspec.Struct):
     uuid: str
     gi: int
     ci: int
@@ -18,15 +17,14 @@ class FakeMig:
     ci_profile: int  # NVML_COMPUTE_INSTANCE_PROFILE_* index
 
 
-@dataclass
-class FakeGpu:
+class FakeGpu(msgspec.Struct):
     uuid: str
     name: str = "NVIDIA H100 80GB HBM3"
     minor: int = 0
     bus_id: str = "00000000:00:06.0"  # NVML's form
     memory_total: int = 85520809984
     mig_mode: tuple[int, int] | None = None  # None: "Not Supported"
-    migs: list[FakeMig] = field(default_factory=list)
+    migs: list[FakeMig] = msgspec.field(default_factory=list)
     max_migs: int = 7
     nvlinks: list[str] | None = None  # remote bus id per link ("" inactive); None: "Not Supported"
     supported_events: int = 65439
@@ -40,14 +38,13 @@ class FakeGpu:
     pcie_root: str | None = "pci0000:00"  # the root complex in sysfs; None: a flat sysfs with no devices tree
 
 
-@dataclass
-class FakeMachine:
+class FakeMachine(msgspec.Struct):
     gpus: list[FakeGpu]
     driver_version: str = "580.159.04"
     cuda_driver_version: int | None = 13000  # NVML's integer form (12040 is CUDA 12.4); None: "Not Supported"
     init_error: int | None = None  # NVML error code nvmlInit answers with
-    topology: dict[tuple[int, int], int] = field(default_factory=dict)  # NVML_TOPOLOGY_* per pair
-    numa: dict[int, int] = field(default_factory=dict)  # GPU index -> sysfs numa_node (-1 if absent)
+    topology: dict[tuple[int, int], int] = msgspec.field(default_factory=dict)  # NVML_TOPOLOGY_* per pair
+    numa: dict[int, int] = msgspec.field(default_factory=dict)  # GPU index -> sysfs numa_node (-1 if absent)
     scheduled_xid: tuple[float, int, int] | None = None  # (seconds after registration, GPU index, XID)
 
 

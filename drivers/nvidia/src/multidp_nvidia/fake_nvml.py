@@ -15,10 +15,10 @@ import queue
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, TypeVar
 
+import msgspec
 import pynvml  # type: ignore[import-untyped]  # nvidia-ml-py ships neither stubs nor py.typed
 
 from multidp_nvidia.fake_hardware import CI_SLICES, H100_GI_PROFILES, FakeGpu, FakeMachine, FakeMig
@@ -30,8 +30,7 @@ _E = pynvml.NVMLError
 _T = TypeVar("_T")
 
 
-@dataclass(frozen=True)
-class _Handle:
+class _Handle(msgspec.Struct, frozen=True):
     gpu: int
     mig: int | None = None
 

@@ -17,9 +17,9 @@ checks them, or refused where multidp cannot do what NVIDIA does.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from multidp import ConfigError
 
 from multidp_nvidia.config import NvidiaConfig
@@ -28,8 +28,7 @@ from multidp_nvidia.layering import KEY, pick
 POLICIES = {"distributed": "spread", "packed": "pack"}
 
 
-@dataclass(frozen=True)
-class FlagSettings:
+class FlagSettings(msgspec.Struct, frozen=True):
     replica_policy: str
     gdrcopy: bool
     imex_channels: tuple[int, ...]

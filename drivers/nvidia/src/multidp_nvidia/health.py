@@ -29,8 +29,9 @@ import math
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from multidp_nvidia.nvml import error_name, is_code, text
 from multidp_nvidia.settings import Settings
@@ -41,8 +42,7 @@ SOONEST_MS = 500  # the shortest: while a due recovery waits for the host's scan
 RETRY_S = 30.0  # how often GPUs that could not be registered for events are tried again
 
 
-@dataclass
-class Fault:
+class Fault(msgspec.Struct):
     gpu_uuid: str
     gi: int
     ci: int

@@ -13,7 +13,8 @@ import functools
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+
+import msgspec
 
 from multidp_nvidia.describe import Attribute, gpu_attributes, gpu_capacity, mig_attributes, mig_capacity
 from multidp_nvidia.discovery import GpuInfo, Machine, MigInfo
@@ -27,8 +28,7 @@ class MigConfigurationError(RuntimeError):
     """The GPUs' MIG setup does not fit the MIG strategy or the sharing (NVIDIA refuses to start on it)."""
 
 
-@dataclass(frozen=True)
-class Served:
+class Served(msgspec.Struct, frozen=True):
     """One device as served: its advertised ID and everything an Allocate answer needs."""
 
     id: str  # GPU or MIG UUID (replicas are made by the host from it)
@@ -42,18 +42,17 @@ class Served:
     numa: int | None = None
     replicas: int | None = None
     problem: str = ""
-    info: dict[str, str] = field(default_factory=dict)
+    info: dict[str, str] = msgspec.field(default_factory=dict)
     mps: bool = False  # its replicas go through NVIDIA's MPS control daemon
-    attributes: Mapping[str, Attribute] = field(default_factory=dict)  # for DRA, made at discovery
-    capacity: Mapping[str, str | int] = field(default_factory=dict)
+    attributes: Mapping[str, Attribute] = msgspec.field(default_factory=dict)  # for DRA, made at discovery
+    capacity: Mapping[str, str | int] = msgspec.field(default_factory=dict)
 
     @property
     def is_mig(self) -> bool:
         return self.gi != WHOLE
 
 
-@dataclass(frozen=True)
-class Inventory:
+class Inventory(msgspec.Struct, frozen=True):
     resources: dict[str, tuple[Served, ...]]
     by_id: dict[str, Served]
     gpu_of_uuid: dict[str, GpuInfo]
@@ -179,5 +178,6 @@ def apply_replicas(served: list[Served], rules: tuple[ReplicaRule, ...], log: lo
                                             f"({item.id}); use migStrategy none or sharing.timeSlicing")
             claimed.add(item.id)
             info = {**item.info, "sharing": "mps"} if rule.mps else item.info
-            result[item.id] = replace(item, resource=rule.serve_as, replicas=rule.replicas, mps=rule.mps, info=info)
+            result[item.id] = msgspec.structs.replace(item, resource=rule.serve_as, replicas=rule.replicas,
+                                                      mps=rule.mps, info=info)
     return [result[s.id] for s in served]

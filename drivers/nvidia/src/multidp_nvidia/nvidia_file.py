@@ -20,7 +20,6 @@ that, strictly, by the structs and by :mod:`multidp_nvidia.replicas`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +30,10 @@ from multidp_nvidia.config import NvidiaFileConfig, ReplicatedResources
 from multidp_nvidia.replicas import check_section
 
 
-@dataclass(frozen=True)
-class Shape:
+class Shape(msgspec.Struct, frozen=True):
     """The keys NVIDIA knows at one level; a ``None`` child is a value taken as it is."""
 
-    keys: Mapping[str, Shape | None] = field(default_factory=dict)
+    keys: Mapping[str, Shape | None] = msgspec.field(default_factory=dict)
     exact: bool = False  # NVIDIA's own UnmarshalJSON: a map lookup, so case-sensitive
     items: bool = False  # a list of such mappings
     pointer: bool = False  # a Go pointer: a later null clears it (a struct value ignores null)

@@ -9,10 +9,10 @@ for tests and the device check: ``multidp_host({"nvidia": NvidiaPlugin(fake)})``
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from multidp import DriverContext, Simulation, hookimpl
 
 from multidp_nvidia.config import NvidiaConfig
@@ -47,7 +47,7 @@ def create(context: DriverContext, nvml_source: Callable[[], Any] | None = None,
         nvml_source = lambda: fake  # noqa: E731 - a constant source
         proc_root, recover_after = simulation.proc_root, simulation.recover_after
         if settings.uses_cdi and settings.container_driver_root == "/":
-            settings = replace(settings, container_driver_root=str(simulation.driver_root))
+            settings = msgspec.structs.replace(settings, container_driver_root=str(simulation.driver_root))
     try:
         return NvidiaDriver(settings, nvml_source or load_pynvml, context.sysfs_root, context.dev_root, proc_root,
                             context.log, recover_after, checking=context.checking)

@@ -11,10 +11,10 @@ NVIDIA's plugin would ignore becomes one warning each (``Settings.warnings``).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from multidp import DNS1123_SUBDOMAIN, ConfigError
 
 from multidp_nvidia.cdi_hooks import HOOK_NAMES
@@ -32,8 +32,7 @@ DEFAULT_RECOVER_AFTER_S = 300.0
 DEFAULT_CDI_HOOK_PATH = "/usr/bin/nvidia-ctk"  # NVIDIA's DefaultNvidiaCTKPath
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(msgspec.Struct, frozen=True):
     mig_strategy: str = "none"
     fail_on_init_error: bool = False
     driver_root: str = "/"
@@ -67,7 +66,7 @@ class Settings:
     poll_interval: float = 5.0
     proc_root: str = "/proc"
     simulated_machine: str = "nvlink8"
-    warnings: tuple[str, ...] = field(default=())  # what NVIDIA would ignore or override, one warning each
+    warnings: tuple[str, ...] = ()  # what NVIDIA would ignore or override, one warning each
 
     @property
     def uses_cdi(self) -> bool:
@@ -138,7 +137,7 @@ def _for_frontend(settings: Settings, frontend: str) -> Settings:
     """DRA mode answers with the driver's CDI devices only (its config was checked: nothing else was asked)."""
     if frontend != DRA:
         return settings
-    return replace(settings, list_strategies=DRA_STRATEGIES, pass_device_specs=False)
+    return msgspec.structs.replace(settings, list_strategies=DRA_STRATEGIES, pass_device_specs=False)
 
 
 def _file_is_to_blame(exc: ConfigError, config: NvidiaConfig, layers: list[Any], file: NvidiaFileConfig,

@@ -21,9 +21,9 @@ What differs follows NVIDIA's plugin and its MPS control daemon:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from multidp import ConfigError
 
 from multidp_nvidia.config import ReplicatedResource
@@ -34,8 +34,7 @@ DEFAULT_MPS_ROOT = "/run/nvidia/mps"  # the chart value NVIDIA's DaemonSets pass
 MPS_MAX_CLIENTS = 48  # nvidia-cuda-mps-server's limit on Volta and newer (16 before)
 
 
-@dataclass(frozen=True)
-class ReplicaRule:
+class ReplicaRule(msgspec.Struct, frozen=True):
     """A resolved sharing entry: which devices of ``resource`` get ``replicas``, served as ``serve_as``."""
 
     resource: str
@@ -46,8 +45,7 @@ class ReplicaRule:
     mps: bool = False  # shared through NVIDIA's MPS control daemon
 
 
-@dataclass(frozen=True)
-class SharingSettings:
+class SharingSettings(msgspec.Struct, frozen=True):
     rules: tuple[ReplicaRule, ...] = ()
     fail_requests_greater_than_one: bool = False
     mps_root: str = DEFAULT_MPS_ROOT  # host path: what Allocate answers mount

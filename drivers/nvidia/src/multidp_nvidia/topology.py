@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from itertools import combinations
 from math import comb
 from typing import Any
+
+import msgspec
 
 from multidp_nvidia.nvml import error_name, sysfs_bus_id
 
@@ -25,8 +26,7 @@ PCIE_SCORE = {0: 6, 10: 5, 20: 4, 30: 3, 40: 2, 50: 1}
 EXHAUSTIVE_LIMIT = 500  # combinations tried one by one; above that, greedy
 
 
-@dataclass(frozen=True)
-class LinkGraph:
+class LinkGraph(msgspec.Struct, frozen=True):
     """Pairwise facts between GPUs by NVML index."""
 
     nvlinks: tuple[tuple[int, ...], ...]

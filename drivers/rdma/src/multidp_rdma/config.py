@@ -15,7 +15,6 @@ path (``drivers.rdma.pools[0].selectors: vendors[0]: 'mellanox' is not …``).
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from typing import Any, Literal
 
 import msgspec
@@ -152,7 +151,7 @@ def resolve_pools(config: RdmaConfig, rules: Rules | None = None) -> list[Pool]:
     if rules is None:
         rules = MELLANOX_RULES if config.config_list is not None else Rules()
     if config.shared_ids != "auto":
-        rules = replace(rules, index_ids=config.shared_ids == "index")
+        rules = msgspec.structs.replace(rules, index_ids=config.shared_ids == "index")
     if config.pools is None:
         return [Pool(resource=DEFAULT_RESOURCE, prefix=DEFAULT_PREFIX, short_name="hca", shared=False, replicas=1,
                      include_issm=False, selections=(Selection(),), default=True, rules=rules)]

@@ -15,8 +15,9 @@ from __future__ import annotations
 import os
 import re
 from collections import defaultdict
-from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+import msgspec
 
 from multidp_rdma.describe import attributes, pcie_root
 from multidp_rdma.inventory import ENCAP_TYPES, CharDevice, Discovery, PciFunction, Port, RdmaDevice
@@ -39,11 +40,10 @@ _MAD = re.compile(r"^(umad|issm)\d+$")
 _MAX_PCI_HOPS = 3
 
 
-@dataclass
-class _CharDevices:
+class _CharDevices(msgspec.Struct):
     uverbs: CharDevice | None = None
-    umads: list[CharDevice] = field(default_factory=list)
-    issms: list[CharDevice] = field(default_factory=list)
+    umads: list[CharDevice] = msgspec.field(default_factory=list)
+    issms: list[CharDevice] = msgspec.field(default_factory=list)
 
 
 class _Reader:
@@ -121,7 +121,7 @@ def _with_ids(devices: list[RdmaDevice]) -> list[RdmaDevice]:
             device_id = f"{device.pci.address}-{device.name}"
         else:
             device_id = device.pci.address
-        result.append(replace(device, id=device_id, attributes=attributes(device)))
+        result.append(msgspec.structs.replace(device, id=device_id, attributes=attributes(device)))
     return result
 
 

@@ -17,9 +17,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
+import msgspec
 from multidp import (
     AllocationRefused,
     AllocationRequest,
@@ -50,15 +51,14 @@ from multidp_rdma.sysfs import ProblemLog, SysfsRoot
 PROBLEM_RESCAN_S = 1.0  # how soon a half-seen device is first looked at again (then twice as long each time)
 
 
-@dataclass(frozen=True)
-class PoolState:
+class PoolState(msgspec.Struct, frozen=True):
     """One pool at one scan: its members, which are healthy, and what the kubelet is told."""
 
     pool: Pool
     members: tuple[RdmaDevice, ...]
     healthy: frozenset[str]
     devices: tuple[Device, ...]
-    by_id: Mapping[str, RdmaDevice] = field(default_factory=dict)
+    by_id: Mapping[str, RdmaDevice] = msgspec.field(default_factory=dict)
 
 
 class RdmaDriver(Driver):

@@ -19,8 +19,8 @@ import logging
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
+import msgspec
 from multidp import Notify
 
 from multidp_rdma.inventory import RdmaDevice
@@ -30,12 +30,11 @@ SOURCES = ("uevents", "links", "verbs")
 NAMES = {"uevents": "kernel uevents", "links": "rtnetlink link events", "verbs": "verbs events"}
 
 
-@dataclass
-class Pending:
+class Pending(msgspec.Struct):
     """What the sources flagged since the last scan."""
 
     rediscover: bool = False
-    devices: set[str] = field(default_factory=set)  # RDMA device names whose health may have changed
+    devices: set[str] = msgspec.field(default_factory=set)  # RDMA device names whose health may have changed
 
 
 class EventHub:

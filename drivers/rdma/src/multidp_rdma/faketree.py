@@ -21,9 +21,9 @@ import itertools
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
 from multidp import Simulation
 
 from multidp_rdma.inventory import PHYS_STATES, PORT_STATES
@@ -32,12 +32,11 @@ from multidp_rdma.simevents import SimulatedKernel
 RATES = {"InfiniBand": "100 Gb/sec (4X EDR)", "Ethernet": "25 Gb/sec (1X EDR)"}
 
 
-@dataclass
-class _Rdma:
+class _Rdma(msgspec.Struct):
     name: str
     function: str
     home: Path  # the directory that holds infiniband/, infiniband_verbs/, infiniband_mad/
-    chars: list[str] = field(default_factory=list)
+    chars: list[str] = msgspec.field(default_factory=list)
 
 
 class FakeRdmaNode:

@@ -13,8 +13,9 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+
+import msgspec
 
 from multidp_rdma.inventory import LINK_UP, PHYS_STATES, PORT_STATES, TRAFFIC_STATES, RdmaDevice
 from multidp_rdma.sysfs import ProblemLog, SysfsError, read_numbered
@@ -23,8 +24,7 @@ from multidp_rdma.sysfs import ProblemLog, SysfsError, read_numbered
 VerbsPorts = Callable[[RdmaDevice], dict[int, tuple[int, int]] | None]
 
 
-@dataclass(frozen=True)
-class PortState:
+class PortState(msgspec.Struct, frozen=True):
     number: int
     state: int | None
     phys_state: int | None
@@ -42,8 +42,7 @@ class PortState:
         return f"port {self.number} {state}/{phys}"
 
 
-@dataclass(frozen=True)
-class Verdict:
+class Verdict(msgspec.Struct, frozen=True):
     healthy: bool
     reason: str
     ports: tuple[PortState, ...]

@@ -12,9 +12,9 @@ ignored. Here an unknown key is read the same way and reported once, naming the 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
 from multidp import ConfigError, read_small_file
 
 from multidp_rdma.mellanox import mellanox_pools, read_top
@@ -26,16 +26,15 @@ __all__ = ["MELLANOX_RULES", "SRIOV_RULES", "Incumbent", "load_file"]
 MELLANOX_RULES = Rules(origin="mellanox", overlap=True, first_netdev=True, index_ids=True, devinfo=False)
 
 
-@dataclass
-class Incumbent:
+class Incumbent(msgspec.Struct):
     """What a file gives: pools, the rules they follow, Mellanox's periodicUpdateInterval, lines to log once,
     and (an SR-IOV file) every selector object in file order, whose devices it takes (``pools.assign``)."""
 
     pools: list[PoolConfig]
     rules: Rules
     periodic_update_interval: int | None = None
-    notes: list[str] = field(default_factory=list)
-    claims: list[Claim] = field(default_factory=list)
+    notes: list[str] = msgspec.field(default_factory=list)
+    claims: list[Claim] = msgspec.field(default_factory=list)
 
 
 def load_file(path: str, local: Path | None = None, sriov_prefix: str = "intel.com") -> Incumbent:

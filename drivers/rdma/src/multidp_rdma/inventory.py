@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+import msgspec
 from multidp import SemVer
 
 DEV_DIR = "/dev/infiniband"
@@ -35,8 +35,7 @@ ENCAP_TYPES = {1: "ether", 32: "infiniband", 772: "loopback", 65534: "none"}
 Attribute = bool | int | str | SemVer  # a DRA attribute's value (driver API 1.4)
 
 
-@dataclass(frozen=True)
-class PciFunction:
+class PciFunction(msgspec.Struct, frozen=True):
     """The PCI function an RDMA device belongs to."""
 
     address: str
@@ -61,8 +60,7 @@ class PciFunction:
         return self.pf_address is not None
 
 
-@dataclass(frozen=True)
-class Port:
+class Port(msgspec.Struct, frozen=True, dict=True):  # dict: room for the cached_property values below
     """One port of an RDMA device: its sysfs directory and what does not change while it is up."""
 
     number: int
@@ -84,8 +82,7 @@ class Port:
         return os.path.join(self.path, "phys_state")
 
 
-@dataclass(frozen=True)
-class CharDevice:
+class CharDevice(msgspec.Struct, frozen=True):
     """A /dev/infiniband node of an RDMA device (uverbs, umad or issm)."""
 
     name: str  # "uverbs0", "umad1"
@@ -96,8 +93,7 @@ class CharDevice:
         return f"{DEV_DIR}/{self.name}"
 
 
-@dataclass(frozen=True)
-class RdmaDevice:
+class RdmaDevice(msgspec.Struct, frozen=True):
     """One RDMA device (``/sys/class/infiniband/<name>``) and all discovery knows of it."""
 
     name: str
@@ -115,7 +111,11 @@ class RdmaDevice:
     problems: tuple[str, ...] = ()
     id: str = ""  # the device ID in an exclusive pool (set by discovery)
     # What DRA's scheduler is told about it (describe.attributes; set by discovery, once).
-    attributes: Mapping[str, Attribute] = field(default_factory=dict, hash=False)
+    attributes: Mapping[str, Attribute] = msgspec.field(default_factory=dict)
+
+    def __hash__(self) -> int:
+        # Over every field but ``attributes`` (a dict: unhashable); equality compares it too.
+        return hash(tuple(getattr(self, name) for name in self.__struct_fields__ if name != "attributes"))
 
     @property
     def link_types(self) -> frozenset[str]:
@@ -132,9 +132,8 @@ class RdmaDevice:
         return (self.pci.numa_node,)
 
 
-@dataclass(frozen=True)
-class Discovery:
+class Discovery(msgspec.Struct, frozen=True):
     """The outcome of one discovery pass."""
 
     devices: tuple[RdmaDevice, ...] = ()
-    skipped: dict[str, str] = field(default_factory=dict)  # device name → why it was left out
+    skipped: dict[str, str] = msgspec.field(default_factory=dict)  # device name → why it was left out

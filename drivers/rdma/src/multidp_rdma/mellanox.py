@@ -10,8 +10,9 @@ is a shared pool; as there, each pool filters over all devices (one HCA may be i
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from multidp_rdma.gojson import Kind, fields
 from multidp_rdma.gomatch import inexact_notes
@@ -26,11 +27,10 @@ SELECTORS: dict[str, Kind] = {"vendors": "strs", "deviceIDs": "strs", "drivers":
 _NAME = re.compile(r"[a-zA-Z0-9_]+")  # validResourceName; fullmatch: RE2's $ is the very end, Python's not
 
 
-@dataclass
-class MellanoxConfig:
+class MellanoxConfig(msgspec.Struct):
     pools: list[PoolConfig]
     periodic_update_interval: int | None
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = msgspec.field(default_factory=list)
 
 
 def unknown_note(where: str, keys: list[str], incumbent: str) -> str:

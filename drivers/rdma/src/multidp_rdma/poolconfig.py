@@ -9,7 +9,6 @@ files (``incumbents.py``) reuse them under their own key names.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Literal
 
 import msgspec
@@ -105,8 +104,7 @@ def hca_max_problem(value: int) -> str:
             "(Mellanox's plugin has no bound; each ID is one pod's share); 0 advertises none")
 
 
-@dataclass(frozen=True)
-class Rules:
+class Rules(msgspec.Struct, frozen=True):
     """How the pools of one config behave: the incumbent's rules for its file, multidp's for its own.
 
     multidp's own ``pools`` follow the SR-IOV plugin: a device goes to the first pool that selects it.
@@ -120,8 +118,7 @@ class Rules:
     devinfo: bool = True  # write the Network Plumbing WG device-info file of exclusive devices at Allocate
 
 
-@dataclass(frozen=True)
-class PfName:
+class PfName(msgspec.Struct, frozen=True):
     """A ``pfNames`` or ``rootDevices`` entry: a PF (netdev name or PCI address), optionally VF indices."""
 
     name: str
@@ -134,8 +131,7 @@ class PfName:
         return vf_index is not None and any(first <= vf_index <= last for first, last in self.ranges)
 
 
-@dataclass(frozen=True)
-class Selection:
+class Selection(msgspec.Struct, frozen=True):
     """Selectors normalised for matching (None: no constraint)."""
 
     vendors: frozenset[str] | None = None
@@ -155,8 +151,7 @@ class Selection:
     exact: bool = False
 
 
-@dataclass(frozen=True, kw_only=True)
-class Pool:
+class Pool(msgspec.Struct, frozen=True, kw_only=True):
     """One resource this driver serves, ready to match devices (a device passing any selection; keywords only)."""
 
     resource: str
@@ -170,8 +165,7 @@ class Pool:
     rules: Rules = Rules()
 
 
-@dataclass(frozen=True)
-class Claim:
+class Claim(msgspec.Struct, frozen=True):
     """One selector object of an SR-IOV file, in file order: whose devices it takes (initServers gives a
     device to the first object that selects it). ``resource`` None: the SR-IOV plugin's, served there."""
 
