@@ -6,6 +6,7 @@ stand-in in its own directory.
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import shutil
 import signal
 import subprocess
@@ -20,6 +21,26 @@ from measure import HERE, WAIT_S, multidp_command
 from multidp.testing import KubeletStandIn, short_socket_dir
 
 QUIET_S = 3.0  # no new resource for this long: a driver has registered all it has
+
+
+def _memory_dir() -> str | None:
+    """A tmpfs directory, if this machine has one: where the simulated trees go."""
+    try:
+        with open("/proc/mounts", encoding="ascii", errors="replace") as mounts:
+            found = [f[1] for f in (line.split() for line in mounts) if len(f) > 2 and f[2] == "tmpfs"]
+    except OSError:
+        return None
+    return next((d for d in ("/dev/shm", "/run/shm", "/tmp") if d in found and os.access(d, os.W_OK)), None)
+
+
+# A node's /sys is memory-backed; simulated trees written to a disk instead pay file-system writes (50-300 ms
+# from one spawn to the next on the development VM) that no node pays. MULTIDP_BENCH_SIM_DIR overrides.
+SIM_DIR = os.environ.get("MULTIDP_BENCH_SIM_DIR") or _memory_dir()
+
+
+def sim_dir_note() -> str:
+    where = SIM_DIR or "the default temporary directory"
+    return f"simulated trees written under {where}" + (" (tmpfs)" if SIM_DIR and SIM_DIR == _memory_dir() else "")
 
 
 @dataclass(frozen=True)
@@ -70,9 +91,11 @@ class Spawned:
         self.kubelet = KubeletStandIn(self.directory).start()
         command = target.command(self.directory)
         command[1:1] = python_flags
+        env = dict(os.environ, TMPDIR=SIM_DIR) if target.kind == "multidp" and target.simulate and SIM_DIR else None
         self.started = time.monotonic()
         try:
-            self.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
+            self.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+                                         env=env)
         except BaseException:
             self.kubelet.shutdown()
             shutil.rmtree(self._scratch, ignore_errors=True)

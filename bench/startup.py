@@ -12,7 +12,7 @@ import statistics
 import sys
 from typing import Any
 
-from spawn import Spawned, Target, driver_targets, minimal, resource_counts
+from spawn import Spawned, Target, driver_targets, minimal, resource_counts, sim_dir_note
 
 BAR = 2.0  # the last resource registered ≤ 2× the minimal sync plugin serving as many
 MOONSHOT = 1.2
@@ -49,7 +49,7 @@ def start_real(rounds: int, counts: dict[str, int] | None = None) -> dict[str, A
                      "last_median_ms": statistics.median(got["last"]),
                      "last_min_ms": min(got["last"]), "last_max_ms": max(got["last"]),
                      "first_ms": got["first"], "last_ms": got["last"]})
-    return {"rounds": rounds, "rows": rows}
+    return {"rounds": rounds, "rows": rows, "simulation": sim_dir_note()}
 
 
 def verdicts(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -84,6 +84,6 @@ def summary(result: dict[str, Any]) -> str:
     ratios = verdicts(result)
     parts = [f"{name.removeprefix('multidp ')} ×{v['x_last']:.2f}" for name, v in ratios.items()]
     missed = [name for name, v in ratios.items() if not v["bar_met"]]
-    return (f"start → last resource registered, real drivers on simulated trees, median of {result['rounds']} "
-            f"spawns: {', '.join(parts)} the minimal sync plugin (bar ≤{BAR:g}: "
+    return (f"start → last resource registered, real drivers on simulated trees ({result['simulation']}), median of "
+            f"{result['rounds']} spawns: {', '.join(parts)} the minimal sync plugin (bar ≤{BAR:g}: "
             f"{'met' if not missed else 'MISSED by ' + ', '.join(missed)})")
