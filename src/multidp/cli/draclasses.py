@@ -16,9 +16,9 @@ import os
 import re
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
 from typing import Any
 
+import msgspec
 import yaml
 
 from multidp.cli import commands
@@ -80,13 +80,12 @@ def device_class(driver: str, dra_name: str, resource: str) -> dict[str, Any]:
     }
 
 
-@dataclass
-class Classes:
+class Classes(msgspec.Struct):
     """What the command prints, and what it could not print (each a line naming the driver and why)."""
 
-    classes: list[dict[str, Any]] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)  # nothing wrong, but the reader may wonder
+    classes: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    problems: list[str] = msgspec.field(default_factory=list)
+    notes: list[str] = msgspec.field(default_factory=list)  # nothing wrong, but the reader may wonder
 
 
 def dra_drivers(settings: Settings, registry: PluginRegistry, environ: Mapping[str, str],
@@ -118,7 +117,8 @@ def collect(settings: Settings, registry: PluginRegistry, environ: Mapping[str, 
         return found
     # Disabled drivers too: whether a driver runs is decided node by node, a class is cluster-wide.
     sections = {**settings.driver_sections, **{n: {**settings.section(n), "enabled": True} for n in chosen}}
-    report = commands.scan_all(replace(settings, drivers=list(chosen), driver_sections=sections), registry)
+    scanned = msgspec.structs.replace(settings, drivers=list(chosen), driver_sections=sections)
+    report = commands.scan_all(scanned, registry)
     names: dict[str, str] = {}  # class name -> the resource that has it
     for entry in report:
         driver = entry["driver"]

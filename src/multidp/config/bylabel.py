@@ -12,8 +12,9 @@ naming no config: one error line, and the section alone (see the operator guide)
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from multidp.errors import ConfigError
 from multidp.names import DNS1123_SUBDOMAIN, LABEL_PREFIX, QUALIFIED_NAME_PART
@@ -36,8 +37,7 @@ FRONTEND, DRA_DRIVER_NAME = "frontend", "draDriverName"
 HOST_KEYS = ("enabled", CONFIG_BY_LABEL, "pauseByLabel", FRONTEND, DRA_DRIVER_NAME)  # the host's: not per node
 
 
-@dataclass(frozen=True)
-class ConfigByLabel:
+class ConfigByLabel(msgspec.Struct, frozen=True):
     label: str  # the key of the node label, or of the node annotation when ``kind`` is "annotation"
     configs: dict[str, dict[str, Any]]
     default: str | None = None
@@ -56,8 +56,7 @@ class ConfigByLabel:
         return NAMED_FALLBACK if NAMED_FALLBACK in self.configs else None
 
 
-@dataclass(frozen=True)
-class Selection:
+class Selection(msgspec.Struct, frozen=True):
     """Which named config applies on this node, and why."""
 
     label: str

@@ -23,8 +23,9 @@ unchanged. Hence two rules::
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from multidp.config.bylabel import label_key_problem  # the same label-key rule as configByLabel
 from multidp.errors import ConfigError
@@ -33,16 +34,14 @@ from multidp.names import QUALIFIED_NAME_PART
 PAUSE_BY_LABEL = "pauseByLabel"
 
 
-@dataclass(frozen=True)
-class PauseRule:
+class PauseRule(msgspec.Struct, frozen=True):
     """One ``{label, values}``: it matches while ``label`` has one of ``values``."""
 
     label: str
     values: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class PauseByLabel:
+class PauseByLabel(msgspec.Struct, frozen=True):
     """A driver's ``pauseByLabel``: its rules, in the config's order."""
 
     rules: tuple[PauseRule, ...]

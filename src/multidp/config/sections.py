@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
 from typing import Any
 
 import msgspec
@@ -81,15 +80,14 @@ def env_overrides(
     return found
 
 
-@dataclass(frozen=True)
-class Resolved:
+class Resolved(msgspec.Struct, frozen=True):
     """A driver's settings on this node: the host's keys, and its own keys with everything applied."""
 
     enabled: bool
     own: dict[str, Any]
     by_label: ConfigByLabel | None = None
     selection: Selection | None = None
-    variables: Mapping[str, str] = field(default_factory=dict)  # key -> the MULTIDP_<NAME>_<KEY> that set it
+    variables: Mapping[str, str] = msgspec.field(default_factory=dict)  # key -> the MULTIDP_<NAME>_<KEY> that set it
     pause: PauseByLabel | None = None
     frontend: str = FRONTENDS[0]  # "device-plugin" or "dra"
     dra_name: str = ""  # the DRA driver name (set when frontend is "dra")
@@ -105,7 +103,7 @@ def resolve_section(
     selection = select(by_label, labels, running) if by_label else None
     resolved = _compose(name, section, by_label, selection, env, variables)
     label = (labels or {}).get(f"{LABEL_PREFIX}{name}.{FRONTEND}")  # checked by the host (host/nodestate.py)
-    return replace(resolved, frontend=label) if label in FRONTENDS else resolved
+    return msgspec.structs.replace(resolved, frontend=label) if label in FRONTENDS else resolved
 
 
 def _by_label_and_env(
@@ -156,8 +154,7 @@ def _frontend(name: str, merged: dict[str, Any], variables: Mapping[str, str]) -
     return frontend, dra_name
 
 
-@dataclass(frozen=True)
-class Variant:
+class Variant(msgspec.Struct, frozen=True):
     """The section as some node sees it: alone (``chosen`` None) or with one per-node config."""
 
     chosen: str | None

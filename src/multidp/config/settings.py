@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -98,8 +97,7 @@ class FileConfig(msgspec.Struct, rename="camel", forbid_unknown_fields=True, kw_
     drivers: dict[str, Any] = msgspec.field(default_factory=dict)  # each a mapping: checked by split_drivers
 
 
-@dataclass
-class Settings:
+class Settings(msgspec.Struct):
     """Everything the host runs with, after precedence was applied."""
 
     plugin_dir: Path = DEFAULT_PLUGIN_DIR
@@ -120,9 +118,9 @@ class Settings:
     sysfs_root: Path = Path("/sys")
     dev_root: Path = Path("/dev")
     config_path: Path | None = None
-    timeouts: Timeouts = field(default_factory=Timeouts)
-    driver_retry: DriverRetry = field(default_factory=DriverRetry)  # read at start; a reload keeps it
-    driver_sections: dict[str, dict[str, Any]] = field(default_factory=dict)
+    timeouts: Timeouts = msgspec.field(default_factory=Timeouts)
+    driver_retry: DriverRetry = msgspec.field(default_factory=DriverRetry)  # read at start; a reload keeps it
+    driver_sections: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
     enabled_by_default: bool = True  # drivers.default.enabled: for drivers the config does not enable or disable
 
     def section(self, name: str) -> dict[str, Any]:

@@ -10,7 +10,8 @@ one device of the claim's CDI spec, named ``<claim uid>-<n>``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+
+import msgspec
 
 from multidp.dra.checkpoint import PreparedDevice
 from multidp.dra.claims import ClaimRef
@@ -27,8 +28,7 @@ class Failed(Exception):
     """One claim cannot be prepared; the message is what the kubelet is told."""
 
 
-@dataclass(frozen=True)
-class Answering:
+class Answering(msgspec.Struct, frozen=True):
     """What answering needs of the front-end: the driver, its runner and CDI state."""
 
     driver: str
@@ -58,7 +58,7 @@ def answers(how: Answering, claim: ClaimRef, devices: tuple[PreparedDevice, ...]
             raise Failed(f"claim {claim}, request {request}: driver {how.driver} answered nothing a container "
                          "could use (no CDI devices, device nodes, mounts or variables)")
         cdi_ids.update(_spread(how, request, resource, members, names))
-    return tuple(replace(d, cdi_ids=cdi_ids[(d.request, d.resource, d.device)]) for d in devices), edits
+    return tuple(msgspec.structs.replace(d, cdi_ids=cdi_ids[(d.request, d.resource, d.device)]) for d in devices), edits
 
 
 def _ask(how: Answering, claim: ClaimRef, request: str, resource: str, members: list[PreparedDevice]

@@ -13,8 +13,9 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from multidp.model import Device, SemVer
 
@@ -33,12 +34,11 @@ QUANTITY = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)(([KMGTPE]i)|[numkMGTPE]|[eE][+-
 _NOT_LABEL_VALUE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
-@dataclass
-class Listed:
+class Listed(msgspec.Struct):
     """One device in API form, and what of the driver's description was left out (and why)."""
 
     entry: dict[str, Any]
-    left_out: list[str] = field(default_factory=list)
+    left_out: list[str] = msgspec.field(default_factory=list)
 
 
 def _attribute(value: object) -> tuple[dict[str, Any] | None, str]:

@@ -19,9 +19,10 @@ import logging
 import os
 import tempfile
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +36,7 @@ class CheckpointCorrupt(Exception):
     """The checkpoint file exists but cannot be trusted; the message names the file and what is wrong."""
 
 
-@dataclass(frozen=True)
-class PreparedDevice:
+class PreparedDevice(msgspec.Struct, frozen=True):
     """One device of a prepared claim: where the claim's result points, and what the driver calls it."""
 
     request: str
@@ -49,8 +49,7 @@ class PreparedDevice:
     share_id: str | None = None
 
 
-@dataclass(frozen=True)
-class PreparedClaim:
+class PreparedClaim(msgspec.Struct, frozen=True):
     """A claim this host prepared (or began to): its identity, state and devices."""
 
     uid: str
@@ -62,11 +61,10 @@ class PreparedClaim:
     boot_id: str = ""  # the boot it was prepared in
 
 
-@dataclass
-class Contents:
+class Contents(msgspec.Struct):
     """What a checkpoint holds: the claims by UID."""
 
-    claims: dict[str, PreparedClaim] = field(default_factory=dict)
+    claims: dict[str, PreparedClaim] = msgspec.field(default_factory=dict)
 
 
 def _checksum(data: Mapping[str, Any]) -> str:
@@ -122,8 +120,8 @@ class Checkpoint:
 
     def save(self, contents: Contents) -> None:
         """Write ``contents`` atomically (a temporary file, fsync, rename, fsync of the folder)."""
-        data = {"claims": {uid: asdict(claim) for uid, claim in sorted(contents.claims.items())}}
-        data = json.loads(json.dumps(data))  # tuples as lists: the checksum is over what is read back
+        # to_builtins: nested records as dicts in field order, tuples as lists (the checksum is over what is read back)
+        data = {"claims": {uid: msgspec.to_builtins(claim) for uid, claim in sorted(contents.claims.items())}}
         document = {"kind": KIND, "version": VERSION, "checksum": _checksum(data), "data": data}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".checkpoint-", suffix=".tmp")

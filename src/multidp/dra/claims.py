@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
+
+import msgspec
 
 from multidp.kubeapi import ApiProblem, LazyClient, NoCredentials, check_status, json_object, read_at_most
 
@@ -24,8 +25,7 @@ class ClaimProblem(Exception):
     """The claim cannot be prepared; the message says which claim and why."""
 
 
-@dataclass(frozen=True)
-class ClaimRef:
+class ClaimRef(msgspec.Struct, frozen=True):
     """A claim as the kubelet names it."""
 
     namespace: str
@@ -36,8 +36,7 @@ class ClaimRef:
         return f"{self.namespace}/{self.name} ({self.uid})"
 
 
-@dataclass(frozen=True)
-class AllocatedDevice:
+class AllocatedDevice(msgspec.Struct, frozen=True):
     """One allocation result of the claim for this driver."""
 
     request: str

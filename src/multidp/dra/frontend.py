@@ -15,10 +15,10 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+import msgspec
 
 from multidp.config.settings import Settings
 from multidp.dra.checkpoint import Checkpoint, read_boot_id
@@ -42,8 +42,7 @@ log = logging.getLogger(__name__)
 STOP_GRACE_S = 1.0
 
 
-@dataclass(frozen=True)
-class DeviceState:
+class DeviceState(msgspec.Struct, frozen=True):
     resource: str
     driver_id: str
     healthy: bool
@@ -52,8 +51,7 @@ class DeviceState:
     cdi_devices: tuple[str, ...] = ()
 
 
-@dataclass
-class DraStats:
+class DraStats(msgspec.Struct, dict=True):
     """Prepare and Unprepare counts and time spent, for /metrics."""
 
     prepares: int = 0
@@ -62,7 +60,10 @@ class DraStats:
     unprepares: int = 0
     unprepare_errors: int = 0
     unprepare_seconds: float = 0.0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        # Not a field: out of repr, __init__ and ==, as the counters' own lock (dict=True gives room for it).
+        self._lock = threading.Lock()
 
     def prepared(self, ok: bool, seconds: float) -> None:
         with self._lock:

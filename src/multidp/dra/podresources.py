@@ -11,10 +11,10 @@ Calls are synchronous: :func:`held` runs on host threads, never on the event loo
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+import msgspec
 
 from multidp.api import podresources_v1_pb2 as podres
 from multidp.api.services import method_path
@@ -32,8 +32,7 @@ class PodResourcesUnavailable(Exception):
     """The kubelet's PodResources API could not be asked; the message names the socket and what failed."""
 
 
-@dataclass(frozen=True)
-class Held:
+class Held(msgspec.Struct, frozen=True):
     """What running pods hold on this node, as the kubelet answered at one moment.
 
     ``devices`` maps a resource name to the device IDs held through the device plugin, replica IDs
@@ -42,10 +41,10 @@ class Held:
     hold each, for messages (see :meth:`holder` and :meth:`claim_holder`).
     """
 
-    devices: dict[str, frozenset[str]] = field(default_factory=dict)
+    devices: dict[str, frozenset[str]] = msgspec.field(default_factory=dict)
     claims: frozenset[ClaimDevice] = frozenset()
-    pods: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # (resource, device ID) -> "ns/pod"
-    claim_pods: dict[ClaimDevice, list[str]] = field(default_factory=dict)
+    pods: dict[tuple[str, str], list[str]] = msgspec.field(default_factory=dict)  # (resource, device ID) -> "ns/pod"
+    claim_pods: dict[ClaimDevice, list[str]] = msgspec.field(default_factory=dict)
 
     def holder(self, resource: str, device_id: str) -> str | None:
         """The pods (``namespace/pod``, comma-separated) holding ``device_id`` of ``resource``, or None.

@@ -19,8 +19,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, replace
 from pathlib import Path
+
+import msgspec
 
 from multidp.dra.answers import Answering, Declared, Failed, answers
 from multidp.dra.checkpoint import (
@@ -42,8 +43,7 @@ log = logging.getLogger(__name__)
 Lookup = Callable[[str, str], "tuple[str, str] | None"]  # (pool, device name) -> (resource, driver ID)
 
 
-@dataclass(frozen=True)
-class PrepareResult:
+class PrepareResult(msgspec.Struct, frozen=True):
     devices: tuple[PreparedDevice, ...] = ()
     error: str = ""
 
@@ -190,7 +190,7 @@ class ClaimPreparer:
                 spec_files = (str(write_claim_spec(self.cdi.directory, self.dra_name, claim.uid, edits)),)
             else:
                 remove_spec_files([path])  # one left by an earlier answer that had edits
-            self._save(replace(record, state=PREPARED, devices=prepared, spec_files=spec_files))
+            self._save(msgspec.structs.replace(record, state=PREPARED, devices=prepared, spec_files=spec_files))
         except BaseException as exc:
             remove_spec_files([path])
             self._undo(claim.uid, stored)

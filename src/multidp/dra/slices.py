@@ -18,8 +18,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from multidp.dra.attributes import listed
 from multidp.dra.sliceapi import Conflict, SliceApi
@@ -35,8 +36,7 @@ MAX_DEVICES, MAX_TAINTED = 128, 64
 BACKOFF_FIRST_S, BACKOFF_MAX_S = 0.5, 30.0
 
 
-@dataclass(frozen=True)
-class Offered:
+class Offered(msgspec.Struct, frozen=True):
     """One device as the front-end offers it: its pool and DRA name, the resource, the device, its health."""
 
     pool: str

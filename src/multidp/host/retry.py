@@ -23,7 +23,8 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+
+import msgspec
 
 from multidp.errors import ConfigError, PluginLoadError
 from multidp.plugins.factory import FAILED, DriverStatus
@@ -39,7 +40,6 @@ NOT_RETRIED_LOAD = "not retried: a plugin that cannot be loaded needs a new imag
 NOT_RETRIED_CONFIG = "not retried until the config or the node's labels change"
 
 
-@dataclass
 class FailedStatus(DriverStatus):
     """A failed driver: how many tries in a row failed, and when the next one is (None: not retried)."""
 
@@ -66,8 +66,7 @@ def not_retried(exc: BaseException) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class Failure:
+class Failure(msgspec.Struct, frozen=True):
     """One failed bring-up, as the host logs and records it."""
 
     attempts: int  # tries in a row that failed, this one included
@@ -75,8 +74,7 @@ class Failure:
     repeated: bool  # the same reason as the try before (logged at DEBUG)
 
 
-@dataclass
-class _Backoff:
+class _Backoff(msgspec.Struct):
     failures: int = 0  # in a row, since the last success (or reload)
     token: int = 0  # the pending try's; any bring-up moves it on, which cancels that try
     reason: str = ""  # the last failure's

@@ -27,7 +27,8 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+
+import msgspec
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,7 @@ ACCEPTS_PER_TURN = 16  # then read what came in, so a crowd arriving cannot push
 ACCEPT_FAILURE_PAUSE_S = 0.1  # out of file descriptors: the listener stays readable, do not spin
 
 
-@dataclass(frozen=True)
-class Answer:
+class Answer(msgspec.Struct, frozen=True):
     status: int
     content_type: str
     body: bytes
@@ -73,8 +73,7 @@ class _Connection:
         self.closed = False
 
 
-@dataclass(frozen=True)
-class _Job:
+class _Job(msgspec.Struct, frozen=True):
     conn: _Connection
     path: str
     handler: Handler

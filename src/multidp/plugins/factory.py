@@ -17,9 +17,10 @@ import os
 import tempfile
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from multidp.config.bylabel import Selection
 from multidp.config.sections import Resolved, convert_resolved, resolve_section
@@ -36,8 +37,7 @@ log = logging.getLogger(__name__)
 RUNNING, FAILED, DISABLED, NOT_SELECTED = "running", "failed", "disabled", "not selected"
 
 
-@dataclass
-class DriverStatus:
+class DriverStatus(msgspec.Struct):
     """What happened to one installed driver on this node."""
 
     name: str
@@ -46,16 +46,14 @@ class DriverStatus:
     reason: str = ""
 
 
-@dataclass(frozen=True)
-class Created:
+class Created(msgspec.Struct, frozen=True):
     driver: Driver
     selection: Selection | None  # the per-node config the labels selected (None: no configByLabel)
     frontend: str = "device-plugin"
     dra_name: str = ""
 
 
-@dataclass(frozen=True)
-class Checked:
+class Checked(msgspec.Struct, frozen=True):
     """A driver created in checking mode: what it warned about, what it raised (None: nothing)."""
 
     warnings: list[str]

@@ -27,6 +27,7 @@ HOOK_PREFIX = f"{hookspecs.PROJECT}_"
 IMPL_MARK = f"{hookspecs.PROJECT}_impl"  # the attribute pluggy's HookimplMarker sets on a marked function
 
 
+# Stays a dataclass: multidp.testing exports it, so it is public (docs/reference.md).
 @dataclass
 class PluginInfo:
     """One driver plugin: where it comes from, and whether it loaded."""

@@ -8,9 +8,10 @@ out with the reason. ``multidp devices`` runs the same checks to say what a node
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from operator import itemgetter
 from typing import cast
+
+import msgspec
 
 from multidp.model import Device, Health
 from multidp.names import MAX_DEVICE_ID_BYTES, MAX_REPLICAS, REPLICA_SEPARATOR, replica_id, shorten
@@ -84,8 +85,7 @@ def device_problem(device: object, seen: set[str]) -> str | None:
     return None
 
 
-@dataclass
-class Checked:
+class Checked(msgspec.Struct):
     """One scan's devices after the checks."""
 
     kept: list[Device]

@@ -19,7 +19,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace  # on Device: the public type stays a dataclass
+
+import msgspec
 
 from multidp.model import Device, Health
 from multidp.names import shorten
@@ -32,15 +34,14 @@ LOGGED_PER_UPDATE = 10  # new left-out devices logged one by one; the rest are c
 NAMES_SHOWN, NAME_SHOWN = 3, 200  # CDI names in a device's reason: a few, whole (a GPU's holds its UUID)
 
 
-@dataclass(frozen=True)
-class Snapshot:
+class Snapshot(msgspec.Struct, frozen=True):
     """An immutable view of a resource at one version: ``ids`` advertised in order, ``by_id`` mapping
     each to the driver's device behind it (one device for all its replicas), ``message`` the encoded list."""
 
     version: int
     devices: tuple[Device, ...] = ()
     ids: tuple[str, ...] = ()
-    by_id: Mapping[str, Device] = field(default_factory=dict)
+    by_id: Mapping[str, Device] = msgspec.field(default_factory=dict)
     message: bytes = b""
 
     def advertised(self) -> list[tuple[str, Device]]:
@@ -185,7 +186,7 @@ class ResourceState:
             message = self._encoder.encode(snapshot)
         except Exception as exc:  # noqa: BLE001 - the checks should make this impossible
             return f"it does not encode ({type(exc).__name__}: {exc})"
-        return checked.too_big(len(message)) or replace(snapshot, message=message)
+        return checked.too_big(len(message)) or msgspec.structs.replace(snapshot, message=message)
 
     def _refuse(self, key: object, problem: str) -> bool:
         if key != self._refused:
