@@ -40,7 +40,7 @@ SIM_DIR = os.environ.get("MULTIDP_BENCH_SIM_DIR") or _memory_dir()
 
 def sim_dir_note() -> str:
     where = SIM_DIR or "the default temporary directory"
-    return f"simulated trees written under {where}" + (" (tmpfs)" if SIM_DIR and SIM_DIR == _memory_dir() else "")
+    return f"written under {where}" + (", a tmpfs" if SIM_DIR and SIM_DIR == _memory_dir() else "")
 
 
 @dataclass(frozen=True)
