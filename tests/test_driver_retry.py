@@ -265,7 +265,9 @@ def test_a_reload_that_fails_to_create_keeps_the_old_driver_and_retries_the_new_
         tries = flaky.tries
         wait_until(lambda: flaky.tries > tries, what="the new config tried again")
         flaky.broken.clear()
-        wait_until(lambda: host.runners["flaky"].driver.poll_interval == 0.5, what="the new config running")
+        # The new runner is in place a moment before the old one is stopped: wait for both.
+        wait_until(lambda: host.runners["flaky"].driver.poll_interval == 0.5 and flaky.drivers[0].closed,
+                   what="the new config running, the old driver closed")
         assert len(flaky.drivers) == 2 and flaky.drivers[0].closed and not flaky.drivers[1].closed
         kubelet.wait_devices(GADGET, lambda v: v.allocatable == 2)
         assert kubelet.registration_count(GADGET) == 1  # the endpoint stayed; the new driver took it over
