@@ -152,8 +152,13 @@ def flags_from(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(daemon_only=words[:1] == ["run"]).parse_args(words)
+    collecting = gc.isenabled()
     if args.command == "run":
         _limit_malloc_arenas()
+        # Start-up allocates much and frees little (modules, drivers, first snapshots): the cyclic
+        # collector walking it again and again cost about 15% of import time. It runs again once
+        # the host serves (_serve), or when run_daemon returns before.
+        gc.disable()
     try:
         return _dispatch(args)
     except InstanceLocked as exc:  # another multidp serves this plugin dir: not a config error
@@ -168,6 +173,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"multidp: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -223,10 +231,6 @@ def run_daemon(settings: Settings, flags: dict[str, Any], registry: Any = None) 
     to one of gRPC's threads would leave a main thread blocked in a wait
     asleep for good (seen: SIGTERM ignored until the kubelet's SIGKILL).
     """
-    # Start-up allocates much and frees little (modules, drivers, first snapshots): the cyclic
-    # collector walking it again and again cost 5-15% of start-up. It is off until _settle.
-    collecting = gc.isenabled()
-    gc.disable()
     from multidp.host.host import Host
     from multidp.plugins.registry import PluginRegistry
 
@@ -235,14 +239,12 @@ def run_daemon(settings: Settings, flags: dict[str, Any], registry: Any = None) 
     observers: list[Any] = []
     try:
         observers = _observability(settings, host)
-        return _serve(host, settings, flags, collecting)
+        return _serve(host, settings, flags)
     finally:
         host.stop()
         for listener in observers:
             listener.stop()
         signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
-        if collecting:
-            gc.enable()
 
 
 def _observability(settings: Settings, host: Any) -> list[Any]:
@@ -296,25 +298,7 @@ def _taking_signals(what: str, fn: Callable[[], object]) -> tuple[bool, bool]:
     return True, reload_asked
 
 
-SETTLE_S = 0.5  # after start-up, before _settle: the last Registers are on their way meanwhile
-
-
-def _settle(collecting: bool) -> None:
-    """Once start-up is over: collect its garbage (cycles such as a failed create's exception with
-    its frames, once, about 40 ms), then freeze what is left and turn the collector back on. What
-    start-up made lives as long as the process: frozen, the collector does not walk it again and
-    again, which showed as 20-30 ms pauses in ListAndWatch updates of 10,000-device resources.
-    Then give back to the system what start-up freed."""
-    gc.collect()
-    gc.freeze()
-    if collecting:
-        gc.enable()
-    libc = _libc()
-    if libc is not None and hasattr(libc, "malloc_trim"):
-        libc.malloc_trim(0)
-
-
-def _serve(host: Any, settings: Settings, flags: dict[str, Any], collecting: bool) -> int:
+def _serve(host: Any, settings: Settings, flags: dict[str, Any]) -> int:
     from multidp.plugins.factory import UnknownDrivers
 
     try:
@@ -326,9 +310,15 @@ def _serve(host: Any, settings: Settings, flags: dict[str, Any], collecting: boo
     if settings.strict and host.failed_drivers:
         log.error("--strict: driver(s) failed at start: %s; exiting", ", ".join(s.name for s in host.failed_drivers))
         return EXIT_DRIVER_FAILED
-    settle = threading.Timer(SETTLE_S, _settle, args=(collecting,))
-    settle.name, settle.daemon = "settle-memory", True
-    settle.start()
+    # What start-up made (modules, drivers, first snapshots) lives as long as the process: keep
+    # the cyclic collector from walking it again and again, which showed as 20-30 ms pauses in
+    # ListAndWatch updates of 10,000-device resources. Start-up's few hundred garbage cycles
+    # stay: collecting them took about 40 ms, while the last Registers may still be on their way.
+    gc.freeze()
+    gc.enable()
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)  # give back what start-up (imports, first scans) freed
     while reload_asked or signal.sigwait(SIGNALS) == signal.SIGHUP:
         finished, reload_asked = _taking_signals("reload", lambda: _reload(host, flags))
         if not finished:
