@@ -152,13 +152,8 @@ def flags_from(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(daemon_only=words[:1] == ["run"]).parse_args(words)
-    collecting = gc.isenabled()
     if args.command == "run":
         _limit_malloc_arenas()
-        # Start-up allocates much and frees little (modules, drivers, first snapshots): the cyclic
-        # collector walking it again and again cost about 15% of import time. It runs again once
-        # the host serves (_serve), or when run_daemon returns before.
-        gc.disable()
     try:
         return _dispatch(args)
     except InstanceLocked as exc:  # another multidp serves this plugin dir: not a config error
@@ -173,9 +168,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"multidp: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    finally:
-        if collecting:
-            gc.enable()
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -312,10 +304,8 @@ def _serve(host: Any, settings: Settings, flags: dict[str, Any]) -> int:
         return EXIT_DRIVER_FAILED
     # What start-up made (modules, drivers, first snapshots) lives as long as the process: keep
     # the cyclic collector from walking it again and again, which showed as 20-30 ms pauses in
-    # ListAndWatch updates of 10,000-device resources. Start-up's few hundred garbage cycles
-    # stay: collecting them took about 40 ms, while the last Registers may still be on their way.
+    # ListAndWatch updates of 10,000-device resources.
     gc.freeze()
-    gc.enable()
     libc = _libc()
     if libc is not None and hasattr(libc, "malloc_trim"):
         libc.malloc_trim(0)  # give back what start-up (imports, first scans) freed
