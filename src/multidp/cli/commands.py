@@ -17,7 +17,6 @@ from typing import Any
 
 import msgspec
 
-from multidp.cli import dradevices
 from multidp.cli.exits import EXIT_DRIVER_FAILED, EXIT_OK, EXIT_USAGE, EXIT_WARNINGS, UsageError
 from multidp.config.bylabel import with_host_keys
 from multidp.config.sections import section_variants
@@ -137,6 +136,8 @@ def _close(name: str, driver: Driver) -> None:
 
 def list_devices(settings: Settings, as_json: bool) -> int:
     """Exit 1 when a driver failed or found something the node would not serve (each says why)."""
+    from multidp.cli import dradevices  # the DRA package: only this command of the one-shot ones needs it
+
     report = scan_all(settings, PluginRegistry())
     dradevices.annotate(settings, report, dict(os.environ))
     troubled = any(e["state"] == FAILED or e["not_served"] or any(
